@@ -1,0 +1,204 @@
+"""RunConfig: every knob of one training run, typed, immutable and validated.
+
+It knows nothing about frameworks: building or validating one never imports
+torch or TensorFlow, so the CLI, `bench` and the report can all hold configs.
+Checks that need the hardware (how many GPUs there are) happen in the engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from parallel_vision.errors import ConfigError
+
+Framework = Literal["torch", "tensorflow"]
+Strategy = Literal["single", "dp", "ddp", "mirrored", "multiworker"]
+Optimizer = Literal["adam", "sgd"]
+Precision = Literal["fp32", "bf16", "fp16"]
+Device = Literal["auto", "cpu", "cuda"]
+MemoryFormat = Literal["channels_last", "contiguous"]
+
+STRATEGIES: dict[str, tuple[str, ...]] = {
+    "torch": ("single", "dp", "ddp"),
+    "tensorflow": ("single", "mirrored", "multiworker"),
+}
+#: Strategies in which each worker is a separate OS process.
+MULTI_PROCESS_STRATEGIES = ("ddp", "multiworker")
+#: Strategies that run several replicas in one process.
+SINGLE_PROCESS_MULTI_DEVICE = ("dp", "mirrored")
+
+KNOWN_DATASETS = ("mnist", "fashion-mnist")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run. Defaults are the paper's protocol (Adam 1e-3, batch 2048, 30 epochs)."""
+
+    framework: Framework = "torch"
+    strategy: Strategy = "single"
+    workers: int = 1
+    epochs: int = 30
+    batch_size: int = 2048
+    """Global batch: each of `workers` replicas takes `batch_size // workers` per step."""
+    optimizer: Optimizer = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    dropout: float = 0.25
+    """The paper does not state its dropout rate; 0.25 is ours, the same in both frameworks."""
+    seed: int = 0
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    limit_train: int | None = None
+    limit_test: int | None = None
+    out_dir: str | None = None
+    threads_per_worker: int | None = None
+    """CPU threads per worker; None means cores ÷ workers."""
+    device: Device = "auto"
+    precision: Precision = "fp32"
+    memory_format: MemoryFormat = "channels_last"
+    compile: bool = False
+    jit_compile: bool = False
+    sync_batchnorm: bool = False
+    eval_batch_size: int = 2000
+    deterministic: bool = False
+    checkpoint_every: int = 0
+    """Also checkpoint every N optimiser steps (0: only at epoch ends)."""
+    resume: bool = False
+    tensorboard: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form labels (e.g. the bench preset); never read by an engine."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    # ----------------------------------------------------------------- derived
+    @property
+    def per_worker_batch(self) -> int:
+        return self.batch_size // self.workers
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.strategy in MULTI_PROCESS_STRATEGIES
+
+    def resolved_threads(self, cores: int | None = None) -> int:
+        """Threads per worker: the explicit setting, else cores ÷ processes (at least 1)."""
+        if self.threads_per_worker is not None:
+            return self.threads_per_worker
+        cores = cores or usable_cores()
+        processes = self.workers if self.is_distributed else 1
+        return max(1, cores // processes)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------ serialising
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a run configuration must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown configuration field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"configuration is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define *what* is measured (not where outputs go), for de-duplication."""
+        d = self.to_dict()
+        for key in ("out_dir", "data_dir", "resume", "tensorboard", "extra"):
+            d.pop(key, None)
+        return d
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroups affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer; got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}; got {value}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Raise ConfigError with a one-line reason if `cfg` cannot describe a real run."""
+    _check_choice("framework", cfg.framework, get_args(Framework))
+    _check_choice(
+        f"strategy for {cfg.framework}", cfg.strategy, STRATEGIES[cfg.framework]
+    )
+    _check_choice("optimizer", cfg.optimizer, get_args(Optimizer))
+    _check_choice("precision", cfg.precision, get_args(Precision))
+    _check_choice("device", cfg.device, get_args(Device))
+    _check_choice("memory_format", cfg.memory_format, get_args(MemoryFormat))
+    _check_choice("dataset", cfg.dataset, KNOWN_DATASETS)
+    _check_int("workers", cfg.workers, 1)
+    _check_int("epochs", cfg.epochs, 1)
+    _check_int("batch_size", cfg.batch_size, 1)
+    _check_int("eval_batch_size", cfg.eval_batch_size, 1)
+    _check_int("seed", cfg.seed, 0)
+    _check_int("checkpoint_every", cfg.checkpoint_every, 0)
+    for name in ("limit_train", "limit_test", "threads_per_worker"):
+        value = getattr(cfg, name)
+        if value is not None:
+            _check_int(name, value, 1)
+    if not isinstance(cfg.lr, (int, float)) or isinstance(cfg.lr, bool) or not cfg.lr > 0:
+        raise ConfigError(f"lr must be a positive number; got {cfg.lr!r}")
+    if not 0.0 <= cfg.momentum < 1.0:
+        raise ConfigError(f"momentum must be in [0, 1); got {cfg.momentum!r}")
+    if cfg.weight_decay < 0:
+        raise ConfigError(f"weight_decay must be >= 0; got {cfg.weight_decay!r}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1); got {cfg.dropout!r}")
+    if cfg.strategy == "single" and cfg.workers != 1:
+        raise ConfigError(
+            f"strategy 'single' runs exactly one worker; got --workers {cfg.workers} "
+            f"(use {'ddp' if cfg.framework == 'torch' else 'mirrored or multiworker'} for more)"
+        )
+    if cfg.batch_size % cfg.workers:
+        raise ConfigError(
+            f"global batch {cfg.batch_size} does not divide evenly over {cfg.workers} workers"
+        )
+    if cfg.limit_train is not None and cfg.limit_train < cfg.batch_size:
+        raise ConfigError(
+            f"limit_train {cfg.limit_train} is smaller than one global batch ({cfg.batch_size}):"
+            " not a single full step could be taken"
+        )
+    if cfg.sync_batchnorm and cfg.strategy != "ddp":
+        raise ConfigError("sync_batchnorm only applies to strategy 'ddp'")
+    if cfg.strategy == "dp" and cfg.device == "cpu":
+        raise ConfigError("strategy 'dp' (nn.DataParallel) needs >= 2 CUDA devices; --device cpu was given")
+    if cfg.compile and cfg.framework != "torch":
+        raise ConfigError("compile applies to the torch engine; use jit_compile for TensorFlow")
+    if cfg.jit_compile and cfg.framework != "tensorflow":
+        raise ConfigError("jit_compile applies to the TensorFlow engine; use compile for torch")
+    if not isinstance(cfg.extra, dict):
+        raise ConfigError("extra must be a mapping of labels")

@@ -1,0 +1,38 @@
+"""Expected failures and their exit codes.
+
+Anything raised as a `PVisionError` is a user-facing problem (bad data, an
+impossible configuration, a busy port): the CLI prints its message on one line
+and exits with `exit_code`, without a traceback unless `--debug` is given.
+"""
+
+from __future__ import annotations
+
+
+class PVisionError(Exception):
+    """Base class of every expected, user-facing failure."""
+
+    exit_code: int = 2
+
+
+class DataError(PVisionError, ValueError):
+    """A dataset file is missing, corrupt, truncated or fails its checksum."""
+
+
+class ConfigError(PVisionError, ValueError):
+    """A run configuration is invalid or impossible on this machine."""
+
+
+class ResultsError(PVisionError):
+    """A results database or result file is missing, empty or corrupt."""
+
+
+class EngineError(PVisionError):
+    """A training engine process failed; the message carries its last error line."""
+
+
+class RunInterrupted(PVisionError):
+    """A run was stopped by a signal after saving what it had."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
