@@ -1,0 +1,75 @@
+"""Entry point of an engine process: `python -m parallel_vision.engines.child CONFIG.json`.
+
+It imports exactly one framework, runs it, and reports an expected failure to
+the launcher as a small JSON file (type and one-line message), so the user sees
+the same one-line error whatever process it happened in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from parallel_vision.config import RunConfig
+from parallel_vision.errors import PVisionError
+
+ERROR_ENV = "PVISION_ERROR_FILE"
+
+
+def report_error(exc: BaseException) -> int:
+    """Write the error file for the launcher; return the exit code to use."""
+    if isinstance(exc, PVisionError):
+        payload = {"type": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}
+        code = exc.exit_code
+    else:
+        message = str(exc).strip().splitlines()
+        payload = {
+            "type": "EngineError",
+            "message": f"{type(exc).__name__}: {message[-1] if message else ''}".rstrip(": "),
+            "exit_code": 1,
+        }
+        code = 1
+    path = os.environ.get(ERROR_ENV)
+    if path:
+        try:
+            Path(path).write_text(json.dumps(payload))
+        except OSError:
+            pass
+    return code
+
+
+def run_engine(cfg: RunConfig) -> None:
+    """Run the configured framework's engine in this process."""
+    if cfg.framework == "torch":
+        from parallel_vision.engines.torch_engine import train_and_evaluate
+    else:
+        from parallel_vision.engines.tf_engine import train_and_evaluate
+    train_and_evaluate(cfg)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m parallel_vision.engines.child CONFIG.json", file=sys.stderr)
+        return 2
+    try:
+        cfg = RunConfig.from_json(Path(argv[1]).read_text())
+        run_engine(cfg)
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the launcher
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            return 0
+        if isinstance(exc, KeyboardInterrupt):
+            from parallel_vision.errors import RunInterrupted
+
+            exc = RunInterrupted("interrupted", exit_code=130)
+        code = report_error(exc)
+        if not isinstance(exc, PVisionError) or os.environ.get("PVISION_DEBUG"):
+            traceback.print_exc()
+        return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,280 @@
+"""Turn a RunConfig into engine processes; the calling process never imports a framework.
+
+- `single`, `dp`, `ddp`, `mirrored`: one child process (`ddp` spawns its own
+  workers inside it with `torch.multiprocessing.spawn`, the paper's way).
+- `multiworker`: N children, each with a generated `TF_CONFIG` on free loopback ports.
+- Under `torchrun` (or a user-provided `TF_CONFIG`), the launcher's process *is* the
+  worker the external engine made, so the engine runs right here.
+
+The launcher owns the child environment: threads, allocator settings, log noise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import closing
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from parallel_vision.config import RunConfig, usable_cores
+from parallel_vision.errors import ConfigError, EngineError, PVisionError, RunInterrupted
+from parallel_vision.results.run_result import RunResult
+from parallel_vision.results.schema import RESULT_FILE
+
+CONFIG_FILE = "config.json"
+ERROR_ENV = "PVISION_ERROR_FILE"
+PROGRESS_ENV = "PVISION_PROGRESS"
+START_ENV = "PVISION_LAUNCH_TIME"
+#: Keep glibc from returning freed memory to the OS between steps: measured to matter
+#: for CPU training (page faults on every large activation otherwise). A user's own
+#: setting always wins.
+ALLOCATOR_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**36)}
+
+ERROR_TYPES: dict[str, type[PVisionError]] = {cls.__name__: cls for cls in PVisionError.__subclasses__()}
+
+
+def under_torchrun() -> bool:
+    """True in a process that torchrun (torch.distributed.elastic) started."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or (
+        "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ and "RANK" in os.environ
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the kernel's choice, so concurrent runs differ)."""
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"port {port} is not a valid TCP port (1..65535)")
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise ConfigError(f"port {port} on {host} is busy; choose another or leave it unset") from None
+
+
+def default_out_dir(cfg: RunConfig, root: str | os.PathLike[str] = "runs") -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(root) / f"{stamp}-{cfg.framework}-{cfg.strategy}-w{cfg.workers}-{uuid.uuid4().hex[:6]}"
+
+
+def prepare_out_dir(cfg: RunConfig, overwrite: bool = False) -> Path:
+    """Create the output folder; refuse one that holds a different or finished run."""
+    out = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"output directory {out} is not writable ({exc.strerror})") from None
+    previous = out / CONFIG_FILE
+    if previous.exists() and not overwrite:
+        try:
+            old = RunConfig.from_json(previous.read_text()).identity()
+        except (PVisionError, OSError):
+            old = None
+        if old != cfg.replace(out_dir=str(out)).identity():
+            raise ConfigError(f"output directory {out} holds a different run; choose another --out")
+        if (out / RESULT_FILE).exists() and not cfg.resume:
+            status = json.loads((out / RESULT_FILE).read_text()).get("status")
+            if status == "complete":
+                raise ConfigError(f"output directory {out} already holds a finished run; choose another --out")
+    return out
+
+
+def child_environment(cfg: RunConfig, progress: bool) -> dict[str, str]:
+    """The engine process's environment: threads per worker, allocator, quiet TF, launch time."""
+    env = dict(os.environ)
+    threads = str(cfg.resolved_threads())
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = threads
+    if cfg.framework == "torch":
+        for key, value in ALLOCATOR_ENV.items():
+            env.setdefault(key, value)
+    else:
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        env.setdefault("TF_NUM_INTRAOP_THREADS", threads)
+    env["PYTHONHASHSEED"] = str(cfg.seed)
+    env[PROGRESS_ENV] = "1" if progress else "0"
+    env.setdefault(START_ENV, repr(time.time()))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _raise_child_error(error_file: Path, returncode: int, what: str) -> None:
+    try:
+        info = json.loads(error_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        info = None
+    if info:
+        cls = ERROR_TYPES.get(info.get("type", ""), EngineError)
+        if cls is RunInterrupted:
+            raise RunInterrupted(info["message"], exit_code=int(info.get("exit_code", 130)))
+        raise cls(info["message"])
+    if returncode < 0:
+        raise EngineError(f"{what} was killed by signal {-returncode}")
+    raise EngineError(f"{what} failed with exit code {returncode} (run with --debug for details)")
+
+
+def _engine_command(config_path: Path) -> list[str]:
+    return [sys.executable, "-m", "parallel_vision.engines.child", str(config_path)]
+
+
+def run(
+    cfg: RunConfig, *, progress: bool = True, overwrite: bool = False, log_file: Path | None = None
+) -> RunResult:
+    """Run one configuration to completion in child process(es) and return its result."""
+    launch_time = time.time()
+    if cfg.strategy in ("ddp", "multiworker") and cfg.device != "cuda" and not _external_cluster(cfg):
+        cores = usable_cores()
+        if cfg.device == "cpu" and cfg.workers > cores:
+            raise ConfigError(
+                f"{cfg.workers} CPU workers requested but this machine has {cores} usable cores"
+            )
+    out = prepare_out_dir(cfg, overwrite=overwrite)
+    cfg = cfg.replace(out_dir=str(out))
+    from parallel_vision.results.schema import atomic_write_bytes
+
+    config_path = out / CONFIG_FILE
+    if not (_external_cluster(cfg) and not _is_writer()):
+        atomic_write_bytes(config_path, cfg.to_json().encode())
+    else:
+        config_path = Path(tempfile.mkdtemp(prefix="pvision-cfg-")) / CONFIG_FILE
+        config_path.write_text(cfg.to_json())
+
+    if _external_cluster(cfg):
+        # torchrun / a user TF_CONFIG made this process: it is the worker.
+        from parallel_vision.engines.child import run_engine
+
+        os.environ.setdefault(START_ENV, repr(launch_time))
+        run_engine(cfg)
+        return RunResult.load(out) if _is_writer() else RunResult({}, None)
+
+    env = child_environment(cfg, progress)
+    env[START_ENV] = repr(launch_time)
+    if cfg.strategy == "multiworker":
+        _run_multiworker(cfg, config_path, env, out)
+    else:
+        _run_children([(_engine_command(config_path), env)], out, log_file)
+    return RunResult.load(out)
+
+
+def _is_writer() -> bool:
+    """In an externally launched cluster only global rank 0 / the chief writes the output folder."""
+    if under_torchrun():
+        return os.environ.get("RANK", "0") == "0"
+    tf_config = os.environ.get("TF_CONFIG")
+    if tf_config:
+        try:
+            task = json.loads(tf_config).get("task", {})
+        except json.JSONDecodeError:
+            return True
+        return task.get("type") == "chief" or (task.get("type") == "worker" and task.get("index") == 0)
+    return True
+
+
+def _external_cluster(cfg: RunConfig) -> bool:
+    if cfg.framework == "torch" and cfg.strategy == "ddp":
+        return under_torchrun()
+    if cfg.framework == "tensorflow" and cfg.strategy == "multiworker":
+        return "TF_CONFIG" in os.environ
+    return False
+
+
+def _run_multiworker(cfg: RunConfig, config_path: Path, env: dict[str, str], out: Path) -> None:
+    ports = [free_port() for _ in range(cfg.workers)]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    jobs = []
+    for index in range(cfg.workers):
+        worker_env = dict(env)
+        worker_env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        if index:
+            worker_env[PROGRESS_ENV] = "0"
+        jobs.append((_engine_command(config_path), worker_env))
+    _run_children(jobs, out, None)
+
+
+def _run_children(
+    jobs: list[tuple[list[str], dict[str, str]]], out: Path, log_file: Path | None
+) -> None:
+    """Start every job, wait for all; the first failure stops the rest and is re-raised."""
+    error_dir = Path(tempfile.mkdtemp(prefix="pvision-err-"))
+    procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+    log_handle = open(log_file, "ab") if log_file else None  # noqa: SIM115 - closed below
+    try:
+        for i, (cmd, env) in enumerate(jobs):
+            error_file = error_dir / f"worker-{i}.json"
+            env = dict(env, **{ERROR_ENV: str(error_file)})
+            stdout = log_handle if (log_handle and i == 0) else (subprocess.DEVNULL if i else None)
+            stderr = log_handle if log_handle else (None if i == 0 else _worker_log(out, i))
+            procs.append((subprocess.Popen(cmd, env=env, stdout=stdout, stderr=stderr), error_file))
+        _wait_all(procs)
+    except KeyboardInterrupt:
+        for proc, _ in procs:
+            if proc.poll() is None:
+                proc.send_signal(2)
+        for proc, _ in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise RunInterrupted("interrupted; finished work was kept", exit_code=130) from None
+    finally:
+        if log_handle:
+            log_handle.close()
+        for proc, _ in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _worker_log(out: Path, index: int):  # type: ignore[no-untyped-def]
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    return open(logs / f"worker-{index}.log", "ab")  # noqa: SIM115 - owned by the child
+
+
+def _wait_all(procs: list[tuple[subprocess.Popen[bytes], Path]], grace_s: float = 30.0) -> None:
+    remaining = list(procs)
+    while remaining:
+        for item in list(remaining):
+            proc, error_file = item
+            code = proc.poll()
+            if code is None:
+                continue
+            remaining.remove(item)
+            if code != 0:
+                index = procs.index(item)
+                deadline = time.monotonic() + grace_s
+                for other, _ in remaining:  # a dead peer leaves the others blocked in a collective
+                    try:
+                        other.wait(timeout=max(0.1, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        other.kill()
+                what = "engine process" if len(procs) == 1 else f"worker {index}"
+                _raise_child_error(error_file, code, what)
+        time.sleep(0.05)
+
+
+def describe(cfg: RunConfig) -> dict[str, Any]:
+    """A one-line description of a config, for progress lines and errors."""
+    return {
+        "framework": cfg.framework,
+        "strategy": cfg.strategy,
+        "workers": cfg.workers,
+        "batch": cfg.batch_size,
+        "epochs": cfg.epochs,
+    }

@@ -1,0 +1,130 @@
+"""Where and with what a result was measured: saved with every run, shown by `pvision info`.
+
+Nothing here imports a framework: package versions come from installed
+metadata, and the engines add their device details themselves.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from parallel_vision.config import usable_cores
+
+PACKAGES = (
+    "parallel-vision",
+    "numpy",
+    "torch",
+    "tensorflow",
+    "tensorflow-cpu",
+    "keras",
+    "scikit-learn",
+    "lightning",
+)
+
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "MALLOC_MMAP_MAX_",
+    "MALLOC_TRIM_THRESHOLD_",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The SIMD features that decide CPU training speed (AVX-512, AMX, bf16)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
+                return [f for f in wanted if f in flags]
+    except OSError:
+        pass
+    return []
+
+
+def memory_gib() -> float | None:
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES")
+        size = os.sysconf("SC_PAGE_SIZE")
+        return round(pages * size / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def git_commit() -> dict[str, Any]:
+    """The code's commit and whether the tree had uncommitted changes (None outside a checkout)."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+        if commit.returncode != 0:
+            return {"commit": None, "dirty": None}
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def code_version() -> str:
+    """A short identity of the code for de-duplicating runs: commit (+dirty) or package version."""
+    git = git_commit()
+    if git["commit"]:
+        return git["commit"][:12] + ("-dirty" if git["dirty"] else "")
+    return "v" + (package_versions()["parallel-vision"] or "unknown")
+
+
+def host_environment() -> dict[str, Any]:
+    """Machine, OS, Python, packages, code version and thread settings of this process."""
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "memory_gib": memory_gib(),
+        "packages": package_versions(),
+        "git": git_commit(),
+        "code_version": code_version(),
+        "thread_env": {k: os.environ.get(k) for k in THREAD_VARIABLES if os.environ.get(k) is not None},
+        "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
