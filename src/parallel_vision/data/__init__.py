@@ -1,0 +1,35 @@
+"""Verified MNIST-family data: catalogue, IDX decoding, checksums, cache and download.
+
+Typical use: `images, labels = load("mnist", "train")`, then `normalize(images, spec.mean, spec.std)`.
+"""
+
+from __future__ import annotations
+
+from parallel_vision.data.catalog import DATASETS, DatasetSpec, FileSpec, SplitSpec, get_dataset
+from parallel_vision.data.download import fetch
+from parallel_vision.data.idx import parse_idx, read_idx
+from parallel_vision.data.info import DatasetInfo, SplitInfo, dataset_info, pixel_stats
+from parallel_vision.data.load import load, normalize
+from parallel_vision.data.paths import resolve_cache_dir, resolve_data_dir
+from parallel_vision.data.verify import FileStatus, verify
+
+__all__ = [
+    "DATASETS",
+    "DatasetInfo",
+    "DatasetSpec",
+    "FileSpec",
+    "FileStatus",
+    "SplitInfo",
+    "SplitSpec",
+    "dataset_info",
+    "fetch",
+    "get_dataset",
+    "load",
+    "normalize",
+    "parse_idx",
+    "pixel_stats",
+    "read_idx",
+    "resolve_cache_dir",
+    "resolve_data_dir",
+    "verify",
+]

@@ -1,0 +1,141 @@
+"""Download missing or damaged dataset files from mirrors, verified before they land.
+
+Each file is streamed into a temp file beside its destination while being hashed;
+only a file with the catalogue's exact size and SHA-256 is renamed into place.
+A mirror that fails (unreachable, HTTP error, wrong bytes) just hands over to the
+next one; if all fail, the error lists every URL tried and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from parallel_vision import __version__
+from parallel_vision.data.atomic import atomic_write
+from parallel_vision.data.catalog import DatasetSpec, FileSpec, get_dataset
+from parallel_vision.data.paths import raw_dir, resolve_data_dir
+from parallel_vision.data.verify import file_status
+from parallel_vision.errors import DataError
+
+TIMEOUT_S = 30.0
+_CHUNK = 1 << 16
+# Some mirrors refuse urllib's default agent.
+_HEADERS = {"User-Agent": f"parallel-vision/{__version__}"}
+
+
+class _BadMirror(Exception):
+    """This mirror did not deliver the right bytes; try the next one."""
+
+
+# ValueError: a malformed mirror URL. Local write errors (other OSErrors) are deliberately absent.
+_MIRROR_ERRORS = (
+    urllib.error.URLError,
+    http.client.HTTPException,
+    ConnectionError,
+    TimeoutError,
+    ValueError,
+    _BadMirror,
+)
+
+
+def fetch(
+    dataset: str | DatasetSpec,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    mirrors: Sequence[str] | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Make every file of `dataset` present and verified; return the paths it downloaded.
+
+    Files that already verify are left alone, so this never writes to a complete
+    (possibly read-only) directory. `mirrors` overrides the catalogue's list.
+    """
+    spec = get_dataset(dataset)
+    raw = raw_dir(resolve_data_dir(data_dir), spec.name)
+    urls = tuple(mirrors) if mirrors else spec.mirrors
+    todo = [
+        f
+        for split in spec.splits
+        for f in (split.images, split.labels)
+        if not file_status(spec.name, split.name, raw / f.name, f).ok
+    ]
+    if not todo:
+        return []
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create data directory {raw}: {exc.strerror or exc}") from None
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not (progress and console.is_terminal),  # no bar debris in logs or captured stderr
+    ) as bar:
+        for f in todo:
+            _download(f, raw / f.name, urls, bar, bar.add_task(f"{spec.name}/{f.name}", total=f.size))
+    return [raw / f.name for f in todo]
+
+
+def _download(spec: FileSpec, dest: Path, urls: Sequence[str], bar: Progress, task: TaskID) -> None:
+    tried = []
+    for base in urls:
+        url = base if base.endswith("/") else base + "/"
+        url += spec.name
+        bar.reset(task)
+        try:
+            with atomic_write(dest) as out:
+                _stream(url, out, spec, bar, task)
+            return
+        except _MIRROR_ERRORS as exc:
+            tried.append(f"{url} ({_reason(exc)})")
+        except OSError as exc:  # not the mirror's fault: we cannot write here
+            raise DataError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    raise DataError(f"could not download {spec.name}; tried: " + "; ".join(tried))
+
+
+def _stream(url: str, out: BinaryIO, spec: FileSpec, bar: Progress, task: TaskID) -> None:
+    """Copy `url` into `out`, refusing anything but exactly the catalogue's bytes."""
+    digest = hashlib.sha256()
+    size = 0
+    with urllib.request.urlopen(urllib.request.Request(url, headers=_HEADERS), timeout=TIMEOUT_S) as resp:
+        while chunk := resp.read(_CHUNK):
+            size += len(chunk)
+            if size > spec.size:
+                raise _BadMirror(f"more than the expected {spec.size} bytes")
+            digest.update(chunk)
+            out.write(chunk)
+            bar.advance(task, len(chunk))
+    if size != spec.size:
+        raise _BadMirror(f"got {size} bytes, expected {spec.size}")
+    if (actual := digest.hexdigest()) != spec.sha256:
+        raise _BadMirror(f"SHA-256 {actual[:16]}... != expected {spec.sha256[:16]}...")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code}"
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,53 @@
+"""Where datasets and decoded-array caches live, in one documented order.
+
+Data: explicit argument > $PVISION_DATA_DIR > user cache. Arrays: $PVISION_CACHE_DIR >
+user cache/arrays. The data directory may be read-only (a shared CI copy), so the
+array cache is always separate from it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from parallel_vision.errors import DataError
+
+DATA_DIR_ENV = "PVISION_DATA_DIR"
+CACHE_DIR_ENV = "PVISION_CACHE_DIR"
+
+
+def user_cache_root() -> Path:
+    """$XDG_CACHE_HOME/parallel-vision, else ~/.cache/parallel-vision (XDG ignores relative paths)."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "parallel-vision"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The root holding <dataset>/raw/*.gz."""
+    if data_dir is not None and str(data_dir) != "":
+        return Path(data_dir).expanduser()
+    env = os.environ.get(DATA_DIR_ENV, "")
+    return Path(env).expanduser() if env else user_cache_root()
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The writable directory for decoded .npy arrays."""
+    if cache_dir is not None and str(cache_dir) != "":
+        return Path(cache_dir).expanduser()
+    env = os.environ.get(CACHE_DIR_ENV, "")
+    return Path(env).expanduser() if env else user_cache_root() / "arrays"
+
+
+def raw_dir(root: Path, dataset: str) -> Path:
+    return root / dataset / "raw"
+
+
+def require_readable_dir(path: Path) -> None:
+    """Fail with the directory's name, rather than as a confusing 'file missing' later."""
+    if not path.exists():
+        raise DataError(f"data directory {path} does not exist")
+    if not path.is_dir():
+        raise DataError(f"data directory {path} is not a directory")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise DataError(f"data directory {path} is not readable")

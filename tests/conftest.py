@@ -1,0 +1,49 @@
+"""Fixtures shared by the whole test suite."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_IDX_CODES = {
+    np.dtype("uint8"): 0x08,
+    np.dtype("int8"): 0x09,
+    np.dtype("int16"): 0x0B,
+    np.dtype("int32"): 0x0C,
+    np.dtype("float32"): 0x0D,
+    np.dtype("float64"): 0x0E,
+}
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The verified offline datasets: $PVISION_DATA_DIR, else ../shared/datasets beside the repo."""
+    env = os.environ.get("PVISION_DATA_DIR")
+    path = Path(env) if env else Path(__file__).parents[2] / "shared" / "datasets"
+    if not path.is_dir():
+        pytest.skip(f"shared datasets not found at {path} (set PVISION_DATA_DIR)")
+    return path
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    """Serialise `array` as an IDX file (big-endian), the format MNIST ships in."""
+    header = bytes([0, 0, _IDX_CODES[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+@pytest.fixture
+def write_idx() -> Callable[..., Path]:
+    """write_idx(path, array, gz=False) -> path: a small IDX file to read back or corrupt."""
+
+    def write(path: Path, array: np.ndarray, gz: bool = False) -> Path:
+        data = _idx_bytes(np.asarray(array))
+        path.write_bytes(gzip.compress(data) if gz else data)
+        return path
+
+    return write
