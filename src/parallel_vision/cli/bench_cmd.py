@@ -1,9 +1,140 @@
-"""CLI commands: bench (placeholder until its issue lands)."""
+"""`pvision bench`: run a preset or explicit matrix of configurations, one at a time, then report."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from parallel_vision.errors import ConfigError, EngineError
+
+
+def _csv(value: str | None, name: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not items:
+        raise ConfigError(f"--{name} needs at least one value")
+    return items
+
+
+def _ints(value: str | None, name: str) -> tuple[int, ...] | None:
+    items = _csv(value, name)
+    if items is None:
+        return None
+    try:
+        return tuple(int(v) for v in items)
+    except ValueError:
+        raise ConfigError(f"--{name} takes integers separated by commas, e.g. 1,2; got {value!r}") from None
+
+
+FRAMEWORK_ALIASES = {"torch": "torch", "pytorch": "torch", "tensorflow": "tensorflow", "tf": "tensorflow"}
+
+
+def bench(
+    preset: str | None = typer.Option(None, "--preset", "-p", help="quick | paper | scaling (default quick "
+                                         "when no matrix option is given)."),
+    frameworks: str | None = typer.Option(None, "--frameworks", help="Comma list: torch,tensorflow."),
+    strategies: str | None = typer.Option(None, "--strategies", help="Strategies for N>1 workers, e.g. "
+                                             "ddp,dp,mirrored,multiworker (default ddp for torch, mirrored "
+                                             "for tensorflow; 1 worker is always 'single')."),
+    workers: str | None = typer.Option(None, "--workers", help="Comma list of worker counts, e.g. 1,2."),
+    repeats: int | None = typer.Option(None, "--repeats", "-r", help="Runs per configuration."),
+    scaling: str | None = typer.Option(None, "--scaling", help="strong (global batch fixed), weak "
+                                          "(per-worker batch fixed) or both."),
+    epochs: int | None = typer.Option(None, "--epochs", "-e"),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Strong: the global batch. "
+                                             "Weak: the per-worker batch."),
+    limit_train: int | None = typer.Option(None, "--limit-train", help="First N training images "
+                                              "(0: the whole training set)."),
+    limit_test: int | None = typer.Option(None, "--limit-test", help="First N test images (0: all)."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads per worker in the scaling "
+                                          "series (default cores ÷ the largest worker count)."),
+    reference: bool | None = typer.Option(None, "--reference/--no-reference", help="Also run a 1-worker "
+                                             "run on every core (the best single-process baseline)."),
+    as_published: bool = typer.Option(False, "--as-published", help="Use the optimiser the paper describes: "
+                                      "SGD (lr 0.01, momentum 0.9) for PyTorch single and DataParallel."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder (else $PVISION_DATA_DIR)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Bench ROOT (default bench-<preset>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Run again configurations already stored for "
+                                   "this code version."),
+    wait_idle: int = typer.Option(600, "--wait-idle", help="Seconds to wait before each run for other engine "
+                                  "processes on this machine to finish (0: don't wait)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned runs and exit."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write the report at the end."),
+) -> None:
+    """Run a matrix of configurations one after another into ROOT, store them, and write the report.
+
+    Re-running the same command resumes: runs already stored for the same configuration and code
+    version are kept, half-finished ones are run again. Ctrl-C keeps every finished run.
+    """
+    from parallel_vision.bench.matrix import expand
+    from parallel_vision.bench.presets import BenchSpec, get_preset, resolve_workers
+    from parallel_vision.bench.runner import gpu_count, run_bench
+    from parallel_vision.config import usable_cores
+
+    explicit = any(v is not None for v in (frameworks, strategies, workers, scaling))
+    spec = get_preset(preset) if preset else (BenchSpec(preset=None) if explicit else get_preset("quick"))
+    changes: dict[str, object] = {}
+    fws = _csv(frameworks, "frameworks")
+    if fws is not None:
+        try:
+            changes["frameworks"] = tuple(dict.fromkeys(FRAMEWORK_ALIASES[f.lower()] for f in fws))
+        except KeyError as exc:
+            raise ConfigError(f"unknown framework {exc.args[0]!r}; choose from torch, tensorflow") from None
+    if strategies is not None:
+        changes["strategies"] = _csv(strategies, "strategies")
+    if workers is not None:
+        changes["workers"] = _ints(workers, "workers")
+    for name, value in (("repeats", repeats), ("epochs", epochs), ("batch_size", batch_size),
+                        ("threads", threads), ("reference", reference)):
+        if value is not None:
+            changes[name] = value
+    if scaling is not None:
+        changes["scaling"] = scaling
+    if limit_train is not None:
+        changes["limit_train"] = limit_train or None
+    if limit_test is not None:
+        changes["limit_test"] = limit_test or None
+    if as_published:
+        changes["as_published"] = True
+    changes["device"] = device
+    if data_dir is not None:
+        changes["data_dir"] = str(data_dir)
+    spec = spec.replace(**changes)
+    root = out or Path(f"bench-{spec.preset or 'custom'}" + ("-as-published" if spec.as_published else ""))
+
+    if dry_run:
+        cores, gpus = usable_cores(), gpu_count()
+        spec = resolve_workers(spec, gpus if (gpus and spec.device != "cpu") else cores)
+        for planned in expand(spec, cores=cores, gpus=gpus):
+            if planned.cfg is None:
+                typer.echo(f"{planned.run_name}: cannot run — {planned.error}")
+                continue
+            c = planned.cfg
+            typer.echo(f"{planned.run_name}: {c.framework} {c.strategy} ×{c.workers}, batch {c.batch_size}, "
+                       f"{c.epochs} epochs, threads {c.threads_per_worker}, {c.optimizer} {c.lr:g}, "
+                       f"train {c.limit_train or 'all'}, test {c.limit_test or 'all'} "
+                       f"[{'+'.join(planned.scaling) or planned.role}]")
+        return
+
+    outcome = run_bench(spec, root, echo=typer.echo, wait_idle_s=float(wait_idle), overwrite=overwrite)
+    typer.echo(f"bench finished in {outcome.seconds:.0f} s: {len(outcome.ran)} run, {len(outcome.reused)} "
+               f"reused, {len(outcome.skipped)} skipped, {len(outcome.failed)} failed")
+    if not no_report:
+        from parallel_vision.report import write_report
+        from parallel_vision.report.text import print_text
+
+        written = write_report(root, formats=("html", "md"))
+        print_text(root)
+        for path in written:
+            typer.echo(f"report: {path}")
+    if outcome.failed:
+        names = ", ".join(name for name, _ in outcome.failed)
+        raise EngineError(f"{len(outcome.failed)} run(s) failed ({names}); see {root}/logs")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.command("bench")(bench)

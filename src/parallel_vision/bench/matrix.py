@@ -1,0 +1,147 @@
+"""Expand a BenchSpec into the ordered list of runs it stands for.
+
+Rules (also stated in the report):
+
+- 1 worker → strategy `single`. N > 1 → `ddp` for torch and `mirrored` for
+  tensorflow, or the multi-worker strategies named with `--strategies`
+  (torch: ddp, dp; tensorflow: mirrored, multiworker).
+- Strong scaling keeps the global batch fixed; weak scaling keeps the
+  per-worker batch fixed (global = per-worker × N). The 1-worker run is shared.
+- On a CPU every run of the scaling series gets the same threads per worker
+  (default: cores ÷ the largest worker count), so that S(N) compares equal
+  resources per worker; `reference` adds a 1-worker run using every core,
+  the "best single-process" baseline.
+- Repeats are interleaved (every configuration's repeat 1, then repeat 2, …)
+  so slow drifts of the machine do not bias one configuration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from parallel_vision.bench.presets import AS_PUBLISHED_SGD, BenchSpec
+from parallel_vision.config import STRATEGIES, RunConfig
+from parallel_vision.errors import ConfigError
+
+DEFAULT_MULTI = {"torch": ("ddp",), "tensorflow": ("mirrored",)}
+#: Strategies whose replicas share one process (and so its thread pool).
+SHARED_PROCESS = ("mirrored", "dp")
+SHORT = {"torch": "torch", "tensorflow": "tf"}
+
+
+@dataclass
+class PlannedRun:
+    """One run of the matrix: a config (or the reason none could be made) and its labels."""
+
+    name: str
+    repeat: int
+    cfg: RunConfig | None
+    scaling: list[str] = field(default_factory=list)
+    role: str = "scaling"
+    error: str | None = None
+    describe: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.name}-r{self.repeat}"
+
+
+def multi_strategies(framework: str, requested: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The N>1 strategies to run for one framework."""
+    if not requested:
+        return DEFAULT_MULTI[framework]
+    chosen = tuple(s for s in requested if s in STRATEGIES[framework] and s != "single")
+    return chosen or DEFAULT_MULTI[framework]
+
+
+def check_spec(spec: BenchSpec) -> None:
+    for fw in spec.frameworks:
+        if fw not in STRATEGIES:
+            raise ConfigError(f"unknown framework {fw!r}; choose from torch, tensorflow")
+    known = {s for v in STRATEGIES.values() for s in v}
+    for s in spec.strategies or ():
+        if s not in known:
+            raise ConfigError(f"unknown strategy {s!r}; choose from {', '.join(sorted(known))}")
+    if not spec.workers or any(n < 1 for n in spec.workers):
+        raise ConfigError("workers must be a list of positive integers, e.g. 1,2")
+    if spec.repeats < 1:
+        raise ConfigError(f"repeats must be >= 1; got {spec.repeats}")
+    if spec.scaling not in ("strong", "weak", "both"):
+        raise ConfigError(f"scaling must be strong, weak or both; got {spec.scaling!r}")
+
+
+def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
+    """Every run of `spec`, de-duplicated by config identity, repeats interleaved."""
+    check_spec(spec)
+    on_cpu = gpus == 0 or spec.device == "cpu"
+    top = max(spec.workers)
+    per_worker_threads = (spec.threads or max(1, cores // top)) if on_cpu else None
+    modes = ("strong", "weak") if spec.scaling == "both" else (spec.scaling,)
+
+    templates: list[PlannedRun] = []
+    by_identity: dict[str, PlannedRun] = {}
+
+    def add(framework: str, strategy: str, workers: int, batch: int, threads: int | None,
+            mode: str | None, role: str) -> None:
+        base: dict[str, Any] = {
+            "framework": framework, "strategy": strategy, "workers": workers, "batch_size": batch,
+            "epochs": spec.epochs, "limit_train": spec.limit_train, "limit_test": spec.limit_test,
+            "data_dir": spec.data_dir, "device": spec.device,
+        }
+        if threads is not None:
+            # mirrored / dp replicas share one process: its pool gets threads × replicas.
+            base["threads_per_worker"] = threads * workers if strategy in SHARED_PROCESS else threads
+        if spec.as_published and framework == "torch" and strategy in ("single", "dp"):
+            base.update(AS_PUBLISHED_SGD)
+        extra: dict[str, Any] = {"preset": spec.preset or "custom", "role": role}
+        if spec.as_published:
+            extra["protocol"] = "as-published"
+        name = f"{SHORT[framework]}-{strategy}-w{workers}-b{batch}"
+        if threads is not None:
+            name += f"-t{threads}"
+        if base.get("optimizer") == "sgd":
+            name += "-sgd"
+        describe = {k: base[k] for k in ("framework", "strategy", "workers", "batch_size")}
+        try:
+            cfg = RunConfig(**base, extra=extra)  # type: ignore[arg-type]
+        except ConfigError as exc:
+            key = "error:" + name
+            if key not in by_identity:
+                planned = PlannedRun(name, 1, None, [mode] if mode else [], role, str(exc), describe)
+                by_identity[key] = planned
+                templates.append(planned)
+            return
+        key = repr(sorted(cfg.identity().items()))
+        if key in by_identity:
+            planned = by_identity[key]
+            if mode and mode not in planned.scaling:
+                planned.scaling.append(mode)
+            if role == "scaling":
+                planned.role = "scaling"
+            return
+        planned = PlannedRun(name, 1, cfg, [mode] if mode else [], role, None, describe)
+        by_identity[key] = planned
+        templates.append(planned)
+
+    for framework in spec.frameworks:
+        for workers in sorted(spec.workers):
+            strategies = ("single",) if workers == 1 else multi_strategies(framework, spec.strategies)
+            for strategy in strategies:
+                for mode in modes:
+                    batch = spec.batch_size if mode == "strong" else spec.batch_size * workers
+                    add(framework, strategy, workers, batch, per_worker_threads, mode, "scaling")
+        if spec.reference and on_cpu and per_worker_threads is not None and per_worker_threads < cores:
+            add(framework, "single", 1, spec.batch_size, cores, None, "reference")
+
+    plan: list[PlannedRun] = []
+    for repeat in range(1, spec.repeats + 1):
+        for t in templates:
+            if t.cfg is None and repeat > 1:
+                continue  # an impossible configuration is reported once
+            cfg = t.cfg
+            if cfg is not None:
+                labels = dict(cfg.extra, repeat=repeat, scaling="+".join(t.scaling) or None)
+                cfg = cfg.replace(extra={k: v for k, v in labels.items() if v is not None})
+            plan.append(PlannedRun(t.name, repeat, cfg, list(t.scaling), t.role, t.error, t.describe))
+    return plan

@@ -1,0 +1,370 @@
+"""Run a bench matrix: one run at a time, resumable, every finished run kept.
+
+Each planned run goes through `launch.run(cfg, progress=False, log_file=...)`
+into `ROOT/runs/<name>-r<k>`; its result is inserted into `ROOT/results.sqlite`
+as soon as it finishes. A run already stored for the same config identity,
+code version and repeat is not run again, so re-running an interrupted bench
+picks up where it stopped; half-finished run folders (no complete result.json)
+are deleted and run again. Configurations the machine cannot run (the engine
+raises ConfigError, e.g. DataParallel without two GPUs) are recorded in
+`ROOT/skipped/<name>.json` with the reason, and the report lists them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from parallel_vision.bench.matrix import PlannedRun, expand
+from parallel_vision.bench.presets import BenchSpec, resolve_workers
+from parallel_vision.config import RunConfig, usable_cores
+from parallel_vision.errors import ConfigError, EngineError, PVisionError, RunInterrupted
+from parallel_vision.results.schema import RESULT_FILE, atomic_write_bytes
+from parallel_vision.results.store import SKIPPED_DIR, Store, identity_hash, open_store
+
+MANIFEST = "bench.json"
+ENGINE_MARK = "parallel_vision.engines.child"
+
+Printer = Callable[[str], None]
+
+
+@dataclass
+class BenchOutcome:
+    root: Path
+    planned: int = 0
+    ran: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    busy_runs: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- the machine
+def gpu_count() -> int:
+    """NVIDIA GPUs visible to this process, without importing a framework (0 when unknown)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    if out.returncode != 0:
+        return 0
+    count = sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+    if visible:
+        count = min(count, len([v for v in visible.split(",") if v.strip()]))
+    return count
+
+
+def other_engine_processes() -> list[int]:
+    """PIDs of engine processes running on this machine that are not ours (colleagues' runs)."""
+    mine = _descendants(os.getpid())
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        pid = int(entry.name)
+        if ENGINE_MARK in cmdline and pid not in mine and pid != os.getpid():
+            found.append(pid)
+    return sorted(found)
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
+
+
+def load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------- helpers
+def fmt_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _complete_result(folder: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((folder / RESULT_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and data.get("status") == "complete" else None
+
+
+def _same_run(data: dict[str, Any], cfg: RunConfig, code_version: str | None, repeat: int) -> bool:
+    try:
+        same_identity = identity_hash(data["config"]) == identity_hash(cfg)
+    except (PVisionError, KeyError, TypeError):
+        return False
+    extra = data["config"].get("extra") or {}
+    return (same_identity and (data.get("environment") or {}).get("code_version") == code_version
+            and extra.get("repeat", 1) == repeat)
+
+
+def _run_folder(root: Path, planned: PlannedRun, code_version: str | None) -> tuple[Path, bool]:
+    """The folder for this run and whether it already holds it, finished.
+
+    A folder with a complete result of another config or code version is never
+    touched: the run goes to `<name>-r<k>-2`, `-3`, …. A folder without a
+    complete result (a run that was interrupted or crashed) is deleted.
+    """
+    assert planned.cfg is not None
+    base = root / "runs" / planned.run_name
+    for suffix in range(1, 1000):
+        folder = base if suffix == 1 else base.with_name(f"{base.name}-{suffix}")
+        if not folder.exists():
+            return folder, False
+        data = _complete_result(folder)
+        if data is None:
+            shutil.rmtree(folder)
+            return folder, False
+        if _same_run(data, planned.cfg, code_version, planned.repeat):
+            return folder, True
+    raise ConfigError(f"too many runs named {planned.run_name} under {root / 'runs'}")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
+
+
+def _skip_record(planned: PlannedRun, reason: str, kind: str, code_version: str | None) -> dict[str, Any]:
+    cfg = planned.cfg.to_dict() if planned.cfg is not None else dict(planned.describe)
+    return {
+        "name": planned.name,
+        "kind": kind,
+        "reason": reason,
+        "config": cfg,
+        "identity_hash": identity_hash(planned.cfg) if planned.cfg is not None else None,
+        "code_version": code_version,
+        "recorded_at": _now(),
+    }
+
+
+def _record_skip(store: Store, root: Path, record: dict[str, Any]) -> None:
+    path = root / SKIPPED_DIR / f"{record['name']}.json"
+    _write_json(path, record)
+    store.insert_skip(record, path)
+
+
+def _clear_skip(store: Store, root: Path, name: str) -> None:
+    (root / SKIPPED_DIR / f"{name}.json").unlink(missing_ok=True)
+    store.delete_skip(name)
+
+
+def _label(p: PlannedRun) -> str:
+    d = p.describe
+    return f"{d['framework']} {d['strategy']} ×{d['workers']} b{d['batch_size']} r{p.repeat}"
+
+
+# --------------------------------------------------------------------------- the bench
+def run_bench(
+    spec: BenchSpec,
+    root: str | os.PathLike[str],
+    *,
+    echo: Printer = print,
+    wait_idle_s: float = 600.0,
+    overwrite: bool = False,
+) -> BenchOutcome:
+    """Run every planned configuration of `spec` into ROOT, one at a time; return what happened.
+
+    `wait_idle_s`: before each run, wait up to this long for other engine processes on
+    the machine to finish (0: do not wait); a run started while others ran is flagged.
+    `overwrite`: re-run even configurations already stored for this code version.
+    """
+    from parallel_vision.engines import launch
+    from parallel_vision.engines.provenance import code_version as current_code_version
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "logs").mkdir(exist_ok=True)
+    cores, gpus = usable_cores(), gpu_count()
+    spec = resolve_workers(spec, gpus if (gpus and spec.device != "cpu") else cores)
+    plan = expand(spec, cores=cores, gpus=gpus)
+    code = current_code_version()
+    store = open_store(root, create_empty=True)
+    outcome = BenchOutcome(root=root, planned=len(plan))
+    manifest_path = root / MANIFEST
+    history = []
+    if manifest_path.exists():
+        try:
+            history = json.loads(manifest_path.read_text()).get("history", [])
+        except (OSError, json.JSONDecodeError, AttributeError):
+            history = []
+    manifest: dict[str, Any] = {
+        "spec": spec.to_dict(),
+        "code_version": code,
+        "cores": cores,
+        "gpus": gpus,
+        "started_at": _now(),
+        "finished_at": None,
+        "status": "running",
+        "runs": [{"name": p.run_name, "state": "pending"} for p in plan],
+        "history": history,
+    }
+
+    def save_manifest() -> None:
+        _write_json(manifest_path, manifest)
+
+    def set_state(i: int, state: str, **info: Any) -> None:
+        manifest["runs"][i].update(state=state, **info)
+        save_manifest()
+
+    # What is already done (same identity, code version and repeat), before the clock starts.
+    todo: list[int] = []
+    for i, planned in enumerate(plan):
+        if planned.cfg is None:
+            todo.append(i)
+            continue
+        stored = None if overwrite else store.done(identity_hash(planned.cfg), code, planned.repeat)
+        if stored is not None and (root / stored["path"] / RESULT_FILE).exists():
+            outcome.reused.append(planned.run_name)
+            manifest["runs"][i].update(state="reused", folder=stored["path"], run_id=stored["run_id"])
+        else:
+            todo.append(i)
+    save_manifest()
+    echo(f"bench {spec.preset or 'custom'}: {len(plan)} run(s) planned, {len(outcome.reused)} already done "
+         f"for code {code}, {len(todo)} to run → {root}")
+
+    start = time.monotonic()
+    durations: list[float] = []
+    impossible: set[str] = set()
+    try:
+        for position, i in enumerate(todo, 1):
+            planned = plan[i]
+            elapsed = time.monotonic() - start
+            remaining = len(todo) - position + 1
+            eta = fmt_duration(sum(durations) / len(durations) * remaining) if durations else "—"
+            head = f"[{position}/{len(todo)} · {fmt_duration(elapsed)} elapsed · ETA {eta}] {_label(planned)}"
+            if planned.cfg is None or planned.name in impossible:
+                reason = planned.error or next(r for n, r in outcome.skipped if n == planned.name)
+                if planned.cfg is None:
+                    _record_skip(store, root, _skip_record(planned, reason, "skipped", code))
+                outcome.skipped.append((planned.name, reason))
+                set_state(i, "skipped", reason=reason)
+                echo(f"{head}: skipped — {reason}")
+                continue
+            busy = _wait_for_idle(wait_idle_s, echo)
+            folder, finished = _run_folder(root, planned, code)
+            if finished and not overwrite:
+                data = _complete_result(folder)
+                assert data is not None
+                store.insert_result(data, folder)
+                outcome.reused.append(planned.run_name)
+                set_state(i, "reused", folder=str(folder.relative_to(root)), run_id=data["run_id"])
+                echo(f"{head}: already done in {folder.name}")
+                continue
+            if finished and overwrite:
+                shutil.rmtree(folder)
+            cfg = planned.cfg.replace(out_dir=str(folder))
+            log_file = root / "logs" / f"{folder.name}.log"
+            log_file.unlink(missing_ok=True)
+            load = load_average()
+            set_state(i, "running", folder=str(folder.relative_to(root)), started_at=_now(),
+                      other_engines_at_start=busy, load_average_at_start=load)
+            echo(f"{head} …" + (f" (other engine processes running: {busy})" if busy else ""))
+            t0 = time.monotonic()
+            try:
+                result = launch.run(cfg, progress=False, log_file=log_file)
+            except ConfigError as exc:
+                reason = str(exc).strip().splitlines()[0]
+                shutil.rmtree(folder, ignore_errors=True)
+                _record_skip(store, root, _skip_record(planned, reason, "skipped", code))
+                impossible.add(planned.name)
+                outcome.skipped.append((planned.name, reason))
+                set_state(i, "skipped", reason=reason)
+                echo(f"    skipped — {reason}")
+                continue
+            except RunInterrupted:
+                raise
+            except (EngineError, PVisionError) as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                why = f"failed: {reason} (log: logs/{log_file.name})"
+                _record_skip(store, root, _skip_record(planned, why, "failed", code))
+                outcome.failed.append((planned.run_name, reason))
+                set_state(i, "failed", reason=reason)
+                echo(f"    FAILED — {reason} (see {log_file})")
+                continue
+            seconds = time.monotonic() - t0
+            durations.append(seconds)
+            busy = sorted(set(busy) | set(other_engine_processes()))
+            store.insert_result(result.data, folder)
+            _clear_skip(store, root, planned.name)
+            if busy:
+                outcome.busy_runs.append(planned.run_name)
+            outcome.ran.append(planned.run_name)
+            s = result.summary
+            set_state(i, "done", run_id=result.run_id, seconds=round(seconds, 2), finished_at=_now(),
+                      other_engines=busy)
+            echo(f"    done in {seconds:.1f} s · steady epoch {s['mean_epoch_time_excl_warmup_s']:.2f} s · "
+                 f"{s['images_per_s_excl_warmup']:.0f} img/s · test acc {100 * s['test_accuracy']:.2f} %")
+    except (KeyboardInterrupt, RunInterrupted):
+        manifest.update(status="interrupted", finished_at=_now())
+        for run in manifest["runs"]:
+            if run["state"] == "running":
+                run["state"] = "interrupted"
+        save_manifest()
+        store.close()
+        kept = len(outcome.ran) + len(outcome.reused)
+        raise RunInterrupted(
+            f"bench interrupted; {kept} finished run(s) kept in {root}; run the same command again to resume",
+            exit_code=130,
+        ) from None
+    outcome.seconds = time.monotonic() - start
+    manifest.update(status="complete", finished_at=_now(), seconds=round(outcome.seconds, 2))
+    manifest["history"] = (history + [{k: manifest[k] for k in ("spec", "code_version", "started_at",
+                                                               "finished_at", "status")}])[-20:]
+    save_manifest()
+    store.close()
+    return outcome
+
+
+def _wait_for_idle(limit_s: float, echo: Printer) -> list[int]:
+    """Wait (up to limit_s) until no other engine process runs; return those still running."""
+    others = other_engine_processes()
+    if not others or limit_s <= 0:
+        return others
+    echo(f"    waiting for {len(others)} other engine process(es) to finish (pids {others}) "
+         f"so they do not skew the timing (up to {fmt_duration(limit_s)}) …")
+    deadline = time.monotonic() + limit_s
+    while others and time.monotonic() < deadline:
+        time.sleep(2.0)
+        others = other_engine_processes()
+    if others:
+        echo(f"    still busy after {fmt_duration(limit_s)}; running anyway and flagging the run")
+    return others
+
