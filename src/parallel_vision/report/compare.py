@@ -1,0 +1,285 @@
+"""The TF-vs-PyTorch comparison, written from the measured numbers.
+
+Every sentence is a template filled with numbers from ReportData, and its
+direction (faster, slower, scales better, …) is decided by those numbers. A
+difference is called a tie when it is within `TIE` (relative) with a single
+repeat, or when the min–max ranges overlap with several repeats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from parallel_vision.report.data import FRAMEWORK_NAMES, STRATEGY_NAMES, ConfigGroup, ReportData
+from parallel_vision.report.scaling import ScalingRow, Spread
+
+#: Relative difference below which two single-repeat measurements are called "about the same".
+TIE = 0.03
+
+
+def _fw(name: str) -> str:
+    return FRAMEWORK_NAMES.get(name, name)
+
+
+def _st(name: str) -> str:
+    return STRATEGY_NAMES.get(name, name)
+
+
+def resolved(a: Spread, b: Spread) -> bool:
+    """Whether a and b differ beyond the noise we can see (range overlap, or TIE with one repeat)."""
+    if a.n > 1 and b.n > 1:
+        return a.hi < b.lo or b.hi < a.lo
+    return abs(a.median - b.median) > TIE * max(abs(a.median), abs(b.median))
+
+
+def faster_phrase(x_a: Spread, x_b: Spread) -> str:
+    """'1.23× faster than', 'about as fast as' or '1.23× slower than' — a vs b by throughput."""
+    if not resolved(x_a, x_b):
+        return "about as fast as"
+    ratio = x_a.median / x_b.median
+    return f"{ratio:.2f}× faster than" if ratio > 1 else f"{1 / ratio:.2f}× slower than"
+
+
+def _noise_note(spreads: Sequence[Spread]) -> str:
+    n = min(s.n for s in spreads)
+    if n > 1:
+        return f"(medians of {n} repeats; ties: overlapping min–max ranges)"
+    return f"(one repeat each, so no spread is measured; differences under {TIE:.0%} are called ties)"
+
+
+def _single_pairs(data: ReportData) -> list[tuple[ConfigGroup, ConfigGroup]]:
+    """1-worker runs of the two frameworks with the same batch, threads and everything else."""
+    pairs = []
+    torch_singles = [g for g in data.groups if g.framework == "torch" and g.workers == 1]
+    tf_singles = [g for g in data.groups if g.framework == "tensorflow" and g.workers == 1]
+    for t in torch_singles:
+        for f in tf_singles:
+            if (t.family, t.global_batch, t.threads) == (f.family, f.global_batch, f.threads):
+                pairs.append((t, f))
+    return pairs
+
+
+def _x(g: ConfigGroup) -> Spread | None:
+    return g.stats.get("images_per_s_excl_warmup")
+
+
+def single_process_sentences(data: ReportData) -> list[str]:
+    out = []
+    for t, f in _single_pairs(data):
+        xt, xf = _x(t), _x(f)
+        if xt is None or xf is None:
+            continue
+        threads = (f"{t.threads:g} thread{'s' if t.threads != 1 else ''}" if t.threads
+                   else "the default threads")
+        out.append(
+            f"One worker with {threads}, global batch {t.global_batch}: PyTorch trains at {xt.median:,.0f} "
+            f"images/s and TensorFlow at {xf.median:,.0f} images/s — PyTorch is {faster_phrase(xt, xf)} "
+            f"TensorFlow {_noise_note([xt, xf])}."
+        )
+    return out
+
+
+def scaling_sentences(rows: list[ScalingRow], mode: str) -> list[str]:
+    out = []
+    by_n: dict[int, list[ScalingRow]] = {}
+    for r in rows:
+        by_n.setdefault(r.workers, []).append(r)
+    what = "global batch fixed" if mode == "strong" else "per-worker batch fixed"
+    for n, rs in sorted(by_n.items()):
+        parts = [f"{_fw(r.point.framework)} {_st(r.point.strategy)} S = {r.speedup.median:.2f} "
+                 f"(E = {100 * r.efficiency.median:.0f} %)" for r in rs]
+        sentence = f"{mode.capitalize()} scaling to {n} workers ({what}): " + "; ".join(parts) + "."
+        torch_rows = [r for r in rs if r.point.framework == "torch"]
+        tf_rows = [r for r in rs if r.point.framework == "tensorflow"]
+        if torch_rows and tf_rows:
+            bt = max(torch_rows, key=lambda r: r.speedup.median)
+            bf = max(tf_rows, key=lambda r: r.speedup.median)
+            if not resolved(bt.speedup, bf.speedup):
+                sentence += (f" The two frameworks scale about equally here "
+                             f"{_noise_note([bt.speedup, bf.speedup])}.")
+            else:
+                win, lose = (bt, bf) if bt.speedup.median > bf.speedup.median else (bf, bt)
+                sentence += (f" {_fw(win.point.framework)} {_st(win.point.strategy)} scales better: "
+                             f"{100 * win.efficiency.median:.0f} % vs {100 * lose.efficiency.median:.0f} % "
+                             f"efficiency {_noise_note([bt.speedup, bf.speedup])}.")
+        for r in rs:
+            if r.speedup.median < 1 and resolved(r.speedup, Spread(1.0, 1.0, 1.0, r.speedup.n)):
+                sentence += (f" {_fw(r.point.framework)} {_st(r.point.strategy)} ×{n} is slower than its own "
+                             f"1-worker run ({1 / r.speedup.median:.2f}× the epoch time).")
+        out.append(sentence)
+    return out
+
+
+def best_single_sentences(rows: list[ScalingRow]) -> list[str]:
+    """The practical question: does N-worker training beat the best single-process run on this machine?"""
+    out = []
+    for r in rows:
+        if r.best.key == r.baseline.key and r.same_threads:
+            continue
+        threads = f"{r.best.threads:g} threads" if r.best.threads else "its threads"
+        s = r.speedup_vs_best
+        if not resolved(s, Spread(1.0, 1.0, 1.0, s.n)):
+            verdict = "about as fast as"
+        elif s.median > 1:
+            verdict = f"{s.median:.2f}× faster than"
+        else:
+            verdict = f"{1 / s.median:.2f}× slower than"
+        out.append(
+            f"{r.point.label} is {verdict} the fastest single-process {_fw(r.point.framework)} run "
+            f"({r.best.label}, {threads}) — the comparison that matters when both use the same machine."
+        )
+    return out
+
+
+def overhead_sentences(data: ReportData) -> list[str]:
+    """Fixed costs outside the epochs (start-up, import, data, model build, evaluation), per framework."""
+    out = []
+    for fw in data.frameworks:
+        groups = [g for g in data.groups if g.framework == fw]
+        fixed, shares = [], []
+        for g in groups:
+            for r in g.runs:
+                s = r["summary"]
+                if s.get("total_time_s") and s.get("train_time_s") is not None:
+                    extra = s["total_time_s"] - s["train_time_s"]
+                    fixed.append(extra)
+                    shares.append(extra / s["total_time_s"])
+        if fixed:
+            fixed.sort()
+            shares.sort()
+            out.append(
+                f"{_fw(fw)}: {fixed[len(fixed) // 2]:.1f} s of each run (median; "
+                f"{100 * shares[len(shares) // 2]:.0f} % of its total time) is spent outside the training "
+                "epochs — process start-up, framework import, data loading, model build and evaluation."
+            )
+    return out
+
+
+def warmup_sentences(data: ReportData) -> list[str]:
+    out = []
+    for g in data.groups:
+        w, t = g.stats.get("warmup_epoch_time_s"), g.stats.get("mean_epoch_time_excl_warmup_s")
+        if w is None or t is None or g.config["epochs"] < 2:
+            continue
+        out.append(f"{g.label}: warm-up epoch {w.median:.2f} s vs {t.median:.2f} s steady "
+                   f"({w.median / t.median:.2f}×).")
+    return out
+
+
+def accuracy_sentences(data: ReportData) -> list[str]:
+    out = []
+    for t, f in _single_pairs(data) + _multi_pairs(data):
+        at, af = t.stats.get("test_accuracy"), f.stats.get("test_accuracy")
+        if at is None or af is None:
+            continue
+        diff = 100 * (at.median - af.median)
+        if abs(diff) < 0.005:
+            direction = "the same"
+        else:
+            direction = f"{abs(diff):.2f} percentage points {'higher' if diff > 0 else 'lower'} for PyTorch"
+        out.append(
+            f"Test accuracy after {t.config['epochs']} epoch(s) on {t.n_test:,} images: {t.label} "
+            f"{100 * at.median:.2f} %, {f.label} {100 * af.median:.2f} % — {direction} "
+            f"{_noise_note([at, af])}."
+        )
+    return out
+
+
+def _multi_pairs(data: ReportData) -> list[tuple[ConfigGroup, ConfigGroup]]:
+    pairs = []
+    for t in (g for g in data.groups if g.framework == "torch" and g.workers > 1):
+        for f in (g for g in data.groups if g.framework == "tensorflow" and g.workers > 1):
+            if (t.family, t.global_batch, t.workers) == (f.family, f.global_batch, f.workers):
+                pairs.append((t, f))
+    return pairs
+
+
+def split_sentences(data: ReportData) -> list[str]:
+    out = []
+    for g in data.groups:
+        split = g.time_split()
+        epoch = split.get("epoch_time_s")
+        if not epoch:
+            continue
+        data_share = 100 * (split.get("data_time_s") or 0) / epoch
+        comm = split.get("comm_time_s")
+        if g.workers == 1:
+            comm_text = "no communication (1 worker)"
+        elif comm is None:
+            comm_text = "communication not measured"
+        else:
+            comm_text = f"gradient all-reduce {comm:.2f} s ({100 * comm / epoch:.0f} %, overlapping compute)"
+        out.append(f"{g.label}: data {data_share:.0f} % of the steady epoch, {comm_text}.")
+    return out
+
+
+def paper_claim_sentences(data: ReportData) -> list[str]:
+    """The paper's qualitative conclusions, checked against our numbers (direction only)."""
+    out = []
+    strong = data.strong
+    tf2 = [r for r in strong if r.point.framework == "tensorflow" and r.point.strategy == "mirrored"]
+    ddp2 = [r for r in strong if r.point.framework == "torch" and r.point.strategy == "ddp"]
+    if tf2:
+        r = max(tf2, key=lambda r: r.workers)
+        holds = "holds" if r.speedup.median > 1 and resolved(r.speedup, Spread(1, 1, 1, r.speedup.n)) \
+            else "does not hold"
+        out.append(f"Paper: TensorFlow data parallelism on 2 devices beats 1 device (S = 1.66 by its epoch "
+                   f"times). Here, Mirrored ×{r.workers}: S = {r.speedup.median:.2f} against "
+                   f"{r.baseline.label} — the claim {holds} on this machine.")
+    if ddp2:
+        r = max(ddp2, key=lambda r: r.workers)
+        holds = "holds" if r.speedup.median > 1 and resolved(r.speedup, Spread(1, 1, 1, r.speedup.n)) \
+            else "does not hold"
+        out.append(f"Paper: PyTorch DDP is much faster than 1 device (S = 3.75 by its epoch times, 'scaling "
+                   f"184.88 %'). Here, DDP ×{r.workers}: S = {r.speedup.median:.2f} (E = "
+                   f"{100 * r.efficiency.median:.0f} %) — the claim {holds} on this machine.")
+    if tf2 and ddp2:
+        a, b = max(tf2, key=lambda r: r.workers), max(ddp2, key=lambda r: r.workers)
+        if a.workers == b.workers:
+            if not resolved(a.speedup, b.speedup):
+                verdict = "neither scales better here"
+            elif a.speedup.median > b.speedup.median:
+                verdict = "TensorFlow scales better here, as the paper concludes"
+            else:
+                verdict = "PyTorch DDP scales better here, contrary to the paper's conclusion"
+            out.append(f"Paper: 'Data Parallelism in Tensorflow is superior to Pytorch due to high scaling'. "
+                       f"Here, E({a.workers}) = {100 * a.efficiency.median:.0f} % (TensorFlow Mirrored) vs "
+                       f"{100 * b.efficiency.median:.0f} % (PyTorch DDP): {verdict}.")
+    dp = [s for s in data.skipped if (s.get("strategy") == "dp")]
+    dp_runs = [r for r in strong if r.point.strategy == "dp"]
+    if dp_runs:
+        r = dp_runs[0]
+        out.append(f"Paper: DataParallel gives no speedup over 1 GPU. Here, DataParallel ×{r.workers}: "
+                   f"S = {r.speedup.median:.2f}.")
+    elif dp:
+        out.append(f"Paper: DataParallel gives no speedup over 1 GPU — not testable here: {dp[0]['reason']}")
+    return out
+
+
+def comparison(data: ReportData) -> list[tuple[str, list[str]]]:
+    """Headed paragraphs of the TF-vs-PyTorch comparison (empty sections left out)."""
+    sections: list[tuple[str, list[str]]] = [
+        ("Single-process speed", single_process_sentences(data)),
+        ("Scaling", scaling_sentences(data.strong, "strong") + scaling_sentences(data.weak, "weak")),
+        ("Against the best single-process run", best_single_sentences(data.strong + data.weak)),
+        ("Accuracy", accuracy_sentences(data)),
+        ("Fixed costs", overhead_sentences(data)),
+        ("Warm-up", warmup_sentences(data)),
+        ("Where the time goes", split_sentences(data)),
+        ("The paper's conclusions, checked here", paper_claim_sentences(data)),
+    ]
+    return [(h, s) for h, s in sections if s]
+
+
+def headline(data: ReportData) -> list[str]:
+    """Two or three sentences for the top of the report."""
+    out: list[str] = []
+    out += scaling_sentences(data.strong, "strong")[:1]
+    out += best_single_sentences(data.strong)[:2]
+    out += single_process_sentences(data)[:1]
+    return out
+
+
+def as_dict(data: ReportData) -> dict[str, Any]:
+    return {h: s for h, s in comparison(data)}

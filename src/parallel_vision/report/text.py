@@ -1,0 +1,69 @@
+"""`pvision report ROOT --format text`: the report's tables and comparison in the terminal (rich)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from parallel_vision.report import compare, tables
+from parallel_vision.report.data import ReportData, build_report_data
+
+#: Shorter column names for the terminal (the HTML and Markdown keep the long ones).
+SHORT = {
+    "Threads / worker": "thr/w", "Batch global / worker": "batch g/w", "Steady epoch T (s)": "T (s)",
+    "Warm-up epoch (s)": "warm-up (s)", "Total time (s)": "total (s)", "Images/s": "img/s",
+    "Test accuracy (%)": "acc (%)", "Test loss": "loss", "Test images": "test n",
+    "Same threads / worker": "same thr", "Baseline (1 worker)": "baseline", "Speedup S(N)": "S(N)",
+    "Efficiency E(N) (%)": "E(N) (%)", "S vs best single-process": "S vs best single",
+    "Steady epoch (s)": "T (s)", "Communication (s)": "comm (s)", "Data share (%)": "data %",
+}
+
+
+def make_console() -> Any:
+    """A rich console: the terminal's width, or 160 columns when the output is not a terminal."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _rich_table(table: tables.Table, title: str) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", header_style="bold", show_lines=False, pad_edge=False)
+    align = table.alignment()
+    for i, h in enumerate(table.headers):
+        t.add_column(SHORT.get(h, h), justify="right" if align[i] == "r" else "left", overflow="fold")
+    for ri, row in enumerate(table.rows):
+        color = table.colors[ri] if ri < len(table.colors) else None
+        cells = list(row)
+        if color and cells:
+            cells[0] = f"[{color}]■[/] {cells[0]}"
+        t.add_row(*cells)
+    return t
+
+
+def print_text(root: str | Path | None = None, *, data: ReportData | None = None, console: Any = None,
+               full: bool = True) -> None:
+    data = data or build_report_data(root)  # type: ignore[arg-type]
+    console = console or make_console()
+    console.print(_rich_table(tables.run_table(data), "Runs (medians over repeats)"))
+    console.print(tables.run_table_note(data), highlight=False)
+    if data.skipped:
+        console.print(_rich_table(tables.skipped_table(data), "Skipped / failed"))
+    for rows, mode in ((data.strong, "strong"), (data.weak, "weak")):
+        if rows:
+            console.print(_rich_table(tables.scaling_table(rows, mode), f"{mode.capitalize()} scaling"))
+    if full:
+        console.print(_rich_table(tables.split_table(data), "Time split per steady epoch"))
+        console.print(_rich_table(tables.paper_table(data), "The paper's numbers beside ours"))
+    for heading, sentences in compare.comparison(data):
+        if not full and heading not in ("Scaling", "Against the best single-process run",
+                                        "Single-process speed"):
+            continue
+        console.print(f"[bold]{heading}[/]")
+        for s in sentences:
+            console.print(f"  • {s}", highlight=False)
+    for w in data.warnings:
+        console.print(f"[yellow]! {w}[/]", highlight=False)
