@@ -49,7 +49,8 @@ def _python(code: str, **env: str) -> str:
     """Run `code` in a fresh interpreter (TensorFlow allowed there); return its stdout."""
     full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env)
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=full_env, timeout=300
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, env=full_env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -75,7 +76,9 @@ def _check_full_schema(out: Path, n_test: int, n_train_images: int) -> dict[str,
     assert isinstance(env["devices"], list) and isinstance(env["gpus"], list)
     assert sum(data["classification_report"][c]["support"] for c in map(str, range(10))) == n_test
     assert np.asarray(data["confusion_matrix"]).sum() == n_test
-    assert data["artifacts"] == {"predictions": "predictions.npy", "model": "model.keras", "tensorboard": "tb"}
+    assert data["artifacts"] == {
+        "predictions": "predictions.npy", "model": "model.keras", "tensorboard": "tb"
+    }
     preds = np.load(out / "predictions.npy")
     assert preds.shape == (n_test,) and preds.dtype == np.int64
     assert list((out / "tb").glob("events.out.tfevents.*")), "TensorBoard events missing"
@@ -125,7 +128,8 @@ def test_keras_model_is_fig2_with_906186_parameters() -> None:
     conv = ["Conv2D", "BatchNormalization", "ReLU"]
     dense = ["Dense", "BatchNormalization", "ReLU", "Dropout"]
     assert info["layers"] == (
-        conv + conv + ["MaxPooling2D"] + conv + ["MaxPooling2D", "Flatten", "Dropout"] + dense + dense + ["Dense"]
+        conv + conv + ["MaxPooling2D"] + conv + ["MaxPooling2D", "Flatten", "Dropout"]
+        + dense + dense + ["Dense"]
     )
     assert info["output"] == [None, 10]
 
