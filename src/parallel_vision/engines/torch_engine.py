@@ -1,0 +1,488 @@
+"""The PyTorch engine: one training loop; `single`, `dp` and `ddp` only change the wrapping.
+
+Runs inside the engine process made by the launcher (or by torchrun). The data
+lives in memory as tensors (on the GPU when training there), normalised once;
+batches are drawn by indexing a seeded per-epoch permutation — no DataLoader,
+no per-sample transforms in the hot path. Rank 0 alone writes files and logs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from parallel_vision.config import RunConfig, usable_cores
+from parallel_vision.engines.common import (
+    EpochProgress,
+    build_result,
+    epoch_record,
+    load_split,
+    normalisation,
+    save_predictions,
+    save_result,
+    steps_per_epoch,
+)
+from parallel_vision.engines.provenance import host_environment
+from parallel_vision.engines.sync_batchnorm import convert_sync_batchnorm
+from parallel_vision.errors import ConfigError, EngineError
+from parallel_vision.models.torch_cnn import PaperCNN
+from parallel_vision.results.schema import atomic_write_bytes
+
+
+# --------------------------------------------------------------------------- process set-up
+@dataclass(frozen=True)
+class Dist:
+    """Where this process sits in the job. `master` gates every side effect (files, logs)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1 or dist.is_initialized()
+
+
+def _cuda_wanted(cfg: RunConfig) -> bool:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was requested but PyTorch sees no CUDA device")
+    return cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+
+
+def check_devices(cfg: RunConfig) -> None:
+    """Refuse configurations this machine cannot run, before any worker starts."""
+    cuda = _cuda_wanted(cfg)
+    gpus = torch.cuda.device_count() if cuda else 0
+    if cfg.strategy == "dp":
+        if gpus < 2:
+            raise ConfigError(
+                f"strategy 'dp' (nn.DataParallel) needs >= 2 CUDA devices; this machine has {gpus}. "
+                "Use 'ddp' to run several CPU worker processes"
+            )
+        if cfg.workers > gpus:
+            raise ConfigError(f"{cfg.workers} workers requested but only {gpus} CUDA devices are visible")
+    if cfg.strategy == "ddp" and "LOCAL_WORLD_SIZE" not in os.environ:
+        if cuda and cfg.workers > gpus:
+            raise ConfigError(f"{cfg.workers} workers requested but only {gpus} CUDA devices are visible")
+        if not cuda and cfg.workers > usable_cores():
+            raise ConfigError(
+                f"{cfg.workers} CPU workers requested but this machine has {usable_cores()} usable cores"
+            )
+    if cfg.precision == "fp16" and not cuda:
+        raise ConfigError("fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+
+
+def _set_threads(cfg: RunConfig) -> None:
+    threads = cfg.resolved_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process (e.g. a second run under torchrun)
+        pass
+
+
+def _device(cfg: RunConfig, ctx: Dist) -> torch.device:
+    if _cuda_wanted(cfg):
+        index = ctx.local_rank if cfg.strategy == "ddp" else 0
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- communication timing
+class CommTimer:
+    """DDP communication hook state: wall time of gradient all-reduce, launch to completion.
+
+    Buckets are all-reduced while backward still runs, so this time may overlap
+    compute; it is what the communication costs, not what it adds to the epoch.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def take(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
+def _timed_allreduce_hook(state, bucket):  # type: ignore[no-untyped-def]
+    # No annotations: torch checks them at registration and this module defers them as strings.
+    start = time.perf_counter()
+    tensor = bucket.buffer().div_(dist.get_world_size())
+    future = dist.all_reduce(tensor, async_op=True).get_future()
+
+    def done(fut: torch.futures.Future[Any]) -> torch.Tensor:
+        state.seconds += time.perf_counter() - start
+        return fut.value()[0]
+
+    return future.then(done)
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class DeviceData:
+    """A split as device tensors, normalised once: float images (N,C,H,W) and int64 labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+
+    @property
+    def n(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def _load(cfg: RunConfig, split: str, device: torch.device) -> DeviceData:
+    images, labels, names = load_split(cfg, split)
+    mean, std = normalisation(cfg)
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).unsqueeze(1).float()
+    x = x.div_(255.0).sub_(mean).div_(std)
+    if cfg.memory_format == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+    return DeviceData(x, y, names)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The same shuffled order on every rank, new each epoch (DistributedSampler.set_epoch's job)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def shard_slice(step: int, global_batch: int, rank: int, world: int) -> slice:
+    """Rank r's part of global batch `step`: the union over ranks is exactly the single-device batch."""
+    per = global_batch // world
+    start = step * global_batch + rank * per
+    return slice(start, start + per)
+
+
+# --------------------------------------------------------------------------- trainer
+class Trainer:
+    """One training loop for every strategy; the strategy only decides how `model` is wrapped."""
+
+    def __init__(self, cfg: RunConfig, ctx: Dist) -> None:
+        self.cfg, self.ctx = cfg, ctx
+        self.device = _device(cfg, ctx)
+        self.timing: dict[str, float | None] = {}
+
+        t = time.perf_counter()
+        self.train = _load(cfg, "train", self.device)
+        self.test = _load(cfg, "test", self.device)
+        self.timing["data_load_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        channels = int(self.train.images.shape[1])
+        model: nn.Module = PaperCNN(channels, int(self.train.images.shape[-1]), len(self.train.class_names),
+                                    cfg.dropout).to(self.device)
+        if cfg.memory_format == "channels_last":
+            model = model.to(memory_format=torch.channels_last)
+        self.comm = CommTimer()
+        if cfg.strategy == "ddp":
+            if cfg.sync_batchnorm:
+                model = convert_sync_batchnorm(model, self.device.type)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            model.register_comm_hook(self.comm, _timed_allreduce_hook)
+        elif cfg.strategy == "dp":
+            model = nn.DataParallel(model, device_ids=list(range(cfg.workers)))
+        self.model = model
+        self.optimizer = self._optimizer()
+        torch.manual_seed(cfg.seed + ctx.rank)  # dropout differs by rank, as with independent devices
+        self.timing["model_build_s"] = time.perf_counter() - t
+        self.forward = self._compiled_forward() if cfg.compile else self.model
+        self.autocast = self._autocast()
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+
+    # -- pieces ---------------------------------------------------------------------------
+    @property
+    def bare_model(self) -> nn.Module:
+        """The model without DDP/DataParallel wrapping, for state_dicts with no `module.` prefix."""
+        return self.model.module if hasattr(self.model, "module") else self.model
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        params = self.model.parameters()
+        if self.cfg.optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        return torch.optim.SGD(params, lr=self.cfg.lr, momentum=self.cfg.momentum,
+                               weight_decay=self.cfg.weight_decay)
+
+    def _autocast(self) -> Any:
+        if self.cfg.precision == "fp32":
+            return None
+        dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16
+        return lambda: torch.autocast(self.device.type, dtype=dtype)
+
+    def _compiled_forward(self) -> Any:
+        """Compile outside the clock: one forward/backward on a real batch, then restore the state."""
+        compiled = torch.compile(self.model)
+        snapshot = {k: v.clone() for k, v in self.bare_model.state_dict().items()}
+        t = time.perf_counter()
+        per = self.cfg.per_worker_batch
+        x, y = self.train.images[:per], self.train.labels[:per]
+        self.model.train()
+        F.cross_entropy(compiled(x), y).backward()
+        self._sync()
+        self.timing["compile_s"] = time.perf_counter() - t
+        self.optimizer.zero_grad(set_to_none=True)
+        self.bare_model.load_state_dict(snapshot)
+        self.comm.take()
+        return compiled
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _all_sum(self, *values: torch.Tensor) -> list[float]:
+        stacked = torch.stack([v.detach().double().to(self.device) for v in values])
+        if self.ctx.distributed:
+            dist.all_reduce(stacked)
+        return stacked.cpu().tolist()
+
+    # -- one epoch ------------------------------------------------------------------------
+    def run_epoch(self, epoch: int, progress: EpochProgress) -> dict[str, Any]:
+        cfg, ctx = self.cfg, self.ctx
+        steps = steps_per_epoch(self.train.n, cfg.batch_size)
+        order = epoch_permutation(self.train.n, cfg.seed, epoch).to(self.device)
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        data_time = 0.0
+        progress.start_epoch(epoch + 1, steps)
+        self.comm.take()
+        self._sync()
+        start = time.perf_counter()
+        for step in range(steps):
+            t = time.perf_counter()
+            idx = order[shard_slice(step, cfg.batch_size, ctx.rank, ctx.world_size)]
+            x, y = self.train.images[idx], self.train.labels[idx]
+            data_time += time.perf_counter() - t
+            loss, logits = self._step(x, y)
+            loss_sum += loss.detach().double() * y.shape[0]
+            correct += (logits.detach().argmax(1) == y).sum()
+            progress.advance()
+        self._sync()
+        epoch_time = time.perf_counter() - start
+        comm_time = self.comm.take() if cfg.strategy == "ddp" else None
+
+        seen = steps * cfg.batch_size
+        total_loss, total_correct = self._all_sum(loss_sum, correct.double())
+        t = time.perf_counter()
+        test_loss, test_acc, preds = self.evaluate()
+        eval_time = time.perf_counter() - t
+        self.last_predictions = preds
+        return epoch_record(
+            epoch=epoch + 1,
+            train_loss=total_loss / seen,
+            train_accuracy=total_correct / seen,
+            test_loss=test_loss,
+            test_accuracy=test_acc,
+            epoch_time_s=epoch_time,
+            n_train_images=seen,
+            n_test_evaluated=len(preds) if preds is not None else self.test.n,
+            data_time_s=data_time,
+            comm_time_s=comm_time,
+            eval_time_s=eval_time,
+        )
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.autocast is not None:
+            with self.autocast():
+                logits = self.forward(x)
+                loss = F.cross_entropy(logits, y)
+        else:
+            logits = self.forward(x)
+            loss = F.cross_entropy(logits, y)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return loss, logits
+
+    # -- evaluation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float, np.ndarray | None]:
+        """Every test image exactly once: contiguous shards without padding, gathered in order.
+
+        Returns mean loss and accuracy (on every rank) and the predictions (on rank 0).
+        """
+        ctx = self.ctx
+        bounds = np.linspace(0, self.test.n, ctx.world_size + 1).round().astype(int)
+        lo, hi = int(bounds[ctx.rank]), int(bounds[ctx.rank + 1])
+        model = self.bare_model  # the same weights on every rank; no collective inside forward
+        model.eval()
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        preds = []
+        for start in range(lo, hi, self.cfg.eval_batch_size):
+            stop = min(start + self.cfg.eval_batch_size, hi)
+            x, y = self.test.images[start:stop], self.test.labels[start:stop]
+            if self.autocast is not None:
+                with self.autocast():
+                    logits = model(x)
+            else:
+                logits = model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            preds.append(logits.argmax(1))
+        local = torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64, device=self.device)
+        correct = (local == self.test.labels[lo:hi]).sum().double()
+        total_loss, total_correct = self._all_sum(loss_sum, correct)
+        if ctx.distributed:
+            gathered: list[Any] = [None] * ctx.world_size
+            dist.all_gather_object(gathered, local.cpu().numpy())
+            predictions = np.concatenate(gathered) if ctx.master else None
+        else:
+            predictions = local.cpu().numpy()
+        return total_loss / self.test.n, total_correct / self.test.n, predictions
+
+
+# --------------------------------------------------------------------------- outputs
+def _tensorboard(out: Path) -> Any:
+    """A SummaryWriter that cannot pull TensorFlow into this process.
+
+    tensorboard's writer imports TensorFlow when it is installed; registering the
+    `notf` marker module makes it use its own stub instead.
+    """
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(out / "tb"))
+
+
+def _save_model(model: nn.Module, out: Path) -> str:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    atomic_write_bytes(out / "model.pt", buffer.getvalue())
+    return "model.pt"
+
+
+def _environment(trainer: Trainer) -> dict[str, Any]:
+    env = host_environment()
+    cuda = trainer.device.type == "cuda"
+    env.update(
+        {
+            "framework": "torch",
+            "torch_version": torch.__version__,
+            "device": str(trainer.device),
+            "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+            "cuda_version": torch.version.cuda if cuda else None,
+            "torch_threads": torch.get_num_threads(),
+            "backend": dist.get_backend() if dist.is_initialized() else None,
+            "world_size": trainer.ctx.world_size,
+        }
+    )
+    return env
+
+
+# --------------------------------------------------------------------------- the run
+def _train(cfg: RunConfig, ctx: Dist) -> None:
+    _set_threads(cfg)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    out = Path(cfg.out_dir or ".")
+    trainer = Trainer(cfg, ctx)
+    writer = _tensorboard(out) if (ctx.master and cfg.tensorboard) else None
+    epochs: list[dict[str, Any]] = []
+    with EpochProgress(cfg.epochs, enabled=ctx.master) as progress:
+        for epoch in range(cfg.epochs):
+            record = trainer.run_epoch(epoch, progress)
+            if not np.isfinite(record["train_loss"]):
+                raise EngineError(f"training diverged: loss is {record['train_loss']} in epoch {epoch + 1}")
+            epochs.append(record)
+            progress.end_epoch(record)
+            if writer is not None:
+                for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy",
+                            "epoch_time_s", "images_per_s"):
+                    writer.add_scalar(key, record[key], record["epoch"])
+    if writer is not None:
+        writer.close()
+    if not ctx.master:
+        return
+    timing = dict(trainer.timing)
+    timing["eval_total_s"] = sum(e["eval_time_s"] for e in epochs)
+    timing["final_eval_s"] = epochs[-1]["eval_time_s"]
+    timing["startup_s"] = None
+    artifacts = {"model": _save_model(trainer.bare_model, out),
+                 "predictions": save_predictions(trainer.last_predictions, out)}
+    if cfg.tensorboard:
+        artifacts["tensorboard"] = "tb"
+    result = build_result(
+        cfg,
+        environment=_environment(trainer),
+        epochs=epochs,
+        timing=timing,
+        y_true=trainer.test.labels.cpu().numpy(),
+        y_pred=trainer.last_predictions,
+        class_names=trainer.test.class_names,
+        world_size=ctx.world_size,
+        n_train=trainer.train.n,
+        artifacts=artifacts,
+    )
+    save_result(result, out)
+
+
+def _spawned_worker(rank: int, cfg: RunConfig, port: int) -> None:
+    """Body of one `torch.multiprocessing.spawn` worker: join the group, train, leave."""
+    os.environ.update(
+        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(cfg.workers),
+         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    )
+    _run_distributed(cfg)
+
+
+def _run_distributed(cfg: RunConfig) -> None:
+    ctx = Dist(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"]))
+    backend = "nccl" if _cuda_wanted(cfg) else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(ctx.local_rank)
+    dist.init_process_group(backend, rank=ctx.rank, world_size=ctx.world_size)
+    try:
+        _train(cfg, ctx)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def train_and_evaluate(cfg: RunConfig) -> None:
+    """Run `cfg` to completion in this process (and its spawned workers); rank 0 writes the result."""
+    check_devices(cfg)
+    if cfg.strategy != "ddp":
+        _train(cfg, Dist())
+        return
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # torchrun made us: we are one worker
+        world = int(os.environ["WORLD_SIZE"])
+        if world != cfg.workers:
+            raise ConfigError(f"--workers {cfg.workers} but torchrun started WORLD_SIZE={world} processes")
+        _run_distributed(cfg)
+        return
+    import torch.multiprocessing as mp
+
+    from parallel_vision.engines.launch import free_port
+
+    try:
+        mp.spawn(_spawned_worker, args=(cfg, free_port()), nprocs=cfg.workers, join=True)
+    except mp.ProcessRaisedException as exc:
+        last = str(exc).strip().splitlines()[-1]
+        raise EngineError(f"a DDP worker failed: {last}") from None
+    except mp.ProcessExitedException as exc:
+        raise EngineError(f"a DDP worker died: {exc}") from None

@@ -1,0 +1,1 @@
+"""Model definitions: one module per framework, imported only inside an engine process."""

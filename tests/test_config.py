@@ -1,0 +1,68 @@
+"""RunConfig: validation with clear messages, JSON round-trip, no framework import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from parallel_vision.config import RunConfig
+from parallel_vision.errors import ConfigError
+
+
+def test_defaults_are_the_papers_protocol() -> None:
+    cfg = RunConfig()
+    assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs) == ("adam", 1e-3, 2048, 30)
+
+
+def test_json_round_trip() -> None:
+    cfg = RunConfig(framework="tensorflow", strategy="mirrored", workers=2, limit_train=4096, extra={"p": "q"})
+    assert RunConfig.from_json(cfg.to_json()) == cfg
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"framework": "jax"}, "framework must be one of"),
+        ({"strategy": "mirrored"}, "strategy for torch"),
+        ({"framework": "tensorflow", "strategy": "ddp"}, "strategy for tensorflow"),
+        ({"workers": 0, "strategy": "ddp"}, "workers must be >= 1"),
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"batch_size": -4}, "batch_size must be >= 1"),
+        ({"batch_size": 2047, "workers": 2, "strategy": "ddp"}, "does not divide evenly"),
+        ({"workers": 2}, "strategy 'single' runs exactly one worker"),
+        ({"lr": 0.0}, "lr must be a positive number"),
+        ({"dataset": "cifar"}, "dataset must be one of"),
+        ({"limit_train": 100}, "smaller than one global batch"),
+        ({"dropout": 1.0}, "dropout must be in"),
+        ({"sync_batchnorm": True}, "sync_batchnorm only applies"),
+        ({"strategy": "dp", "workers": 2, "device": "cpu"}, "needs >= 2 CUDA devices"),
+        ({"epochs": 2.5}, "epochs must be an integer"),
+    ],
+)
+def test_invalid_configs_are_refused_with_a_reason(changes: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        RunConfig(**changes)
+
+
+def test_unknown_fields_and_bad_json() -> None:
+    with pytest.raises(ConfigError, match="unknown configuration field"):
+        RunConfig.from_dict({"epochz": 3})
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        RunConfig.from_json("{")
+
+
+def test_threads_default_to_cores_over_processes() -> None:
+    assert RunConfig(strategy="ddp", workers=2).resolved_threads(cores=8) == 4
+    assert RunConfig(framework="tensorflow", strategy="mirrored", workers=2).resolved_threads(cores=8) == 8
+    assert RunConfig(threads_per_worker=3).resolved_threads(cores=8) == 3
+
+
+def test_building_configs_imports_no_framework() -> None:
+    code = (
+        "import sys; from parallel_vision.config import RunConfig; import parallel_vision.cli;"
+        "RunConfig(strategy='ddp', workers=2);"
+        "bad = [m for m in ('torch', 'tensorflow') if m in sys.modules]; print(bad); assert not bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
