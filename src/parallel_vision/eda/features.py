@@ -7,10 +7,12 @@ from collections.abc import Sequence
 import numpy as np
 from skimage.feature import canny, hog
 from skimage.filters import sobel
+from skimage.transform import resize
 
 from parallel_vision.eda.base import FULL_SCALE, AnalysisResult, Table, image_grid, pick_per_class
 
 CANNY_SIGMA = 1.0
+VIS_SCALE = 3
 HOG_PARAMS = {"orientations": 9, "pixels_per_cell": (7, 7), "cells_per_block": (2, 2), "block_norm": "L2-Hys"}
 
 
@@ -116,11 +118,18 @@ def hog_features(
     k = len(class_names)
     idx = pick_per_class(labels, k, 1, rng)[:, 0]
     originals = images[idx].astype(np.float64) / FULL_SCALE
-    descs, vis = [], []
+    descs = [hog(im, feature_vector=True, **params) for im in originals]
+    # skimage draws each cell's histogram as short lines inside the cell; at 7 px per cell they are
+    # barely visible. Draw it on the image upscaled VIS_SCALE× with cells VIS_SCALE× larger: the same
+    # cell grid, so the same histograms up to interpolation of the gradients.
+    scale = VIS_SCALE
+    vis_ppc = (params["pixels_per_cell"][0] * scale, params["pixels_per_cell"][1] * scale)
+    vis, big = [], []
     for im in originals:
-        d, v = hog(im, visualize=True, feature_vector=True, **params)
-        descs.append(d)
+        up = resize(im, (im.shape[0] * scale, im.shape[1] * scale), order=1, anti_aliasing=False)
+        _, v = hog(up, visualize=True, **{**params, "pixels_per_cell": vis_ppc})
         vis.append(np.sqrt(v / max(v.max(), 1e-12)))  # square root: faint cells stay visible
+        big.append(up)
     length = int(len(descs[0]))
     shape = images.shape[1:]
 
@@ -136,7 +145,7 @@ def hog_features(
         )
 
     fig = image_grid(
-        np.stack([originals, np.stack(vis)]),
+        np.stack([np.stack(big), np.stack(vis)]),
         row_labels=["original", "HOG"],
         col_labels=list(class_names),
         vmax=1.0,
@@ -162,6 +171,7 @@ def hog_features(
             for i, d in zip(idx, descs, strict=True)
         ],
         "alternatives": alternatives,
+        "visualisation_scale": scale,
     }
     cells = [shape[0] // params["pixels_per_cell"][0], shape[1] // params["pixels_per_cell"][1]]
     caption = (
@@ -169,8 +179,10 @@ def hog_features(
         f"{params['pixels_per_cell'][1]}-pixel cells ({cells[0]}×{cells[1]} cells on a "
         f"{shape[0]}×{shape[1]} image), {params['cells_per_block'][0]}×{params['cells_per_block'][1]}-cell "
         f"blocks and {params['block_norm']} block normalisation gives a descriptor of {length} values "
-        f"(blocks × cells per block × orientations = {expected}). Bottom row: skimage's visualisation of the "
-        f"per-cell orientation histograms (square-root brightness scale)."
+        f"(blocks × cells per block × orientations = {expected}). So that the lines are legible, the "
+        f"figure is drawn on the image upscaled {scale}× (bilinear, top row) with {scale}× larger "
+        f"cells — the same {cells[0]}×{cells[1]} grid; bottom row: skimage's drawing of each cell's "
+        f"orientation histogram (square-root brightness)."
     )
     table = Table(
         ["pixels per cell", "cells per block", "descriptor length"],

@@ -15,9 +15,10 @@ SHAPIRO_MAX = 5000
 
 def interpret(p: float, alpha: float = ALPHA) -> str:
     """One line from a p-value: the only thing the test itself says."""
+    shown = f"p {fmt_p(p)}" if fmt_p(p).startswith("<") else f"p = {fmt_p(p)}"
     if p < alpha:
-        return f"p = {fmt_p(p)} < {alpha}: reject normality at α = {alpha}"
-    return f"p = {fmt_p(p)} ≥ {alpha}: no evidence against normality at α = {alpha}"
+        return f"{shown}: reject normality at α = {alpha}"
+    return f"{shown} ≥ {alpha}: no evidence against normality at α = {alpha}"
 
 
 def normality_summary(values: np.ndarray, rng: np.random.Generator) -> dict:

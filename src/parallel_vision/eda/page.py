@@ -10,6 +10,7 @@ import html
 import io
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +39,22 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("tsne", "t-SNE embedding"),
     ("reconstruction", "PCA reconstruction"),
 )
+
+#: How the page names the entries of eda.json's "samples".
+SAMPLE_LABELS = {
+    "train_images": "training split",
+    "test_images": "test split",
+    "correlation": "pixel correlation",
+    "pca_fit": "PCA fit",
+    "pca_scatter": "PCA scatter",
+    "tsne": "t-SNE",
+    "normality_nonzero_pixel_images": "normality: nonzero-pixel images",
+    "shapiro_wilk_max": "Shapiro–Wilk (at most)",
+    "edge_stats": "edge statistics",
+    "rotation_stats": "rotation statistics",
+    "augmentation_stats": "augmentation statistics",
+    "reconstruction_test_images": "PCA reconstruction (test)",
+}
 
 DEFAULT_TSNE_SAMPLE = 5000
 DEFAULT_CORRELATION_SAMPLE = 10_000
@@ -289,30 +306,32 @@ h2{font-size:1.25em;margin:1.8em 0 .4em;padding-top:.6em;border-top:1px solid #e
 nav ol{columns:2;font-size:.93em;padding-left:1.4em}
 nav a{color:#1f5fa8;text-decoration:none}
 p.caption{margin:.3em 0 .8em;max-width:68em}
-figure{margin:.6em 0 1em}
+figure{margin:.6em 0 1em;max-width:100%}
 figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.8em;color:#777}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0 1em}
 caption{text-align:left;font-weight:600;padding:.2em 0}
-th,td{border:1px solid #dde1e6;padding:3px 8px;text-align:right}
+th,td{border:1px solid #dde1e6;padding:3px 8px;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
 th{background:#f0f2f5}
-td:first-child,th:first-child{text-align:left}
-.samples td:nth-child(odd){text-align:left}
+.body{display:flex;flex-wrap:wrap;gap:6px 28px;align-items:flex-start}
+.body figure,.body table{margin:0 0 .6em}
 """
+
+
+_NUMERIC = re.compile(r"^[-+−]?[\d,]*\.?\d+(e[-+]?\d+)?\s*[%°]?$")
+
+
+def _cell(value: Any) -> str:
+    text = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+    cls = ' class="n"' if _NUMERIC.match(text) else ""
+    return f"<td{cls}>{html.escape(text)}</td>"
 
 
 def _table_html(table: Table) -> str:
     esc = html.escape
     head = "".join(f"<th>{esc(str(h))}</th>" for h in table.headers)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{esc(f'{c:,}' if isinstance(c, int) and not isinstance(c, bool) else str(c))}</td>"
-            for c in row
-        )
-        + "</tr>"
-        for row in table.rows
-    )
+    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in table.rows)
     cap = f"<caption>{esc(table.title)}</caption>" if table.title else ""
     return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -326,13 +345,17 @@ def render_html(
     """One self-contained page: CSS inline, figures as base64 PNG data URIs."""
     esc = html.escape
     toc = "".join(f'<li><a href="#{key}">{esc(title)}</a></li>' for key, title in SECTIONS)
-    items = [f"<td>{esc(k.replace('_', ' '))}</td><td>{v:,}</td>" for k, v in doc["samples"].items()]
+    items = [
+        f"<td>{esc(SAMPLE_LABELS.get(k, k.replace('_', ' ')))}</td>{_cell(v)}"
+        for k, v in doc["samples"].items()
+    ]
     per_row = 3
     sample_rows = "".join(
         "<tr>" + "".join(items[i : i + per_row]) + "</tr>" for i in range(0, len(items), per_row)
     )
     timing_rows = "".join(
-        f"<tr><td>{esc(k.replace('_', ' '))}</td><td>{v:.2f}</td></tr>" for k, v in doc["timings_s"].items()
+        f"<tr><td>{esc(k.replace('_', ' '))}</td>{_cell(f'{v:.2f}')}</tr>"
+        for k, v in doc["timings_s"].items()
     )
     parts = [
         "<!DOCTYPE html>",
@@ -351,7 +374,7 @@ def render_html(
     for i, (key, title) in enumerate(SECTIONS):
         r = results[key]
         parts.append(f'<section id="{key}"><h2>{esc(heading(i + 1, title))}</h2>')
-        parts.append(f'<p class="caption">{esc(r.caption)}</p>')
+        parts.append(f'<p class="caption">{esc(r.caption)}</p><div class="body">')
         for name, data in images.get(key, []):
             parts.append(
                 f'<figure><img alt="{esc(title)}: {esc(name)}" src="data:image/png;base64,{data}">'
@@ -359,7 +382,7 @@ def render_html(
             )
         for table in tables.get(key, []):
             parts.append(_table_html(table))
-        parts.append("</section>")
+        parts.append("</div></section>")
     parts.append(
         '<h2 id="timings">Timings</h2><table><thead><tr><th>step</th><th>seconds</th></tr></thead>'
         f"<tbody>{timing_rows}</tbody></table>"
