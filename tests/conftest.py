@@ -47,3 +47,9 @@ def write_idx() -> Callable[..., Path]:
         return path
 
     return write
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """An empty collection is a failure, never a quiet green: CI must run real tests."""
+    if session.testscollected == 0 and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -19,7 +19,8 @@ from parallel_vision.results import schema  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-SMALL = {"limit_train": 2048, "limit_test": 500, "batch_size": 256, "epochs": 1, "tensorboard": True}
+SMALL = {"limit_train": 2048, "limit_test": 500, "batch_size": 256, "epochs": 1, "tensorboard": True,
+         "device": "cpu"}  # CPU even where a GPU is present: the ddp tests need 2 workers
 
 
 def _cfg(data_dir: Path, out: Path, **changes: object) -> RunConfig:
@@ -124,12 +125,16 @@ def test_same_seed_gives_same_metrics(data_dir: Path, tmp_path: Path) -> None:
 
 
 def test_dp_without_gpus_is_a_clear_error(data_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA devices")
     with pytest.raises(ConfigError, match="needs >= 2 CUDA devices"):
-        run(_cfg(data_dir, tmp_path / "dp", strategy="dp", workers=2), progress=False)
+        run(_cfg(data_dir, tmp_path / "dp", strategy="dp", workers=2, device="auto"), progress=False)
     proc = subprocess.run(
         [sys.executable, "-m", "parallel_vision", "train", "--strategy", "dp", "--workers", "2",
          "--data-dir", str(data_dir), "--out", str(tmp_path / "dp2"), "--limit-train", "512",
-         "--batch-size", "256"],
+         "--batch-size", "256", "--device", "auto"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2
@@ -151,7 +156,7 @@ def test_two_concurrent_ddp_runs_do_not_collide_on_ports(data_dir: Path, tmp_pat
         return subprocess.Popen(
             [sys.executable, "-m", "parallel_vision", "train", "--strategy", "ddp", "--workers", "2",
              "--epochs", "1", "--batch-size", "256", "--limit-train", "512", "--limit-test", "200",
-             "--threads", "1", "--data-dir", str(data_dir), "--out", str(tmp_path / name), "--quiet",
+             "--threads", "1", "--device", "cpu", "--data-dir", str(data_dir), "--out", str(tmp_path / name), "--quiet",
              "--no-tensorboard"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )

@@ -69,9 +69,9 @@ def check_devices(cfg: RunConfig) -> None:
     cuda = _cuda_wanted(cfg)
     gpus = torch.cuda.device_count() if cuda else 0
     if cfg.strategy == "dp":
-        if gpus < 2:
+        if gpus == 0:
             raise ConfigError(
-                f"strategy 'dp' (nn.DataParallel) needs >= 2 CUDA devices; this machine has {gpus}. "
+                "strategy 'dp' (nn.DataParallel) needs >= 2 CUDA devices; this machine has 0. "
                 "Use 'ddp' to run several CPU worker processes"
             )
         if cfg.workers > gpus:
