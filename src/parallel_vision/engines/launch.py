@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from parallel_vision.config import RunConfig, usable_cores
-from parallel_vision.errors import ConfigError, EngineError, PVisionError, RunInterrupted
+from parallel_vision.errors import ConfigError, DataError, EngineError, PVisionError, RunInterrupted
 from parallel_vision.results.run_result import RunResult
 from parallel_vision.results.schema import RESULT_FILE
 
@@ -63,6 +63,27 @@ def check_port_free(port: int, host: str = "127.0.0.1") -> None:
             sock.bind((host, port))
         except OSError:
             raise ConfigError(f"port {port} on {host} is busy; choose another or leave it unset") from None
+
+
+def ensure_data(cfg: RunConfig) -> None:
+    """Verify (or download) the dataset here, once, before any worker starts or waits on another.
+
+    A present but corrupt file is an error, never silently replaced; missing files
+    are fetched from the mirrors (into the user cache unless a folder was named).
+    """
+    from parallel_vision.data import fetch, verify
+    from parallel_vision.data.paths import resolve_data_dir
+
+    root = resolve_data_dir(cfg.data_dir)
+    if not root.exists() and cfg.data_dir is None and "PVISION_DATA_DIR" not in os.environ:
+        fetch(cfg.dataset, cfg.data_dir)
+        return
+    statuses = verify(cfg.dataset, cfg.data_dir)
+    damaged = [s for s in statuses if s.present and not s.ok]
+    if damaged:
+        raise DataError(f"{damaged[0].path}: {damaged[0].problem}")
+    if any(not s.present for s in statuses):
+        fetch(cfg.dataset, cfg.data_dir)
 
 
 def default_out_dir(cfg: RunConfig, root: str | os.PathLike[str] = "runs") -> Path:
@@ -144,6 +165,7 @@ def run(
             raise ConfigError(
                 f"{cfg.workers} CPU workers requested but this machine has {cores} usable cores"
             )
+    ensure_data(cfg)
     out = prepare_out_dir(cfg, overwrite=overwrite)
     cfg = cfg.replace(out_dir=str(out))
     from parallel_vision.results.schema import atomic_write_bytes

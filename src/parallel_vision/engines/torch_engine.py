@@ -35,7 +35,7 @@ from parallel_vision.engines.common import (
 )
 from parallel_vision.engines.provenance import host_environment
 from parallel_vision.engines.sync_batchnorm import convert_sync_batchnorm
-from parallel_vision.errors import ConfigError, EngineError
+from parallel_vision.errors import ConfigError, EngineError, PVisionError
 from parallel_vision.models.torch_cnn import PaperCNN
 from parallel_vision.results.schema import atomic_write_bytes
 
@@ -463,6 +463,16 @@ def _run_distributed(cfg: RunConfig) -> None:
         dist.destroy_process_group()
 
 
+def _worker_error(trace: str) -> PVisionError:
+    """The worker's own error class and message when it was an expected failure, else an EngineError."""
+    last = trace.strip().splitlines()[-1] if trace.strip() else "unknown error"
+    name, _, message = last.partition(": ")
+    cls = {c.__name__: c for c in PVisionError.__subclasses__()}.get(name.rsplit(".", 1)[-1])
+    if cls is not None and name.startswith("parallel_vision.errors."):
+        return cls(message)
+    return EngineError(f"a DDP worker failed: {last}")
+
+
 def train_and_evaluate(cfg: RunConfig) -> None:
     """Run `cfg` to completion in this process (and its spawned workers); rank 0 writes the result."""
     check_devices(cfg)
@@ -475,14 +485,17 @@ def train_and_evaluate(cfg: RunConfig) -> None:
             raise ConfigError(f"--workers {cfg.workers} but torchrun started WORLD_SIZE={world} processes")
         _run_distributed(cfg)
         return
+    import logging
+
     import torch.multiprocessing as mp
 
     from parallel_vision.engines.launch import free_port
 
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # we report the failure ourselves
+
     try:
         mp.spawn(_spawned_worker, args=(cfg, free_port()), nprocs=cfg.workers, join=True)
     except mp.ProcessRaisedException as exc:
-        last = str(exc).strip().splitlines()[-1]
-        raise EngineError(f"a DDP worker failed: {last}") from None
+        raise _worker_error(str(exc)) from None
     except mp.ProcessExitedException as exc:
         raise EngineError(f"a DDP worker died: {exc}") from None
