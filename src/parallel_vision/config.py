@@ -21,6 +21,7 @@ Optimizer = Literal["adam", "sgd"]
 Precision = Literal["fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda"]
 MemoryFormat = Literal["channels_last", "contiguous"]
+LrSchedule = Literal["constant", "onecycle"]
 
 STRATEGIES: dict[str, tuple[str, ...]] = {
     "torch": ("single", "dp", "ddp"),
@@ -48,6 +49,9 @@ class RunConfig:
     lr: float = 1e-3
     momentum: float = 0.0
     weight_decay: float = 0.0
+    lr_schedule: LrSchedule = "constant"
+    """`onecycle`: PyTorch's OneCycleLR to `lr` over the run (torch only; the fast GPU schedule)."""
+    label_smoothing: float = 0.0
     dropout: float = 0.25
     """The paper does not state its dropout rate; 0.25 is ours, the same in both frameworks."""
     seed: int = 0
@@ -62,6 +66,10 @@ class RunConfig:
     precision: Precision = "fp32"
     memory_format: MemoryFormat = "channels_last"
     compile: bool = False
+    pin_threads: bool = False
+    """Pin each CPU worker process to its own cores (Linux affinity)."""
+    malloc_tuning: bool = True
+    """Keep glibc from returning freed memory to the OS between steps (torch CPU workers)."""
     jit_compile: bool = False
     sync_batchnorm: bool = False
     eval_batch_size: int = 2000
@@ -159,6 +167,7 @@ def validate(cfg: RunConfig) -> None:
     _check_choice("precision", cfg.precision, get_args(Precision))
     _check_choice("device", cfg.device, get_args(Device))
     _check_choice("memory_format", cfg.memory_format, get_args(MemoryFormat))
+    _check_choice("lr_schedule", cfg.lr_schedule, get_args(LrSchedule))
     _check_choice("dataset", cfg.dataset, KNOWN_DATASETS)
     _check_int("workers", cfg.workers, 1)
     _check_int("epochs", cfg.epochs, 1)
@@ -176,6 +185,10 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"momentum must be in [0, 1); got {cfg.momentum!r}")
     if cfg.weight_decay < 0:
         raise ConfigError(f"weight_decay must be >= 0; got {cfg.weight_decay!r}")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise ConfigError(f"label_smoothing must be in [0, 1); got {cfg.label_smoothing!r}")
+    if cfg.framework != "torch" and (cfg.lr_schedule != "constant" or cfg.label_smoothing):
+        raise ConfigError("lr_schedule and label_smoothing are implemented in the torch engine only")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"dropout must be in [0, 1); got {cfg.dropout!r}")
     if cfg.strategy == "single" and cfg.workers != 1:

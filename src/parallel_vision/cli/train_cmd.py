@@ -42,6 +42,8 @@ def train(
     optimizer: str = typer.Option("adam", "--optimizer", help="adam or sgd."),
     momentum: float = typer.Option(0.0, "--momentum", help="SGD momentum."),
     dropout: float = typer.Option(0.25, "--dropout"),
+    lr_schedule: str = typer.Option("constant", "--lr-schedule", help="constant or onecycle (torch)."),
+    label_smoothing: float = typer.Option(0.0, "--label-smoothing", help="Cross-entropy label smoothing (torch)."),
     seed: int = typer.Option(0, "--seed"),
     dataset: str = typer.Option("mnist", "--dataset", help="mnist or fashion-mnist."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder (else $PVISION_DATA_DIR, "
@@ -57,6 +59,9 @@ def train(
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (time reported apart)."),
     jit_compile: bool = typer.Option(False, "--jit-compile", help="XLA-compile the Keras model."),
     sync_batchnorm: bool = typer.Option(False, "--sync-batchnorm", help="SyncBatchNorm across DDP workers."),
+    pin_threads: bool = typer.Option(False, "--pin-threads", help="Pin each CPU worker to its own cores."),
+    malloc_tuning: bool = typer.Option(True, "--malloc-tuning/--no-malloc-tuning",
+                                       help="Keep freed memory in the process between steps (torch, glibc)."),
     deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic kernels."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Also checkpoint every N steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
@@ -81,7 +86,9 @@ def train(
         cfg = RunConfig(
             framework=framework, strategy=strategy, workers=workers, epochs=epochs,  # type: ignore[arg-type]
             batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,  # type: ignore[arg-type]
-            dropout=dropout, seed=seed, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
+            dropout=dropout, seed=seed, lr_schedule=lr_schedule,  # type: ignore[arg-type]
+            label_smoothing=label_smoothing, pin_threads=pin_threads, malloc_tuning=malloc_tuning,
+            dataset=dataset, data_dir=str(data_dir) if data_dir else None,
             limit_train=limit_train, limit_test=limit_test, out_dir=str(out) if out else None,
             threads_per_worker=threads, device=device, precision=precision,  # type: ignore[arg-type]
             memory_format=memory_format, compile=compile, jit_compile=jit_compile,  # type: ignore[arg-type]

@@ -122,7 +122,7 @@ def child_environment(cfg: RunConfig, progress: bool) -> dict[str, str]:
     threads = str(cfg.resolved_threads())
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = threads
-    if cfg.framework == "torch":
+    if cfg.framework == "torch" and cfg.malloc_tuning:
         for key, value in ALLOCATOR_ENV.items():
             env.setdefault(key, value)
     else:

@@ -87,8 +87,12 @@ def check_devices(cfg: RunConfig) -> None:
         raise ConfigError("fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
 
 
-def _set_threads(cfg: RunConfig) -> None:
+def _set_threads(cfg: RunConfig, ctx: Dist) -> None:
     threads = cfg.resolved_threads()
+    if cfg.pin_threads and hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        mine = cores[(ctx.local_rank * threads) % len(cores):][:threads] or cores[:threads]
+        os.sched_setaffinity(0, mine)
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
@@ -203,10 +207,11 @@ class Trainer:
             model = nn.DataParallel(model, device_ids=list(range(cfg.workers)))
         self.model = model
         self.optimizer = self._optimizer()
+        self.scheduler = self._scheduler()
         torch.manual_seed(cfg.seed + ctx.rank)  # dropout differs by rank, as with independent devices
         self.timing["model_build_s"] = time.perf_counter() - t
-        self.forward = self._compiled_forward() if cfg.compile else self.model
         self.autocast = self._autocast()
+        self.forward = self._compiled_forward() if cfg.compile else self.model
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
 
     # -- pieces ---------------------------------------------------------------------------
@@ -217,10 +222,17 @@ class Trainer:
 
     def _optimizer(self) -> torch.optim.Optimizer:
         params = self.model.parameters()
+        fused = self.device.type == "cuda"  # one kernel for the whole update instead of one per tensor
         if self.cfg.optimizer == "adam":
-            return torch.optim.Adam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+            return torch.optim.Adam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, fused=fused)
         return torch.optim.SGD(params, lr=self.cfg.lr, momentum=self.cfg.momentum,
-                               weight_decay=self.cfg.weight_decay)
+                               weight_decay=self.cfg.weight_decay, fused=fused or None)
+
+    def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
+        if self.cfg.lr_schedule == "constant":
+            return None
+        steps = steps_per_epoch(self.train.n, self.cfg.batch_size) * self.cfg.epochs
+        return torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=self.cfg.lr, total_steps=steps)
 
     def _autocast(self) -> Any:
         if self.cfg.precision == "fp32":
@@ -236,7 +248,12 @@ class Trainer:
         per = self.cfg.per_worker_batch
         x, y = self.train.images[:per], self.train.labels[:per]
         self.model.train()
-        F.cross_entropy(compiled(x), y).backward()
+        if self.autocast is not None:
+            with self.autocast():
+                loss = F.cross_entropy(compiled(x), y)
+        else:
+            loss = F.cross_entropy(compiled(x), y)
+        loss.backward()
         self._sync()
         self.timing["compile_s"] = time.perf_counter() - t
         self.optimizer.zero_grad(set_to_none=True)
@@ -305,10 +322,10 @@ class Trainer:
         if self.autocast is not None:
             with self.autocast():
                 logits = self.forward(x)
-                loss = F.cross_entropy(logits, y)
+                loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
         else:
             logits = self.forward(x)
-            loss = F.cross_entropy(logits, y)
+            loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -316,6 +333,8 @@ class Trainer:
         else:
             loss.backward()
             self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         return loss, logits
 
     # -- evaluation -----------------------------------------------------------------------
@@ -396,7 +415,7 @@ def _environment(trainer: Trainer) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- the run
 def _train(cfg: RunConfig, ctx: Dist) -> None:
-    _set_threads(cfg)
+    _set_threads(cfg, ctx)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     out = Path(cfg.out_dir or ".")
