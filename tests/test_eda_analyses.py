@@ -177,9 +177,7 @@ def test_edges_and_hog(small, tmp_path: Path) -> None:
     check_result(h, "hog", tmp_path)
     assert h.numbers["descriptor_length"] == 324 == h.numbers["expected_length"]
     for alt in h.numbers["alternatives"]:
-        assert alt["length"] == features.hog_length(
-            (28, 28), 9, alt["pixels_per_cell"], alt["cells_per_block"]
-        )
+        assert alt["length"] == features.hog_length((28, 28), 9, alt["pixels_per_cell"], alt["cells_per_block"])
 
 
 def test_rotation_and_augmentation(small, tmp_path: Path) -> None:

@@ -68,9 +68,7 @@ def rotation_examples(
 ) -> AnalysisResult:
     """A few images rotated by fixed angles; ink kept and pixels changed per angle on a sample."""
     idx = rng.choice(len(images), size=n_examples, replace=False)
-    grid = np.stack(
-        [[rotate(images[i] / FULL_SCALE, a, order=1, mode="constant") for a in angles] for i in idx]
-    )
+    grid = np.stack([[rotate(images[i] / FULL_SCALE, a, order=1, mode="constant") for a in angles] for i in idx])
     fig = image_grid(
         grid,
         row_labels=[f"'{class_names[labels[i]]}' #{i}" for i in idx],
@@ -113,10 +111,7 @@ def rotation_examples(
     )
     table = Table(
         ["angle", "ink retained %", "mean |Δ pixel| (0..255)"],
-        [
-            [f"{p['angle']:g}°", f"{p['ink_retained'] * 100:.2f}", f"{p['mean_abs_change']:.2f}"]
-            for p in per_angle
-        ],
+        [[f"{p['angle']:g}°", f"{p['ink_retained'] * 100:.2f}", f"{p['mean_abs_change']:.2f}"] for p in per_angle],
     )
     return AnalysisResult("rotation", "Rotation", numbers, caption, {"rotation": fig}, [table])
 
@@ -147,9 +142,7 @@ def augmentation_examples(
         rows.append(row)
         drawn.append(params)
     cols = (
-        ["original"]
-        + [f"affine {j + 1}" for j in range(n_variants)]
-        + [f"elastic {j + 1}" for j in range(n_variants)]
+        ["original"] + [f"affine {j + 1}" for j in range(n_variants)] + [f"elastic {j + 1}" for j in range(n_variants)]
     )
     fig = image_grid(
         np.array(rows),

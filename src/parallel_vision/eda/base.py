@@ -125,19 +125,14 @@ def stratified_sample(labels: np.ndarray, n: int, rng: np.random.Generator) -> n
     for i in np.argsort(-remainder)[: n - quota.sum()]:
         quota[i] += 1
     picks = [
-        rng.choice(np.flatnonzero(labels == c), size=q, replace=False)
-        for c, q in zip(classes, quota, strict=True)
+        rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota, strict=True)
     ]
     return np.sort(np.concatenate(picks))
 
 
-def pick_per_class(
-    labels: np.ndarray, n_classes: int, per_class: int, rng: np.random.Generator
-) -> np.ndarray:
+def pick_per_class(labels: np.ndarray, n_classes: int, per_class: int, rng: np.random.Generator) -> np.ndarray:
     """(n_classes, per_class) indices drawn at random within each class."""
-    return np.stack(
-        [rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False) for c in range(n_classes)]
-    )
+    return np.stack([rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False) for c in range(n_classes)])
 
 
 def jsonable(obj: Any) -> Any:

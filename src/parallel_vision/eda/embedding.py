@@ -212,9 +212,7 @@ def tsne_embedding(
     _scatter(ax, emb, y, class_names)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(
-        f"t-SNE of {len(sidx):,} training images (perplexity {perp:g}, from {dims} PCA dims)", fontsize=10
-    )
+    ax.set_title(f"t-SNE of {len(sidx):,} training images (perplexity {perp:g}, from {dims} PCA dims)", fontsize=10)
     fig.tight_layout()
 
     numbers = {
@@ -271,9 +269,7 @@ def pca_reconstruction(
         recon_examples.append(np.clip(rec[ex], 0, 1))
     h, w = test_images.shape[1:]
     grid = np.stack([x[ex]] + recon_examples).reshape(len(components) + 1, len(ex), h, w)
-    mse_ex = [
-        [float(((r - x[e]) ** 2).mean()) for r, e in zip(rec_k, ex, strict=True)] for rec_k in recon_examples
-    ]
+    mse_ex = [[float(((r - x[e]) ** 2).mean()) for r, e in zip(rec_k, ex, strict=True)] for rec_k in recon_examples]
     fig = image_grid(
         grid,
         row_labels=["original"] + [f"k={k}\nMSE {m:.4f}" for k, m in zip(components, mse, strict=True)],
@@ -305,6 +301,4 @@ def pca_reconstruction(
             for k, v, m, p in zip(components, var, mse, numbers["psnr_db"], strict=True)
         ],
     )
-    return AnalysisResult(
-        "reconstruction", "PCA reconstruction", numbers, caption, {"reconstruction": fig}, [table]
-    )
+    return AnalysisResult("reconstruction", "PCA reconstruction", numbers, caption, {"reconstruction": fig}, [table])

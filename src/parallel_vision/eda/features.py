@@ -41,9 +41,7 @@ def edge_detection(
 
     n = min(stats_sample, len(images))
     sample = rng.choice(len(images), size=n, replace=False)
-    frac = np.array(
-        [canny(images[i].astype(np.float64) / FULL_SCALE, sigma=canny_sigma).mean() for i in sample]
-    )
+    frac = np.array([canny(images[i].astype(np.float64) / FULL_SCALE, sigma=canny_sigma).mean() for i in sample])
     sob = np.array([sobel(images[i].astype(np.float64) / FULL_SCALE).mean() for i in sample])
     per_class = [
         {
@@ -196,6 +194,4 @@ def hog_features(
         ],
         title=f"Descriptor length for other settings ({params['orientations']} orientations)",
     )
-    return AnalysisResult(
-        "hog", "Histogram of oriented gradients (HOG)", numbers, caption, {"hog": fig}, [table]
-    )
+    return AnalysisResult("hog", "Histogram of oriented gradients (HOG)", numbers, caption, {"hog": fig}, [table])

@@ -90,9 +90,7 @@ def normality_tests(
         xs = np.linspace(values.min(), values.max(), 300)
         ax.plot(xs, stats.norm.pdf(xs, r["mean"], r["std"]), color="tab:red", lw=1.5, label="fitted normal")
         ax.set_title(label, fontsize=9)
-        ax.set_xlabel(
-            "mean intensity per image (0..255)" if key == "per_image_mean" else "pixel value (1..255)"
-        )
+        ax.set_xlabel("mean intensity per image (0..255)" if key == "per_image_mean" else "pixel value (1..255)")
         ax.set_ylabel("density")
         ax.legend(fontsize=7)
         ax = fig.add_subplot(2, 2, 2 * row + 2)

@@ -56,9 +56,7 @@ def overview(
         w,
         label=f"train (n={fmt_int(train['n_images'])})",
     )
-    ax.bar(
-        x + w / 2, np.array(test["class_fractions"]) * 100, w, label=f"test (n={fmt_int(test['n_images'])})"
-    )
+    ax.bar(x + w / 2, np.array(test["class_fractions"]) * 100, w, label=f"test (n={fmt_int(test['n_images'])})")
     ax.axhline(100 / k, color="0.3", lw=0.8, ls="--", label="uniform")
     class_ticks(ax, x, class_names)
     ax.set_ylabel("share of split (%)")

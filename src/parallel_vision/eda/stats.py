@@ -176,9 +176,7 @@ def intensity_boxplots(images: np.ndarray, labels: np.ndarray, class_names: Sequ
             for c, s in enumerate(stats)
         ],
     )
-    return AnalysisResult(
-        "boxplots", "Pixel intensity box plots", numbers, caption, {"boxplots": fig}, [table]
-    )
+    return AnalysisResult("boxplots", "Pixel intensity box plots", numbers, caption, {"boxplots": fig}, [table])
 
 
 def class_means(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> AnalysisResult:
@@ -192,9 +190,7 @@ def class_means(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
     closest = (int(iu[0][order[0]]), int(iu[1][order[0]]))
     farthest = (int(iu[0][order[-1]]), int(iu[1][order[-1]]))
 
-    fig = image_grid(
-        means[None], col_labels=list(class_names), cell=1.0, cmap="magma", vmin=0, vmax=float(means.max())
-    )
+    fig = image_grid(means[None], col_labels=list(class_names), cell=1.0, cmap="magma", vmin=0, vmax=float(means.max()))
 
     dfig = new_figure(5.6, 4.8)
     ax = dfig.add_subplot()
