@@ -95,7 +95,7 @@ def test_unwritable_out_dir_is_a_config_error(tmp_path: Path, data_dir: Path) ->
 def test_bad_options_and_unknown_dataset_raise_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="unknown dataset"):
         run_eda(EdaOptions(dataset="nope", out_dir=tmp_path / "o"), progress=False)
-    with pytest.raises(ConfigError, match="tsne sample"):
+    with pytest.raises(ConfigError, match="t-SNE sample"):
         run_eda(EdaOptions(dataset="mnist", out_dir=tmp_path / "o", tsne_sample=2), progress=False)
     assert not (tmp_path / "o").exists()
 

@@ -121,10 +121,10 @@ def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
 def check_options(opts: EdaOptions) -> None:
     from parallel_vision.errors import ConfigError
 
-    for name in ("tsne_sample", "correlation_sample"):
+    for name, label in (("tsne_sample", "t-SNE sample (--sample)"), ("correlation_sample", "correlation sample")):
         value = getattr(opts, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 10:
-            raise ConfigError(f"{name.replace('_', ' ')} must be an integer >= 10; got {value!r}")
+            raise ConfigError(f"{label} must be an integer >= 10; got {value!r}")
     if opts.pca_fit_sample is not None and opts.pca_fit_sample < 10:
         raise ConfigError(f"PCA fit sample must be >= 10; got {opts.pca_fit_sample!r}")
     if isinstance(opts.seed, bool) or not isinstance(opts.seed, int) or opts.seed < 0:
