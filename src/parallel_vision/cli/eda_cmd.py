@@ -26,11 +26,12 @@ def eda(
     # effective before the OpenMP runtime loads, i.e. before scikit-learn is imported; a user's value wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
+        import scipy.ndimage  # noqa: F401  - the analyses import these lazily; fail here, in one line
+        import skimage  # noqa: F401
+
         from parallel_vision.eda import EdaOptions, run_eda
     except ImportError as exc:
-        raise ConfigError(
-            f"pvision eda needs the 'eda' extra (pip install 'parallel-vision[eda]'): {exc}"
-        ) from None
+        raise ConfigError(f"pvision eda needs the 'eda' extra (pip install 'parallel-vision[eda]'): {exc}") from None
 
     opts = EdaOptions(
         dataset=dataset,
