@@ -22,6 +22,7 @@ Precision = Literal["fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda"]
 MemoryFormat = Literal["channels_last", "contiguous"]
 LrSchedule = Literal["constant", "onecycle"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 STRATEGIES: dict[str, tuple[str, ...]] = {
     "torch": ("single", "dp", "ddp"),
@@ -66,6 +67,7 @@ class RunConfig:
     precision: Precision = "fp32"
     memory_format: MemoryFormat = "channels_last"
     compile: bool = False
+    compile_mode: CompileMode = "default"
     pin_threads: bool = False
     """Pin each CPU worker process to its own cores (Linux affinity)."""
     malloc_tuning: bool = True
@@ -168,6 +170,7 @@ def validate(cfg: RunConfig) -> None:
     _check_choice("device", cfg.device, get_args(Device))
     _check_choice("memory_format", cfg.memory_format, get_args(MemoryFormat))
     _check_choice("lr_schedule", cfg.lr_schedule, get_args(LrSchedule))
+    _check_choice("compile_mode", cfg.compile_mode, get_args(CompileMode))
     _check_choice("dataset", cfg.dataset, KNOWN_DATASETS)
     _check_int("workers", cfg.workers, 1)
     _check_int("epochs", cfg.epochs, 1)

@@ -57,6 +57,7 @@ def train(
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (CUDA)."),
     memory_format: str = typer.Option("channels_last", "--memory-format", help="channels_last or contiguous."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (time reported apart)."),
+    compile_mode: str = typer.Option("default", "--compile-mode", help="torch.compile mode, e.g. reduce-overhead."),
     jit_compile: bool = typer.Option(False, "--jit-compile", help="XLA-compile the Keras model."),
     sync_batchnorm: bool = typer.Option(False, "--sync-batchnorm", help="SyncBatchNorm across DDP workers."),
     pin_threads: bool = typer.Option(False, "--pin-threads", help="Pin each CPU worker to its own cores."),
@@ -92,6 +93,7 @@ def train(
             limit_train=limit_train, limit_test=limit_test, out_dir=str(out) if out else None,
             threads_per_worker=threads, device=device, precision=precision,  # type: ignore[arg-type]
             memory_format=memory_format, compile=compile, jit_compile=jit_compile,  # type: ignore[arg-type]
+            compile_mode=compile_mode,  # type: ignore[arg-type]
             sync_batchnorm=sync_batchnorm, deterministic=deterministic,
             checkpoint_every=checkpoint_every, resume=resume, tensorboard=not no_tensorboard,
         )
