@@ -214,10 +214,11 @@ class Trainer:
         torch.manual_seed(cfg.seed + ctx.rank)  # dropout differs by rank, as with independent devices
         self.timing["model_build_s"] = time.perf_counter() - t
         self.autocast = self._autocast()
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        self.cuda_graphs = cfg.compile and cfg.compile_mode == "reduce-overhead"
         self.forward = torch.compile(self.model, mode=cfg.compile_mode) if cfg.compile else self.model
         if cfg.compile or self.device.type == "cuda":
             self._warm_up()
-        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
 
     # -- pieces ---------------------------------------------------------------------------
     @property
@@ -248,26 +249,39 @@ class Trainer:
     def _warm_up(self) -> None:
         """Compile and autotune outside the clock (airbench's habit), then restore the exact state.
 
-        A few forward/backward passes on a real batch trigger torch.compile, CUDA-graph
-        recording and cuDNN's algorithm search; weights, BatchNorm statistics and
-        gradients are put back, so the run itself is unchanged.
+        A few real training steps on a real batch trigger torch.compile, CUDA-graph
+        recording, cuDNN's algorithm search and the optimiser's first-step set-up;
+        weights, BatchNorm statistics, optimiser, schedule and gradients are then put
+        back, so the timed run is exactly the run it would have been.
         """
-        snapshot = {k: v.clone() for k, v in self.bare_model.state_dict().items()}
+        import copy
+
+        model_state = {k: v.clone() for k, v in self.bare_model.state_dict().items()}
+        optimizer_state = copy.deepcopy(self.optimizer.state_dict())
+        scheduler_state = self.scheduler.state_dict() if self.scheduler is not None else None
+        scaler_state = self.scaler.state_dict() if self.scaler is not None else None
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
         t = time.perf_counter()
         per = self.cfg.per_worker_batch
         x, y = self.train.images[:per], self.train.labels[:per]
         self.model.train()
-        for _ in range(3 if self.cfg.compile_mode == "reduce-overhead" else 2):
-            if self.autocast is not None:
-                with self.autocast():
-                    loss = F.cross_entropy(self.forward(x), y)
-            else:
-                loss = F.cross_entropy(self.forward(x), y)
-            loss.backward()
+        for _ in range(3):
+            loss, logits = self._step(x, y)
+            (loss.detach().double() * per).item()
+            (logits.detach().argmax(1) == y).sum().item()
         self._sync()
         self.timing["compile_s"] = time.perf_counter() - t
         self.optimizer.zero_grad(set_to_none=True)
-        self.bare_model.load_state_dict(snapshot)
+        self.bare_model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(optimizer_state)
+        if scheduler_state is not None:
+            self.scheduler.load_state_dict(scheduler_state)  # type: ignore[union-attr]
+        if scaler_state is not None:
+            self.scaler.load_state_dict(scaler_state)  # type: ignore[union-attr]
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
         self.comm.take()
 
     def _sync(self) -> None:
@@ -327,6 +341,8 @@ class Trainer:
         )
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs may be overwritten now
         self.optimizer.zero_grad(set_to_none=True)
         if self.autocast is not None:
             with self.autocast():

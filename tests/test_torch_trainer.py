@@ -1,0 +1,37 @@
+"""The torch Trainer in-process: warm-up outside the clock must not change the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from parallel_vision.config import RunConfig  # noqa: E402
+from parallel_vision.engines.common import EpochProgress  # noqa: E402
+from parallel_vision.engines.torch_engine import Dist, Trainer, epoch_permutation, shard_slice  # noqa: E402
+
+
+def test_warm_up_restores_weights_optimizer_schedule_and_rng(data_dir: Path) -> None:
+    cfg = RunConfig(limit_train=512, limit_test=100, batch_size=128, epochs=1, data_dir=str(data_dir),
+                    device="cpu", lr_schedule="onecycle", lr=5e-3, dropout=0.25, tensorboard=False)
+    plain = Trainer(cfg, Dist())
+    record_plain = plain.run_epoch(0, EpochProgress(1, enabled=False))
+    warmed = Trainer(cfg, Dist())
+    warmed._warm_up()
+    assert warmed.timing["compile_s"] > 0
+    record_warmed = warmed.run_epoch(0, EpochProgress(1, enabled=False))
+    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+        assert record_warmed[key] == record_plain[key], key
+    for (name, a), b in zip(plain.bare_model.state_dict().items(), warmed.bare_model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_shards_of_a_global_batch_partition_it_exactly() -> None:
+    order = epoch_permutation(1000, seed=3, epoch=2)
+    assert sorted(order.tolist()) == list(range(1000))
+    assert not torch.equal(order, epoch_permutation(1000, seed=3, epoch=3))
+    whole = order[shard_slice(2, 256, 0, 1)]
+    parts = torch.cat([order[shard_slice(2, 256, r, 4)] for r in range(4)])
+    assert torch.equal(whole, parts)
