@@ -1,0 +1,94 @@
+"""Bench presets and matrix expansion (no training)."""
+
+from __future__ import annotations
+
+import pytest
+
+from parallel_vision.bench.matrix import expand, multi_strategies
+from parallel_vision.bench.presets import BenchSpec, get_preset, resolve_workers
+from parallel_vision.errors import ConfigError
+
+
+def _names(plan):  # type: ignore[no-untyped-def]
+    return [p.run_name for p in plan]
+
+
+def test_quick_preset_on_two_cores() -> None:
+    plan = expand(get_preset("quick"), cores=2)
+    assert _names(plan) == [
+        "torch-single-w1-b512-t1-r1", "torch-ddp-w2-b512-t1-r1", "torch-single-w1-b512-t2-r1",
+        "tf-single-w1-b512-t1-r1", "tf-mirrored-w2-b512-t1-r1", "tf-single-w1-b512-t2-r1",
+    ]
+    by = {p.run_name: p for p in plan}
+    ddp = by["torch-ddp-w2-b512-t1-r1"].cfg
+    assert ddp is not None and ddp.strategy == "ddp" and ddp.threads_per_worker == 1
+    # Mirrored replicas share one process: its pool gets 1 thread per replica × 2 replicas.
+    mirrored = by["tf-mirrored-w2-b512-t1-r1"].cfg
+    assert mirrored is not None and mirrored.threads_per_worker == 2
+    ref = by["torch-single-w1-b512-t2-r1"]
+    assert ref.role == "reference" and ref.cfg is not None and ref.cfg.threads_per_worker == 2
+    for p in plan:
+        assert p.cfg is not None
+        assert (p.cfg.epochs, p.cfg.batch_size, p.cfg.limit_train, p.cfg.limit_test) == (2, 512, 6144, 2000)
+        assert p.cfg.extra["preset"] == "quick" and p.cfg.extra["repeat"] == 1
+
+
+def test_paper_preset_five_configurations_and_as_published_optimisers() -> None:
+    plan = expand(get_preset("paper"), cores=2)
+    assert {(p.cfg.framework, p.cfg.strategy, p.cfg.workers) for p in plan if p.cfg} == {
+        ("torch", "single", 1), ("torch", "ddp", 2), ("torch", "dp", 2),
+        ("tensorflow", "single", 1), ("tensorflow", "mirrored", 2),
+    }
+    for p in plan:
+        assert p.cfg is not None
+        assert (p.cfg.epochs, p.cfg.batch_size, p.cfg.limit_train) == (30, 2048, None)
+        assert p.cfg.optimizer == "adam"
+    published = expand(get_preset("paper").replace(as_published=True), cores=2)
+    opts = {(p.cfg.framework, p.cfg.strategy): (p.cfg.optimizer, p.cfg.lr, p.cfg.momentum)
+            for p in published if p.cfg}
+    assert opts[("torch", "single")] == ("sgd", 0.01, 0.9)
+    assert opts[("torch", "dp")] == ("sgd", 0.01, 0.9)
+    assert opts[("torch", "ddp")][0] == "adam"
+    assert opts[("tensorflow", "single")][0] == "adam"
+    assert all(p.cfg.extra["protocol"] == "as-published" for p in published if p.cfg)
+
+
+def test_weak_and_strong_share_the_one_worker_run_and_repeats_interleave() -> None:
+    spec = BenchSpec(frameworks=("torch",), workers=(1, 2), scaling="both", batch_size=256, limit_train=2048,
+                     repeats=2)
+    plan = expand(spec, cores=2)
+    assert _names(plan) == [
+        "torch-single-w1-b256-t1-r1", "torch-ddp-w2-b256-t1-r1", "torch-ddp-w2-b512-t1-r1",
+        "torch-single-w1-b256-t1-r2", "torch-ddp-w2-b256-t1-r2", "torch-ddp-w2-b512-t1-r2",
+    ]
+    assert plan[0].scaling == ["strong", "weak"]
+    assert plan[2].cfg is not None and plan[2].cfg.per_worker_batch == 256  # weak: per-worker batch fixed
+
+
+def test_impossible_configuration_is_planned_once_with_its_reason() -> None:
+    spec = BenchSpec(frameworks=("torch",), workers=(1, 4), scaling="weak", batch_size=512, limit_train=1024,
+                     repeats=3)
+    plan = expand(spec, cores=4)
+    bad = [p for p in plan if p.cfg is None]
+    assert len(bad) == 1 and "smaller than one global batch" in (bad[0].error or "")
+
+
+def test_strategies_option_and_scaling_preset_workers() -> None:
+    assert multi_strategies("torch", None) == ("ddp",)
+    assert multi_strategies("tensorflow", ("ddp", "dp", "multiworker")) == ("multiworker",)
+    assert multi_strategies("tensorflow", ("ddp",)) == ("mirrored",)
+    assert resolve_workers(get_preset("scaling"), 2).workers == (1, 2)
+    assert resolve_workers(get_preset("scaling"), 8).workers == (1, 2, 4, 8)
+    assert resolve_workers(get_preset("scaling"), 6).workers == (1, 2, 4, 6)
+    with pytest.raises(ConfigError):
+        expand(BenchSpec(frameworks=("jax",)), cores=2)
+    with pytest.raises(ConfigError):
+        expand(BenchSpec(workers=(0,)), cores=2)
+    with pytest.raises(ConfigError):
+        get_preset("fastest")
+
+
+def test_gpu_machine_leaves_threads_to_the_engine() -> None:
+    plan = expand(get_preset("quick"), cores=16, gpus=2)
+    assert all(p.cfg is not None and p.cfg.threads_per_worker is None for p in plan)
+    assert not any(p.role == "reference" for p in plan)

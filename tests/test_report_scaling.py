@@ -1,0 +1,131 @@
+"""Speedup, efficiency, pairing and the paper's 'scaling', on hand-made numbers (pure functions)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from parallel_vision.report import compare, paper
+from parallel_vision.report.scaling import (
+    STRONG,
+    WEAK,
+    Point,
+    Spread,
+    efficiency,
+    ratio_spread,
+    scaling_rows,
+    speedup_strong,
+    speedup_weak,
+    spread,
+)
+
+
+def test_speedup_and_efficiency_definitions() -> None:
+    assert speedup_strong(10.0, 4.0) == pytest.approx(2.5)
+    assert efficiency(2.5, 2) == pytest.approx(1.25)  # superlinear is representable, not clipped
+    assert speedup_weak(100.0, 180.0) == pytest.approx(1.8)
+    assert efficiency(1.8, 2) == pytest.approx(0.9)
+    assert speedup_strong(5.0, 10.0) == pytest.approx(0.5)  # slower with more workers: S < 1
+    with pytest.raises(ValueError):
+        speedup_strong(0.0, 1.0)
+    with pytest.raises(ValueError):
+        efficiency(1.0, 0)
+
+
+def test_spread_median_and_range() -> None:
+    s = spread([3.0, 1.0, 2.0, None])
+    assert s == Spread(2.0, 1.0, 3.0, 3)
+    assert s.has_range
+    assert spread([None]) is None
+    assert not spread([4.0]).has_range  # type: ignore[union-attr]
+    assert spread([1.0, 2.0, 3.0, 4.0]).median == 2.5  # type: ignore[union-attr]
+
+
+def test_ratio_spread_pairs_extremes() -> None:
+    t1 = Spread(10.0, 9.0, 11.0, 3)
+    t2 = Spread(5.0, 4.0, 6.0, 3)
+    s = ratio_spread(t1, t2)
+    assert s.median == pytest.approx(2.0)
+    assert s.lo == pytest.approx(9.0 / 6.0)
+    assert s.hi == pytest.approx(11.0 / 4.0)
+
+
+def _pt(key: str, fw: str, strategy: str, n: int, batch: int, threads: float, t: float,
+        images: int = 8192, family: str = "f") -> Point:
+    return Point(key=key, label=key, framework=fw, strategy=strategy, workers=n, global_batch=batch,
+                 per_worker_batch=batch // n, threads=threads, family=family,
+                 time=Spread(t, t, t, 1), throughput=Spread(images / t, images / t, images / t, 1))
+
+
+def test_strong_scaling_prefers_same_threads_baseline_and_reports_best_single() -> None:
+    points = [
+        _pt("single-t1", "torch", "single", 1, 512, 1, 10.0),
+        _pt("single-t2", "torch", "single", 1, 512, 2, 6.0),
+        _pt("ddp2", "torch", "ddp", 2, 512, 1, 5.0),
+        _pt("tf-single", "tensorflow", "single", 1, 512, 1, 8.0),
+    ]
+    rows = scaling_rows(points, STRONG)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row.baseline.key == "single-t1" and row.same_threads
+    assert row.speedup.median == pytest.approx(2.0)
+    assert row.efficiency.median == pytest.approx(1.0)
+    assert row.best.key == "single-t2"
+    assert row.speedup_vs_best.median == pytest.approx(6.0 / 5.0)
+
+
+def test_strong_scaling_falls_back_and_flags_other_threads() -> None:
+    points = [_pt("single-t2", "torch", "single", 1, 512, 2, 6.0),
+              _pt("ddp2", "torch", "ddp", 2, 512, 1, 5.0)]
+    (row,) = scaling_rows(points, STRONG)
+    assert not row.same_threads and row.baseline.key == "single-t2"
+
+
+def test_weak_scaling_pairs_per_worker_batch_and_uses_throughput() -> None:
+    points = [
+        _pt("single-b512", "torch", "single", 1, 512, 1, 10.0),  # X = 819.2
+        _pt("ddp-b1024", "torch", "ddp", 2, 1024, 1, 6.0),       # per-worker 512, X = 1365.3
+        _pt("ddp-b512", "torch", "ddp", 2, 512, 1, 5.0),         # strong partner only
+    ]
+    weak = scaling_rows(points, WEAK)
+    assert [r.point.key for r in weak] == ["ddp-b1024"]
+    assert weak[0].speedup.median == pytest.approx(10.0 / 6.0)
+    strong = scaling_rows(points, STRONG)
+    assert [r.point.key for r in strong] == ["ddp-b512"]
+
+
+def test_no_pairing_across_frameworks_or_families() -> None:
+    points = [
+        _pt("tf-single", "tensorflow", "single", 1, 512, 1, 10.0),
+        _pt("ddp2", "torch", "ddp", 2, 512, 1, 5.0),
+        _pt("single-other-epochs", "torch", "single", 1, 512, 1, 10.0, family="g"),
+    ]
+    assert scaling_rows(points, STRONG) == []
+    with pytest.raises(ValueError):
+        scaling_rows(points, "sideways")
+
+
+def test_paper_scaling_definitions_recomputed_from_its_numbers() -> None:
+    checks = {c["key"]: c for c in paper.published_scaling_checks()}
+    tf = checks["tensorflow-mirrored-2"]
+    # 153.95 / (2 × 104.56) = 73.62 %: the paper's TensorFlow "scaling" is total-time efficiency.
+    assert tf["matches"] == ["total-time efficiency T_total(1) ÷ (N·T_total(N))"]
+    assert tf["candidates"][tf["matches"][0]] == pytest.approx(73.618, abs=1e-3)
+    # Neither PyTorch figure is reproduced by any definition from the published times.
+    assert checks["torch-dp-2"]["matches"] == []
+    assert checks["torch-ddp-2"]["matches"] == []
+    ddp = paper.by_key("torch-ddp-2")
+    assert ddp["n_test"] == 5000 and math.isclose(ddp["mean_epoch_time_s"], 3.5)
+    assert "reproduced by no definition" in paper.scaling_sentence(checks["torch-dp-2"])
+
+
+def test_comparison_directions_follow_the_numbers() -> None:
+    fast, slow = Spread(200.0, 200.0, 200.0, 1), Spread(100.0, 100.0, 100.0, 1)
+    assert compare.faster_phrase(fast, slow) == "2.00× faster than"
+    assert compare.faster_phrase(slow, fast) == "2.00× slower than"
+    assert compare.faster_phrase(Spread(101.0, 101.0, 101.0, 1), slow) == "about as fast as"
+    # With repeats, overlapping ranges are a tie however far apart the medians are.
+    a, b = Spread(120.0, 90.0, 130.0, 3), Spread(100.0, 95.0, 125.0, 3)
+    assert not compare.resolved(a, b)
+    assert compare.resolved(Spread(120.0, 118.0, 122.0, 3), Spread(100.0, 99.0, 101.0, 3))
