@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -171,6 +172,7 @@ def _skip_record(planned: PlannedRun, reason: str, kind: str, code_version: str 
         "config": cfg,
         "identity_hash": identity_hash(planned.cfg) if planned.cfg is not None else None,
         "code_version": code_version,
+        "host": socket.gethostname(),
         "recorded_at": _now(),
     }
 
@@ -181,14 +183,26 @@ def _record_skip(store: Store, root: Path, record: dict[str, Any]) -> None:
     store.insert_skip(record, path)
 
 
+def _known_skip(root: Path, planned: PlannedRun, code: str | None, host: str) -> str | None:
+    """The reason recorded when this same configuration could not run here with this code, if any."""
+    try:
+        record = json.loads((root / SKIPPED_DIR / f"{planned.name}.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if planned.cfg is None or record.get("kind") != "skipped":
+        return None  # failures are retried; impossible configs are re-derived from the matrix
+    same = (record.get("identity_hash") == identity_hash(planned.cfg) and record.get("code_version") == code
+            and record.get("host") == host)
+    return str(record.get("reason")) if same else None
+
+
 def _clear_skip(store: Store, root: Path, name: str) -> None:
     (root / SKIPPED_DIR / f"{name}.json").unlink(missing_ok=True)
     store.delete_skip(name)
 
 
 def _label(p: PlannedRun) -> str:
-    d = p.describe
-    return f"{d['framework']} {d['strategy']} ×{d['workers']} b{d['batch_size']} r{p.repeat}"
+    return p.run_name
 
 
 # --------------------------------------------------------------------------- the bench
@@ -246,16 +260,29 @@ def run_bench(
 
     # What is already done (same identity, code version and repeat), before the clock starts.
     todo: list[int] = []
+    host = socket.gethostname()
     for i, planned in enumerate(plan):
         if planned.cfg is None:
             todo.append(i)
+            continue
+        known = _known_skip(root, planned, code, host)
+        if known is not None and not overwrite:
+            outcome.skipped.append((planned.name, known))
+            manifest["runs"][i].update(state="skipped", reason=known)
             continue
         stored = None if overwrite else store.done(identity_hash(planned.cfg), code, planned.repeat)
         if stored is not None and (root / stored["path"] / RESULT_FILE).exists():
             outcome.reused.append(planned.run_name)
             manifest["runs"][i].update(state="reused", folder=stored["path"], run_id=stored["run_id"])
-        else:
-            todo.append(i)
+            continue
+        folder = root / "runs" / planned.run_name
+        data = None if overwrite else _complete_result(folder)
+        if data is not None and _same_run(data, planned.cfg, code, planned.repeat):
+            store.insert_result(data, folder)  # finished, but not indexed (e.g. interrupted just after)
+            outcome.reused.append(planned.run_name)
+            manifest["runs"][i].update(state="reused", folder=f"runs/{folder.name}", run_id=data["run_id"])
+            continue
+        todo.append(i)
     save_manifest()
     echo(f"bench {spec.preset or 'custom'}: {len(plan)} run(s) planned, {len(outcome.reused)} already done "
          f"for code {code}, {len(todo)} to run → {root}")
@@ -300,6 +327,13 @@ def run_bench(
             t0 = time.monotonic()
             try:
                 result = launch.run(cfg, progress=False, log_file=log_file)
+            except RunInterrupted:
+                data = _complete_result(folder)
+                if data is not None:  # it finished while the interrupt was being handled: keep it
+                    store.insert_result(data, folder)
+                    outcome.ran.append(planned.run_name)
+                    set_state(i, "done", run_id=data["run_id"], finished_at=_now())
+                raise
             except ConfigError as exc:
                 reason = str(exc).strip().splitlines()[0]
                 shutil.rmtree(folder, ignore_errors=True)
@@ -309,8 +343,6 @@ def run_bench(
                 set_state(i, "skipped", reason=reason)
                 echo(f"    skipped — {reason}")
                 continue
-            except RunInterrupted:
-                raise
             except (EngineError, PVisionError) as exc:
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 why = f"failed: {reason} (log: logs/{log_file.name})"

@@ -59,13 +59,13 @@ def list_runs(
                              ("strategy", "left"), ("N", "right"), ("thr/w", "right"), ("batch", "right"),
                              ("epochs", "right"), ("T steady (s)", "right"), ("total (s)", "right"),
                              ("img/s", "right"), ("test acc (%)", "right"), ("status", "left")):
-            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+            table.add_column(col, justify=justify, no_wrap=col in ("run_id", "folder"))  # type: ignore[arg-type]
         for r in rows:
             def num(value: float | None, fmt: str) -> str:
                 return "—" if value is None else format(value, fmt)
 
             table.add_row(
-                r["run_id"][:12], r["name"], r["framework"], r["strategy"], str(r["workers"]),
+                r["run_id"][:8], r["name"], r["framework"], r["strategy"], str(r["workers"]),
                 num(r["threads_per_replica"], "g"), str(r["batch_size"]), str(r["epochs"]),
                 num(r["mean_epoch_time_excl_warmup_s"], ".2f"), num(r["total_time_s"], ".1f"),
                 num(r["images_per_s_excl_warmup"], ",.0f"),

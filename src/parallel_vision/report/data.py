@@ -166,6 +166,7 @@ class ReportData:
     groups: list[ConfigGroup]
     skipped: list[dict[str, Any]]
     incomplete: list[dict[str, Any]]
+    superseded: list[dict[str, Any]]
     strong: list[ScalingRow]
     weak: list[ScalingRow]
     environment: dict[str, Any]
@@ -350,7 +351,13 @@ def build_report_data(root: str | Path) -> ReportData:
     for r in runs:
         by_key.setdefault(r["identity_hash"], []).append(r)
     groups = []
+    superseded: list[dict[str, Any]] = []
     for key, members in by_key.items():
+        # A code change makes older measurements of the same configuration stale (the bench re-runs
+        # them): report the newest code version's runs, list the others as superseded.
+        newest = max(members, key=lambda r: r.get("created_at") or "").get("code_version")
+        superseded += [r for r in members if r.get("code_version") != newest]
+        members = [r for r in members if r.get("code_version") == newest]
         members.sort(key=lambda r: (r.get("repeat") or 0, r.get("created_at") or ""))
         g = ConfigGroup(key=key, runs=members, epochs=[epochs[r["run_id"]] for r in members])
         g.stats = {k: spread(r["summary"].get(k) for r in members) for k in STAT_KEYS}
@@ -363,11 +370,14 @@ def build_report_data(root: str | Path) -> ReportData:
     weak = scaling_rows(points, WEAK)
 
     warnings: list[str] = []
+    codes = sorted({str(r.get("code_version")) for g in groups for r in g.runs})
+    if len(codes) > 1:
+        warnings.append(f"the configurations were measured with {len(codes)} code versions "
+                        f"({', '.join(codes)}); see the code version of each run under 'All runs'")
+    if superseded:
+        warnings.append(f"{len(superseded)} older run(s) of the same configurations, from earlier code "
+                        "versions, are left out (listed under 'All runs' as superseded)")
     for g in groups:
-        codes = {r.get("code_version") for r in g.runs}
-        if len(codes) > 1:
-            warnings.append(f"{g.label}: repeats come from {len(codes)} code versions "
-                            f"({', '.join(map(str, codes))})")
         if g.config["epochs"] < 2:
             warnings.append(f"{g.label}: a single epoch, so its steady epoch time includes the warm-up")
     manifest = _manifest(root)
@@ -394,6 +404,7 @@ def build_report_data(root: str | Path) -> ReportData:
         groups=groups,
         skipped=skipped,
         incomplete=incomplete,
+        superseded=superseded,
         strong=strong,
         weak=weak,
         environment=_environment(groups),

@@ -123,12 +123,14 @@ def scaling(data: ReportData) -> Figure | None:
     for r in rows:
         kind = "same threads" if r.same_threads else "other threads"
         series.setdefault((r.point.framework, r.point.strategy, r.mode, kind), []).append(r)
-    colors = {"torch": "#d62728", "tensorflow": "#1f77b4"}
+    # Each series takes the colour of its N-worker configuration in the other figures.
+    group_color = {g.key: g.color for g in data.groups}
     top = max(r.workers for r in rows)
     for (fw, strategy, mode, _kind), rs in sorted(series.items()):
         rs.sort(key=lambda r: r.workers)
         xs = [1] + [r.workers for r in rs]
         label = f"{FRAMEWORK_NAMES.get(fw, fw)} {STRATEGY_NAMES.get(strategy, strategy)} · {mode}"
+        color = group_color.get(rs[-1].point.key, "gray")
         style = "-" if mode == "strong" else "--"
         for ax, values in ((ax_s, [r.speedup for r in rs]), (ax_e, [r.efficiency for r in rs])):
             med = [1.0] + [v.median for v in values]
@@ -137,11 +139,10 @@ def scaling(data: ReportData) -> Figure | None:
             scale = 100.0 if ax is ax_e else 1.0
             ax.errorbar(xs, [m * scale for m in med], yerr=[[e * scale for e in err_lo],
                                                             [e * scale for e in err_hi]],
-                        color=colors.get(fw, "gray"), ls=style, marker="o", capsize=3, label=label)
+                        color=color, ls=style, marker="o", capsize=3, label=label)
             for x, m in zip(xs[1:], med[1:], strict=False):
                 ax.annotate(f"{m * scale:.2f}" if ax is ax_s else f"{m * scale:.0f} %", (x, m * scale),
-                            textcoords="offset points", xytext=(6, -3), fontsize=8,
-                            color=colors.get(fw, "gray"))
+                            textcoords="offset points", xytext=(6, -3), fontsize=8, color=color)
     ideal = list(range(1, top + 1))
     ax_s.plot(ideal, ideal, color="gray", ls=":", label="ideal S(N) = N")
     ax_e.axhline(100, color="gray", ls=":", label="ideal E = 100 %")

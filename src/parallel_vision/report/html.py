@@ -34,12 +34,16 @@ p, li { max-width: 980px; }
 nav.toc { font-size: 13.5px; margin: 10px 0 0; }
 nav.toc a { color: var(--accent); text-decoration: none; margin-right: 14px; white-space: nowrap; }
 .tablewrap { overflow-x: auto; margin: 8px 0 6px; border: 1px solid var(--line); border-radius: 6px; }
-table { border-collapse: collapse; width: 100%; font-size: 13px; font-variant-numeric: tabular-nums; }
+table { border-collapse: collapse; width: 100%; font-size: 12.5px; font-variant-numeric: tabular-nums; }
 th, td { padding: 5px 9px; border-bottom: 1px solid var(--line); vertical-align: top; }
-th { background: var(--panel); font-weight: 600; text-align: left; font-size: 12.5px; }
+th { background: var(--panel); font-weight: 600; text-align: left; font-size: 12px; line-height: 1.25;
+     vertical-align: bottom; }
 tr:last-child td { border-bottom: none; }
-td.r, th.r { text-align: right; white-space: nowrap; }
+th.r { text-align: right; }
+td.r { text-align: right; white-space: nowrap; }
 td.l { text-align: left; }
+td.first { white-space: nowrap; }
+tr.section td { background: #eef2f8; font-weight: 600; padding-top: 7px; }
 .sw { display:inline-block; width:10px; height:10px; border-radius:2px; margin-right:6px;
       vertical-align:baseline; }
 figure { margin: 14px 0 18px; }
@@ -67,12 +71,16 @@ def render_table(table: tables.Table, *, first_swatch: bool = True) -> str:
                    for i, h in enumerate(table.headers))
     body = []
     for ri, row in enumerate(table.rows):
+        if ri in table.sections:
+            body.append(f"<tr class='section'><td colspan='{len(table.headers)}'>{_e(row[0])}</td></tr>")
+            continue
         color = table.colors[ri] if ri < len(table.colors) else None
         cells = []
         for ci, cell in enumerate(row):
-            sw = f"<span class='sw' style='background:{color}'></span>" if (ci == 0 and color and
-                                                                              first_swatch) else ""
-            cells.append(f"<td class='{'r' if align[ci] == 'r' else 'l'}'>{sw}{_e(cell)}</td>")
+            sw = f"<span class='sw' style='background:{color}'></span>" if (
+                ci == table.swatch_col and color and first_swatch) else ""
+            klass = "r" if align[ci] == "r" else ("l first" if ci == 0 else "l")
+            cells.append(f"<td class='{klass}'>{sw}{_e(cell)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f"<div class='tablewrap'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
             "</table></div>")
@@ -159,14 +167,15 @@ def render(data: ReportData, figures: list[Figure]) -> str:
     parts.append("<h2 id='paper'>The paper's published numbers beside ours</h2>")
     parts.append(f"<p class='muted'>Paper: {_e(pn['hardware'])}; {_e(pn['protocol'])}. Ours: the machine "
                  "below. Absolute times are not comparable across this hardware; ratios and accuracy are. "
-                 "'Ours: epoch, all' is the mean over every epoch including warm-up (closest to the paper's "
-                 "'average time per epoch'); total-time efficiency T_total(1) ÷ (N·T_total(N)) is the "
-                 "definition that reproduces the paper's TensorFlow 'scaling'.</p>")
+                 "Our epoch time is the mean over every epoch including the warm-up (closest to the paper's "
+                 "'average time per epoch'), the steady T in brackets; total-time efficiency "
+                 "T_total(1) ÷ (N·T_total(N)) is the definition that reproduces the paper's TensorFlow "
+                 "'scaling'.</p>")
     parts.append(render_table(tables.paper_table(data)))
     parts.append("<h3>What the paper's 'scaling' is</h3>")
     parts.append(_list([scaling_sentence(c) for c in data.paper_checks]))
     parts.append("<h3>Where the paper's definitions differ from ours</h3>")
-    notes = [f"{c['label']}: {n}" for c in pn["configurations"] for n in c.get("notes", [])]
+    notes = [f"{c['label']}: " + " ".join(c["notes"]) for c in pn["configurations"] if c.get("notes")]
     notes.append("Our test accuracy evaluates every test image exactly once, whatever the number of workers; "
                  "the paper's DDP figure covers one rank's half.")
     notes.append("Our epoch time is the training loop only, synchronised, evaluation excluded; the paper "

@@ -23,7 +23,9 @@ def render_table(table: tables.Table) -> str:
     align = table.alignment()
     lines = ["| " + " | ".join(_cell(h) or " " for h in table.headers) + " |",
              "|" + "|".join("---:" if a == "r" else ":---" for a in align) + "|"]
-    for row in table.rows:
+    for i, row in enumerate(table.rows):
+        if i in table.sections:
+            row = [f"**{row[0]}**"] + [""] * (len(row) - 1)
         lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -93,7 +95,7 @@ def render(data: ReportData, figures: list[Figure]) -> str:
     out.append(render_table(tables.paper_table(data)))
     out.append("### What the paper's 'scaling' is\n\n"
                + _list([scaling_sentence(c) for c in data.paper_checks]))
-    notes = [f"{c['label']}: {n}" for c in pn["configurations"] for n in c.get("notes", [])]
+    notes = [f"{c['label']}: " + " ".join(c["notes"]) for c in pn["configurations"] if c.get("notes")]
     notes.append("Our test accuracy evaluates every test image exactly once, whatever the number of workers.")
     out.append("### Where the paper's definitions differ from ours\n\n" + _list(notes))
     if data.protocol_rows:

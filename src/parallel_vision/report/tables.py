@@ -23,6 +23,10 @@ class Table:
     """Optional per-row swatch colour (the configuration's colour in the figures)."""
     align: str = ""
     """'l' or 'r' per column (default: first column left, the rest right)."""
+    swatch_col: int = 0
+    """The column that carries the row's colour swatch."""
+    sections: set[int] = field(default_factory=set)
+    """Rows that are section headings: their first cell spans the table (the others are empty)."""
 
     def alignment(self) -> str:
         return self.align or ("l" + "r" * (len(self.headers) - 1))
@@ -110,22 +114,23 @@ def run_table_note(data: ReportData) -> str:
 
 
 def runs_table(data: ReportData) -> Table:
-    """Every stored run, one row each (the per-repeat numbers behind the medians)."""
+    """Every stored run, one row each (the per-repeat numbers behind the medians), superseded ones last."""
     headers = ["Run folder", "run_id", "Repeat", "Code version", "Created (UTC)", "Steady epoch T (s)",
-               "Total time (s)", "Images/s (steady)", "Test accuracy (%)", "Test loss"]
+               "Total time (s)", "Images/s", "Test accuracy (%)", "Test loss", "Used"]
     rows, colors = [], []
-    for g in data.groups:
-        for r in g.runs:
-            s = r["summary"]
-            rows.append([
-                r["path"], r["run_id"][:12], str(r.get("repeat") or "—"), str(r.get("code_version") or "—"),
-                str(r.get("created_at") or "—").replace("+00:00", ""),
-                fnum(s.get("mean_epoch_time_excl_warmup_s")), fnum(s.get("total_time_s"), 1),
-                fnum(s.get("images_per_s_excl_warmup"), 0, thousands=True),
-                fnum(s.get("test_accuracy"), 2, 100.0), fnum(s.get("test_loss"), 4),
-            ])
-            colors.append(g.color)
-    return Table(headers, rows, colors, "llllr" + "r" * 5)
+    entries = [(r, g.color, "yes") for g in data.groups for r in g.runs]
+    entries += [(r, None, "superseded: older code") for r in data.superseded]
+    for r, color, used in entries:
+        s = r["summary"]
+        rows.append([
+            r["path"], r["run_id"][:12], str(r.get("repeat") or "—"), str(r.get("code_version") or "—"),
+            str(r.get("created_at") or "—").replace("+00:00", ""),
+            fnum(s.get("mean_epoch_time_excl_warmup_s")), fnum(s.get("total_time_s"), 1),
+            fnum(s.get("images_per_s_excl_warmup"), 0, thousands=True),
+            fnum(s.get("test_accuracy"), 2, 100.0), fnum(s.get("test_loss"), 4), used,
+        ])
+        colors.append(color)
+    return Table(headers, rows, colors, "llllr" + "r" * 5 + "l")
 
 
 def scaling_table(rows: list[ScalingRow], mode: str) -> Table:
@@ -180,23 +185,28 @@ def split_table(data: ReportData) -> Table:
 
 
 def paper_table(data: ReportData) -> Table:
-    """The paper's five configurations, each followed by our matching configuration(s)."""
-    headers = ["Configuration", "Source", "Epoch time (s)", "Total time (s)", "Test accuracy",
-               "S(N) by epoch time", "E(N) by epoch time", "Total-time efficiency", "Published 'scaling'"]
-    rows, colors = [], []
+    """Each of the paper's five configurations: its published row, then our matching configuration(s)."""
+    headers = ["Source", "Epoch time (s)", "Total time (s)", "Test accuracy", "S(N) by epoch time",
+               "E(N) by epoch time", "Total-time efficiency", "Published 'scaling'"]
+    rows: list[list[str]] = []
+    colors: list[str | None] = []
+    sections: set[int] = set()
+    from parallel_vision.report.paper import by_key, paper_numbers
+
+    hardware = paper_numbers().get("hardware_short", "2× T4")
     for row in data.paper_rows:
         pc = row["paper"]
+        sections.add(len(rows))
+        rows.append([pc["label"] + (" — the paper used SGD" if pc["optimizer"] == "sgd" else "")] + [""] * 7)
+        colors.append(None)
         s_paper = e_paper = tte = "—"
         if pc.get("baseline"):
-            from parallel_vision.report.paper import by_key
-
             base = by_key(pc["baseline"])
             sp = base["mean_epoch_time_s"] / pc["mean_epoch_time_s"]
             s_paper, e_paper = f"{sp:.2f}", f"{100 * sp / pc['workers']:.1f} %"
             tte = f"{100 * base['total_time_s'] / (pc['workers'] * pc['total_time_s']):.1f} %"
         rows.append([
-            pc["label"], "paper" + (" (SGD)" if pc["optimizer"] == "sgd" else ""),
-            fnum(pc["mean_epoch_time_s"], 3), fnum(pc["total_time_s"], 2),
+            f"paper ({hardware})", fnum(pc["mean_epoch_time_s"], 3), fnum(pc["total_time_s"], 2),
             f"{100 * pc['test_accuracy']:.2f} % of {pc['n_test']:,}", s_paper, e_paper, tte,
             f"{pc['scaling_pct']:.2f} %" if pc.get("scaling_pct") is not None else "—",
         ])
@@ -205,7 +215,7 @@ def paper_table(data: ReportData) -> Table:
             reason = next((s["reason"] for s in data.skipped if s.get("framework") == pc["framework"]
                            and s.get("strategy") == pc["strategy"] and s.get("workers") == pc["workers"]),
                           None)
-            rows.append(["", f"ours: skipped — {reason}" if reason else "ours: not run"] + [""] * 7)
+            rows.append([f"ours: skipped — {reason}" if reason else "ours: not run"] + [""] * 7)
             colors.append(None)
             continue
         for match in row["ours"]:
@@ -214,7 +224,7 @@ def paper_table(data: ReportData) -> Table:
             eff = match["total_time_efficiency_pct"]
             s = g.stats
             rows.append([
-                "", f"ours: {g.label}" + (" (SGD)" if g.config["optimizer"] == "sgd" else ""),
+                f"ours: {g.label}" + (" (SGD)" if g.config["optimizer"] == "sgd" else ""),
                 f"{fspread(s['mean_epoch_time_s'])} (steady {fspread(s['mean_epoch_time_excl_warmup_s'])})",
                 fspread(s["total_time_s"], 1), f"{fspread(s['test_accuracy'], 2, 100.0)} % of {g.n_test:,}",
                 fspread(srow.speedup) if srow else "—",
@@ -222,7 +232,7 @@ def paper_table(data: ReportData) -> Table:
                 f"{eff:.1f} %" if eff is not None else "—", "",
             ])
             colors.append(g.color)
-    return Table(headers, rows, colors, "llrrrrrrr")
+    return Table(headers, rows, colors, "lrrrrrrr", sections=sections)
 
 
 def protocol_table(data: ReportData) -> Table:

@@ -38,8 +38,12 @@ def _rich_table(table: tables.Table, title: str) -> Any:
     for ri, row in enumerate(table.rows):
         color = table.colors[ri] if ri < len(table.colors) else None
         cells = list(row)
+        if ri in table.sections:
+            t.add_row(f"[bold]{cells[0]}[/]", *cells[1:])
+            continue
         if color and cells:
-            cells[0] = f"[{color}]■[/] {cells[0]}"
+            c = table.swatch_col
+            cells[c] = f"[{color}]■[/] {cells[c]}"
         t.add_row(*cells)
     return t
 
