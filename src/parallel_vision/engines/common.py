@@ -95,6 +95,13 @@ def epoch_record(
     }
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (MiB): the memory a worker really needed."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
 def build_result(
     cfg: RunConfig,
     *,
@@ -109,6 +116,7 @@ def build_result(
     artifacts: dict[str, str],
     status: str = "complete",
     extra: dict[str, Any] | None = None,
+    peak_rss_per_worker_mib: list[float] | None = None,
 ) -> dict[str, Any]:
     """Assemble the RunResult dict; every derived number is computed here, once, for both engines."""
     total = time.time() - launch_time()
@@ -123,6 +131,7 @@ def build_result(
             "steps_per_epoch": steps_per_epoch(n_train, cfg.batch_size),
             "n_train": n_train,
             "total_time_s": total,
+            "peak_rss_mib_per_worker": peak_rss_per_worker_mib or [peak_rss_mib()],
         }
     )
     outputs = classification_outputs(y_true, y_pred, class_names) if len(y_pred) else {}

@@ -29,6 +29,7 @@ from parallel_vision.engines.common import (
     epoch_record,
     load_split,
     normalisation,
+    peak_rss_mib,
     save_predictions,
     save_result,
     steps_per_epoch,
@@ -460,6 +461,10 @@ def _train(cfg: RunConfig, ctx: Dist) -> None:
                     writer.add_scalar(key, record[key], record["epoch"])
     if writer is not None:
         writer.close()
+    rss = [peak_rss_mib()]
+    if ctx.distributed:
+        rss = [None] * ctx.world_size  # type: ignore[list-item]
+        dist.all_gather_object(rss, peak_rss_mib())
     if not ctx.master:
         return
     timing = dict(trainer.timing)
@@ -481,6 +486,7 @@ def _train(cfg: RunConfig, ctx: Dist) -> None:
         world_size=ctx.world_size,
         n_train=trainer.train.n,
         artifacts=artifacts,
+        peak_rss_per_worker_mib=rss,
     )
     save_result(result, out)
 
