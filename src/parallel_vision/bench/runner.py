@@ -46,6 +46,8 @@ class BenchOutcome:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    waited_s: float = 0.0
+    """Of `seconds`, the time spent waiting for other engine processes to finish."""
     busy_runs: list[str] = field(default_factory=list)
 
 
@@ -297,6 +299,10 @@ def run_bench(
             remaining = len(todo) - position + 1
             eta = fmt_duration(sum(durations) / len(durations) * remaining) if durations else "—"
             head = f"[{position}/{len(todo)} · {fmt_duration(elapsed)} elapsed · ETA {eta}] {_label(planned)}"
+            if planned.cfg is not None and planned.cfg.threads_per_worker is not None:
+                n = planned.cfg.threads_per_worker
+                per = "per process" if planned.cfg.strategy in ("mirrored", "dp") else "per worker"
+                head += f" ({n} thread{'s' if n > 1 else ''} {per})"
             if planned.cfg is None or planned.name in impossible:
                 reason = planned.error or next(r for n, r in outcome.skipped if n == planned.name)
                 if planned.cfg is None:
@@ -305,7 +311,9 @@ def run_bench(
                 set_state(i, "skipped", reason=reason)
                 echo(f"{head}: skipped — {reason}")
                 continue
+            t_wait = time.monotonic()
             busy = _wait_for_idle(wait_idle_s, echo)
+            outcome.waited_s += time.monotonic() - t_wait
             folder, finished = _run_folder(root, planned, code)
             if finished and not overwrite:
                 data = _complete_result(folder)
@@ -377,7 +385,8 @@ def run_bench(
             exit_code=130,
         ) from None
     outcome.seconds = time.monotonic() - start
-    manifest.update(status="complete", finished_at=_now(), seconds=round(outcome.seconds, 2))
+    manifest.update(status="complete", finished_at=_now(), seconds=round(outcome.seconds, 2),
+                    waited_s=round(outcome.waited_s, 2))
     manifest["history"] = (history + [{k: manifest[k] for k in ("spec", "code_version", "started_at",
                                                                "finished_at", "status")}])[-20:]
     save_manifest()

@@ -120,8 +120,9 @@ def bench(
         return
 
     outcome = run_bench(spec, root, echo=typer.echo, wait_idle_s=float(wait_idle), overwrite=overwrite)
-    typer.echo(f"bench finished in {outcome.seconds:.0f} s: {len(outcome.ran)} run, {len(outcome.reused)} "
-               f"reused, {len(outcome.skipped)} skipped, {len(outcome.failed)} failed")
+    waited = f" ({outcome.waited_s:.0f} s of it waiting for other engine processes)" if outcome.waited_s > 1 else ""
+    typer.echo(f"bench finished in {outcome.seconds:.0f} s{waited}: {len(outcome.ran)} run, "
+               f"{len(outcome.reused)} reused, {len(outcome.skipped)} skipped, {len(outcome.failed)} failed")
     if not no_report:
         from parallel_vision.report import write_report
         from parallel_vision.report.text import print_text

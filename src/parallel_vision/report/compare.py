@@ -26,6 +26,10 @@ def _st(name: str) -> str:
     return STRATEGY_NAMES.get(name, name)
 
 
+def _sp(text: str) -> str:
+    return f" {text}" if text else ""
+
+
 def resolved(a: Spread, b: Spread) -> bool:
     """Whether a and b differ beyond the noise we can see (range overlap, or TIE with one repeat)."""
     if a.n > 1 and b.n > 1:
@@ -43,9 +47,17 @@ def faster_phrase(x_a: Spread, x_b: Spread) -> str:
 
 def _noise_note(spreads: Sequence[Spread]) -> str:
     n = min(s.n for s in spreads)
-    if n > 1:
-        return f"(medians of {n} repeats; ties: overlapping min–max ranges)"
-    return f"(one repeat each, so no spread is measured; differences under {TIE:.0%} are called ties)"
+    return f"(medians of {n} repeats)" if n > 1 else ""
+
+
+def noise_rule(data: ReportData) -> str:
+    """How ties are decided, said once at the top of the comparison."""
+    repeats = sorted({g.repeats for g in data.groups})
+    if repeats == [1]:
+        return (f"One repeat per configuration, so no run-to-run spread is measured: a difference under {TIE:.0%} "
+                "is called a tie. Use --repeats 3 or more for ranges.")
+    return ("Medians over repeats; a difference counts only when the min–max ranges do not overlap (with a "
+            f"single repeat: when it exceeds {TIE:.0%}).")
 
 
 def _single_pairs(data: ReportData) -> list[tuple[ConfigGroup, ConfigGroup]]:
@@ -75,7 +87,7 @@ def single_process_sentences(data: ReportData) -> list[str]:
         out.append(
             f"One worker with {threads}, global batch {t.global_batch}: PyTorch trains at {xt.median:,.0f} "
             f"images/s and TensorFlow at {xf.median:,.0f} images/s — PyTorch is {faster_phrase(xt, xf)} "
-            f"TensorFlow {_noise_note([xt, xf])}."
+            f"TensorFlow{_sp(_noise_note([xt, xf]))}."
         )
     return out
 
@@ -97,12 +109,12 @@ def scaling_sentences(rows: list[ScalingRow], mode: str) -> list[str]:
             bf = max(tf_rows, key=lambda r: r.speedup.median)
             if not resolved(bt.speedup, bf.speedup):
                 sentence += (f" The two frameworks scale about equally here "
-                             f"{_noise_note([bt.speedup, bf.speedup])}.")
+                             f"{_noise_note([bt.speedup, bf.speedup])}".rstrip() + ".")
             else:
                 win, lose = (bt, bf) if bt.speedup.median > bf.speedup.median else (bf, bt)
                 sentence += (f" {_fw(win.point.framework)} {_st(win.point.strategy)} scales better: "
                              f"{100 * win.efficiency.median:.0f} % vs {100 * lose.efficiency.median:.0f} % "
-                             f"efficiency {_noise_note([bt.speedup, bf.speedup])}.")
+                             f"efficiency{_sp(_noise_note([bt.speedup, bf.speedup]))}.")
         for r in rs:
             if r.speedup.median < 1 and resolved(r.speedup, Spread(1.0, 1.0, 1.0, r.speedup.n)):
                 sentence += (f" {_fw(r.point.framework)} {_st(r.point.strategy)} ×{n} is slower than its own "
@@ -117,7 +129,6 @@ def best_single_sentences(rows: list[ScalingRow]) -> list[str]:
     for r in rows:
         if r.best.key == r.baseline.key and r.same_threads:
             continue
-        threads = f"{r.best.threads:g} threads" if r.best.threads else "its threads"
         s = r.speedup_vs_best
         if not resolved(s, Spread(1.0, 1.0, 1.0, s.n)):
             verdict = "about as fast as"
@@ -127,7 +138,7 @@ def best_single_sentences(rows: list[ScalingRow]) -> list[str]:
             verdict = f"{1 / s.median:.2f}× slower than"
         out.append(
             f"{r.point.label} is {verdict} the fastest single-process {_fw(r.point.framework)} run "
-            f"({r.best.label}, {threads}) — the comparison that matters when both use the same machine."
+            f"({r.best.label}) — the comparison that matters when both use the same machine."
         )
     return out
 
@@ -181,7 +192,7 @@ def accuracy_sentences(data: ReportData) -> list[str]:
         out.append(
             f"Test accuracy after {t.config['epochs']} epoch(s) on {t.n_test:,} images: {t.label} "
             f"{100 * at.median:.2f} %, {f.label} {100 * af.median:.2f} % — {direction} "
-            f"{_noise_note([at, af])}."
+            f"{_noise_note([at, af])}".rstrip() + "."
         )
     return out
 
@@ -278,6 +289,8 @@ def headline(data: ReportData) -> list[str]:
     out += scaling_sentences(data.strong, "strong")[:1]
     out += best_single_sentences(data.strong)[:2]
     out += single_process_sentences(data)[:1]
+    if out:
+        out.append(noise_rule(data))
     return out
 
 

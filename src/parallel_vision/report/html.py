@@ -159,6 +159,8 @@ def render(data: ReportData, figures: list[Figure]) -> str:
 
     # Comparison
     parts.append("<h2 id='compare'>TensorFlow vs PyTorch, from these measurements</h2>")
+    parts.append(f"<p class='muted'>Every sentence below is filled in from the runs above, its direction "
+                 f"included. {_e(compare.noise_rule(data))}</p>")
     for heading, sentences in compare.comparison(data):
         parts.append(f"<h3>{_e(heading)}</h3>" + _list(sentences))
 

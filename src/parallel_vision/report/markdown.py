@@ -83,6 +83,8 @@ def render(data: ReportData, figures: list[Figure]) -> str:
     out.append(render_table(tables.split_table(data)))
 
     out.append("## TensorFlow vs PyTorch, from these measurements\n")
+    out.append("Every sentence below is filled in from the runs above, its direction included. "
+               f"{compare.noise_rule(data)}\n")
     for heading, sentences in compare.comparison(data):
         out.append(f"### {heading}\n\n" + _list(sentences))
 

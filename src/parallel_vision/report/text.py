@@ -62,6 +62,7 @@ def print_text(root: str | Path | None = None, *, data: ReportData | None = None
     if full:
         console.print(_rich_table(tables.split_table(data), "Time split per steady epoch"))
         console.print(_rich_table(tables.paper_table(data), "The paper's numbers beside ours"))
+    console.print(compare.noise_rule(data), highlight=False)
     for heading, sentences in compare.comparison(data):
         if not full and heading not in ("Scaling", "Against the best single-process run",
                                         "Single-process speed"):
