@@ -166,24 +166,14 @@ def run(
                 f"{cfg.workers} CPU workers requested but this machine has {cores} usable cores"
             )
     ensure_data(cfg)
+    if _external_cluster(cfg):
+        return _run_external(cfg, launch_time, progress=progress, overwrite=overwrite)
     out = prepare_out_dir(cfg, overwrite=overwrite)
     cfg = cfg.replace(out_dir=str(out))
     from parallel_vision.results.schema import atomic_write_bytes
 
     config_path = out / CONFIG_FILE
-    if not (_external_cluster(cfg) and not _is_writer()):
-        atomic_write_bytes(config_path, cfg.to_json().encode())
-    else:
-        config_path = Path(tempfile.mkdtemp(prefix="pvision-cfg-")) / CONFIG_FILE
-        config_path.write_text(cfg.to_json())
-
-    if _external_cluster(cfg):
-        # torchrun / a user TF_CONFIG made this process: it is the worker.
-        from parallel_vision.engines.child import run_engine
-
-        os.environ.setdefault(START_ENV, repr(launch_time))
-        run_engine(cfg)
-        return RunResult.load(out) if _is_writer() else RunResult({}, None)
+    atomic_write_bytes(config_path, cfg.to_json().encode())
 
     env = child_environment(cfg, progress)
     env[START_ENV] = repr(launch_time)
@@ -194,17 +184,89 @@ def run(
     return RunResult.load(out)
 
 
+def _run_external(cfg: RunConfig, launch_time: float, *, progress: bool, overwrite: bool) -> RunResult:
+    """torchrun / a user TF_CONFIG made this process: it is one worker, and the engine runs here.
+
+    Only the writer (global rank 0 / the chief) creates, checks or writes the output folder;
+    every other worker leaves it alone (no stray empty folders on a shared filesystem, no
+    race with the writer's files). A failure that is not one of ours becomes a one-line
+    EngineError naming this worker (its traceback is printed first), as in a launcher child.
+    """
+    from parallel_vision.engines.child import run_engine
+
+    if cfg.framework == "tensorflow":
+        from parallel_vision.engines.tf_cluster import cluster_from_env
+
+        writer = cluster_from_env(cfg.workers).is_writer  # a bad TF_CONFIG fails here, before any folder
+    else:
+        writer = _is_writer()
+    out: Path | None = None
+    layout = _node_layout()
+    if layout and not {"nodes", "processes_per_node"} & set(cfg.extra):
+        cfg = cfg.replace(extra={**cfg.extra, **layout})  # a label only: not part of the run's identity
+    if writer:
+        from parallel_vision.results.schema import atomic_write_bytes
+
+        out = prepare_out_dir(cfg, overwrite=overwrite)
+        cfg = cfg.replace(out_dir=str(out))
+        atomic_write_bytes(out / CONFIG_FILE, cfg.to_json().encode())
+    os.environ.setdefault(START_ENV, repr(launch_time))
+    os.environ[PROGRESS_ENV] = "1" if progress else "0"
+    try:
+        run_engine(cfg)
+    except (PVisionError, KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. a lost peer surfacing from gloo or gRPC
+        import traceback
+
+        traceback.print_exc()
+        lines = str(exc).strip().splitlines()
+        detail = f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
+        raise EngineError(f"worker {_worker_name()} failed: {detail}") from None
+    return RunResult.load(out) if out is not None else RunResult({}, None)
+
+
+def _node_layout() -> dict[str, int]:
+    """nodes × processes per node of an external cluster (`workers` is their product), for the record."""
+    try:
+        if under_torchrun():
+            return {"nodes": int(os.environ["GROUP_WORLD_SIZE"]),
+                    "processes_per_node": int(os.environ["LOCAL_WORLD_SIZE"])}
+        cluster = json.loads(os.environ.get("TF_CONFIG", "")).get("cluster", {})
+        addresses = [a for job in ("chief", "worker") for a in cluster.get(job, [])]
+        hosts = {str(a).rpartition(":")[0] for a in addresses}
+        return {"nodes": len(hosts), "processes_per_node": -(-len(addresses) // len(hosts))}
+    except (KeyError, ValueError, AttributeError, TypeError, ZeroDivisionError):
+        return {}
+
+
+def _worker_name() -> str:
+    if under_torchrun():
+        return f"rank {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')}"
+    try:
+        task = json.loads(os.environ.get("TF_CONFIG", "")).get("task", {})
+        return f"{task.get('type')} {task.get('index')}"
+    except (json.JSONDecodeError, AttributeError):
+        return "?"
+
+
 def _is_writer() -> bool:
-    """In an externally launched cluster only global rank 0 / the chief writes the output folder."""
+    """In an externally launched cluster only global rank 0 / the chief writes the output folder.
+
+    TF_CONFIG: the chief, or worker 0 when the cluster has no chief (tf_cluster.ClusterTask's rule).
+    """
     if under_torchrun():
         return os.environ.get("RANK", "0") == "0"
     tf_config = os.environ.get("TF_CONFIG")
     if tf_config:
         try:
-            task = json.loads(tf_config).get("task", {})
-        except json.JSONDecodeError:
-            return True
-        return task.get("type") == "chief" or (task.get("type") == "worker" and task.get("index") == 0)
+            data = json.loads(tf_config)
+            task, cluster = data.get("task", {}), data.get("cluster", {})
+            if task.get("type") == "chief":
+                return True
+            return task.get("type") == "worker" and task.get("index") == 0 and not cluster.get("chief")
+        except (json.JSONDecodeError, AttributeError):
+            return True  # malformed: tf_cluster refuses it with a one-line ConfigError
     return True
 
 
