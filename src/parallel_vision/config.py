@@ -80,6 +80,8 @@ class RunConfig:
     """Also checkpoint every N optimiser steps (0: only at epoch ends)."""
     resume: bool = False
     tensorboard: bool = True
+    master_port: int | None = None
+    """Rendezvous port of a spawned DDP run on 127.0.0.1 (None: a free one, chosen at launch)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form labels (e.g. the bench preset); never read by an engine."""
 
@@ -134,7 +136,7 @@ class RunConfig:
     def identity(self) -> dict[str, Any]:
         """The fields that define *what* is measured (not where outputs go), for de-duplication."""
         d = self.to_dict()
-        for key in ("out_dir", "data_dir", "resume", "tensorboard", "extra"):
+        for key in ("out_dir", "data_dir", "resume", "tensorboard", "extra", "master_port"):
             d.pop(key, None)
         return d
 
@@ -178,6 +180,10 @@ def validate(cfg: RunConfig) -> None:
     _check_int("eval_batch_size", cfg.eval_batch_size, 1)
     _check_int("seed", cfg.seed, 0)
     _check_int("checkpoint_every", cfg.checkpoint_every, 0)
+    if cfg.master_port is not None:
+        _check_int("master_port", cfg.master_port, 1)
+        if cfg.master_port > 65535:
+            raise ConfigError(f"master_port must be a TCP port (1..65535); got {cfg.master_port}")
     for name in ("limit_train", "limit_test", "threads_per_worker"):
         value = getattr(cfg, name)
         if value is not None:

@@ -66,6 +66,8 @@ def train(
     deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic kernels."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Also checkpoint every N steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
+    master_port: Optional[int] = typer.Option(None, "--master-port", help="DDP rendezvous port on 127.0.0.1 "
+                                              "(default: a free port chosen at launch)."),
     no_tensorboard: bool = typer.Option(False, "--no-tensorboard", help="Do not write TensorBoard logs."),
     config_file: Path | None = typer.Option(None, "--config", help="Read the whole RunConfig from JSON "
                                                "(other options are then ignored)."),
@@ -96,6 +98,7 @@ def train(
             compile_mode=compile_mode,  # type: ignore[arg-type]
             sync_batchnorm=sync_batchnorm, deterministic=deterministic,
             checkpoint_every=checkpoint_every, resume=resume, tensorboard=not no_tensorboard,
+            master_port=master_port,
         )
     result = run(cfg, progress=not quiet, overwrite=overwrite)
     if not quiet and result.path is not None:

@@ -165,6 +165,8 @@ def run(
             raise ConfigError(
                 f"{cfg.workers} CPU workers requested but this machine has {cores} usable cores"
             )
+    if cfg.master_port is not None and not _external_cluster(cfg):
+        check_port_free(cfg.master_port)
     ensure_data(cfg)
     if _external_cluster(cfg):
         return _run_external(cfg, launch_time, progress=progress, overwrite=overwrite)

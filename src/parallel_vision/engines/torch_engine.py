@@ -544,7 +544,8 @@ def train_and_evaluate(cfg: RunConfig) -> None:
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # we report the failure ourselves
 
     try:
-        mp.spawn(_spawned_worker, args=(cfg, free_port()), nprocs=cfg.workers, join=True)
+        port = cfg.master_port or free_port()  # a user's port was checked free by the launcher
+        mp.spawn(_spawned_worker, args=(cfg, port), nprocs=cfg.workers, join=True)
     except mp.ProcessRaisedException as exc:
         raise _worker_error(str(exc)) from None
     except mp.ProcessExitedException as exc:
