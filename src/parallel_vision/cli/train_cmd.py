@@ -66,7 +66,7 @@ def train(
     deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic kernels."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Also checkpoint every N steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
-    master_port: Optional[int] = typer.Option(None, "--master-port", help="DDP rendezvous port on 127.0.0.1 "
+    master_port: int | None = typer.Option(None, "--master-port", help="DDP rendezvous port on 127.0.0.1 "
                                               "(default: a free port chosen at launch)."),
     no_tensorboard: bool = typer.Option(False, "--no-tensorboard", help="Do not write TensorBoard logs."),
     config_file: Path | None = typer.Option(None, "--config", help="Read the whole RunConfig from JSON "
