@@ -69,37 +69,62 @@ def gpu_count() -> int:
     return count
 
 
-def other_engine_processes() -> list[int]:
-    """PIDs of engine processes running on this machine that are not ours (colleagues' runs)."""
-    mine = _descendants(os.getpid())
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        pid = int(entry.name)
-        if ENGINE_MARK in cmdline and pid not in mine and pid != os.getpid():
-            found.append(pid)
-    return sorted(found)
-
-
-def _descendants(pid: int) -> set[int]:
+def _process_table() -> tuple[dict[int, list[int]], dict[int, float], dict[int, str]]:
+    """children by parent, CPU seconds (user + system) and command line of every process."""
     children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    cmdlines: dict[int, str] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
             continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = set(), [pid]
+        fields = stat.rsplit(")", 1)[1].split()
+        try:
+            ppid, utime, stime = int(fields[1]), int(fields[11]), int(fields[12])
+        except (IndexError, ValueError):
+            continue
+        pid = int(entry.name)
+        children.setdefault(ppid, []).append(pid)
+        cpu[pid] = (utime + stime) / ticks
+        cmdlines[pid] = cmd
+    return children, cpu, cmdlines
+
+
+def _tree(children: dict[int, list[int]], pid: int) -> set[int]:
+    out, todo = {pid}, [pid]
     while todo:
         for child in children.get(todo.pop(), []):
             if child not in out:
                 out.add(child)
                 todo.append(child)
     return out
+
+
+def engine_cpu() -> dict[int, float]:
+    """Other engine processes on this machine (not ours) and the CPU seconds of each one's process tree
+    (DDP workers are children of the engine process)."""
+    children, cpu, cmdlines = _process_table()
+    mine = _tree(children, os.getpid())
+    return {pid: sum(cpu.get(p, 0.0) for p in _tree(children, pid))
+            for pid, cmd in cmdlines.items() if ENGINE_MARK in cmd and pid not in mine}
+
+
+def busy_engine_processes(sample_s: float = 1.0, min_cores: float = 0.1) -> list[int]:
+    """Other engine processes using CPU now (an idle or hung one does not skew a timing)."""
+    before = engine_cpu()
+    if not before:
+        return []
+    time.sleep(sample_s)
+    after = engine_cpu()
+    return sorted(pid for pid, t in after.items() if (t - before.get(pid, 0.0)) / sample_s >= min_cores)
+
+
+def other_engine_processes() -> list[int]:
+    """PIDs of engine processes running on this machine that are not ours (colleagues' runs)."""
+    return sorted(engine_cpu())
 
 
 def load_average() -> float | None:
@@ -329,6 +354,7 @@ def run_bench(
             log_file = root / "logs" / f"{folder.name}.log"
             log_file.unlink(missing_ok=True)
             load = load_average()
+            others_cpu = engine_cpu()
             set_state(i, "running", folder=str(folder.relative_to(root)), started_at=_now(),
                       other_engines_at_start=busy, load_average_at_start=load)
             echo(f"{head} …" + (f" (other engine processes running: {busy})" if busy else ""))
@@ -361,7 +387,9 @@ def run_bench(
                 continue
             seconds = time.monotonic() - t0
             durations.append(seconds)
-            busy = sorted(set(busy) | set(other_engine_processes()))
+            # Flag the run when another engine process used CPU while it ran (> 1 CPU-second).
+            after = engine_cpu()
+            busy = sorted(set(busy) | {pid for pid, t in after.items() if t - others_cpu.get(pid, 0.0) > 1.0})
             store.insert_result(result.data, folder)
             _clear_skip(store, root, planned.name)
             if busy:
@@ -395,17 +423,16 @@ def run_bench(
 
 
 def _wait_for_idle(limit_s: float, echo: Printer) -> list[int]:
-    """Wait (up to limit_s) until no other engine process runs; return those still running."""
-    others = other_engine_processes()
-    if not others or limit_s <= 0:
-        return others
-    echo(f"    waiting for {len(others)} other engine process(es) to finish (pids {others}) "
+    """Wait (up to limit_s) until no other engine process uses CPU; return those still busy."""
+    busy = busy_engine_processes()
+    if not busy or limit_s <= 0:
+        return busy
+    echo(f"    waiting for {len(busy)} other engine process(es) to finish (pids {busy}) "
          f"so they do not skew the timing (up to {fmt_duration(limit_s)}) …")
     deadline = time.monotonic() + limit_s
-    while others and time.monotonic() < deadline:
+    while busy and time.monotonic() < deadline:
         time.sleep(2.0)
-        others = other_engine_processes()
-    if others:
+        busy = busy_engine_processes()
+    if busy:
         echo(f"    still busy after {fmt_duration(limit_s)}; running anyway and flagging the run")
-    return others
-
+    return busy
