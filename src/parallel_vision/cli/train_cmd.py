@@ -64,14 +64,17 @@ def train(
     malloc_tuning: bool = typer.Option(True, "--malloc-tuning/--no-malloc-tuning",
                                        help="Keep freed memory in the process between steps (torch, glibc)."),
     deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic kernels."),
-    checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Also checkpoint every N steps."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
+    checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Checkpoint every N steps too (always at "
+                                         "epoch ends; torch: OUT/checkpoint.pt)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the unfinished run in --out from its checkpoint "
+                                "(see docs/reliability.md)."),
     master_port: int | None = typer.Option(None, "--master-port", help="DDP rendezvous port on 127.0.0.1 "
                                               "(default: a free port chosen at launch)."),
     no_tensorboard: bool = typer.Option(False, "--no-tensorboard", help="Do not write TensorBoard logs."),
     config_file: Path | None = typer.Option(None, "--config", help="Read the whole RunConfig from JSON "
                                                "(other options are then ignored)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Reuse an --out folder holding a finished run."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Reuse an --out folder holding a finished run, or "
+                                   "start an unfinished one again."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
 ) -> None:
     """Train the paper's CNN once and write result.json, predictions, model and TensorBoard logs."""

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from parallel_vision.config import RunConfig, usable_cores
+from parallel_vision.engines import checkpoint
+from parallel_vision.engines.signals import StopRequest
 from parallel_vision.errors import ConfigError, DataError, EngineError, PVisionError, RunInterrupted
 from parallel_vision.results.run_result import RunResult
 from parallel_vision.results.schema import RESULT_FILE
@@ -107,13 +109,35 @@ def prepare_out_dir(cfg: RunConfig, overwrite: bool = False) -> Path:
             old = RunConfig.from_json(previous.read_text()).identity()
         except (PVisionError, OSError):
             old = None
-        if old != cfg.replace(out_dir=str(out)).identity():
-            raise ConfigError(f"output directory {out} holds a different run; choose another --out")
-        if (out / RESULT_FILE).exists() and not cfg.resume:
+        new = cfg.replace(out_dir=str(out)).identity()
+        if old != new:
+            fields = checkpoint.differing_fields(old, new)[:4] if old is not None else []
+            detail = f" (different {', '.join(fields)})" if fields else ""
+            raise ConfigError(f"output directory {out} holds a different run{detail}; choose another --out")
+        if (out / RESULT_FILE).exists():
             status = json.loads((out / RESULT_FILE).read_text()).get("status")
             if status == "complete":
-                raise ConfigError(f"output directory {out} already holds a finished run; choose another --out")
+                nothing = "; nothing to resume" if cfg.resume else ""
+                raise ConfigError(f"output directory {out} already holds a finished run{nothing}; "
+                                  "choose another --out")
+    # A checkpoint means an unfinished run: continue it only when asked (or when torchrun restarted
+    # this very run); --overwrite starts again, so its old checkpoint can never be resumed by mistake.
+    if checkpoint.present(out) and not cfg.resume and not checkpoint.elastic_auto_resume(out):
+        if overwrite:
+            checkpoint.remove(out)
+        else:
+            raise ConfigError(f"output directory {out} holds an unfinished run ({_checkpoint_where(out)}); "
+                              "add --resume to continue it, or --overwrite to start again")
     return out
+
+
+def _checkpoint_where(out: Path) -> str:
+    info = checkpoint.info(out) or {}
+    try:
+        epoch, step = int(info["epoch"]), int(info["step"])
+    except (KeyError, TypeError, ValueError):
+        return "a checkpoint"
+    return f"checkpoint after epoch {epoch}" if step == 0 else f"checkpoint at epoch {epoch + 1} step {step}"
 
 
 def child_environment(cfg: RunConfig, progress: bool) -> dict[str, str]:
@@ -300,6 +324,8 @@ def _run_children(
     error_dir = Path(tempfile.mkdtemp(prefix="pvision-err-"))
     procs: list[tuple[subprocess.Popen[bytes], Path]] = []
     log_handle = open(log_file, "ab") if log_file else None  # noqa: SIM115 - closed below
+    # SIGINT/SIGTERM go on to the engine process(es), which finish the step, checkpoint and exit 130/143.
+    stop = StopRequest(forward_to=lambda: [p.pid for p, _ in procs if p.poll() is None]).install()
     try:
         for i, (cmd, env) in enumerate(jobs):
             error_file = error_dir / f"worker-{i}.json"
@@ -307,7 +333,14 @@ def _run_children(
             stdout = log_handle if (log_handle and i == 0) else (subprocess.DEVNULL if i else None)
             stderr = log_handle if log_handle else (None if i == 0 else _worker_log(out, i))
             procs.append((subprocess.Popen(cmd, env=env, stdout=stdout, stderr=stderr), error_file))
-        _wait_all(procs)
+            if stop.signum is not None:  # it came while this child was starting
+                procs[-1][0].send_signal(stop.signum)
+        try:
+            _wait_all(procs)
+        except PVisionError as exc:
+            if stop.signum is None or isinstance(exc, RunInterrupted):
+                raise
+            raise RunInterrupted(f"stopped by {stop.name}: {exc}", exit_code=stop.exit_code) from None
     except KeyboardInterrupt:
         for proc, _ in procs:
             if proc.poll() is None:
@@ -319,6 +352,7 @@ def _run_children(
                 proc.kill()
         raise RunInterrupted("interrupted; finished work was kept", exit_code=130) from None
     finally:
+        stop.restore()
         if log_handle:
             log_handle.close()
         for proc, _ in procs:

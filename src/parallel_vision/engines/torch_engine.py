@@ -4,15 +4,24 @@ Runs inside the engine process made by the launcher (or by torchrun). The data
 lives in memory as tensors (on the GPU when training there), normalised once;
 batches are drawn by indexing a seeded per-epoch permutation — no DataLoader,
 no per-sample transforms in the hot path. Rank 0 alone writes files and logs.
+
+Reliability (docs/reliability.md): a checkpoint at every epoch end and every
+`checkpoint_every` steps holds everything the next step depends on (weights,
+optimiser, schedule, scaler, every rank's RNG and partial-epoch sums, the epoch
+records), so a resumed run continues bit for bit; SIGINT/SIGTERM end the current
+step, checkpoint and exit 130/143; a non-finite loss stops the run before a bad
+checkpoint can replace the last good one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 import types
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from parallel_vision.config import RunConfig, usable_cores
+from parallel_vision.engines import checkpoint
 from parallel_vision.engines.common import (
     EpochProgress,
     build_result,
@@ -34,9 +44,10 @@ from parallel_vision.engines.common import (
     save_result,
     steps_per_epoch,
 )
-from parallel_vision.engines.provenance import host_environment
+from parallel_vision.engines.provenance import code_version, host_environment
+from parallel_vision.engines.signals import StopRequest, exit_code_in
 from parallel_vision.engines.sync_batchnorm import convert_sync_batchnorm
-from parallel_vision.errors import ConfigError, EngineError, PVisionError
+from parallel_vision.errors import ConfigError, EngineError, PVisionError, RunInterrupted
 from parallel_vision.models.torch_cnn import PaperCNN
 from parallel_vision.results.schema import atomic_write_bytes
 
@@ -180,6 +191,14 @@ def shard_slice(step: int, global_batch: int, rank: int, world: int) -> slice:
 
 
 # --------------------------------------------------------------------------- trainer
+class _Stopped(Exception):
+    """Every rank agreed to stop at (epoch, step) after a signal; the checkpoint is written."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        super().__init__(f"stopped at epoch {epoch} step {step}")
+        self.epoch, self.step = epoch, step
+
+
 class Trainer:
     """One training loop for every strategy; the strategy only decides how `model` is wrapped."""
 
@@ -220,6 +239,23 @@ class Trainer:
         self.forward = torch.compile(self.model, mode=cfg.compile_mode) if cfg.compile else self.model
         if cfg.compile or self.device.type == "cuda":
             self._warm_up()
+
+        # Reliability: off until `enable_checkpoints` (a bare Trainer, as in the tests, writes nothing).
+        self.out: Path | None = None
+        self.stop: StopRequest | None = None
+        self.records: list[dict[str, Any]] = []
+        self.start_epoch = 0
+        self.last_predictions: np.ndarray | None = None  # rank 0's; None on the other ranks
+        self.final_eval_needed = False
+        self.reliability: dict[str, Any] = {"checkpoints_written": 0, "checkpoint_time_s": 0.0, "resumed_from": []}
+        self._code_version: str | None = None
+        self._partial: dict[str, Any] | None = None  # where the resumed epoch stood, and its sums on this rank
+        self._last_good: str | None = None
+        self._stop_signum = 0
+        self._paused = 0.0
+        # How often all ranks agree on "stop?" and "finite?": every step on the CPU (a tiny gloo
+        # all-reduce), every 16 steps on CUDA (each check is a host sync).
+        self.poll_every = 1 if self.device.type == "cpu" else 16
 
     # -- pieces ---------------------------------------------------------------------------
     @property
@@ -301,14 +337,26 @@ class Trainer:
         steps = steps_per_epoch(self.train.n, cfg.batch_size)
         order = epoch_permutation(self.train.n, cfg.seed, epoch).to(self.device)
         self.model.train()
+        partial = self._partial if self._partial is not None and self._partial["epoch"] == epoch else None
+        if partial is not None:
+            self._partial = None
+        first = int(partial["step"]) if partial else 0
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        data_time = 0.0
+        data_time = prior_time = prior_comm = 0.0
+        if partial:  # continue the interrupted epoch's sums exactly where its checkpoint left them
+            loss_sum.copy_(partial["loss_sum"])
+            correct.copy_(partial["correct"])
+            data_time, prior_time = float(partial["data_time_s"]), float(partial["epoch_time_s"])
+            prior_comm = float(partial["comm_time_s"] or 0.0)
         progress.start_epoch(epoch + 1, steps)
+        if first:
+            progress.advance(first)
         self.comm.take()
         self._sync()
+        self._paused = 0.0
         start = time.perf_counter()
-        for step in range(steps):
+        for step in range(first, steps):
             t = time.perf_counter()
             idx = order[shard_slice(step, cfg.batch_size, ctx.rank, ctx.world_size)]
             x, y = self.train.images[idx], self.train.labels[idx]
@@ -317,9 +365,23 @@ class Trainer:
             loss_sum += loss.detach().double() * y.shape[0]
             correct += (logits.detach().argmax(1) == y).sum()
             progress.advance()
+            done = step + 1
+            global_step = epoch * steps + done
+            due = (self.out is not None and cfg.checkpoint_every > 0 and global_step % cfg.checkpoint_every == 0
+                   and done < steps)
+            if due or done == steps or global_step % self.poll_every == 0:
+                self._poll(epoch, done, loss_sum)
+            if due or self._stop_signum:
+                self._sync()
+                sums = {"loss_sum": loss_sum, "correct": correct, "data_time_s": data_time,
+                        "epoch_time_s": prior_time + time.perf_counter() - start - self._paused,
+                        "comm_time_s": prior_comm + self.comm.seconds}
+                self._save_checkpoint(epoch, done, sums)
+            if self._stop_signum:
+                raise _Stopped(epoch, done)
         self._sync()
-        epoch_time = time.perf_counter() - start
-        comm_time = self.comm.take() if cfg.strategy == "ddp" else None
+        epoch_time = prior_time + time.perf_counter() - start - self._paused
+        comm_time = prior_comm + self.comm.take() if cfg.strategy == "ddp" else None
 
         seen = steps * cfg.batch_size
         total_loss, total_correct = self._all_sum(loss_sum, correct.double())
@@ -340,6 +402,168 @@ class Trainer:
             comm_time_s=comm_time,
             eval_time_s=eval_time,
         )
+
+    def end_of_epoch(self, epoch: int) -> None:
+        """After epoch `epoch`'s record is in `records`: checkpoint, then stop here if a signal came."""
+        self._save_checkpoint(epoch + 1, 0, None)
+        if epoch + 1 == self.cfg.epochs:
+            return  # all training is done: finishing the outputs beats stopping
+        self._poll(epoch + 1, 0, torch.zeros((), device=self.device, dtype=torch.float64))
+        if self._stop_signum:
+            raise _Stopped(epoch + 1, 0)
+
+    # -- reliability ----------------------------------------------------------------------
+    def enable_checkpoints(self, out: Path, stop: StopRequest | None) -> None:
+        """Write checkpoints to `out` (rank 0) and stop cleanly when `stop` records a signal."""
+        self.out, self.stop = out, stop
+        self._code_version = code_version()
+        if self.ctx.master:
+            checkpoint.remove_stale_temp_files(out)
+
+    def _poll(self, epoch: int, done: int, loss_sum: torch.Tensor) -> None:
+        """All ranks agree whether to stop (the largest signal number any rank saw) and whether the loss
+        is still finite; a divergence is an EngineError on every rank at the same step."""
+        signum = float(self.stop.signum or 0) if self.stop is not None else 0.0
+        flags = torch.stack([torch.full((), signum, dtype=torch.float64, device=self.device),
+                             (~torch.isfinite(loss_sum)).double()])
+        if self.ctx.distributed:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        signum, bad = flags.tolist()
+        if bad:
+            raise EngineError(self._diverged("the training loss became non-finite", epoch, done))
+        self._stop_signum = int(signum)
+
+    def _diverged(self, what: str, epoch: int, done: int) -> str:
+        kept = (f"the last good checkpoint ({self._last_good}) is kept in {self.out / checkpoint.CHECKPOINT_FILE}"
+                if self._last_good and self.out is not None else "no checkpoint had been written")
+        return f"training diverged: {what} at epoch {epoch + 1} step {done}; {kept}"
+
+    @staticmethod
+    def _position(epoch: int, step: int) -> str:
+        return f"after epoch {epoch}" if step == 0 else f"epoch {epoch + 1} step {step}"
+
+    def _save_checkpoint(self, epoch: int, step: int, sums: dict[str, Any] | None) -> None:
+        """Collective: every rank hands rank 0 its RNG states and partial sums; rank 0 writes OUT/checkpoint.pt.
+
+        (epoch, step) is where training continues: `step` steps of epoch `epoch` (0-based) are done.
+        Nothing non-finite is ever written, so a divergence leaves the last good checkpoint in place.
+        """
+        if self.out is None:
+            return
+        t = time.perf_counter()
+        self._sync()
+        floats = [v for v in self.bare_model.state_dict().values() if v.is_floating_point()]
+        mine = {
+            "rng": checkpoint.rng_state(self.device.type == "cuda"),
+            "loss_sum": sums["loss_sum"].detach().cpu().clone() if sums else None,
+            "correct": sums["correct"].detach().cpu().clone() if sums else None,
+            "finite": bool(torch.stack([torch.isfinite(v).all() for v in floats]).all()),
+        }
+        ranks: list[Any] = [mine]
+        if self.ctx.distributed:
+            ranks = [None] * self.ctx.world_size
+            dist.all_gather_object(ranks, mine)
+        if any(r["loss_sum"] is not None and not bool(torch.isfinite(r["loss_sum"])) for r in ranks):
+            raise EngineError(self._diverged("the training loss became non-finite", epoch, step))
+        if not all(r["finite"] for r in ranks):
+            raise EngineError(self._diverged("the weights became non-finite", epoch, step))
+        position = self._position(epoch, step)
+        if self.ctx.master:
+            self.reliability["checkpoints_written"] += 1
+            predictions = self.last_predictions
+            state = {
+                "format": checkpoint.FORMAT,
+                "kind": checkpoint.KIND,
+                "config_identity": checkpoint.identity_json(self.cfg.identity()),
+                "code_version": self._code_version,
+                "epoch": epoch,
+                "step": step,
+                "steps_per_epoch": steps_per_epoch(self.train.n, self.cfg.batch_size),
+                "world_size": self.ctx.world_size,
+                "model": {k: v.detach().cpu() for k, v in self.bare_model.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "records": [dict(r) for r in self.records],
+                "partial": None if sums is None else {k: float(sums[k]) for k in
+                                                      ("data_time_s", "epoch_time_s", "comm_time_s")},
+                "ranks": [{k: r[k] for k in ("rng", "loss_sum", "correct")} for r in ranks],
+                "predictions": None if predictions is None else torch.from_numpy(np.asarray(predictions)),
+                "elastic_run_id": os.environ.get("TORCHELASTIC_RUN_ID"),
+                "reliability": json.loads(json.dumps(self.reliability)),
+            }
+            checkpoint.save(self.out, state)
+        self._last_good = position
+        seconds = time.perf_counter() - t
+        self._paused += seconds
+        self.reliability["checkpoint_time_s"] += seconds
+
+    def restore(self) -> bool:
+        """Continue from OUT/checkpoint.pt when asked to (--resume, or torchrun restarted the group).
+
+        Rank 0 reads and checks the file (weights_only) and hands it to every rank, so the
+        other ranks need no access to OUT. Returns whether training resumed.
+        """
+        ckpt, error = None, None
+        if self.ctx.master and self.out is not None:
+            path = self.out / checkpoint.CHECKPOINT_FILE
+            try:
+                wanted = self.cfg.resume or checkpoint.elastic_auto_resume(self.out)
+                if wanted and path.exists():
+                    ckpt = checkpoint.load(path)
+                    checkpoint.check_compatible(ckpt, self.cfg.identity(), self.ctx.world_size, path)
+                elif wanted:
+                    print(f"pvision: no checkpoint in {self.out}; starting from the beginning", file=sys.stderr,
+                          flush=True)
+            except PVisionError as exc:
+                error = (type(exc).__name__, str(exc))
+        if self.ctx.distributed:
+            box: list[Any] = [(ckpt, error)]
+            dist.broadcast_object_list(box, src=0)
+            ckpt, error = box[0]
+        if error is not None:
+            cls = {c.__name__: c for c in PVisionError.__subclasses__()}.get(error[0], EngineError)
+            raise cls(error[1])
+        if ckpt is None:
+            return False
+        self._apply(ckpt)
+        return True
+
+    def _apply(self, ckpt: dict[str, Any]) -> None:
+        epoch, step, steps = int(ckpt["epoch"]), int(ckpt["step"]), int(ckpt["steps_per_epoch"])
+        self.bare_model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None and ckpt["scheduler"] is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt["scaler"] is not None:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.records = [dict(r) for r in ckpt["records"]]
+        self.start_epoch = epoch
+        mine = ckpt["ranks"][self.ctx.rank]
+        self._partial = None
+        if step > 0:
+            self._partial = {"epoch": epoch, "step": step, "loss_sum": mine["loss_sum"], "correct": mine["correct"],
+                             **ckpt["partial"]}
+        if ckpt.get("predictions") is not None:
+            self.last_predictions = ckpt["predictions"].numpy()
+        self.final_eval_needed = epoch >= self.cfg.epochs and ckpt.get("predictions") is None
+        previous = ckpt.get("reliability") or {}
+        self.reliability["checkpoints_written"] = int(previous.get("checkpoints_written", 0))
+        self.reliability["checkpoint_time_s"] = float(previous.get("checkpoint_time_s", 0.0))
+        restarts = checkpoint.elastic_restart_count()
+        self.reliability["resumed_from"] = list(previous.get("resumed_from", [])) + [
+            {"epoch": epoch, "step": step, "elastic_restart": restarts or None}]
+        self._last_good = self._position(epoch, step)
+        if self.ctx.master:
+            where = ("after the last epoch (final outputs only)" if epoch >= self.cfg.epochs
+                     else f"epoch {epoch + 1} step {step} of {steps}")
+            code = ckpt.get("code_version")
+            note = "" if code == self._code_version else f"; written by code {code}, this is {self._code_version}"
+            why = f" after torchrun restart {restarts}" if restarts else ""
+            print(f"pvision: resuming{why} from {where} ({self.out / checkpoint.CHECKPOINT_FILE}{note})",
+                  file=sys.stderr, flush=True)
+        # Last: nothing may draw a random number between here and the next training step.
+        checkpoint.set_rng_state(mine["rng"])
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cuda_graphs:
@@ -374,6 +598,11 @@ class Trainer:
         bounds = np.linspace(0, self.test.n, ctx.world_size + 1).round().astype(int)
         lo, hi = int(bounds[ctx.rank]), int(bounds[ctx.rank + 1])
         model = self.bare_model  # the same weights on every rank; no collective inside forward
+        if ctx.distributed:
+            # DDP keeps rank 0's BatchNorm statistics (broadcast before each forward); after the last
+            # step each rank holds its own update. Evaluate every shard with rank 0's, the saved model's.
+            for buffer in model.buffers():
+                dist.broadcast(buffer, src=0)
         model.eval()
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         preds = []
@@ -440,74 +669,163 @@ def _environment(trainer: Trainer) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- the run
-def _train(cfg: RunConfig, ctx: Dist) -> None:
-    _set_threads(cfg, ctx)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True)
-    out = Path(cfg.out_dir or ".")
-    trainer = Trainer(cfg, ctx)
-    writer = _tensorboard(out) if (ctx.master and cfg.tensorboard) else None
-    epochs: list[dict[str, Any]] = []
-    with EpochProgress(cfg.epochs, enabled=ctx.master) as progress:
-        for epoch in range(cfg.epochs):
-            record = trainer.run_epoch(epoch, progress)
-            if not np.isfinite(record["train_loss"]):
-                raise EngineError(f"training diverged: loss is {record['train_loss']} in epoch {epoch + 1}")
-            epochs.append(record)
-            progress.end_epoch(record)
-            if writer is not None:
-                for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy",
-                            "epoch_time_s", "images_per_s"):
-                    writer.add_scalar(key, record[key], record["epoch"])
-    if writer is not None:
-        writer.close()
+#: Seconds a collective (and the spawn rendezvous) may wait for a peer before failing; torch's default.
+TIMEOUT_ENV = "PVISION_DIST_TIMEOUT_S"
+#: Seconds the spawn parent lets the other workers finish on their own after one of them failed.
+SPAWN_GRACE_S = 30.0
+
+
+def _dist_timeout() -> timedelta:
+    try:
+        seconds = float(os.environ.get(TIMEOUT_ENV, "1800"))
+    except ValueError:
+        raise ConfigError(f"{TIMEOUT_ENV} must be a number of seconds; got {os.environ[TIMEOUT_ENV]!r}") from None
+    return timedelta(seconds=max(1.0, seconds))
+
+
+def _write_outputs(trainer: Trainer, out: Path, status: str) -> None:
+    """Collective (peak memory of every rank); rank 0 writes result.json, and for a finished run the model
+    and predictions. A partial (incomplete) result keeps the epochs done; the checkpoint holds the rest."""
+    cfg, ctx = trainer.cfg, trainer.ctx
     rss = [peak_rss_mib()]
     if ctx.distributed:
         rss = [None] * ctx.world_size  # type: ignore[list-item]
         dist.all_gather_object(rss, peak_rss_mib())
     if not ctx.master:
         return
+    epochs = trainer.records
     timing = dict(trainer.timing)
     timing["eval_total_s"] = sum(e["eval_time_s"] for e in epochs)
-    timing["final_eval_s"] = epochs[-1]["eval_time_s"]
+    timing["final_eval_s"] = epochs[-1]["eval_time_s"] if epochs else None
     timing["startup_s"] = None
-    artifacts = {"model": _save_model(trainer.bare_model, out),
-                 "predictions": save_predictions(trainer.last_predictions, out)}
+    predictions = trainer.last_predictions
+    if status == "complete":
+        artifacts = {"model": _save_model(trainer.bare_model, out), "predictions": save_predictions(predictions, out)}
+    else:
+        artifacts = {"checkpoint": checkpoint.CHECKPOINT_FILE}
     if cfg.tensorboard:
         artifacts["tensorboard"] = "tb"
+    restarts = checkpoint.elastic_restart_count()
+    reliability = dict(trainer.reliability, checkpoint_every=cfg.checkpoint_every, restarts=restarts)
+    extra: dict[str, Any] = {"reliability": reliability}
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        extra["elastic"] = {"run_id": os.environ["TORCHELASTIC_RUN_ID"], "restart_count": restarts,
+                            "max_restarts": int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)}
     result = build_result(
         cfg,
         environment=_environment(trainer),
         epochs=epochs,
         timing=timing,
         y_true=trainer.test.labels.cpu().numpy(),
-        y_pred=trainer.last_predictions,
+        y_pred=predictions if predictions is not None else np.empty(0, dtype=np.int64),
         class_names=trainer.test.class_names,
         world_size=ctx.world_size,
         n_train=trainer.train.n,
         artifacts=artifacts,
+        status=status,
+        extra=extra,
         peak_rss_per_worker_mib=rss,
     )
+    result["summary"]["restarts"] = restarts
     save_result(result, out)
+
+
+def _train(cfg: RunConfig, ctx: Dist, stop: StopRequest | None = None) -> None:
+    """Train (or resume) to the end; `stop` is the signal catcher a spawned worker installed first thing."""
+    _set_threads(cfg, ctx)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    out = Path(cfg.out_dir or ".")
+    with stop or StopRequest() as stop:
+        trainer = Trainer(cfg, ctx)
+        trainer.enable_checkpoints(out, stop)
+        trainer.restore()
+        writer = _tensorboard(out) if (ctx.master and cfg.tensorboard) else None
+        try:
+            with EpochProgress(cfg.epochs, enabled=ctx.master) as progress:
+                for epoch in range(trainer.start_epoch, cfg.epochs):
+                    record = trainer.run_epoch(epoch, progress)
+                    if not np.isfinite(record["train_loss"]):
+                        raise EngineError(trainer._diverged("the training loss became non-finite", epoch,
+                                                            steps_per_epoch(trainer.train.n, cfg.batch_size)))
+                    trainer.records.append(record)
+                    progress.end_epoch(record)
+                    if writer is not None:
+                        for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy",
+                                    "epoch_time_s", "images_per_s"):
+                            writer.add_scalar(key, record[key], record["epoch"])
+                    trainer.end_of_epoch(epoch)
+        except _Stopped as stopped:
+            _write_outputs(trainer, out, "incomplete")
+            if ctx.distributed:
+                dist.barrier()  # nobody leaves (and gets the group torn down) before rank 0 has written
+            name = signal_name(trainer._stop_signum)
+            where = (f"after epoch {stopped.epoch} of {cfg.epochs}" if stopped.step == 0 else
+                     f"at epoch {stopped.epoch + 1} step {stopped.step}")
+            raise RunInterrupted(f"stopped by {name} {where}; checkpoint and partial result.json kept in {out}; "
+                                 "continue with --resume", exit_code=128 + trainer._stop_signum) from None
+        finally:
+            if writer is not None:
+                writer.close()
+        if trainer.final_eval_needed:  # resumed after the last epoch from a checkpoint without predictions
+            trainer.last_predictions = trainer.evaluate()[2]  # (collective: the flag is the same on every rank)
+        _write_outputs(trainer, out, "complete")
+        if ctx.master:
+            checkpoint.remove(out)  # the run is finished: model.pt holds its weights
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _loopback_store(rank: int, world: int, port: int) -> dist.TCPStore:
+    """The spawn rendezvous on 127.0.0.1 only: rank 0 listens on a loopback socket it made itself (a
+    TCPStore given just a port would listen on every interface)."""
+    import socket
+
+    timeout = _dist_timeout()
+    if rank != 0:
+        return dist.TCPStore("127.0.0.1", port, world, is_master=False, timeout=timeout)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise EngineError(f"port {port} on 127.0.0.1 was taken before the DDP rendezvous could use it; "
+                          "run again") from None
+    sock.listen(128)
+    return dist.TCPStore("127.0.0.1", port, world, is_master=True, timeout=timeout, wait_for_workers=False,
+                         master_listen_fd=sock.detach())
 
 
 def _spawned_worker(rank: int, cfg: RunConfig, port: int) -> None:
     """Body of one `torch.multiprocessing.spawn` worker: join the group, train, leave."""
+    # First thing: a SIGINT now would otherwise be a KeyboardInterrupt that spawn treats as a clean exit.
+    stop = StopRequest().install()
     os.environ.update(
         {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(cfg.workers),
          "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     )
-    _run_distributed(cfg)
+    if "GLOO_SOCKET_IFNAME" not in os.environ and os.path.exists("/sys/class/net/lo"):
+        os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # gloo's pairs on loopback too (else: the hostname's address)
+    _run_distributed(cfg, store=_loopback_store(rank, cfg.workers, port), stop=stop)
 
 
-def _run_distributed(cfg: RunConfig) -> None:
+def _run_distributed(cfg: RunConfig, store: dist.Store | None = None, stop: StopRequest | None = None) -> None:
     ctx = Dist(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"]))
     backend = "nccl" if _cuda_wanted(cfg) else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(ctx.local_rank)
-    dist.init_process_group(backend, rank=ctx.rank, world_size=ctx.world_size)
+    dist.init_process_group(backend, rank=ctx.rank, world_size=ctx.world_size, store=store,
+                            timeout=_dist_timeout())
     try:
-        _train(cfg, ctx)
+        _train(cfg, ctx, stop)
         dist.barrier()
     finally:
         dist.destroy_process_group()
@@ -518,6 +836,8 @@ def _worker_error(trace: str) -> PVisionError:
     last = trace.strip().splitlines()[-1] if trace.strip() else "unknown error"
     name, _, message = last.partition(": ")
     cls = {c.__name__: c for c in PVisionError.__subclasses__()}.get(name.rsplit(".", 1)[-1])
+    if cls is RunInterrupted and name.startswith("parallel_vision.errors."):
+        return RunInterrupted(message, exit_code=exit_code_in(message))
     if cls is not None and name.startswith("parallel_vision.errors."):
         return cls(message)
     return EngineError(f"a DDP worker failed: {last}")
@@ -543,10 +863,20 @@ def train_and_evaluate(cfg: RunConfig) -> None:
 
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # we report the failure ourselves
 
-    try:
-        port = cfg.master_port or free_port()  # a user's port was checked free by the launcher
-        mp.spawn(_spawned_worker, args=(cfg, port), nprocs=cfg.workers, join=True)
-    except mp.ProcessRaisedException as exc:
-        raise _worker_error(str(exc)) from None
-    except mp.ProcessExitedException as exc:
-        raise EngineError(f"a DDP worker died: {exc}") from None
+    workers: list[Any] = []
+    # SIGINT/SIGTERM to this process go on to every worker; they agree on a step, checkpoint and stop.
+    with StopRequest(forward_to=lambda: [p.pid for p in workers if p.is_alive()]) as stop:
+        try:
+            port = cfg.master_port or free_port()  # a user's port was checked free by the launcher
+            context = mp.start_processes(_spawned_worker, args=(cfg, port), nprocs=cfg.workers, join=False,
+                                         start_method="spawn")
+            workers.extend(context.processes)
+            while not context.join(grace_period=SPAWN_GRACE_S):
+                pass
+        except mp.ProcessRaisedException as exc:
+            raise _worker_error(str(exc)) from None
+        except mp.ProcessExitedException as exc:
+            if stop.requested:
+                raise RunInterrupted(f"stopped by {stop.name}: a DDP worker exited before saving ({exc})",
+                                     exit_code=stop.exit_code) from None
+            raise EngineError(f"a DDP worker died: {exc}") from None
