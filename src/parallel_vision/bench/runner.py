@@ -122,6 +122,60 @@ def busy_engine_processes(sample_s: float = 1.0, min_cores: float = 0.1) -> list
     return sorted(pid for pid, t in after.items() if (t - before.get(pid, 0.0)) / sample_s >= min_cores)
 
 
+def _system_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all cores; /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and everything it started (finished children included)."""
+    children, _cpu, _cmd = _process_table()
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in _tree(children, os.getpid()):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15]) / ticks  # utime stime cutime cstime
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+class MachineMeter:
+    """CPU used by *other* processes (anything this bench did not start) over an interval, in cores.
+
+    Whole-machine busy time from /proc/stat minus this process tree's own CPU time, so a colleague's
+    fuzzer, test suite or training run shows up whatever its command line.
+    """
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.busy0 = _system_busy_seconds()
+        self.own0 = _own_cpu_seconds()
+
+    def others_cpu_s(self) -> float:
+        return max(0.0, (_system_busy_seconds() - self.busy0) - (_own_cpu_seconds() - self.own0))
+
+    def others_cores(self) -> float:
+        return self.others_cpu_s() / max(1e-3, time.monotonic() - self.t0)
+
+
+def other_cpu_load(sample_s: float = 2.0) -> float:
+    """Cores' worth of CPU that other processes use right now (sampled over `sample_s`)."""
+    try:
+        meter = MachineMeter()
+        time.sleep(sample_s)
+        return meter.others_cores()
+    except (OSError, ValueError):
+        return 0.0
+
+
+#: Other processes using more than this many cores make the machine "busy" for a timing.
+BUSY_CORES = 0.25
+
+
 def other_engine_processes() -> list[int]:
     """PIDs of engine processes running on this machine that are not ours (colleagues' runs)."""
     return sorted(engine_cpu())
@@ -337,7 +391,7 @@ def run_bench(
                 echo(f"{head}: skipped — {reason}")
                 continue
             t_wait = time.monotonic()
-            busy = _wait_for_idle(wait_idle_s, echo)
+            idle_load = _wait_for_idle(wait_idle_s, echo)
             outcome.waited_s += time.monotonic() - t_wait
             folder, finished = _run_folder(root, planned, code)
             if finished and not overwrite:
@@ -354,10 +408,11 @@ def run_bench(
             log_file = root / "logs" / f"{folder.name}.log"
             log_file.unlink(missing_ok=True)
             load = load_average()
-            others_cpu = engine_cpu()
+            meter = MachineMeter()
             set_state(i, "running", folder=str(folder.relative_to(root)), started_at=_now(),
-                      other_engines_at_start=busy, load_average_at_start=load)
-            echo(f"{head} …" + (f" (other engine processes running: {busy})" if busy else ""))
+                      other_cores_at_start=round(idle_load, 2), load_average_at_start=load)
+            busy_note = f" (other processes use {idle_load:.1f} cores)" if idle_load >= BUSY_CORES else ""
+            echo(f"{head} …{busy_note}")
             t0 = time.monotonic()
             try:
                 result = launch.run(cfg, progress=False, log_file=log_file)
@@ -387,19 +442,19 @@ def run_bench(
                 continue
             seconds = time.monotonic() - t0
             durations.append(seconds)
-            # Flag the run when another engine process used CPU while it ran (> 1 CPU-second).
-            after = engine_cpu()
-            busy = sorted(set(busy) | {pid for pid, t in after.items() if t - others_cpu.get(pid, 0.0) > 1.0})
+            # How much CPU did other processes take while this run trained? (flagged above BUSY_CORES)
+            others = meter.others_cores()
             store.insert_result(result.data, folder)
             _clear_skip(store, root, planned.name)
-            if busy:
+            if others >= BUSY_CORES:
                 outcome.busy_runs.append(planned.run_name)
             outcome.ran.append(planned.run_name)
             s = result.summary
             set_state(i, "done", run_id=result.run_id, seconds=round(seconds, 2), finished_at=_now(),
-                      other_engines=busy)
+                      other_cores=round(others, 2))
             echo(f"    done in {seconds:.1f} s · steady epoch {s['mean_epoch_time_excl_warmup_s']:.2f} s · "
-                 f"{s['images_per_s_excl_warmup']:.0f} img/s · test acc {100 * s['test_accuracy']:.2f} %")
+                 f"{s['images_per_s_excl_warmup']:.0f} img/s · test acc {100 * s['test_accuracy']:.2f} %"
+                 + (f" · other processes used {others:.1f} cores meanwhile" if others >= BUSY_CORES else ""))
     except (KeyboardInterrupt, RunInterrupted):
         manifest.update(status="interrupted", finished_at=_now())
         for run in manifest["runs"]:
@@ -422,17 +477,19 @@ def run_bench(
     return outcome
 
 
-def _wait_for_idle(limit_s: float, echo: Printer) -> list[int]:
-    """Wait (up to limit_s) until no other engine process uses CPU; return those still busy."""
-    busy = busy_engine_processes()
-    if not busy or limit_s <= 0:
-        return busy
-    echo(f"    waiting for {len(busy)} other engine process(es) to finish (pids {busy}) "
-         f"so they do not skew the timing (up to {fmt_duration(limit_s)}) …")
+def _wait_for_idle(limit_s: float, echo: Printer) -> float:
+    """Wait (up to limit_s) until other processes use under BUSY_CORES of CPU; return what they use."""
+    load = other_cpu_load(2.0 if limit_s > 0 else 0.5)
+    if load < BUSY_CORES or limit_s <= 0:
+        return load
+    engines = busy_engine_processes()
+    echo(f"    waiting for the machine to be quiet: other processes use {load:.1f} cores"
+         + (f" (engine pids {engines})" if engines else "")
+         + f" — so they do not skew the timing (up to {fmt_duration(limit_s)}) …")
     deadline = time.monotonic() + limit_s
-    while busy and time.monotonic() < deadline:
-        time.sleep(2.0)
-        busy = busy_engine_processes()
-    if busy:
+    while load >= BUSY_CORES and time.monotonic() < deadline:
+        time.sleep(3.0)
+        load = other_cpu_load()
+    if load >= BUSY_CORES:
         echo(f"    still busy after {fmt_duration(limit_s)}; running anyway and flagging the run")
-    return busy
+    return load

@@ -59,8 +59,8 @@ def bench(
     out: Path | None = typer.Option(None, "--out", "-o", help="Bench ROOT (default bench-<preset>)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Run again configurations already stored for "
                                    "this code version."),
-    wait_idle: int = typer.Option(600, "--wait-idle", help="Seconds to wait before each run for other engine "
-                                  "processes on this machine to finish (0: don't wait)."),
+    wait_idle: int = typer.Option(600, "--wait-idle", help="Seconds to wait before each run for other processes "
+                                  "on this machine to stop using CPU (0: don't wait; busy runs are flagged)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned runs and exit."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write the report at the end."),
 ) -> None:
@@ -120,7 +120,7 @@ def bench(
         return
 
     outcome = run_bench(spec, root, echo=typer.echo, wait_idle_s=float(wait_idle), overwrite=overwrite)
-    waited = f" ({outcome.waited_s:.0f} s of it waiting for other engine processes)" if outcome.waited_s > 1 else ""
+    waited = f" ({outcome.waited_s:.0f} s of it waiting for a quiet machine)" if outcome.waited_s > 5 else ""
     typer.echo(f"bench finished in {outcome.seconds:.0f} s{waited}: {len(outcome.ran)} run, "
                f"{len(outcome.reused)} reused, {len(outcome.skipped)} skipped, {len(outcome.failed)} failed")
     if not no_report:

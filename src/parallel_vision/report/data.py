@@ -382,11 +382,16 @@ def build_report_data(root: str | Path) -> ReportData:
             warnings.append(f"{g.label}: a single epoch, so its steady epoch time includes the warm-up")
     manifest = _manifest(root)
     if manifest:
+        from parallel_vision.bench.runner import BUSY_CORES
+
         for entry in manifest.get("runs", []):
-            if entry.get("other_engines") or entry.get("other_engines_at_start"):
-                pids = entry.get("other_engines") or entry.get("other_engines_at_start")
+            others = entry.get("other_cores")
+            if entry.get("state") == "done" and others is not None and others >= BUSY_CORES:
+                warnings.append(f"{entry['name']}: other processes on this machine used {others:.1f} cores on "
+                                "average while it ran; its timing may be skewed")
+            elif entry.get("other_engines"):  # benches before the whole-machine meter
                 warnings.append(f"{entry['name']}: other engine processes ran on this machine during the run "
-                                f"(pids {pids}); its timing may be skewed")
+                                f"(pids {entry['other_engines']}); its timing may be skewed")
         if manifest.get("status") != "complete":
             warnings.append(f"the last bench is {manifest.get('status')}: not every planned run finished")
     for row in strong + weak:
