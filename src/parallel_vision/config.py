@@ -161,8 +161,24 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise ConfigError(f"{name} must be >= {minimum}; got {value}")
 
 
+def _check_types(cfg: RunConfig) -> None:
+    """JSON configs can carry any type: refuse wrong ones before any comparison can crash."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        kind = str(f.type)
+        if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"{f.name} must be a number; got {value!r}")
+        if kind == "bool" and not isinstance(value, bool):
+            raise ConfigError(f"{f.name} must be true or false; got {value!r}")
+        if kind == "str | None" and value is not None and not isinstance(value, str):
+            raise ConfigError(f"{f.name} must be a path (a string); got {value!r}")
+        if kind == "str" and not isinstance(value, str):
+            raise ConfigError(f"{f.name} must be a string; got {value!r}")
+
+
 def validate(cfg: RunConfig) -> None:
     """Raise ConfigError with a one-line reason if `cfg` cannot describe a real run."""
+    _check_types(cfg)
     _check_choice("framework", cfg.framework, get_args(Framework))
     _check_choice(
         f"strategy for {cfg.framework}", cfg.strategy, STRATEGIES[cfg.framework]

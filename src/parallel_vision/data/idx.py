@@ -86,7 +86,8 @@ def _read_header(stream: BinaryIO, source: str) -> tuple[np.dtype, tuple[int, ..
     if len(raw_dims) < 4 * ndim:
         raise DataError(f"{source}: truncated header ({len(raw_dims)} of {4 * ndim} dimension bytes)")
     shape = struct.unpack(f">{ndim}I", raw_dims)
-    nbytes = math.prod(shape) * IDX_DTYPES[code].itemsize
+    # Zero-length dimensions make the product 0; the others must still describe a sane array.
+    nbytes = math.prod(max(d, 1) for d in shape) * IDX_DTYPES[code].itemsize
     if nbytes > MAX_PAYLOAD_BYTES:
         raise DataError(
             f"{source}: header claims shape {shape} ({nbytes} bytes), over the {MAX_PAYLOAD_BYTES}-byte limit"

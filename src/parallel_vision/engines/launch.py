@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -115,7 +116,14 @@ def prepare_out_dir(cfg: RunConfig, overwrite: bool = False) -> Path:
             detail = f" (different {', '.join(fields)})" if fields else ""
             raise ConfigError(f"output directory {out} holds a different run{detail}; choose another --out")
         if (out / RESULT_FILE).exists():
-            status = json.loads((out / RESULT_FILE).read_text()).get("status")
+            try:
+                previous_result = json.loads((out / RESULT_FILE).read_text())
+                status = previous_result.get("status") if isinstance(previous_result, dict) else None
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                status = None
+            if status not in ("complete", "incomplete"):
+                raise ConfigError(f"output directory {out} holds an unreadable result.json; "
+                                  "choose another --out, or --overwrite to start again")
             if status == "complete":
                 nothing = "; nothing to resume" if cfg.resume else ""
                 raise ConfigError(f"output directory {out} already holds a finished run{nothing}; "
@@ -246,9 +254,7 @@ def _run_external(cfg: RunConfig, launch_time: float, *, progress: bool, overwri
         import traceback
 
         traceback.print_exc()
-        lines = str(exc).strip().splitlines()
-        detail = f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
-        raise EngineError(f"worker {_worker_name()} failed: {detail}") from None
+        raise EngineError(f"{_worker_name()} failed: {_first_lines(exc)}") from None
     return RunResult.load(out) if out is not None else RunResult({}, None)
 
 
@@ -268,12 +274,30 @@ def _node_layout() -> dict[str, int]:
 
 def _worker_name() -> str:
     if under_torchrun():
-        return f"rank {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')}"
+        return f"torchrun rank {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')}"
     try:
         task = json.loads(os.environ.get("TF_CONFIG", "")).get("task", {})
-        return f"{task.get('type')} {task.get('index')}"
+        return f"TF_CONFIG task {task.get('type')} {task.get('index')}"
     except (json.JSONDecodeError, AttributeError):
-        return "?"
+        return "this worker"
+
+
+#: Lines of a framework error message that say where, not what (TensorFlow's graph-op traces).
+_WHERE_LINE = re.compile(r'^(File "|Graph execution error:$|Detected at node |At:$|Traceback \(most recent)')
+
+
+def _first_lines(exc: BaseException) -> str:
+    """What happened, in one line: the message's first line that is not a location (gloo appends
+    the C++ call site after it; TensorFlow puts the op's trace first, prefixes `{{function_node …}}`
+    and continues a list on the next line)."""
+    lines = [re.sub(r"^\{\{[^}]*\}\}\s*", "", ln.strip()) for ln in str(exc).splitlines()]
+    lines = [ln for ln in lines if ln and not _WHERE_LINE.match(ln)]
+    if not lines:
+        return type(exc).__name__
+    text = lines[0]
+    if text.endswith(":") and len(lines) > 1:
+        text = f"{text} {lines[1]}"
+    return f"{type(exc).__name__}: {text[:400]}"
 
 
 def _is_writer() -> bool:
