@@ -1,0 +1,469 @@
+"""Multi-node training across two "hosts": two network namespaces joined by a veth pair.
+
+Each namespace (tests/netns.py) has its own address on `pv0` (10.201.0.1 and 10.201.0.2),
+so the two nodes can reach each other only over that link, as two machines would:
+
+- PyTorch: one `python -m torch.distributed.run` agent per host, c10d rendezvous at
+  10.201.0.1:29400, one process per node, running the unchanged `python -m parallel_vision
+  train --strategy ddp --workers 2` (the CLI process is the worker; it does not spawn).
+- TensorFlow: one `python -m parallel_vision train --strategy multiworker --workers 2` per
+  host with a user-provided TF_CONFIG naming both hosts.
+
+Each two-host run is compared with the single-host two-worker run of the same
+configuration (same result keys and files, same n_test_evaluated, world_size 2, accuracy
+within noise). Only global rank 0 / the chief writes: each host gets its own --out, and the
+other host's folder must not even exist. Then failures, each bounded in time:
+
+- one host is killed mid-run (every process of it at once; either host): the other must
+  stop with a one-line `pvision: error:` naming itself;
+- the link is cut (the peer vanishes without resetting anything): both sides must give up;
+- a worker dies under `torchrun --max-restarts 1`: both hosts restart and the run finishes
+  from rank 0's checkpoint.
+
+Needs root and iproute2 (skipped with the reason otherwise). Every process runs in its own
+session under a deadline and is killed with its namespace at the end, pass or fail.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from netns import HostPair, kill_group, refused, unavailable_reason  # noqa: E402
+from parallel_vision.engines import launch  # noqa: E402
+
+RDZV_PORT = 29400
+TF_PORT = 23456
+#: The run both frameworks train: small enough for 2 shared cores, large enough to learn.
+SMALL = ["--epochs", "2", "--batch-size", "256", "--limit-train", "1024", "--limit-test", "300",
+         "--threads", "1", "--device", "cpu", "--seed", "0", "--quiet"]
+#: The kill tests: long enough that the victim dies mid-run (the survivor never finishes).
+LONG = ["--epochs", "60", "--batch-size", "256", "--limit-train", "1024", "--limit-test", "300",
+        "--threads", "1", "--device", "cpu", "--seed", "0", "--quiet"]
+RUN_DEADLINE_S = 150.0
+#: After a host dies, the survivor must have exited (with an error) within this many seconds.
+SURVIVOR_DEADLINE_S = 90.0
+#: Variables of an enclosing launcher that must not leak into the nodes we start.
+FOREIGN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
+               "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TF_CONFIG", "GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME",
+               "NCCL_SOCKET_IFNAME", "PVISION_LAUNCH_TIME", "PVISION_PROGRESS", "PVISION_DIST_TIMEOUT_S",
+               "GROUP_WORLD_SIZE", "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS",
+               "TORCHELASTIC_USE_AGENT_STORE")
+
+needs_tf = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="TensorFlow is not installed")
+
+
+# --------------------------------------------------------------------------- plumbing
+@pytest.fixture
+def hosts() -> Iterator[HostPair]:
+    """Two fresh namespaces; skipped (with the reason) only where namespaces cannot be made."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"two-host tests need network namespaces: {reason}")
+    pair = HostPair()
+    try:
+        pair.open()
+    except Exception as exc:  # noqa: BLE001 - only a refusal skips; anything else fails below
+        reason = refused(exc)
+        if reason:
+            pytest.skip(f"two-host tests need network namespaces: {reason}")
+        raise
+    try:
+        yield pair
+    finally:
+        pair.close()  # kills every process left in either namespace, then deletes both
+
+
+class Node:
+    """One process tree we started (in its own session), its log, and when it ended."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.name, self.log = name, log
+        self._handle = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(argv, env=env, stdout=self._handle, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.ended_at: float | None = None
+
+    def poll(self) -> int | None:
+        code = self.proc.poll()
+        if code is not None and self.ended_at is None:
+            self.ended_at = time.monotonic()
+        return code
+
+    def text(self) -> str:
+        if not self._handle.closed:
+            self._handle.flush()
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        kill_group(self.proc)
+        self.poll()
+        self._handle.close()
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[Node]]:
+    started: list[Node] = []
+    try:
+        yield started
+    finally:
+        for node in started:
+            node.stop()
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV}
+    env.update(PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2", **extra)
+    return env
+
+
+def _wait(nodes: list[Node], deadline_s: float) -> None:
+    """Wait for every node to exit; past the deadline kill them all and fail with their logs."""
+    end = time.monotonic() + deadline_s
+    while any(n.poll() is None for n in nodes):
+        if time.monotonic() > end:
+            for n in nodes:
+                n.stop()
+            pytest.fail(f"nodes still running after {deadline_s:.0f} s:\n" + _tails(nodes))
+        time.sleep(0.2)
+
+
+def _tails(nodes: list[Node], chars: int = 2500) -> str:
+    return "\n".join(f"--- {n.name} (rc {n.proc.returncode}) ---\n{n.text()[-chars:]}" for n in nodes)
+
+
+def _pvision(*args: str) -> list[str]:
+    return [sys.executable, "-m", "parallel_vision", "train", *args]
+
+
+def _single_host(args: list[str], out: Path, log: Path) -> dict[str, Any]:
+    """The same configuration as one `pvision train` on this host (workers on loopback)."""
+    with open(log, "wb") as handle:
+        proc = subprocess.run(_pvision(*args, "--out", str(out)), env=_env(), stdout=handle,
+                              stderr=subprocess.STDOUT, timeout=RUN_DEADLINE_S, start_new_session=True)
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    return json.loads((out / "result.json").read_text())
+
+
+def _torchrun(host: Any, rank: int, endpoint: str, run_id: str, args: list[str], out: Path,
+              max_restarts: int = 0) -> list[str]:
+    return host.command([
+        sys.executable, "-m", "torch.distributed.run",
+        "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", run_id,
+        # MASTER_ADDR for the workers is the rank-0 agent's --local-addr (else its FQDN, which
+        # in a namespace, or on a multi-homed host, is not the address the others can reach).
+        "--local-addr", host.addr,
+        "--rdzv-conf", f"is_host={int(rank == 0)},join_timeout=60,read_timeout=20",
+        "--max-restarts", str(max_restarts), "--monitor-interval", "0.5",
+        "-m", "parallel_vision", "train", "--framework", "torch", "--strategy", "ddp", "--workers", "2",
+        *args, "--out", str(out),
+    ])
+
+
+def _torch_nodes(hosts: HostPair, nodes: list[Node], tmp: Path, args: list[str], max_restarts: int = 0,
+                 **env: str) -> list[Path]:
+    outs = [tmp / "node-a", tmp / "node-b"]
+    endpoint = f"{hosts.a.addr}:{RDZV_PORT}"
+    for rank, host in enumerate(hosts.hosts):
+        argv = _torchrun(host, rank, endpoint, hosts.tag, args, outs[rank], max_restarts)
+        nodes.append(Node(f"torch@{host.addr}", argv,
+                          _env(GLOO_SOCKET_IFNAME=host.ifname, TP_SOCKET_IFNAME=host.ifname, **env),
+                          tmp / f"torch-{rank}.log"))
+    return outs
+
+
+def _tf_nodes(hosts: HostPair, nodes: list[Node], tmp: Path, args: list[str]) -> list[Path]:
+    outs = [tmp / "node-a", tmp / "node-b"]
+    cluster = {"worker": [f"{h.addr}:{TF_PORT}" for h in hosts.hosts]}
+    for index, host in enumerate(hosts.hosts):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        argv = host.command(_pvision("--framework", "tensorflow", "--strategy", "multiworker", "--workers", "2",
+                                     *args, "--out", str(outs[index])))
+        nodes.append(Node(f"tf@{host.addr}", argv, _env(TF_CONFIG=tf_config), tmp / f"tf-{index}.log"))
+    return outs
+
+
+#: Top-level result keys only a run under an external launcher has (torch: torchrun's run id, restarts).
+LAUNCHER_KEYS = {"elastic"}
+
+
+def _same_shape(two: dict[str, Any], one: dict[str, Any], n_test: int) -> None:
+    assert set(one) <= set(two) and set(two) - set(one) <= LAUNCHER_KEYS, set(two) ^ set(one)
+    assert set(two["summary"]) == set(one["summary"])
+    assert set(two["timing"]) == set(one["timing"])
+    assert [set(e) for e in two["epochs"]] == [set(e) for e in one["epochs"]]
+    assert two["artifacts"] == one["artifacts"]
+    assert two["status"] == one["status"] == "complete"
+    for data in (two, one):
+        assert data["summary"]["world_size"] == 2
+        assert data["summary"]["n_test_evaluated"] == n_test
+        assert [e["n_test_evaluated"] for e in data["epochs"]] == [n_test] * len(data["epochs"])
+    assert [e["n_train_images"] for e in two["epochs"]] == [e["n_train_images"] for e in one["epochs"]]
+
+
+def _compare(label: str, two: dict[str, Any], one: dict[str, Any]) -> float:
+    acc2, acc1 = two["summary"]["test_accuracy"], one["summary"]["test_accuracy"]
+    t2 = [round(e["epoch_time_s"], 2) for e in two["epochs"]]
+    t1 = [round(e["epoch_time_s"], 2) for e in one["epochs"]]
+    print(f"\n[{label}] two hosts: acc {acc2:.4f}, epoch times {t2} s, total {two['summary']['total_time_s']:.1f} s"
+          f" | one host: acc {acc1:.4f}, epoch times {t1} s, total {one['summary']['total_time_s']:.1f} s")
+    return abs(acc2 - acc1)
+
+
+def _wait_for(predicate: Any, nodes: list[Node], timeout_s: float, what: str) -> None:
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        if any(n.poll() is not None for n in nodes):
+            pytest.fail(f"a node exited while waiting for {what}:\n" + _tails(nodes))
+        if time.monotonic() > end:
+            pytest.fail(f"no {what} after {timeout_s:.0f} s:\n" + _tails(nodes))
+        time.sleep(0.2)
+
+
+def _events(out: Path) -> list[Path]:
+    return sorted((out / "tb").glob("events.out.tfevents.*")) if (out / "tb").is_dir() else []
+
+
+def _kill_host_and_time_survivor(victim: Any, survivor: Node, nodes: list[Node]) -> float:
+    """Kill every process of the victim host at once (the machine dies); time the survivor's exit."""
+    assert all(n.poll() is None for n in nodes), "a node ended before the kill:\n" + _tails(nodes)
+    killed = victim.kill_all()
+    assert killed, "nothing was running on the victim host"
+    start = time.monotonic()
+    end = start + SURVIVOR_DEADLINE_S
+    while survivor.poll() is None:
+        if time.monotonic() > end:
+            pytest.fail(f"the surviving node still runs {SURVIVOR_DEADLINE_S:.0f} s after its peer died "
+                        "(it would hang):\n" + _tails([survivor]))
+        time.sleep(0.1)
+    assert survivor.ended_at is not None
+    return survivor.ended_at - start
+
+
+# --------------------------------------------------------------------------- fast checks
+def test_writer_rule_under_tf_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher's writer is tf_cluster's: the chief, else worker 0 (never worker 0 beside a chief)."""
+    for var in ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    cases = [
+        ({"worker": ["h:1", "h:2"]}, ("worker", 0), True),
+        ({"worker": ["h:1", "h:2"]}, ("worker", 1), False),
+        ({"chief": ["h:0"], "worker": ["h:1"]}, ("chief", 0), True),
+        ({"chief": ["h:0"], "worker": ["h:1"]}, ("worker", 0), False),
+    ]
+    for cluster, (kind, index), writer in cases:
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}}))
+        assert launch._is_writer() is writer, (cluster, kind, index)
+    monkeypatch.delenv("TF_CONFIG")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    monkeypatch.setenv("RANK", "1")
+    assert launch._is_writer() is False
+
+
+# --------------------------------------------------------------------------- PyTorch
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_torchrun_two_hosts_matches_single_host_ddp(
+    hosts: HostPair, nodes: list[Node], data_dir: Path, tmp_path: Path
+) -> None:
+    args = [*SMALL, "--data-dir", str(data_dir)]
+    outs = _torch_nodes(hosts, nodes, tmp_path, args)
+    _wait(nodes, RUN_DEADLINE_S)
+    assert [n.proc.returncode for n in nodes] == [0, 0], _tails(nodes)
+    # Global rank 0 (host a: the lower address sorts first in the rendezvous) alone wrote.
+    assert not outs[1].exists(), f"rank 1 created {outs[1]}"
+    two = json.loads((outs[0] / "result.json").read_text())
+    assert sorted(p.name for p in outs[0].iterdir()) == ["config.json", "model.pt", "predictions.npy",
+                                                          "result.json", "tb"]
+    assert two["environment"]["backend"] == "gloo" and two["environment"]["world_size"] == 2
+    assert two["elastic"]["run_id"] == hosts.tag and two["elastic"]["restart_count"] == 0
+    assert two["config"]["extra"] == {"nodes": 2, "processes_per_node": 1}
+    one = _single_host(["--framework", "torch", "--strategy", "ddp", "--workers", "2", *args],
+                       tmp_path / "single", tmp_path / "single.log")
+    _same_shape(two, one, 300)
+    assert _compare("torch ddp", two, one) <= 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("victim", ["rank1-host", "rank0-host"])
+def test_torchrun_survivor_fails_fast_when_a_host_dies(
+    victim: str, hosts: HostPair, nodes: list[Node], data_dir: Path, tmp_path: Path
+) -> None:
+    """The rank-0 host also runs the rendezvous store, so losing it is the harder case."""
+    outs = _torch_nodes(hosts, nodes, tmp_path, [*LONG, "--data-dir", str(data_dir)])
+    # Rank 0 opens its TensorBoard file after the process group, data and model are up and
+    # DDP has broadcast the weights (a collective): training is about to start on both hosts.
+    _wait_for(lambda: bool(_events(outs[0])), nodes, RUN_DEADLINE_S, "training start")
+    time.sleep(2.0)  # well inside the run (60 epochs)
+    dead, alive = (hosts.b, 0) if victim == "rank1-host" else (hosts.a, 1)
+    survivor = nodes[alive]
+    elapsed = _kill_host_and_time_survivor(dead, survivor, nodes)
+    text = survivor.text()
+    error = [ln for ln in text.splitlines() if ln.startswith("pvision: error:")]
+    print(f"\n[torch kill {victim}] survivor exited rc {survivor.proc.returncode} {elapsed:.1f} s after its peer "
+          f"host died: {error[-1] if error else text[-500:]}")
+    assert survivor.proc.returncode != 0
+    assert error and error[-1].startswith(f"pvision: error: torchrun rank {alive} of 2 failed:"), text[-3000:]
+    assert not (outs[0] / "result.json").exists()
+
+
+# --------------------------------------------------------------------------- TensorFlow
+@pytest.mark.slow
+@pytest.mark.tensorflow
+@needs_tf
+@pytest.mark.timeout(300)
+def test_tf_config_two_hosts_matches_single_host_multiworker(
+    hosts: HostPair, nodes: list[Node], data_dir: Path, tmp_path: Path
+) -> None:
+    args = [*SMALL, "--data-dir", str(data_dir)]
+    outs = _tf_nodes(hosts, nodes, tmp_path, args)
+    _wait(nodes, RUN_DEADLINE_S)
+    assert [n.proc.returncode for n in nodes] == [0, 0], _tails(nodes)
+    assert not outs[1].exists(), f"worker 1 created {outs[1]}"
+    two = json.loads((outs[0] / "result.json").read_text())
+    assert sorted(p.name for p in outs[0].iterdir()) == ["config.json", "model.keras", "predictions.npy",
+                                                          "result.json", "tb"]
+    assert two["environment"]["cluster"] == {"worker": [f"{h.addr}:{TF_PORT}" for h in hosts.hosts]}
+    assert two["environment"]["num_replicas_in_sync"] == 2
+    one = _single_host(["--framework", "tensorflow", "--strategy", "multiworker", "--workers", "2", *args],
+                       tmp_path / "single", tmp_path / "single.log")
+    _same_shape(two, one, 300)
+    assert _compare("tf multiworker", two, one) <= 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow
+@needs_tf
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("victim", ["worker1-host", "chief-host"])
+def test_tf_survivor_fails_fast_when_a_host_dies(
+    victim: str, hosts: HostPair, nodes: list[Node], data_dir: Path, tmp_path: Path
+) -> None:
+    """Worker 0 is the chief and also leads TensorFlow's coordination service."""
+    outs = _tf_nodes(hosts, nodes, tmp_path, [*LONG, "--data-dir", str(data_dir)])
+    # The chief creates its event file before `fit` and flushes scalars at each epoch's end:
+    # a file larger than its header means epoch 1 finished on the whole cluster.
+    _wait_for(lambda: any(p.stat().st_size > 200 for p in _events(outs[0])), nodes, RUN_DEADLINE_S,
+              "end of epoch 1")
+    dead, alive = (hosts.b, 0) if victim == "worker1-host" else (hosts.a, 1)
+    survivor = nodes[alive]
+    elapsed = _kill_host_and_time_survivor(dead, survivor, nodes)
+    text = survivor.text()
+    error = [ln for ln in text.splitlines() if ln.startswith("pvision: error:")]
+    print(f"\n[tf kill {victim}] survivor exited rc {survivor.proc.returncode} {elapsed:.1f} s after its peer host "
+          f"died: {error[-1] if error else text[-500:]}")
+    assert survivor.proc.returncode != 0
+    assert error and error[-1].startswith(f"pvision: error: TF_CONFIG task worker {alive} failed:"), text[-3000:]
+    assert not (outs[0] / "result.json").exists()
+
+
+# --------------------------------------------------------------------------- silent loss, recovery
+def _error_line(node: Node) -> str | None:
+    lines = [ln for ln in node.text().splitlines() if ln.startswith("pvision: error:")]
+    return lines[-1] if lines else None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("framework", ["torch", pytest.param("tensorflow", marks=[pytest.mark.tensorflow, needs_tf])])
+def test_both_hosts_give_up_when_the_link_is_cut(
+    framework: str, hosts: HostPair, nodes: list[Node], data_dir: Path, tmp_path: Path
+) -> None:
+    """A host that vanishes without closing its connections (power loss, partition): nothing is
+    reset, so each side must notice on its own. PyTorch: the process-group timeout, lowered here
+    with PVISION_DIST_TIMEOUT_S (default 1800 s); TensorFlow: its coordination service's heartbeats.
+
+    Each side's pvision process must report the loss in one line within the deadline. Host a
+    (rank 0, rendezvous host) exits; on host b torchrun's agent itself may stay blocked on the
+    unreachable rendezvous store (torch's c10d store client, not ours), so for it the error line
+    is what is required, and the teardown kills it, as a scheduler's time limit would.
+    """
+    args = [*LONG, "--data-dir", str(data_dir)]
+    if framework == "torch":
+        outs = _torch_nodes(hosts, nodes, tmp_path, args, PVISION_DIST_TIMEOUT_S="10")
+        _wait_for(lambda: bool(_events(outs[0])), nodes, RUN_DEADLINE_S, "training start")
+        time.sleep(2.0)
+    else:
+        outs = _tf_nodes(hosts, nodes, tmp_path, args)
+        _wait_for(lambda: any(p.stat().st_size > 200 for p in _events(outs[0])), nodes, RUN_DEADLINE_S,
+                  "end of epoch 1")
+    assert all(n.poll() is None for n in nodes), _tails(nodes)
+    hosts.b.cut()
+    since = time.monotonic()
+    noticed: dict[int, float] = {}
+    while len(noticed) < 2 or nodes[0].poll() is None or (framework == "tensorflow" and nodes[1].poll() is None):
+        if time.monotonic() > since + SURVIVOR_DEADLINE_S:
+            pytest.fail(f"still running {SURVIVOR_DEADLINE_S:.0f} s after the link was cut:\n" + _tails(nodes))
+        for i, node in enumerate(nodes):
+            if i not in noticed and (node.poll() is not None or _error_line(node)):
+                noticed[i] = time.monotonic() - since
+        time.sleep(0.1)
+    exited = [n.poll() for n in nodes]
+    print(f"\n[{framework} link cut] host a gave up after {noticed[0]:.1f} s (exit {exited[0]}), host b after "
+          f"{noticed[1]:.1f} s (exit {exited[1]}): {_error_line(nodes[0])}")
+    assert exited[0] not in (None, 0)
+    who = ("torchrun rank {} of 2", "TF_CONFIG task worker {}")[framework == "tensorflow"]
+    for i, node in enumerate(nodes):
+        line = _error_line(node)
+        assert line and line.startswith(f"pvision: error: {who.format(i)} failed:"), _tails(nodes)
+    assert not (outs[0] / "result.json").exists()
+
+
+def _worker_pids(host: Any) -> list[int]:
+    """The training processes torchrun started on `host` (not the agent itself)."""
+    pids = []
+    for pid in host.pids():
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"parallel_vision" in cmd and b"torch.distributed.run" not in cmd:
+            pids.append(pid)
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_torchrun_max_restarts_recovers_across_hosts(
+    hosts: HostPair, nodes: list[Node], data_dir: Path, tmp_path: Path
+) -> None:
+    """A worker on host b dies after epoch 2's checkpoint; with --max-restarts 1 both agents restart
+    their workers, which resume from rank 0's checkpoint (broadcast to host b) and finish."""
+    args = ["--epochs", "5", *SMALL[2:], "--data-dir", str(data_dir)]
+    outs = _torch_nodes(hosts, nodes, tmp_path, args, max_restarts=1)
+    info = outs[0] / "checkpoint.json"
+
+    def after_epoch_2() -> bool:
+        try:
+            return json.loads(info.read_text())["epoch"] >= 2
+        except (OSError, ValueError, KeyError):
+            return False
+
+    _wait_for(after_epoch_2, nodes, RUN_DEADLINE_S, "the checkpoint after epoch 2")
+    victims = _worker_pids(hosts.b)
+    assert victims, "no worker process found on host b"
+    for pid in victims:
+        os.kill(pid, 9)
+    _wait(nodes, RUN_DEADLINE_S)
+    assert [n.proc.returncode for n in nodes] == [0, 0], _tails(nodes)
+    assert not outs[1].exists()
+    data = json.loads((outs[0] / "result.json").read_text())
+    print(f"\n[torch restart] resumed from {data['reliability']['resumed_from']}, "
+          f"acc {data['summary']['test_accuracy']:.4f}, epochs {len(data['epochs'])}")
+    assert data["status"] == "complete" and data["summary"]["world_size"] == 2
+    assert data["elastic"]["restart_count"] == 1 and data["summary"]["restarts"] == 1
+    assert data["reliability"]["resumed_from"][0]["epoch"] >= 2
+    assert [e["epoch"] for e in data["epochs"]] == [1, 2, 3, 4, 5]
+    assert data["summary"]["n_test_evaluated"] == 300
