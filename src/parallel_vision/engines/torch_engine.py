@@ -817,8 +817,25 @@ def _spawned_worker(rank: int, cfg: RunConfig, port: int) -> None:
     _run_distributed(cfg, store=_loopback_store(rank, cfg.workers, port), stop=stop)
 
 
+def _restarted_torchrun_store() -> dist.Store | None:
+    """After a torchrun restart: torchrun's shared store, under a prefix of this attempt.
+
+    torchrun keeps one TCPStore for all rendezvous rounds and hands it to the workers without a
+    per-attempt prefix (torch 2.13), so gloo's connection keys of the dead attempt are still there
+    and a restarted rank may dial a peer that no longer exists ("Connection refused"). A first
+    attempt, or a store torchrun makes per round (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1), needs nothing.
+    """
+    restart = checkpoint.elastic_restart_count()
+    if restart <= 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                          timeout=_dist_timeout())
+    return dist.PrefixStore(f"parallel_vision/restart_{restart}", store)
+
+
 def _run_distributed(cfg: RunConfig, store: dist.Store | None = None, stop: StopRequest | None = None) -> None:
     ctx = Dist(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"]))
+    store = store or _restarted_torchrun_store()
     backend = "nccl" if _cuda_wanted(cfg) else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(ctx.local_rank)
