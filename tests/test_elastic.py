@@ -1,0 +1,102 @@
+"""Elastic restarts: torchrun restarts the DDP group after a worker dies, and the run finishes from its checkpoint.
+
+`torchrun --standalone --nproc-per-node 2 --max-restarts 1 -m parallel_vision train --strategy ddp
+--workers 2 --checkpoint-every 3 ...`; once the checkpoint of a step in the middle of the second
+epoch exists, worker rank 1 is SIGKILLed from outside (found by scanning /proc for this test's tag
+in its environment). torchrun stops the survivor and starts both again (TORCHELASTIC_RESTART_COUNT
+1); every worker continues from the checkpoint without --resume, rank 0 accepts its own folder,
+and result.json records the restart. With --deterministic on the CPU the finished model is the
+same, tensor for tensor, as an uninterrupted spawned DDP run of the same configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_resume import RUN as RESUME_RUN  # noqa: E402
+from test_resume import (  # noqa: E402
+    Job,
+    assert_same_metrics,
+    clean_env,
+    differing_tensors,
+    job_list,
+    mid_second_epoch,
+    result,
+    start,
+    straight_run,
+    wait_for_checkpoint,
+)
+
+torch = pytest.importorskip("torch")
+
+pytestmark = pytest.mark.slow
+
+DDP = ("--strategy", "ddp", "--workers", "2")
+#: test_resume's run (1024 images, global batch 128: 8 steps per epoch, 2 epochs, a checkpoint every 3 steps), so
+#: its uninterrupted DDP run is made once per session for both files.
+RUN = [*DDP, *RESUME_RUN]
+
+
+@pytest.fixture
+def jobs() -> Iterator[list[Job]]:
+    yield from job_list()
+
+
+def _worker_pid(tag: str, rank: int, timeout: float = 90.0) -> int:
+    """The torchrun worker of `rank` in this test's tree: a parallel_vision process with our tag and RANK."""
+    wanted = {f"PVISION_TEST_TAG={tag}".encode(), f"RANK={rank}".encode(), b"TORCHELASTIC_RESTART_COUNT=0"}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                env = set((entry / "environ").read_bytes().split(b"\0"))
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if wanted <= env and b"parallel_vision" in cmdline and b"torch.distributed.run" not in cmdline:
+                return int(entry.name)
+        time.sleep(0.1)
+    pytest.fail(f"no worker with RANK={rank} found")
+
+
+@pytest.mark.timeout(300)
+def test_torchrun_restarts_after_a_worker_dies_and_the_run_completes(data_dir: Path, tmp_path: Path,
+                                                                    tmp_path_factory: pytest.TempPathFactory,
+                                                                    jobs: list[Job]) -> None:
+    out, tag = tmp_path / "elastic", uuid.uuid4().hex
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            "--max-restarts", "1", "--monitor-interval", "0.2",
+            "-m", "parallel_vision", "train", "--data-dir", str(data_dir), "--out", str(out), *RUN]
+    job = start(jobs, argv, tmp_path / "torchrun.log", clean_env(PVISION_TEST_TAG=tag))
+    victim = _worker_pid(tag, 1)  # found first, so the kill follows the checkpoint at once
+    wait_for_checkpoint(job, out, mid_second_epoch)
+    os.kill(victim, signal.SIGKILL)
+    code = job.wait()
+    text = job.text()
+    assert code == 0, text[-3000:]
+    assert re.search(r"pvision: resuming after torchrun restart 1 from epoch 2 step [1-7] of 8", text), text[-3000:]
+
+    data = result(out)
+    assert data["status"] == "complete" and len(data["epochs"]) == 2
+    assert data["summary"]["restarts"] == 1
+    assert data["elastic"]["restart_count"] == 1 and data["elastic"]["max_restarts"] == 1
+    assert [r["elastic_restart"] for r in data["reliability"]["resumed_from"]] == [1]
+    assert data["summary"]["test_accuracy"] > 0.3  # 16 steps of 128 images: well above chance (0.1)
+    assert not (out / "checkpoint.pt").exists()
+
+    # The same configuration spawned in one go: the restarted run lost nothing, bit for bit.
+    spawned = straight_run(data_dir, tmp_path_factory, jobs, *DDP)
+    assert differing_tensors(spawned, out) == []
+    assert_same_metrics(result(spawned), data)
