@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -168,6 +169,8 @@ def _check_types(cfg: RunConfig) -> None:
         kind = str(f.type)
         if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ConfigError(f"{f.name} must be a number; got {value!r}")
+        if kind == "float" and not math.isfinite(value):
+            raise ConfigError(f"{f.name} must be a finite number; got {value!r}")
         if kind == "bool" and not isinstance(value, bool):
             raise ConfigError(f"{f.name} must be true or false; got {value!r}")
         if kind == "str | None" and value is not None and not isinstance(value, str):
