@@ -137,7 +137,7 @@ class RunConfig:
     def identity(self) -> dict[str, Any]:
         """The fields that define *what* is measured (not where outputs go), for de-duplication."""
         d = self.to_dict()
-        for key in ("out_dir", "data_dir", "resume", "tensorboard", "extra", "master_port"):
+        for key in ("out_dir", "data_dir", "resume", "tensorboard", "extra", "master_port", "checkpoint_every"):
             d.pop(key, None)
         return d
 
