@@ -238,6 +238,9 @@ def _run_external(cfg: RunConfig, launch_time: float, *, progress: bool, overwri
     layout = _node_layout()
     if layout and not {"nodes", "processes_per_node"} & set(cfg.extra):
         cfg = cfg.replace(extra={**cfg.extra, **layout})  # a label only: not part of the run's identity
+    if cfg.threads_per_worker is None and layout:
+        # This node's cores ÷ this node's processes (RunConfig's default divides by every worker of the job).
+        cfg = cfg.replace(threads_per_worker=max(1, usable_cores() // layout["processes_per_node"]))
     if writer:
         from parallel_vision.results.schema import atomic_write_bytes
 
