@@ -132,6 +132,7 @@ def build_result(
             "n_train": n_train,
             "total_time_s": total,
             "peak_rss_mib_per_worker": peak_rss_per_worker_mib or [peak_rss_mib()],
+            "restarts": 0,  # an engine that can be restarted (torchrun) overwrites it
         }
     )
     outputs = classification_outputs(y_true, y_pred, class_names) if len(y_pred) else {}

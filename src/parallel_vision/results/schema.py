@@ -52,8 +52,8 @@ EPOCH_KEYS = (
     "n_test_evaluated",
 )
 
-#: Keys of the summary block.
-SUMMARY_KEYS = (
+#: Keys of the summary block that every complete result has.
+REQUIRED_SUMMARY_KEYS = (
     "test_accuracy",
     "test_loss",
     "n_test_evaluated",
@@ -71,6 +71,8 @@ SUMMARY_KEYS = (
     "steps_per_epoch",
     "n_train",
 )
+#: Summary keys the engines write as well; not required of older schema-1 files that predate them.
+SUMMARY_KEYS = REQUIRED_SUMMARY_KEYS + ("peak_rss_mib_per_worker", "restarts")
 
 #: Keys of the timing block (set-up costs kept out of the epoch clock).
 TIMING_KEYS = (
@@ -146,7 +148,7 @@ def validate_result(data: Any, source: str = "result") -> dict[str, Any]:
         if gaps:
             raise ResultsError(f"{source}: epoch record {i} lacks {', '.join(gaps)}")
     if data["status"] == "complete":
-        gaps = [k for k in SUMMARY_KEYS if k not in data["summary"]]
+        gaps = [k for k in REQUIRED_SUMMARY_KEYS if k not in data["summary"]]
         if gaps:
             raise ResultsError(f"{source}: summary lacks {', '.join(gaps)}")
     return data
