@@ -24,7 +24,8 @@ def test_warm_up_restores_weights_optimizer_schedule_and_rng(data_dir: Path) -> 
     record_warmed = warmed.run_epoch(0, EpochProgress(1, enabled=False))
     for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
         assert record_warmed[key] == record_plain[key], key
-    for (name, a), b in zip(plain.bare_model.state_dict().items(), warmed.bare_model.state_dict().values()):
+    pairs = zip(plain.bare_model.state_dict().items(), warmed.bare_model.state_dict().values(), strict=True)
+    for (name, a), b in pairs:
         assert torch.equal(a, b), name
 
 
