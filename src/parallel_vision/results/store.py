@@ -27,32 +27,15 @@ from typing import Any
 
 from parallel_vision.config import RunConfig
 from parallel_vision.errors import PVisionError, ResultsError
-from parallel_vision.results.schema import EPOCH_KEYS, RESULT_FILE, read_result
+from parallel_vision.results.schema import EPOCH_KEYS, REQUIRED_SUMMARY_KEYS, RESULT_FILE, read_result
 
 DB_FILE = "results.sqlite"
 SKIPPED_DIR = "skipped"
 #: Bump when the table layout changes: an older database is then rebuilt from the JSON.
 STORE_VERSION = 1
 
-#: Summary fields copied into their own columns (the rest stays in summary_json).
-SUMMARY_COLUMNS = (
-    "test_accuracy",
-    "test_loss",
-    "n_test_evaluated",
-    "train_time_s",
-    "mean_epoch_time_s",
-    "mean_epoch_time_excl_warmup_s",
-    "warmup_epoch_time_s",
-    "images_per_s",
-    "images_per_s_excl_warmup",
-    "total_time_s",
-    "epochs_completed",
-    "world_size",
-    "global_batch",
-    "per_worker_batch",
-    "steps_per_epoch",
-    "n_train",
-)
+#: Summary fields copied into their own columns (the rest stays in summary_json): every complete result has them.
+SUMMARY_COLUMNS = REQUIRED_SUMMARY_KEYS
 #: Config fields copied into their own columns.
 CONFIG_COLUMNS = (
     "framework",
