@@ -66,8 +66,10 @@ def _run_ids(root: Path) -> dict[str, str]:
 def bench(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("bench") / "root"
     # 1. Start the bench and interrupt it while its second run trains.
+    # Ctrl-C semantics even when pytest itself runs as a background job (which ignores SIGINT).
     proc = subprocess.Popen(_bench_args(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(), cwd=REPO)
+                            env=_env(), cwd=REPO,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         states = [r["state"] for r in _manifest(root).get("runs", [])]

@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from parallel_vision.bench.presets import BenchSpec, resolve_workers
 from parallel_vision.config import RunConfig, usable_cores
 from parallel_vision.errors import ConfigError, EngineError, PVisionError, RunInterrupted
 from parallel_vision.results.schema import RESULT_FILE, atomic_write_bytes
-from parallel_vision.results.store import SKIPPED_DIR, Store, identity_hash, open_store
+from parallel_vision.results.store import BENCH_RUN_FILE, SKIPPED_DIR, Store, identity_hash, open_store
 
 MANIFEST = "bench.json"
 ENGINE_MARK = "parallel_vision.engines.child"
@@ -369,6 +371,7 @@ def run_bench(
          f"for code {code}, {len(todo)} to run → {root}")
 
     start = time.monotonic()
+    previous_term = _terminate_as_interrupt()
     durations: list[float] = []
     impossible: set[str] = set()
     try:
@@ -450,6 +453,13 @@ def run_bench(
                 outcome.busy_runs.append(planned.run_name)
             outcome.ran.append(planned.run_name)
             s = result.summary
+            _write_json(folder / BENCH_RUN_FILE, {
+                "run": folder.name, "bench_started_at": manifest["started_at"], "preset": spec.preset,
+                "started_at": manifest["runs"][i].get("started_at"), "finished_at": _now(),
+                "seconds": round(seconds, 2), "other_cores": round(others, 3),
+                "other_cores_at_start": round(idle_load, 3), "load_average_at_start": load,
+            })
+            store.insert_result(result.data, folder)  # again, now with how busy the machine was
             set_state(i, "done", run_id=result.run_id, seconds=round(seconds, 2), finished_at=_now(),
                       other_cores=round(others, 2))
             echo(f"    done in {seconds:.1f} s · steady epoch {s['mean_epoch_time_excl_warmup_s']:.2f} s · "
@@ -467,14 +477,30 @@ def run_bench(
             f"bench interrupted; {kept} finished run(s) kept in {root}; run the same command again to resume",
             exit_code=130,
         ) from None
+    finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
     outcome.seconds = time.monotonic() - start
     manifest.update(status="complete", finished_at=_now(), seconds=round(outcome.seconds, 2),
                     waited_s=round(outcome.waited_s, 2))
-    manifest["history"] = (history + [{k: manifest[k] for k in ("spec", "code_version", "started_at",
-                                                               "finished_at", "status")}])[-20:]
+    manifest["history"] = (history + [{k: manifest.get(k) for k in ("spec", "code_version", "started_at",
+                                                                   "finished_at", "status", "seconds",
+                                                                   "waited_s")}])[-20:]
     save_manifest()
     store.close()
     return outcome
+
+
+def _terminate_as_interrupt() -> Any:
+    """SIGTERM (a scheduler, `kill`, a background job whose Ctrl-C is ignored) stops the bench like Ctrl-C:
+    the running engine is told to stop, finished runs are kept, the manifest says 'interrupted'."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _wait_for_idle(limit_s: float, echo: Printer) -> float:

@@ -377,19 +377,20 @@ def build_report_data(root: str | Path) -> ReportData:
     if superseded:
         warnings.append(f"{len(superseded)} older run(s) of the same configurations, from earlier code "
                         "versions, are left out (listed under 'All runs' as superseded)")
+    from parallel_vision.bench.runner import BUSY_CORES
+
     for g in groups:
+        for r in g.runs:
+            others = r.get("other_cores")
+            if others is not None and others >= BUSY_CORES:
+                warnings.append(f"{r['name']}: other processes on this machine used {others:.2f} cores on "
+                                "average while it trained; its timing may be skewed")
         if g.config["epochs"] < 2:
             warnings.append(f"{g.label}: a single epoch, so its steady epoch time includes the warm-up")
     manifest = _manifest(root)
     if manifest:
-        from parallel_vision.bench.runner import BUSY_CORES
-
         for entry in manifest.get("runs", []):
-            others = entry.get("other_cores")
-            if entry.get("state") == "done" and others is not None and others >= BUSY_CORES:
-                warnings.append(f"{entry['name']}: other processes on this machine used {others:.1f} cores on "
-                                "average while it ran; its timing may be skewed")
-            elif entry.get("other_engines"):  # benches before the whole-machine meter
+            if entry.get("other_engines"):  # benches before the whole-machine meter (bench_run.json)
                 warnings.append(f"{entry['name']}: other engine processes ran on this machine during the run "
                                 f"(pids {entry['other_engines']}); its timing may be skewed")
         if manifest.get("status") != "complete":

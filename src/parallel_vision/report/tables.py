@@ -116,7 +116,7 @@ def run_table_note(data: ReportData) -> str:
 def runs_table(data: ReportData) -> Table:
     """Every stored run, one row each (the per-repeat numbers behind the medians), superseded ones last."""
     headers = ["Run folder", "run_id", "Repeat", "Code version", "Created (UTC)", "Steady epoch T (s)",
-               "Total time (s)", "Images/s", "Test accuracy (%)", "Test loss", "Used"]
+               "Total time (s)", "Images/s", "Test accuracy (%)", "Test loss", "Other CPU (cores)", "Used"]
     rows, colors = [], []
     entries = [(r, g.color, "yes") for g in data.groups for r in g.runs]
     entries += [(r, None, "superseded: older code") for r in data.superseded]
@@ -127,10 +127,11 @@ def runs_table(data: ReportData) -> Table:
             str(r.get("created_at") or "—").replace("+00:00", ""),
             fnum(s.get("mean_epoch_time_excl_warmup_s")), fnum(s.get("total_time_s"), 1),
             fnum(s.get("images_per_s_excl_warmup"), 0, thousands=True),
-            fnum(s.get("test_accuracy"), 2, 100.0), fnum(s.get("test_loss"), 4), used,
+            fnum(s.get("test_accuracy"), 2, 100.0), fnum(s.get("test_loss"), 4), fnum(r.get("other_cores")),
+            used,
         ])
         colors.append(color)
-    return Table(headers, rows, colors, "llllr" + "r" * 5 + "l")
+    return Table(headers, rows, colors, "llllr" + "r" * 6 + "l")
 
 
 def scaling_table(rows: list[ScalingRow], mode: str) -> Table:
@@ -301,11 +302,18 @@ def environment_table(data: ReportData) -> Table:
     ]
     m = data.manifest
     if m:
-        spec = m.get("spec") or {}
-        rows.insert(0, ["Bench", f"preset {spec.get('preset') or 'custom'}, {m.get('status')}, started "
-                                 f"{m.get('started_at')}, finished {m.get('finished_at') or '—'}"
-                                 + (f", {m['seconds']:.0f} s" if m.get("seconds") else "")])
-        rows.insert(1, ["Bench matrix", bench_spec_text(spec)])
+        # Every bench that wrote into this ROOT (the latest last): what was asked, when, how it ended.
+        benches = [b for b in (m.get("history") or []) if b.get("started_at") != m.get("started_at")]
+        benches.append(m)
+        for n, b in enumerate(benches[-5:], 1):
+            spec = b.get("spec") or {}
+            waited = f", {b['waited_s']:.0f} s of it waiting for a quiet machine" if b.get("waited_s") else ""
+            rows.insert(n - 1, [
+                f"Bench {n}" if len(benches) > 1 else "Bench",
+                f"preset {spec.get('preset') or 'custom'} ({bench_spec_text(spec)}); {b.get('status')}, started "
+                f"{b.get('started_at')}, finished {b.get('finished_at') or '—'}"
+                + (f", {b['seconds']:.0f} s{waited}" if b.get("seconds") else ""),
+            ])
     return Table(["", ""], rows, [], "ll")
 
 

@@ -32,7 +32,7 @@ from parallel_vision.results.schema import EPOCH_KEYS, REQUIRED_SUMMARY_KEYS, RE
 DB_FILE = "results.sqlite"
 SKIPPED_DIR = "skipped"
 #: Bump when the table layout changes: an older database is then rebuilt from the JSON.
-STORE_VERSION = 1
+STORE_VERSION = 2
 
 #: Summary fields copied into their own columns (the rest stays in summary_json): every complete result has them.
 SUMMARY_COLUMNS = REQUIRED_SUMMARY_KEYS
@@ -83,6 +83,8 @@ CREATE TABLE IF NOT EXISTS runs (
     repeat INTEGER,
     process_threads INTEGER,
     threads_per_replica REAL,
+    other_cores REAL,
+    bench_json TEXT,
     @CONFIG@,
     @SUMMARY@,
     config_json TEXT NOT NULL,
@@ -162,6 +164,18 @@ def threads_per_replica(data: dict[str, Any]) -> float | None:
     return threads / max(1, int(replicas_per_process))
 
 
+#: Written by `pvision bench` beside result.json: how busy the machine was while the run trained.
+BENCH_RUN_FILE = "bench_run.json"
+
+
+def _bench_record(run_dir: Path) -> dict[str, Any]:
+    try:
+        record = json.loads((Path(run_dir) / BENCH_RUN_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def _num(value: Any) -> Any:
     if isinstance(value, bool):
         return int(value)
@@ -216,9 +230,10 @@ class Store:
         result_file = run_dir / RESULT_FILE
         try:
             stat = result_file.stat()
-            mtime, size = stat.st_mtime_ns, stat.st_size
+            mtime, size = _combined_mtime(run_dir, stat.st_mtime_ns), stat.st_size
         except OSError:
             mtime, size = None, None
+        bench = _bench_record(run_dir)
         row: dict[str, Any] = {
             "run_id": data["run_id"],
             "name": run_dir.name,
@@ -235,6 +250,8 @@ class Store:
             "repeat": extra.get("repeat"),
             "process_threads": process_threads(data),
             "threads_per_replica": threads_per_replica(data),
+            "other_cores": bench.get("other_cores"),
+            "bench_json": json.dumps(bench, sort_keys=True) if bench else None,
             "config_json": json.dumps(cfg, sort_keys=True),
             "environment_json": json.dumps(env, sort_keys=True),
             "summary_json": json.dumps(summary, sort_keys=True),
@@ -298,9 +315,9 @@ class Store:
             rel = _rel(run_dir, self.root)
             seen_paths.add(rel)
             stat = result_file.stat()
+            mtime = _combined_mtime(run_dir, stat.st_mtime_ns)
             row = known.get(rel)
-            unchanged = row is not None and (row["result_mtime_ns"], row["result_size"]) == (
-                stat.st_mtime_ns, stat.st_size)
+            unchanged = row is not None and (row["result_mtime_ns"], row["result_size"]) == (mtime, stat.st_size)
             if unchanged:
                 continue
             try:
@@ -384,6 +401,14 @@ class SyncReport:
         self.unreadable: list[str] = []
 
 
+def _combined_mtime(run_dir: Path, result_mtime_ns: int) -> int:
+    """result.json's mtime, or bench_run.json's when newer: a change to either re-indexes the run."""
+    try:
+        return max(result_mtime_ns, (Path(run_dir) / BENCH_RUN_FILE).stat().st_mtime_ns)
+    except OSError:
+        return result_mtime_ns
+
+
 def _int_if(key: str, value: Any) -> Any:
     if key in _INT_COLUMNS and isinstance(value, float) and value.is_integer():
         return int(value)
@@ -399,6 +424,7 @@ def _decode_run(row: sqlite3.Row) -> dict[str, Any]:
     d["classification_report"] = json.loads(d.pop("classification_report_json"))
     d["confusion_matrix"] = json.loads(d.pop("confusion_matrix_json"))
     d["identity"] = json.loads(d.pop("identity_json"))
+    d["bench"] = json.loads(d.pop("bench_json") or "{}")
     for key in ("compile", "jit_compile"):
         if d.get(key) is not None:
             d[key] = bool(d[key])
