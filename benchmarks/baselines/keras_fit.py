@@ -13,25 +13,17 @@ Epoch time is taken by a callback from `on_epoch_begin` to `on_epoch_end`. Print
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
+
+from _cli import parse_args  # noqa: I001 - the sibling module beside this script
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=2048)
-    p.add_argument("--limit-train", type=int, default=None)
-    p.add_argument("--limit-test", type=int, default=None)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--mark", default=None, help="ignored: lets idle checks see this run as busy")
-    args = p.parse_args()
+    args = parse_args(__doc__.splitlines()[0])
 
     import keras
     import numpy as np

@@ -15,7 +15,6 @@ Prints one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -23,6 +22,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from _cli import parse_args  # noqa: I001 - the sibling module beside this script
 from torch.utils.data import DataLoader, TensorDataset
 
 from parallel_vision.data import load
@@ -32,16 +32,7 @@ MEAN, STD = 0.1307, 0.3081
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=2048)
-    p.add_argument("--limit-train", type=int, default=None)
-    p.add_argument("--limit-test", type=int, default=None)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--mark", default=None, help="ignored: lets idle checks see this run as busy")
-    args = p.parse_args()
+    args = parse_args(__doc__.splitlines()[0])
 
     import lightning as L
 

@@ -17,12 +17,12 @@ Prints one JSON line: epoch times, images per epoch and steady images/s (epochs 
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import numpy as np
 import torch
+from _cli import parse_args  # noqa: I001 - the sibling module beside this script
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
@@ -87,16 +87,7 @@ class MNIST(Dataset):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=2048)
-    p.add_argument("--limit-train", type=int, default=None)
-    p.add_argument("--limit-test", type=int, default=None)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--mark", default=None, help="ignored: lets idle checks see this run as busy")
-    args = p.parse_args()
+    args = parse_args(__doc__.splitlines()[0])
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
