@@ -513,9 +513,10 @@ def _wait_for_idle(limit_s: float, echo: Printer) -> float:
          + (f" (engine pids {engines})" if engines else "")
          + f" — so they do not skew the timing (up to {fmt_duration(limit_s)}) …")
     deadline = time.monotonic() + limit_s
-    while load >= BUSY_CORES and time.monotonic() < deadline:
-        time.sleep(3.0)
+    quiet = 0
+    while quiet < 3 and time.monotonic() < deadline:  # quiet for three samples in a row (~6 s), not a lull
         load = other_cpu_load()
+        quiet = quiet + 1 if load < BUSY_CORES else 0
     if load >= BUSY_CORES:
         echo(f"    still busy after {fmt_duration(limit_s)}; running anyway and flagging the run")
     return load
