@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,12 @@ def write_report(root: str | Path, formats: Sequence[str] = ("html", "md"), data
     root = Path(root)
     data = data or build_report_data(root)
     file_formats = [f for f in formats if f != "text"]
+    umask = os.umask(0)
+    os.umask(umask)
+
+    def readable(path: Path) -> None:  # atomic writes create 0600 files; a report is for sharing
+        os.chmod(path, 0o666 & ~umask)
+
     written: list[Path] = []
     if file_formats:
         figures = all_figures(data)
@@ -36,6 +43,7 @@ def write_report(root: str | Path, formats: Sequence[str] = ("html", "md"), data
 
             path = root / "report.html"
             atomic_write_bytes(path, html.render(data, figures).encode())
+            readable(path)
             written.append(path)
         if "md" in file_formats:
             from parallel_vision.report import markdown
@@ -44,11 +52,14 @@ def write_report(root: str | Path, formats: Sequence[str] = ("html", "md"), data
             fig_dir.mkdir(exist_ok=True)
             for fig in figures:
                 atomic_write_bytes(fig_dir / f"{fig.name}.png", fig.png)
+                readable(fig_dir / f"{fig.name}.png")
             path = root / "report.md"
             atomic_write_bytes(path, markdown.render(data, figures).encode())
+            readable(path)
             written.append(path)
         summary = root / "report.json"
         atomic_write_bytes(summary, (json.dumps(report_summary(data), indent=2) + "\n").encode())
+        readable(summary)
         written.append(summary)
     if "text" in formats:
         from parallel_vision.report.text import print_text

@@ -98,11 +98,11 @@ def _list(items: Sequence[str]) -> str:
 
 def render(data: ReportData, figures: list[Figure]) -> str:
     figs = {f.name: f for f in figures}
-    preset = ((data.manifest or {}).get("spec") or {}).get("preset") or "custom"
+    preset = tables.presets_text(data)
     parts: list[str] = []
     parts.append(
         f"<header><h1>Parallel Vision — data-parallel training report</h1>"
-        f"<p class='sub'>{_e(data.root.resolve())} · bench preset <b>{_e(preset)}</b> · "
+        f"<p class='sub'>{_e(data.root.resolve())} · bench <b>{_e(preset)}</b> · "
         f"{len(data.groups)} configurations, {data.environment['runs']} runs · "
         f"{_e(data.environment['cpu_model'])}"
         f" · generated {_e(data.generated_at)}</p></header>"

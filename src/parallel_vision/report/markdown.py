@@ -40,10 +40,10 @@ def _list(items: Sequence[str]) -> str:
 
 def render(data: ReportData, figures: list[Figure]) -> str:
     figs = {f.name: f for f in figures}
-    preset = ((data.manifest or {}).get("spec") or {}).get("preset") or "custom"
+    preset = tables.presets_text(data)
     out: list[str] = []
     out.append("# Parallel Vision — data-parallel training report\n")
-    out.append(f"Bench preset **{preset}** · {len(data.groups)} configurations, "
+    out.append(f"Bench **{preset}** · {len(data.groups)} configurations, "
                f"{data.environment['runs']} runs · "
                f"{data.environment['cpu_model']} · generated {data.generated_at}\n")
     head = compare.headline(data)

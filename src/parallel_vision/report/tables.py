@@ -317,6 +317,15 @@ def environment_table(data: ReportData) -> Table:
     return Table(["", ""], rows, [], "ll")
 
 
+def presets_text(data: ReportData) -> str:
+    """The presets of every bench that wrote into this ROOT, oldest first ('paper + custom')."""
+    m = data.manifest or {}
+    benches = [b for b in (m.get("history") or []) if b.get("started_at") != m.get("started_at")] + [m]
+    names = [((b.get("spec") or {}).get("preset") or "custom") for b in benches if b]
+    unique = list(dict.fromkeys(names))
+    return " + ".join(unique) if unique else "—"
+
+
 def bench_spec_text(spec: dict[str, Any]) -> str:
     parts = [
         "frameworks " + ", ".join(spec.get("frameworks") or []),
