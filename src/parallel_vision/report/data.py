@@ -389,8 +389,17 @@ def build_report_data(root: str | Path) -> ReportData:
             warnings.append(f"{g.label}: a single epoch, so its steady epoch time includes the warm-up")
     manifest = _manifest(root)
     if manifest:
+        measured = {r["path"] for g in groups for r in g.runs if r.get("other_cores") is not None}
+        used = {r["path"] for g in groups for r in g.runs}
         for entry in manifest.get("runs", []):
-            if entry.get("other_engines"):  # benches before the whole-machine meter (bench_run.json)
+            folder = entry.get("folder")
+            if folder not in used or folder in measured:
+                continue  # not reported, or its own bench_run.json says how busy the machine was
+            others = entry.get("other_cores")
+            if others is not None and others >= BUSY_CORES:  # runs from before bench_run.json existed
+                warnings.append(f"{entry['name']}: other processes on this machine used {others:.2f} cores on "
+                                "average while it trained; its timing may be skewed")
+            elif entry.get("other_engines"):  # benches before the whole-machine meter
                 warnings.append(f"{entry['name']}: other engine processes ran on this machine during the run "
                                 f"(pids {entry['other_engines']}); its timing may be skewed")
         if manifest.get("status") != "complete":
