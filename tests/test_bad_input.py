@@ -117,6 +117,8 @@ CONFIG_CASES = [
     ("label-smoothing-on-tensorflow", {"framework": "tensorflow", "label_smoothing": 0.1},
      ["label_smoothing are implemented in the torch engine only"]),
     ("compile-on-tensorflow", {"framework": "tensorflow", "compile": True}, ["compile applies to the torch engine"]),
+    ("checkpoint-every-on-tensorflow", {"framework": "tensorflow", "checkpoint_every": 5},
+     ["checkpoint_every applies to the torch engine", "every epoch end"]),
     ("jit-compile-on-torch", {"jit_compile": True}, ["jit_compile applies to the TensorFlow engine"]),
     ("sync-batchnorm-without-ddp", {"sync_batchnorm": True}, ["sync_batchnorm only applies to strategy 'ddp'"]),
     ("checkpoint-every-negative", {"checkpoint_every": -1}, ["checkpoint_every must be >= 0"]),

@@ -241,5 +241,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("compile applies to the torch engine; use jit_compile for TensorFlow")
     if cfg.jit_compile and cfg.framework != "tensorflow":
         raise ConfigError("jit_compile applies to the TensorFlow engine; use compile for torch")
+    if cfg.checkpoint_every and cfg.framework != "torch":
+        raise ConfigError("checkpoint_every applies to the torch engine; TensorFlow backs up at every epoch end")
     if not isinstance(cfg.extra, dict):
         raise ConfigError("extra must be a mapping of labels")

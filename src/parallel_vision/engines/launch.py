@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from parallel_vision.config import RunConfig, usable_cores
-from parallel_vision.engines import checkpoint
+from parallel_vision.engines import checkpoint, tf_backup
 from parallel_vision.engines.signals import StopRequest
 from parallel_vision.errors import ConfigError, DataError, EngineError, PVisionError, RunInterrupted
 from parallel_vision.results.run_result import RunResult
@@ -130,9 +130,11 @@ def prepare_out_dir(cfg: RunConfig, overwrite: bool = False) -> Path:
                                   "choose another --out")
     # A checkpoint means an unfinished run: continue it only when asked (or when torchrun restarted
     # this very run); --overwrite starts again, so its old checkpoint can never be resumed by mistake.
-    if checkpoint.present(out) and not cfg.resume and not checkpoint.elastic_auto_resume(out):
+    unfinished = checkpoint.present(out) or tf_backup.present(out)
+    if unfinished and not cfg.resume and not checkpoint.elastic_auto_resume(out):
         if overwrite:
             checkpoint.remove(out)
+            tf_backup.remove(out)
         else:
             raise ConfigError(f"output directory {out} holds an unfinished run ({_checkpoint_where(out)}); "
                               "add --resume to continue it, or --overwrite to start again")
@@ -140,6 +142,9 @@ def prepare_out_dir(cfg: RunConfig, overwrite: bool = False) -> Path:
 
 
 def _checkpoint_where(out: Path) -> str:
+    if not checkpoint.present(out):
+        epoch = (tf_backup.info(out) or {}).get("epoch")
+        return f"backup after epoch {epoch}" if isinstance(epoch, int) else "a backup"
     info = checkpoint.info(out) or {}
     try:
         epoch, step = int(info["epoch"]), int(info["step"])

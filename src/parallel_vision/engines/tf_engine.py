@@ -51,6 +51,12 @@ Outputs (writer only): result.json, predictions.npy (every test image, in order,
 plain single-device copy of the trained weights, so every worker count gives the same layout),
 model.keras (that copy, uncompiled, loadable with plain `keras.models.load_model`, written
 atomically) and TensorBoard scalars under tb/ when `tensorboard` is on.
+
+Reliability (docs/reliability.md): a backup at every epoch end (`tf_backup`, Keras'
+BackupAndRestore contract, written atomically); `--resume` continues from the first unfinished
+epoch. SIGINT/SIGTERM stop `single` and `mirrored` after the current step with an `incomplete`
+result.json and exit 130/143; `multiworker` workers stop at once (a clean stop would need every
+worker to leave at the same step), the last epoch's backup is what survives.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ from typing import Any
 import numpy as np
 
 from parallel_vision.config import RunConfig
+from parallel_vision.engines import tf_backup
 from parallel_vision.engines.common import (
     EpochProgress,
     build_result,
@@ -81,6 +88,7 @@ from parallel_vision.engines.common import (
     steps_per_epoch,
 )
 from parallel_vision.engines.provenance import host_environment
+from parallel_vision.engines.signals import StopRequest
 from parallel_vision.engines.tf_cluster import ClusterTask, cluster_from_env
 from parallel_vision.errors import ConfigError, EngineError, RunInterrupted
 
@@ -152,6 +160,17 @@ def import_tensorflow() -> tuple[Any, Any]:
     if os.environ.get("PVISION_DEBUG"):
         keras.config.disable_traceback_filtering()
     return tf, keras
+
+
+def pin_to_own_cores(cfg: RunConfig, rank: int) -> None:
+    """`pin_threads`: keep this process (and the threads TensorFlow will start) on its own cores,
+    the same slice the torch engine takes for the same rank."""
+    if not hasattr(os, "sched_setaffinity"):  # pragma: no cover - non-Linux
+        return
+    threads = cfg.resolved_threads()
+    cores = sorted(os.sched_getaffinity(0))
+    mine = cores[(rank * threads) % len(cores):][:threads] or cores[:threads]
+    os.sched_setaffinity(0, mine)
 
 
 @dataclass
@@ -430,8 +449,12 @@ class EpochClock:
         evaluate: Callable[[], tuple[float, float, int]],
         progress: EpochProgress,
         summary_writer: Any,
+        stop: StopRequest | None = None,
+        on_record: Callable[[int], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.stop = stop
+        self.on_record = on_record  # called with the number of finished epochs (the backup)
         self.evaluate = evaluate
         self.steps = steps
         self.n_test = n_test
@@ -439,6 +462,7 @@ class EpochClock:
         self.progress = progress
         self.summary_writer = summary_writer
         self.records: list[dict[str, Any]] = []
+        self.stopped_in_epoch = False
         self._begin = self._train_end = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
@@ -450,10 +474,14 @@ class EpochClock:
         # Keras has already read this step's logs back to Python (a host sync) before calling us.
         self._train_end = time.perf_counter()
         self.progress.advance()
+        if self.stop is not None and self.stop.requested:
+            self.stopped_in_epoch = True
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         logs = dict(logs or {})
         number = epoch + 1
+        if self.stopped_in_epoch:
+            return  # a signal cut this epoch short: nothing to record, the last backup stands
         if not self._train_end:
             raise EngineError(f"epoch {number} ended without a training step")
         test_loss, test_accuracy, seen_test = self.evaluate()
@@ -493,6 +521,8 @@ class EpochClock:
                     if record[key] is not None:
                         tf.summary.scalar(key, record[key], step=number)
             self.summary_writer.flush()
+        if self.on_record is not None:
+            self.on_record(number)
 
 
 def make_callback(keras: Any, clock: EpochClock) -> Any:
@@ -502,6 +532,8 @@ def make_callback(keras: Any, clock: EpochClock) -> Any:
 
         def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
             clock.on_train_batch_end(batch, logs)
+            if clock.stopped_in_epoch:
+                self.model.stop_training = True  # fit leaves after this step
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             clock.on_epoch_end(epoch, logs)
@@ -551,17 +583,11 @@ def environment(tf: Any, keras: Any, cfg: RunConfig, placement: Placement) -> di
 
 
 # --------------------------------------------------------------------------- the run
-def _check_supported(cfg: RunConfig) -> None:
-    if cfg.resume:
-        raise ConfigError("resume is not supported by the TensorFlow engine")
-    if cfg.checkpoint_every:
-        raise ConfigError("checkpoint_every is not supported by the TensorFlow engine")
-
-
 def train_and_evaluate(cfg: RunConfig) -> None:
     """Run `cfg` in this process (one worker of it for `multiworker`); the writer saves the outputs."""
-    _check_supported(cfg)
     cluster = cluster_from_env(cfg.workers) if cfg.strategy == "multiworker" else None
+    if cfg.pin_threads:
+        pin_to_own_cores(cfg, cluster.rank if cluster else 0)
     tf, keras = import_tensorflow()
     placement = place(tf, cfg, cluster)
     if cfg.deterministic:
@@ -613,27 +639,58 @@ def train_and_evaluate(cfg: RunConfig) -> None:
             patch_for_multiworker(tf, model, input_shape)
     timing["model_build_s"] = time.perf_counter() - t
 
+    # ---- resume from the last epoch-end backup (every worker reads it: they must start alike)
+    reliability: dict[str, Any] = {"backups_written": 0, "backup_time_s": 0.0, "resumed_from": []}
+    resumed = None
+    if cfg.resume:
+        resumed = tf_backup.read(out, cfg.identity(), placement.world_size)
+        if resumed is None and writer:
+            print(f"pvision: no backup in {out}; starting from the beginning", file=sys.stderr, flush=True)
+    if cluster is not None:
+        agree_on_start(tf, placement.strategy, resumed.epoch if resumed else 0)
+    if resumed is not None:
+        with placement.strategy.scope():
+            model.optimizer.build(model.trainable_variables)  # so its slots load too
+            model.load_weights(str(resumed.weights))
+        reliability.update({k: resumed.reliability[k] for k in ("backups_written", "backup_time_s")
+                            if k in resumed.reliability})
+        reliability["resumed_from"] = list(resumed.reliability.get("resumed_from", [])) + [{"epoch": resumed.epoch}]
+        if writer:
+            print(f"pvision: resuming after epoch {resumed.epoch} of {cfg.epochs} "
+                  f"({tf_backup.backup_dir(out) / tf_backup.STATE_FILE})", file=sys.stderr, flush=True)
+    start_epoch = resumed.epoch if resumed else 0
+
     summary_writer = None
     if writer and cfg.tensorboard:
         summary_writer = tf.summary.create_file_writer(str(out / TB_DIR))
 
-    # ---- train (+ per-epoch evaluation inside fit)
+    # ---- train (+ per-epoch evaluation inside fit); a clean stop on a signal except under multiworker
+    stop = StopRequest().install() if cluster is None else None
     with EpochProgress(cfg.epochs, enabled=writer) as progress:
         evaluate = make_evaluator(tf, keras, placement.strategy, model, test_ds)
+
+        def back_up(finished: int) -> None:
+            t0 = time.perf_counter()
+            reliability["backups_written"] += 1  # this one included in the state it writes
+            tf_backup.write(model, out, epoch=finished, identity=cfg.identity(), world_size=placement.world_size,
+                            records=clock.records, timing=timing, reliability=reliability, writer=writer)
+            reliability["backup_time_s"] += time.perf_counter() - t0
+
         clock = EpochClock(cfg, steps=steps, n_test=len(x_test), data_times=data_times, evaluate=evaluate,
-                           progress=progress, summary_writer=summary_writer)
+                           progress=progress, summary_writer=summary_writer, stop=stop, on_record=back_up)
+        clock.records = list(resumed.records) if resumed else []
         try:
-            model.fit(train_ds, epochs=cfg.epochs, verbose=0, shuffle=False,
-                      callbacks=[make_callback(keras, clock)])
-        except KeyboardInterrupt:
-            if writer and clock.records:
-                _save_incomplete(cfg, tf, keras, placement, clock.records, timing, class_names,
-                                 len(x_train), out)
-            raise RunInterrupted(
-                f"interrupted after {len(clock.records)} finished epoch(s); their records were kept"
-                if writer and clock.records else "interrupted before the first epoch finished",
-                exit_code=130,
-            ) from None
+            if start_epoch < cfg.epochs:
+                model.fit(train_ds, epochs=cfg.epochs, initial_epoch=start_epoch, verbose=0, shuffle=False,
+                          callbacks=[make_callback(keras, clock)])
+        except KeyboardInterrupt:  # multiworker (no handler), or a second Ctrl-C
+            _stop(cfg, tf, keras, placement, clock.records, timing, class_names, len(x_train), out, writer, 130)
+        finally:
+            if stop is not None:
+                stop.restore()
+        if stop is not None and stop.requested:
+            _stop(cfg, tf, keras, placement, clock.records, timing, class_names, len(x_train), out, writer,
+                  stop.exit_code, stop.name)
     if summary_writer is not None:
         summary_writer.close()
     records = clock.records
@@ -668,8 +725,51 @@ def train_and_evaluate(cfg: RunConfig) -> None:
         world_size=placement.world_size,
         n_train=len(x_train),
         artifacts=artifacts,
+        extra={"reliability": reliability},
     )
     save_result(result, out)
+    tf_backup.remove(out)  # the run is complete: nothing is left to resume
+
+
+def agree_on_start(tf: Any, strategy: Any, epoch: int) -> None:
+    """Every multiworker worker must resume from the same epoch, or the collectives would hang.
+
+    With n replicas, all values are equal iff n·Σe² = (Σe)²; every worker sees the same sums.
+    """
+    @tf.function
+    def sums() -> Any:
+        def local() -> Any:
+            e = tf.constant(float(epoch), tf.float64)
+            return tf.stack([e, e * e, tf.constant(1.0, tf.float64)])
+        per_replica = strategy.run(local)
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    total, squares, n = (float(v) for v in sums().numpy())
+    if abs(n * squares - total * total) > 0.5:
+        raise ConfigError(f"workers disagree on where to resume (this one: after epoch {epoch}); every worker must "
+                          "see the same --out, on storage they share")
+
+
+def _stop(
+    cfg: RunConfig,
+    tf: Any,
+    keras: Any,
+    placement: Placement,
+    records: list[dict[str, Any]],
+    timing: dict[str, float | None],
+    class_names: list[str],
+    n_train: int,
+    out: Path,
+    writer: bool,
+    exit_code: int,
+    signal_name: str = "SIGINT",
+) -> None:
+    """Keep what finished (an `incomplete` result; the backup is already on disk) and exit 128+signal."""
+    if writer and records:
+        _save_incomplete(cfg, tf, keras, placement, records, timing, class_names, n_train, out)
+    kept = (f"{len(records)} finished epoch(s) kept; continue with --resume" if writer and records
+            else "no epoch had finished")
+    raise RunInterrupted(f"stopped by {signal_name}: {kept}", exit_code=exit_code) from None
 
 
 def _save_incomplete(
@@ -696,7 +796,7 @@ def _save_incomplete(
         class_names=class_names,
         world_size=placement.world_size,
         n_train=n_train,
-        artifacts={"tensorboard": TB_DIR} if cfg.tensorboard else {},
+        artifacts=dict({"backup": tf_backup.BACKUP_DIR}, **({"tensorboard": TB_DIR} if cfg.tensorboard else {})),
         status="incomplete",
     )
     save_result(result, out)

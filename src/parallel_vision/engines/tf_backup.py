@@ -1,0 +1,170 @@
+"""Epoch-end backups of a TensorFlow run, and resuming from them (`--resume`).
+
+Keras ships `keras.callbacks.BackupAndRestore`, and this keeps its contract: the
+weights (with the optimiser's slots) are saved at every epoch end, and a resumed
+`fit` starts at the first unfinished epoch, which is run again from its start.
+We do not use the callback itself because in Keras 3 it (a) overwrites its one
+weights file in place, so a kill during the write loses the run; (b) has every
+`MultiWorkerMirroredStrategy` worker write the same files; (c) cannot tell a
+backup written by a different configuration from its own; and (d) keeps nothing
+of the finished epochs' measurements, which a resumed `result.json` needs.
+
+Layout, under `OUT/tf_backup/`: `epoch-NNNN.weights.h5` (Keras `save_weights`,
+written to a temp name and renamed) and `state.json` (written atomically after
+the weights it names): configuration identity, finished epochs, their records and
+the timing so far. A crash at any moment leaves `state.json` naming a complete
+weights file; older weights are removed only after the new state is in place.
+
+Not bit-exact (unlike the PyTorch engine's resume): tf.data's reshuffle and the
+dropout seed generator restart from the run's seed, so the resumed epochs see a
+different (equally random) data order than an uninterrupted run would.
+
+TensorFlow is never imported here; the engine passes the model in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from parallel_vision.errors import ConfigError, EngineError
+from parallel_vision.results.schema import atomic_write_bytes
+
+BACKUP_DIR = "tf_backup"
+STATE_FILE = "state.json"
+KIND = "parallel_vision.tensorflow.backup"
+FORMAT = 1
+
+
+@dataclass
+class Backup:
+    """What a resumed run takes over from the backup."""
+
+    epoch: int  # epochs finished (the resumed fit starts at this 0-based epoch)
+    weights: Path
+    records: list[dict[str, Any]]
+    timing: dict[str, Any]
+    reliability: dict[str, Any] = field(default_factory=dict)
+
+
+def backup_dir(out: str | os.PathLike[str]) -> Path:
+    return Path(out) / BACKUP_DIR
+
+
+def present(out: str | os.PathLike[str]) -> bool:
+    return (backup_dir(out) / STATE_FILE).exists()
+
+
+def info(out: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The backup's state (None when absent or unreadable); for the launcher's messages."""
+    try:
+        data = json.loads((backup_dir(out) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def remove(out: str | os.PathLike[str]) -> None:
+    shutil.rmtree(backup_dir(out), ignore_errors=True)
+
+
+def read(out: str | os.PathLike[str], identity: dict[str, Any], world_size: int) -> Backup | None:
+    """The backup in OUT if there is one; a backup of another configuration is a one-line ConfigError."""
+    from parallel_vision.engines.checkpoint import differing_fields
+
+    path = backup_dir(out) / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict) or state.get("kind") != KIND:
+            raise ValueError("not a parallel_vision TensorFlow backup")
+        if state.get("format") != FORMAT:
+            raise ValueError(f"format {state.get('format')!r}, this version reads {FORMAT}")
+        epoch = int(state["epoch"])
+        weights = backup_dir(out) / str(state["weights"])
+        records = list(state["records"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EngineError(f"{path} is not a readable backup ({str(exc)[:160]}); delete it or use --overwrite") from None
+    old = state.get("config_identity")
+    if old != identity:
+        fields = differing_fields(old if isinstance(old, dict) else {}, identity)
+        shown = ", ".join(fields[:4]) + (f" and {len(fields) - 4} more" if len(fields) > 4 else "")
+        raise ConfigError(f"{path} was written by a different configuration ({shown}); "
+                          "use another --out, or --overwrite to start again")
+    if int(state.get("world_size", world_size)) != world_size:
+        raise ConfigError(f"{path} was written by {state.get('world_size')} replicas, this run has {world_size}")
+    if not weights.exists():
+        raise EngineError(f"{path} names {weights.name}, which is missing; delete the backup or use --overwrite")
+    return Backup(epoch=epoch, weights=weights, records=records, timing=dict(state.get("timing") or {}),
+                  reliability=dict(state.get("reliability") or {}))
+
+
+@contextmanager
+def _scratch_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="pvision-tf-backup-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def write(
+    model: Any,
+    out: str | os.PathLike[str],
+    *,
+    epoch: int,
+    identity: dict[str, Any],
+    world_size: int,
+    records: list[dict[str, Any]],
+    timing: dict[str, Any],
+    reliability: dict[str, Any],
+    writer: bool,
+) -> None:
+    """Back up the state after `epoch` finished epochs.
+
+    Every worker calls this: under MultiWorkerMirroredStrategy reading the
+    variables may take part in a collective. Only the writer's copy is kept;
+    the others save into a scratch folder that is deleted (TensorFlow's own
+    convention for non-chief workers).
+    """
+    name = f"epoch-{epoch:04d}.weights.h5"
+    if not writer:
+        with _scratch_dir() as scratch:
+            model.save_weights(str(scratch / name))
+        return
+    folder = backup_dir(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".partial-{os.getpid()}-{name}"  # Keras wants the .weights.h5 suffix
+    try:
+        model.save_weights(str(tmp))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, folder / name)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    state = {
+        "kind": KIND,
+        "format": FORMAT,
+        "config_identity": identity,
+        "world_size": world_size,
+        "epoch": epoch,
+        "weights": name,
+        "records": records,
+        "timing": timing,
+        "reliability": reliability,
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_bytes(folder / STATE_FILE, (json.dumps(state, indent=2) + "\n").encode())
+    for stale in folder.glob("*.weights.h5"):  # older epochs, and temp files of a crashed write
+        if stale.name != name:
+            stale.unlink(missing_ok=True)
