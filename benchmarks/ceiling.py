@@ -132,7 +132,7 @@ def _profile_worker(cfg_json: str, steps: int) -> None:
     trainer = Trainer(cfg, Dist())
     per = cfg.batch_size
     order = torch.randperm(trainer.train.n)
-    batches = [(trainer.train.images[order[i * per:(i + 1) * per]], trainer.train.labels[order[i * per:(i + 1) * per]])
+    batches = [trainer.train.batch(order[i * per:(i + 1) * per])
                for i in range(steps + 2)]
     trainer.model.train()
     for x, y in batches[:2]:

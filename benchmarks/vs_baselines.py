@@ -2,7 +2,7 @@
 
 Contestants, run alternately (round r in order a..e, round r+1 in reverse), each in a fresh process:
   (a) ours_torch   our PyTorch engine through `launch.run` (as `pvision train`): engine defaults
-                   (channels_last, allocator settings, resident normalised tensors);
+                   (channels_last, allocator settings, resident uint8 tensors normalised per batch);
   (b) paper_loop   the paper-style loop: per-sample PIL image -> ToTensor -> Normalize in a
                    DataLoader(batch 2048, shuffle, num_workers=0 as the paper's code), Adam,
                    plain model(x), loss.item() every step          (benchmarks/baselines/paper_loop.py);

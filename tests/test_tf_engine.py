@@ -170,7 +170,7 @@ def test_mirrored_over_two_logical_cpus(data_dir: Path, tmp_path: Path) -> None:
     # 500 test images at eval batch 2000 split 500/0 over the two replicas: the empty part
     # must neither crash nor count, and every image is still evaluated exactly once.
     out = tmp_path / "mirrored"
-    run(_cfg(data_dir, out, strategy="mirrored", workers=2, device="cpu"), progress=False)
+    run(_cfg(data_dir, out, strategy="mirrored", workers=2, device="cpu", eval_batch_size=2000), progress=False)
     data = _check_full_schema(out, n_test=500, n_train_images=7 * 256)
     env = data["environment"]
     assert env["devices"] == ["/cpu:0", "/cpu:1"] and env["num_replicas_in_sync"] == 2

@@ -75,7 +75,9 @@ class RunConfig:
     """Keep glibc from returning freed memory to the OS between steps (torch CPU workers)."""
     jit_compile: bool = False
     sync_batchnorm: bool = False
-    eval_batch_size: int = 2000
+    eval_batch_size: int = 500
+    """Test images per forward pass when evaluating (no effect on results). 500 keeps the no-grad
+    activations small: at 2000 a CPU worker's peak memory was ~0.6 GiB higher, at no gain in speed."""
     deterministic: bool = False
     checkpoint_every: int = 0
     """Also checkpoint every N optimiser steps (0: only at epoch ends)."""
