@@ -42,6 +42,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     "pin_threads": {"pin_threads": True},
     "compile": {"compile": True},
     "bf16": {"precision": "bf16"},
+    # The same 2 threads and global batch as two DDP processes of 1 thread (gloo): no intra-op threading.
+    "ddp_2x1": {"strategy": "ddp", "workers": 2, "threads_per_worker": 1},
 }
 
 
@@ -267,6 +269,9 @@ def levers_run(args: argparse.Namespace, record: dict[str, Any]) -> None:
             "ratio_to_default": C.paired_ratios(rates, default_rates),
             "compile_s": C.spread(r["compile_s"] for r in runs[name] if r["compile_s"] is not None),
             "test_accuracy": C.spread(r["test_accuracy"] for r in runs[name]),
+            "ratio_to_gemm": C.spread(
+                r * C.TRAIN_FLOP_PER_IMAGE / 1e9 / g["best"]
+                for r, g in zip(rates, gemm[args.threads], strict=False) if r),
         }
     record.update({"base_config": base, "runs": runs, "gemm_runs": {str(k): v for k, v in gemm.items()},
                    "summary": summary,
@@ -298,6 +303,9 @@ def levers_run(args: argparse.Namespace, record: dict[str, Any]) -> None:
           f"on {args.threads} threads")
     print(C.goal_line("ratio to GEMM (per round)", summary["ratio_to_gemm"]["median"], 0.65)
           + f"  [rounds: {', '.join(f'{v:.3f}' for v in ratio_per_round)}]")
+    for name, lv in summary["levers"].items():
+        if lv["ratio_to_gemm"]["median"] is not None:
+            print(f"  {name}: ratio to GEMM {C.fmt_spread(lv['ratio_to_gemm'], 3)}")
     lo, hi = record["load1_range"]
     print(f"load1 before runs: {lo:.2f}..{hi:.2f}; written {path.relative_to(C.ROOT)}")
 

@@ -6,10 +6,10 @@ Two views of the same runs:
     --poll-s seconds) and keeps each one's VmHWM (the kernel's peak RSS) and its largest VmRSS.
     For ddp this also shows the engine process that spawns the workers (it holds no data).
 Variants (alternating over --repeats rounds): torch single (2 threads), torch ddp (2 workers x 1
-thread), torch single with malloc_tuning off (does keeping freed memory raise the peak?), and
-with --with-tf the TensorFlow engine single.
+thread), both again with malloc_tuning off (how much does keeping freed memory raise the peak?),
+and with --with-tf the TensorFlow engine single.
 
-Usage:  python benchmarks/memory.py [--epochs 1] [--repeats 1] [--with-tf]
+Usage:  python benchmarks/memory.py [--epochs 1] [--repeats 1] [--with-tf] [--only ddp]
 Writes benchmarks/results/memory-<date>.json; prints a table last.
 """
 
@@ -107,6 +107,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--limit-train", type=int, default=None, help="default: the full training set")
     p.add_argument("--with-tf", action="store_true", help="also the TensorFlow engine (single)")
+    p.add_argument("--only", nargs="+", metavar="SUBSTRING",
+                   help="run only the variants whose name contains one of these, e.g. --only ddp")
     p.add_argument("--poll-s", type=float, default=0.2)
     p.add_argument("--no-wait", action="store_true")
     p.add_argument("--keep", action="store_true")
@@ -119,10 +121,14 @@ def main() -> None:
         "torch ddp (2 x 1 thread)": dict(common, framework="torch", strategy="ddp", workers=2, threads_per_worker=1),
         "torch single, malloc_tuning off": dict(common, framework="torch", strategy="single", threads_per_worker=2,
                                                 malloc_tuning=False),
+        "torch ddp, malloc_tuning off": dict(common, framework="torch", strategy="ddp", workers=2,
+                                             threads_per_worker=1, malloc_tuning=False),
     }
     if args.with_tf:
         variants["tensorflow single (2 threads)"] = dict(common, framework="tensorflow", strategy="single",
                                                          threads_per_worker=2)
+    if args.only:
+        variants = {n: v for n, v in variants.items() if any(part in n for part in args.only)}
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in variants}
     names = list(variants)
     first = True
