@@ -764,39 +764,25 @@ def _stop(
     exit_code: int,
     signal_name: str = "SIGINT",
 ) -> None:
-    """Keep what finished (an `incomplete` result; the backup is already on disk) and exit 128+signal."""
+    """Keep the finished epochs as an `incomplete` result.json (no model, no predictions; the backup
+    of the last one is already on disk) and leave with exit code 128 + signal."""
     if writer and records:
-        _save_incomplete(cfg, tf, keras, placement, records, timing, class_names, n_train, out)
+        timing = dict(timing, eval_total_s=sum(r["eval_time_s"] for r in records))
+        empty = np.zeros(0, dtype=np.int64)
+        result = build_result(
+            cfg,
+            environment=environment(tf, keras, cfg, placement),
+            epochs=records,
+            timing=timing,
+            y_true=empty,
+            y_pred=empty,
+            class_names=class_names,
+            world_size=placement.world_size,
+            n_train=n_train,
+            artifacts=dict({"backup": tf_backup.BACKUP_DIR}, **({"tensorboard": TB_DIR} if cfg.tensorboard else {})),
+            status="incomplete",
+        )
+        save_result(result, out)
     kept = (f"{len(records)} finished epoch(s) kept; continue with --resume" if writer and records
             else "no epoch had finished")
     raise RunInterrupted(f"stopped by {signal_name}: {kept}", exit_code=exit_code) from None
-
-
-def _save_incomplete(
-    cfg: RunConfig,
-    tf: Any,
-    keras: Any,
-    placement: Placement,
-    records: list[dict[str, Any]],
-    timing: dict[str, float | None],
-    class_names: list[str],
-    n_train: int,
-    out: Path,
-) -> None:
-    """On Ctrl-C: keep the finished epochs as an `incomplete` result (no model, no predictions)."""
-    timing = dict(timing, eval_total_s=sum(r["eval_time_s"] for r in records))
-    empty = np.zeros(0, dtype=np.int64)
-    result = build_result(
-        cfg,
-        environment=environment(tf, keras, cfg, placement),
-        epochs=records,
-        timing=timing,
-        y_true=empty,
-        y_pred=empty,
-        class_names=class_names,
-        world_size=placement.world_size,
-        n_train=n_train,
-        artifacts=dict({"backup": tf_backup.BACKUP_DIR}, **({"tensorboard": TB_DIR} if cfg.tensorboard else {})),
-        status="incomplete",
-    )
-    save_result(result, out)
