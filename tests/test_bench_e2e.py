@@ -57,9 +57,11 @@ def _manifest(root: Path) -> dict[str, Any]:
         return {}
 
 
-def _run_ids(root: Path) -> dict[str, str]:
-    files = sorted(root.glob("runs/*/result.json"))
-    return {p.parent.name: json.loads(p.read_text())["run_id"] for p in files}
+def _run_ids(root: Path, complete_only: bool = False) -> dict[str, str]:
+    """run_id of each run folder's result.json; `complete_only` leaves out the partial result a stopped run
+    leaves behind (the resumed run rightly replaces it)."""
+    results = {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("runs/*/result.json"))}
+    return {name: r["run_id"] for name, r in results.items() if not complete_only or r["status"] == "complete"}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     proc.send_signal(signal.SIGINT)
     out1, err1 = proc.communicate(timeout=180)
     interrupted = SimpleNamespace(rc=proc.returncode, out=out1, err=err1, manifest=_manifest(root),
-                                  run_ids=_run_ids(root))
+                                  run_ids=_run_ids(root, complete_only=True))
     codes = [_manifest(root)["code_version"]]
     # 2. The same command resumes and finishes, writing the report.
     t0 = time.monotonic()
