@@ -688,7 +688,7 @@ def train_and_evaluate(cfg: RunConfig) -> None:
         finally:
             if stop is not None:
                 stop.restore()
-        if stop is not None and stop.requested:
+        if stop is not None and stop.requested and len(clock.records) < cfg.epochs:  # else: the run is done
             _stop(cfg, tf, keras, placement, clock.records, timing, class_names, len(x_train), out, writer,
                   stop.exit_code, stop.name)
     if summary_writer is not None:
