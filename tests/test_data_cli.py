@@ -60,7 +60,7 @@ def test_verify_corrupt_directory_fails_in_one_line(data_dir: Path, tmp_path: Pa
 def test_errors_are_one_line(tmp_path: Path, args: list[str], words: list[str]) -> None:
     result = pvision(*(a.format(tmp=tmp_path) for a in args), cache=tmp_path / "cache")
     assert_one_line_error(result, *words)
-    assert not list(tmp_path.rglob("*.part"))
+    assert not list(tmp_path.rglob(".*.tmp")), "a temp file of the failed download is left behind"
 
 
 def test_info_prints_shapes_counts_and_stats(data_dir: Path, tmp_path: Path) -> None:

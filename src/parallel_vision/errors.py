@@ -30,6 +30,20 @@ class EngineError(PVisionError):
     """A training engine process failed; the message carries its last error line."""
 
 
+class DiskFullError(PVisionError):
+    """A write ran out of disk space (or quota); the message names the file, its size and what is kept.
+
+    Raised by `parallel_vision.atomic` (and the SQLite store, TensorBoard logs) instead of a bare
+    `OSError: [Errno 28]`; a failed atomic write leaves no partial file and the previous file intact.
+    """
+
+    def __init__(self, message: str, path: str | None = None, size: int | None = None, quota: bool = False) -> None:
+        super().__init__(message)
+        self.path = path
+        self.size = size
+        self.quota = quota  # EDQUOT (the user's quota), not ENOSPC (the filesystem)
+
+
 class RunInterrupted(PVisionError):
     """A run was stopped by a signal after saving what it had."""
 

@@ -129,7 +129,7 @@ def export(
     all_runs: bool = typer.Option(False, "--all", help="Include incomplete runs."),
 ) -> None:
     """Write every stored run as one CSV row."""
-    from parallel_vision.results.schema import atomic_write_bytes
+    from parallel_vision.atomic import atomic_write_bytes
 
     with _open(root) as store:
         rows = store.runs(status=None if all_runs else "complete")

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from parallel_vision.atomic import atomic_write
 from parallel_vision.data import idx
-from parallel_vision.data.atomic import atomic_write
 from parallel_vision.data.catalog import FileSpec
 from parallel_vision.data.paths import CACHE_DIR_ENV
 from parallel_vision.data.verify import check_digest
-from parallel_vision.errors import DataError
+from parallel_vision.errors import DataError, DiskFullError
 
 #: Bump when the decoded representation changes, to orphan old entries.
 CACHE_VERSION = 1
@@ -84,11 +84,12 @@ def _load(entry: Path) -> np.ndarray | None:
 def _store(entry: Path, array: np.ndarray) -> None:
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(entry) as f:
+        with atomic_write(entry, size=array.nbytes + 128) as f:
             np.save(f, array, allow_pickle=False)
-    except OSError as exc:
+    except (OSError, DiskFullError) as exc:  # a cache that cannot be written costs speed, not the run
+        reason = str(exc).split(";")[0] if isinstance(exc, DiskFullError) else (exc.strerror or exc)
         warnings.warn(
-            f"array cache {entry.parent} is not writable ({exc.strerror or exc}); every load will"
+            f"array cache {entry.parent} is not writable ({reason}); every load will"
             f" re-verify and decode (set {CACHE_DIR_ENV} to a writable directory)",
             RuntimeWarning,
             stacklevel=3,

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from parallel_vision.atomic import atomic_write_bytes
 from parallel_vision.eda.base import AnalysisResult, Table, jsonable
 
 #: (key, heading) of the 14 sections, in page order.
@@ -247,7 +248,7 @@ def run_eda(opts: EdaOptions, progress: bool = True) -> EdaReport:
                 fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", facecolor="white")
                 data = buf.getvalue()
                 path = out / f"{i + 1:02d}_{name}.png"
-                path.write_bytes(data)
+                atomic_write_bytes(path, data)  # a full disk: one line naming the file
                 figures.append(path)
                 images[key].append((path.name, base64.b64encode(data).decode("ascii")))
                 fig.clear()
@@ -283,9 +284,9 @@ def run_eda(opts: EdaOptions, progress: bool = True) -> EdaReport:
             },
         }
         json_path = out / "eda.json"
-        json_path.write_text(json.dumps(jsonable(doc), indent=1, allow_nan=False) + "\n")
+        atomic_write_bytes(json_path, (json.dumps(jsonable(doc), indent=1, allow_nan=False) + "\n").encode())
         html_path = out / "eda.html"
-        html_path.write_text(render_html(doc, results, images, tables_of(results)))
+        atomic_write_bytes(html_path, render_html(doc, results, images, tables_of(results)).encode())
         bar.advance("done")
     timings["total"] = time.perf_counter() - t_start
     return EdaReport(out, html_path, json_path, figures, results, timings, samples)

@@ -22,8 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from parallel_vision.errors import ConfigError, EngineError
-from parallel_vision.results.schema import atomic_write_bytes
+from parallel_vision.atomic import atomic_write_bytes, disk_full
+from parallel_vision.errors import ConfigError, DiskFullError, EngineError
 
 CHECKPOINT_FILE = "checkpoint.pt"
 INFO_FILE = "checkpoint.json"
@@ -114,6 +114,19 @@ def remove_stale_temp_files(out: str | os.PathLike[str]) -> None:
                 pass
 
 
+def kept_note(out: str | os.PathLike[str]) -> str:
+    """What survives a failed write in OUT, for a one-line error: the last checkpoint, if any."""
+    summary = info(out) if present(out) else None
+    if summary is None:
+        return "no checkpoint had been written yet"
+    try:
+        epoch, step = int(summary["epoch"]), int(summary["step"])
+    except (KeyError, TypeError, ValueError):
+        return "the last good checkpoint is kept; continue with --resume once space is freed"
+    where = f"after epoch {epoch}" if step == 0 else f"epoch {epoch + 1} step {step}"
+    return f"the last good checkpoint ({where}) is kept; continue with --resume once space is freed"
+
+
 def remove(out: str | os.PathLike[str]) -> None:
     for name in (CHECKPOINT_FILE, INFO_FILE):
         try:
@@ -137,10 +150,29 @@ def save(out: str | os.PathLike[str], state: dict[str, Any]) -> None:
         "code_version": state.get("code_version"),
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    payload, summary_bytes = buffer.getvalue(), (json.dumps(summary, indent=2) + "\n").encode()
+    out = Path(out)
+    kept = kept_note(out)
+    try:
+        previous_summary: bytes | None = (out / INFO_FILE).read_bytes()
+    except OSError:
+        previous_summary = None
     # The summary first: it names this torchrun run before a checkpoint of it can exist (see
     # elastic_auto_resume); for a moment it may be one checkpoint ahead of the .pt file, never behind.
-    atomic_write_bytes(Path(out) / INFO_FILE, (json.dumps(summary, indent=2) + "\n").encode())
-    atomic_write_bytes(Path(out) / CHECKPOINT_FILE, buffer.getvalue())
+    try:
+        atomic_write_bytes(out / INFO_FILE, summary_bytes)
+        atomic_write_bytes(out / CHECKPOINT_FILE, payload)
+    except DiskFullError as exc:
+        # The previous checkpoint is intact; put its summary back (best effort: it is a few hundred
+        # bytes) and name the checkpoint, with what it needs, whichever of the two files failed.
+        try:
+            if previous_summary is not None:
+                atomic_write_bytes(out / INFO_FILE, previous_summary)
+            elif not present(out):
+                (out / INFO_FILE).unlink(missing_ok=True)
+        except (OSError, DiskFullError):
+            pass
+        raise disk_full(out / CHECKPOINT_FILE, len(payload) + len(summary_bytes), kept, exc) from None
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -156,20 +156,42 @@ def build_result(
     return result
 
 
-def save_result(result: dict[str, Any], out_dir: str | Path) -> Path:
-    return write_result(result, out_dir)
+def save_result(result: dict[str, Any], out_dir: str | Path, *, kept: str | None = None) -> Path:
+    return write_result(result, out_dir, kept=kept)
 
 
-def save_predictions(y_pred: np.ndarray, out_dir: str | Path) -> str:
+def save_predictions(y_pred: np.ndarray, out_dir: str | Path, *, kept: str | None = None) -> str:
     """Predicted labels of the evaluated test images in test-set order, written atomically."""
     import io
 
-    from parallel_vision.results.schema import atomic_write_bytes
+    from parallel_vision.atomic import atomic_write_bytes
 
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(y_pred, dtype=np.int64))
-    atomic_write_bytes(Path(out_dir) / "predictions.npy", buffer.getvalue())
+    atomic_write_bytes(Path(out_dir) / "predictions.npy", buffer.getvalue(), kept=kept)
     return "predictions.npy"
+
+
+#: About what one scalar takes in a TensorBoard event file (for the size in a disk-full message).
+TB_EVENT_BYTES = 64
+
+
+def tensorboard_disk_full(exc: BaseException, tb_dir: Path, scalars: int, kept: str) -> Exception:
+    """The one-line DiskFullError for a TensorBoard write that ran out of space (naming the newest
+    event file), or `exc` itself when it is some other failure.
+
+    TensorBoard logs fail like every other output: one line, exit code 2, the last checkpoint
+    (torch) or epoch-end backup (TensorFlow) kept; the run is not continued without its logs.
+    """
+    from parallel_vision.atomic import disk_full, is_disk_full
+
+    if not is_disk_full(exc):
+        return exc
+    try:
+        events = sorted(Path(tb_dir).glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime_ns)
+    except OSError:
+        events = []
+    return disk_full(events[-1] if events else tb_dir, scalars * TB_EVENT_BYTES, kept, exc)
 
 
 def progress_enabled() -> bool:

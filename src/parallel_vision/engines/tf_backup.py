@@ -9,11 +9,12 @@ weights file in place, so a kill during the write loses the run; (b) has every
 backup written by a different configuration from its own; and (d) keeps nothing
 of the finished epochs' measurements, which a resumed `result.json` needs.
 
-Layout, under `OUT/tf_backup/`: `epoch-NNNN.weights.h5` (Keras `save_weights`,
-written to a temp name and renamed) and `state.json` (written atomically after
-the weights it names): configuration identity, finished epochs, their records and
-the timing so far. A crash at any moment leaves `state.json` naming a complete
-weights file; older weights are removed only after the new state is in place.
+Layout, under `OUT/tf_backup/`: `epoch-NNNN.weights.h5` (Keras `save_weights`
+into memory, then written atomically like every file: temp name, fsync, rename)
+and `state.json` (written atomically after the weights it names): configuration
+identity, finished epochs, their records and the timing so far. A crash at any
+moment leaves `state.json` naming a complete weights file; older weights are
+removed only after the new state is in place.
 
 Not bit-exact (unlike the PyTorch engine's resume): tf.data's reshuffle and the
 dropout seed generator restart from the run's seed, so the resumed epochs see a
@@ -24,6 +25,7 @@ TensorFlow is never imported here; the engine passes the model in.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -35,8 +37,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from parallel_vision.errors import ConfigError, EngineError
-from parallel_vision.results.schema import atomic_write_bytes
+from parallel_vision.atomic import atomic_write_bytes
+from parallel_vision.errors import ConfigError, DiskFullError, EngineError
 
 BACKUP_DIR = "tf_backup"
 STATE_FILE = "state.json"
@@ -70,6 +72,44 @@ def info(out: str | os.PathLike[str]) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def kept_note(out: str | os.PathLike[str]) -> str:
+    """What survives a failed write in OUT, for a one-line error: the last epoch-end backup, if any."""
+    state = info(out)
+    if state is None or not isinstance(state.get("epoch"), int):
+        return "no epoch-end backup had been written yet"
+    return (f"the last epoch-end backup (after epoch {state['epoch']}) is kept in {backup_dir(out)}; "
+            "continue with --resume once space is freed")
+
+
+class _NamedBuffer(io.BytesIO):
+    """An in-memory file that Keras' savers accept: they check the name's suffix (`str(path)`) and
+    write a BytesIO like a file."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self._name = name
+
+    def __str__(self) -> str:
+        return self._name
+
+
+def keras_bytes(save: Any, name: str) -> bytes:
+    """What `save(path)` (a Keras `model.save` / `save_weights`) would write to a file called `name`.
+
+    Saving into memory first, then writing through `parallel_vision.atomic`, keeps h5py away
+    from a full disk: h5py 3.14 crashes the whole process (SIGSEGV) when a write fails with
+    ENOSPC. A Keras that refuses file objects gets a scratch file in the system temp folder.
+    """
+    buffer = _NamedBuffer(name)
+    try:
+        save(buffer)
+        return buffer.getvalue()
+    except (TypeError, ValueError, AttributeError):
+        with _scratch_dir() as scratch:
+            save(str(scratch / name))
+            return (scratch / name).read_bytes()
 
 
 def remove(out: str | os.PathLike[str]) -> None:
@@ -133,25 +173,16 @@ def write(
 
     Every worker calls this: under MultiWorkerMirroredStrategy reading the
     variables may take part in a collective. Only the writer's copy is kept;
-    the others save into a scratch folder that is deleted (TensorFlow's own
-    convention for non-chief workers).
+    the others save into memory and drop it (TensorFlow's own convention for
+    non-chief workers is a scratch folder that is deleted).
     """
     name = f"epoch-{epoch:04d}.weights.h5"
+    weights = keras_bytes(model.save_weights, name)  # every worker: reading the variables may be a collective
     if not writer:
-        with _scratch_dir() as scratch:
-            model.save_weights(str(scratch / name))
         return
     folder = backup_dir(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".partial-{os.getpid()}-{name}"  # Keras wants the .weights.h5 suffix
-    try:
-        model.save_weights(str(tmp))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, folder / name)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    kept = kept_note(out)
+    atomic_write_bytes(folder / name, weights, kept=kept)
     state = {
         "kind": KIND,
         "format": FORMAT,
@@ -164,7 +195,13 @@ def write(
         "reliability": reliability,
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write_bytes(folder / STATE_FILE, (json.dumps(state, indent=2) + "\n").encode())
-    for stale in folder.glob("*.weights.h5"):  # older epochs, and temp files of a crashed write
+    try:
+        atomic_write_bytes(folder / STATE_FILE, (json.dumps(state, indent=2) + "\n").encode(), kept=kept)
+    except DiskFullError:
+        previous = info(out)
+        if not previous or previous.get("weights") != name:
+            (folder / name).unlink(missing_ok=True)  # named by no state: give its space back
+        raise
+    for stale in [*folder.glob("*.weights.h5"), *folder.glob(".*.tmp")]:  # older epochs, a crashed write's temp
         if stale.name != name:
             stale.unlink(missing_ok=True)

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,9 @@ FORMATS = ("html", "md", "text")
 
 def write_report(root: str | Path, formats: Sequence[str] = ("html", "md"), data: Any = None) -> list[Path]:
     """Build the report for ROOT in the given file formats; return the files written."""
+    from parallel_vision.atomic import atomic_write_bytes  # 0644 files; a full disk is a one-line error
     from parallel_vision.report.data import build_report_data
     from parallel_vision.report.figures import all_figures
-    from parallel_vision.results.schema import atomic_write_bytes
 
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -29,12 +28,6 @@ def write_report(root: str | Path, formats: Sequence[str] = ("html", "md"), data
     root = Path(root)
     data = data or build_report_data(root)
     file_formats = [f for f in formats if f != "text"]
-    umask = os.umask(0)
-    os.umask(umask)
-
-    def readable(path: Path) -> None:  # atomic writes create 0600 files; a report is for sharing
-        os.chmod(path, 0o666 & ~umask)
-
     written: list[Path] = []
     if file_formats:
         figures = all_figures(data)
@@ -43,23 +36,18 @@ def write_report(root: str | Path, formats: Sequence[str] = ("html", "md"), data
 
             path = root / "report.html"
             atomic_write_bytes(path, html.render(data, figures).encode())
-            readable(path)
             written.append(path)
         if "md" in file_formats:
             from parallel_vision.report import markdown
 
             fig_dir = root / markdown.FIGURE_DIR
-            fig_dir.mkdir(exist_ok=True)
             for fig in figures:
                 atomic_write_bytes(fig_dir / f"{fig.name}.png", fig.png)
-                readable(fig_dir / f"{fig.name}.png")
             path = root / "report.md"
             atomic_write_bytes(path, markdown.render(data, figures).encode())
-            readable(path)
             written.append(path)
         summary = root / "report.json"
         atomic_write_bytes(summary, (json.dumps(report_summary(data), indent=2) + "\n").encode())
-        readable(summary)
         written.append(summary)
     if "text" in formats:
         from parallel_vision.report.text import print_text

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from parallel_vision.atomic import atomic_write_bytes  # re-exported: older call sites import it from here
 from parallel_vision.errors import ResultsError
 
 SCHEMA_VERSION = 1
@@ -154,39 +154,12 @@ def validate_result(data: Any, source: str = "result") -> dict[str, Any]:
     return data
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> None:
-    """Write via a temp file in the same folder, fsync, then rename: readers see old or new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
-def write_result(data: dict[str, Any], out_dir: str | os.PathLike[str]) -> Path:
-    """Validate and atomically write `out_dir/result.json`."""
+def write_result(data: dict[str, Any], out_dir: str | os.PathLike[str], *, kept: str | None = None) -> Path:
+    """Validate and atomically write `out_dir/result.json` (`kept`: what a full disk leaves, for its message)."""
     cleaned = _clean(data)
     validate_result(cleaned, source=str(Path(out_dir) / RESULT_FILE))
     path = Path(out_dir) / RESULT_FILE
-    atomic_write_bytes(path, (json.dumps(cleaned, indent=2, sort_keys=False) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(cleaned, indent=2, sort_keys=False) + "\n").encode(), kept=kept)
     return path
 
 

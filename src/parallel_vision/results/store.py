@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from parallel_vision.atomic import disk_full
 from parallel_vision.config import RunConfig
 from parallel_vision.errors import PVisionError, ResultsError
 from parallel_vision.results.schema import EPOCH_KEYS, REQUIRED_SUMMARY_KEYS, RESULT_FILE, read_result
@@ -122,6 +124,40 @@ _INT_COLUMNS = {"workers", "epochs", "batch_size", "seed", "limit_train", "limit
                 "steps_per_epoch", "n_train", "epoch", "n_train_images"}
 
 
+#: SQLite's result codes for a full disk, and for an I/O error (its -shm index failing to grow) that a
+#: nearly full disk explains.
+_SQLITE_FULL = 13
+_SQLITE_IOERR = 10
+_NEARLY_FULL_BYTES = 1 << 20
+#: Roughly what a write needs beyond its rows: WAL frames of whole 4 kB pages, and the 32 kB -shm index.
+_WAL_OVERHEAD_BYTES = 64 * 1024
+_DB_KEPT = "the database is left as it was (every result.json is kept; `pvision runs rebuild` recreates it)"
+
+
+def _is_disk_full(exc: sqlite3.Error, db: Path) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    text = str(exc)
+    if code == _SQLITE_FULL or "database or disk is full" in text:
+        return True
+    if (code is not None and code & 0xFF == _SQLITE_IOERR) or "disk I/O error" in text:
+        try:
+            return shutil.disk_usage(db.parent).free < _NEARLY_FULL_BYTES
+        except OSError:
+            return False
+    return False
+
+
+@contextmanager
+def _disk_full_is_one_line(db: Path, size: int = 0, kept: str = _DB_KEPT) -> Iterator[None]:
+    """SQLite's "database or disk is full" becomes the one-line DiskFullError naming the .sqlite file."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        if _is_disk_full(exc, db):
+            raise disk_full(db, size + _WAL_OVERHEAD_BYTES, kept) from None
+        raise
+
+
 def identity_hash(cfg: RunConfig | dict[str, Any]) -> str:
     """A short stable hash of what a configuration measures (RunConfig.identity())."""
     if isinstance(cfg, dict):
@@ -205,15 +241,23 @@ class Store:
         return self.root / DB_FILE
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error: all of it or none of it."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+    def transaction(self, size: int = 0) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error: all of it or none of it.
+
+        A full disk (`size`: about the bytes the rows take) is a one-line DiskFullError.
+        """
+        with _disk_full_is_one_line(self.path, size):
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:  # SQLite may have rolled back already (e.g. on a full disk)
+                    try:
+                        self.conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise
 
     # ------------------------------------------------------------------ writing
     def insert_result(self, data: dict[str, Any], run_dir: Path) -> str:
@@ -268,7 +312,8 @@ class Store:
             row[key] = _num(summary.get(key))
         columns = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)
-        with self.transaction() as conn:
+        size = sum(len(v) for v in row.values() if isinstance(v, str)) + 8 * len(EPOCH_KEYS) * len(data["epochs"])
+        with self.transaction(size) as conn:
             conn.execute("DELETE FROM epochs WHERE run_id = ?", (data["run_id"],))
             conn.execute(f"INSERT OR REPLACE INTO runs ({columns}) VALUES ({marks})", row)
             conn.executemany(
@@ -507,6 +552,8 @@ def open_store(
         conn.execute(f"PRAGMA user_version = {STORE_VERSION}")
         conn.execute("SELECT COUNT(*) FROM runs").fetchone()
     except sqlite3.DatabaseError as exc:
+        if _is_disk_full(exc, db):
+            raise disk_full(db, _WAL_OVERHEAD_BYTES, _DB_KEPT) from None
         raise ResultsError(
             f"{db}: corrupt results database ({exc}); `pvision runs rebuild {root}` recreates it from the"
             " result.json files"
@@ -517,6 +564,8 @@ def open_store(
             store.last_sync = store.sync()
         except sqlite3.DatabaseError as exc:
             store.close()
+            if _is_disk_full(exc, db):
+                raise disk_full(db, _WAL_OVERHEAD_BYTES, _DB_KEPT) from None
             raise ResultsError(f"{db}: corrupt results database ({exc}); try `pvision runs rebuild {root}`") \
                 from None
     return store
@@ -545,9 +594,10 @@ def rebuild(root: str | os.PathLike[str]) -> Store:
             os.replace(db, aside)
             for suffix in ("-wal", "-shm"):
                 Path(str(db) + suffix).unlink(missing_ok=True)
-    conn = _connect(db)
-    conn.executescript(_SCHEMA)
-    conn.execute(f"PRAGMA user_version = {STORE_VERSION}")
-    store = Store(root, conn)
-    store.last_sync = store.sync()
+    with _disk_full_is_one_line(db, kept="every result.json is kept; run the rebuild again once space is freed"):
+        conn = _connect(db)
+        conn.executescript(_SCHEMA)
+        conn.execute(f"PRAGMA user_version = {STORE_VERSION}")
+        store = Store(root, conn)
+        store.last_sync = store.sync()
     return store
