@@ -21,14 +21,14 @@ from parallel_vision.results.schema import summarise_epochs, write_result
 
 def _result(root: Path, name: str, *, framework: str, strategy: str, workers: int, batch: int, steady: float,
             repeat: int = 1, code: str = "abc", created: str = "2026-01-01T00:00:00+00:00",
-            threads: int = 1) -> dict[str, Any]:
+            threads: int = 1, init: str = "framework", accuracy: float = 0.9) -> dict[str, Any]:
     cfg = RunConfig(framework=framework, strategy=strategy, workers=workers, epochs=3,  # type: ignore[arg-type]
                     batch_size=batch, limit_train=4096, limit_test=1000,
                     threads_per_worker=threads * (workers if strategy == "mirrored" else 1),
-                    extra={"repeat": repeat})
+                    extra={"repeat": repeat}, init=init)  # type: ignore[arg-type]
     times = [steady * 1.5, steady, steady]
     epochs = [{"epoch": i + 1, "train_loss": 1.0 / (i + 1), "train_accuracy": 0.8 + 0.05 * i,
-               "test_loss": 0.5 / (i + 1), "test_accuracy": 0.9 + 0.02 * i, "epoch_time_s": t,
+               "test_loss": 0.5 / (i + 1), "test_accuracy": accuracy + 0.02 * i, "epoch_time_s": t,
                "images_per_s": 4096 / t, "data_time_s": 0.1 * t, "compute_time_s": 0.9 * t,
                "comm_time_s": (0.2 if strategy == "ddp" else None), "eval_time_s": 0.4,
                "n_train_images": 4096, "n_test_evaluated": 1000} for i, t in enumerate(times)]
@@ -112,3 +112,53 @@ def test_rendered_tables_show_ranges_and_both_modes(root: Path) -> None:
     sentences = " ".join(s for part in summary["comparison"].values() for s in part)
     assert "min–max ranges do not overlap" in page  # the tie rule for repeated measurements
     assert "TensorFlow" in sentences and "PyTorch" in sentences
+
+
+def test_large_accuracy_gap_under_framework_init_names_the_cause(tmp_path: Path) -> None:
+    from parallel_vision.report import compare
+
+    # Framework defaults: PyTorch 85 %, TensorFlow 62 % (the quick preset's pattern) → the note.
+    _result(tmp_path, "torch-single-r1", framework="torch", strategy="single", workers=1, batch=256, steady=10.0,
+            accuracy=0.81)
+    _result(tmp_path, "tf-single-r1", framework="tensorflow", strategy="single", workers=1, batch=256,
+            steady=12.0, accuracy=0.58)
+    # The same pair under --init aligned, close together: compared only with each other.
+    _result(tmp_path, "torch-single-aligned-r1", framework="torch", strategy="single", workers=1, batch=256,
+            steady=10.0, accuracy=0.83, init="aligned")
+    _result(tmp_path, "tf-single-aligned-r1", framework="tensorflow", strategy="single", workers=1, batch=256,
+            steady=12.0, accuracy=0.84, init="aligned")
+    write_report(tmp_path, formats=("html", "md"))
+    data = build_report_data(tmp_path)
+    assert sorted(g.init for g in data.groups) == ["aligned", "aligned", "framework", "framework"]
+    (note,) = compare.init_gap_sentences(data)
+    assert "23.0 points" in note and "1 comparable pair" in note
+    assert "--init aligned" in note and "Framework defaults vs aligned initialisation" in note
+    assert "Glorot" in note and "epsilon" in note
+    md = (tmp_path / "report.md").read_text()
+    assert note in md and note in (tmp_path / "report.html").read_text().replace("&#x27;", "'")
+    summary = json.loads((tmp_path / "report.json").read_text())
+    assert note in summary["comparison"]["Accuracy"]
+    # Which init mode each configuration used: a column (it varies here) and the labels.
+    header = next(line for line in md.splitlines() if line.startswith("| Framework | Strategy"))
+    assert "| Init |" in header
+    assert any("aligned init" in g.label for g in data.groups)
+
+
+def test_no_init_note_for_small_gaps_or_aligned_runs(tmp_path: Path) -> None:
+    from parallel_vision.report import compare, tables
+
+    small, aligned = tmp_path / "small", tmp_path / "aligned"
+    _result(small, "torch-single-r1", framework="torch", strategy="single", workers=1, batch=256, steady=10.0,
+            accuracy=0.81)
+    _result(small, "tf-single-r1", framework="tensorflow", strategy="single", workers=1, batch=256, steady=12.0,
+            accuracy=0.78)
+    _result(aligned, "torch-single-r1", framework="torch", strategy="single", workers=1, batch=256, steady=10.0,
+            accuracy=0.81, init="aligned")
+    _result(aligned, "tf-single-r1", framework="tensorflow", strategy="single", workers=1, batch=256,
+            steady=12.0, accuracy=0.58, init="aligned")
+    small_data, aligned_data = build_report_data(small), build_report_data(aligned)
+    assert compare.init_gap_sentences(small_data) == []
+    assert compare.init_gap_sentences(aligned_data) == []
+    assert "each framework's defaults (--init framework" in tables.run_table_note(small_data)
+    assert "aligned (--init aligned" in tables.run_table_note(aligned_data)
+    assert "Init" not in tables.run_table(small_data).headers

@@ -24,6 +24,7 @@ Device = Literal["auto", "cpu", "cuda"]
 MemoryFormat = Literal["channels_last", "contiguous"]
 LrSchedule = Literal["constant", "onecycle"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+InitMode = Literal["framework", "aligned"]
 
 STRATEGIES: dict[str, tuple[str, ...]] = {
     "torch": ("single", "dp", "ddp"),
@@ -56,6 +57,10 @@ class RunConfig:
     label_smoothing: float = 0.0
     dropout: float = 0.25
     """The paper does not state its dropout rate; 0.25 is ours, the same in both frameworks."""
+    init: InitMode = "framework"
+    """`framework`: each framework's default initialisation and Adam epsilon, as users meet them (the
+    paper's setting). `aligned`: the same initial weights (drawn once from `seed`, models/init.py) and the
+    same optimiser constants in every engine. See docs/definitions.md."""
     seed: int = 0
     dataset: str = "mnist"
     data_dir: str | None = None
@@ -141,6 +146,8 @@ class RunConfig:
         d = self.to_dict()
         for key in ("out_dir", "data_dir", "resume", "tensorboard", "extra", "master_port", "checkpoint_every"):
             d.pop(key, None)
+        if d.get("init") == "framework":
+            d.pop("init")  # the default keeps the identity runs had before the field existed
         return d
 
 
@@ -194,6 +201,7 @@ def validate(cfg: RunConfig) -> None:
     _check_choice("memory_format", cfg.memory_format, get_args(MemoryFormat))
     _check_choice("lr_schedule", cfg.lr_schedule, get_args(LrSchedule))
     _check_choice("compile_mode", cfg.compile_mode, get_args(CompileMode))
+    _check_choice("init", cfg.init, get_args(InitMode))
     _check_choice("dataset", cfg.dataset, KNOWN_DATASETS)
     _check_int("workers", cfg.workers, 1)
     _check_int("epochs", cfg.epochs, 1)

@@ -23,6 +23,7 @@ from typing import Any
 from parallel_vision.bench.presets import AS_PUBLISHED_SGD, BenchSpec
 from parallel_vision.config import STRATEGIES, RunConfig
 from parallel_vision.errors import ConfigError
+from parallel_vision.models.init import INIT_MODES
 
 DEFAULT_MULTI = {"torch": ("ddp",), "tensorflow": ("mirrored",)}
 #: Strategies whose replicas share one process (and so its thread pool).
@@ -69,6 +70,8 @@ def check_spec(spec: BenchSpec) -> None:
         raise ConfigError(f"repeats must be >= 1; got {spec.repeats}")
     if spec.scaling not in ("strong", "weak", "both"):
         raise ConfigError(f"scaling must be strong, weak or both; got {spec.scaling!r}")
+    if spec.init not in INIT_MODES:
+        raise ConfigError(f"init must be one of {', '.join(INIT_MODES)}; got {spec.init!r}")
 
 
 def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
@@ -87,7 +90,7 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
         base: dict[str, Any] = {
             "framework": framework, "strategy": strategy, "workers": workers, "batch_size": batch,
             "epochs": spec.epochs, "limit_train": spec.limit_train, "limit_test": spec.limit_test,
-            "data_dir": spec.data_dir, "device": spec.device,
+            "data_dir": spec.data_dir, "device": spec.device, "init": spec.init,
         }
         if threads is not None:
             # mirrored / dp replicas share one process: its pool gets threads × replicas.
@@ -102,6 +105,8 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
             name += f"-t{threads}"
         if base.get("optimizer") == "sgd":
             name += "-sgd"
+        if spec.init != "framework":
+            name += f"-init-{spec.init}"
         describe = {k: base[k] for k in ("framework", "strategy", "workers", "batch_size")}
         try:
             cfg = RunConfig(**base, extra=extra)  # type: ignore[arg-type]

@@ -43,6 +43,9 @@ class BenchSpec:
     """Also run a 1-worker 'best single-process' reference using every core."""
     as_published: bool = False
     """Use the optimiser the paper describes for each configuration (see AS_PUBLISHED_SGD)."""
+    init: str = "framework"
+    """`framework`: each framework's default initialisation and Adam epsilon; `aligned`: the same initial
+    weights and optimiser constants in every engine (RunConfig.init)."""
     device: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 

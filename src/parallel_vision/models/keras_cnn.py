@@ -19,7 +19,8 @@ TensorFlow number and a PyTorch number describe the same network:
   reason that has nothing to do with the framework. Pass `bn_momentum=0.99,
   bn_epsilon=1e-3` for Keras' own defaults.
 
-Weight initialisers are each framework's defaults (Keras: Glorot uniform).
+Weight initialisers are each framework's defaults (Keras: Glorot uniform); `load_canonical`
+replaces them with the framework-free set of `models.init` (`--init aligned`).
 Keras is imported inside the function: importing this module is free.
 """
 
@@ -75,3 +76,21 @@ def build_keras_cnn(
         ],
         name=name,
     )
+
+
+def load_canonical(model: Any, layers: list[Any]) -> None:
+    """Set a canonical weight set (`models.init.aligned_weights`) into a `build_keras_cnn` model.
+
+    `keras_weights` does the layout conversion (HWIO kernels, (in, out) dense kernels, the first dense
+    kernel's rows in NHWC flatten order); shapes are checked here against the model's own.
+    """
+    from parallel_vision.models.init import keras_weights
+
+    values = keras_weights(layers)
+    current = [tuple(v.shape) for v in model.weights]  # shapes only: reading values may be a collective
+    if len(values) != len(current):
+        raise ValueError(f"the model has {len(current)} weight arrays, the weight set {len(values)}")
+    for i, (have, new) in enumerate(zip(current, values, strict=True)):
+        if have != new.shape:
+            raise ValueError(f"weight {i}: shape {have} vs {new.shape}")
+    model.set_weights(values)

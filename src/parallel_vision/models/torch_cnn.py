@@ -8,6 +8,8 @@ the figure's total (Keras counts moving mean/variance as parameters).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -47,6 +49,27 @@ class PaperCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+@torch.no_grad()
+def load_canonical(model: nn.Module, layers: list[Any]) -> None:
+    """Copy a canonical weight set (`models.init.aligned_weights`) into `model`, bit for bit.
+
+    PyTorch's layout is the canonical one, so this only walks the layers in order and checks shapes.
+    """
+    from parallel_vision.models.init import torch_arrays
+
+    modules = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d))]
+    arrays = torch_arrays(layers)
+    if len(modules) != len(arrays):
+        raise ValueError(f"the model has {len(modules)} parameterised layers, the weight set {len(arrays)}")
+    for module, values in zip(modules, arrays, strict=True):
+        names = ("weight", "bias", "running_mean", "running_var")[: len(values)]
+        for name, value in zip(names, values, strict=True):
+            target = getattr(module, name)
+            if tuple(target.shape) != value.shape:
+                raise ValueError(f"{type(module).__name__}.{name}: shape {tuple(target.shape)} vs {value.shape}")
+            target.copy_(torch.from_numpy(value))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -114,6 +114,12 @@ class ConfigGroup:
         return f"Adam {c['lr']:g}"
 
     @property
+    def init(self) -> str:
+        """`framework` (each framework's default weight init and Adam epsilon; runs from before the field
+        existed) or `aligned` (the same initial weights and optimiser constants in every engine)."""
+        return str(self.config.get("init") or "framework")
+
+    @property
     def repeats(self) -> int:
         return len(self.runs)
 
@@ -198,6 +204,7 @@ def _label_groups(groups: list[ConfigGroup]) -> None:
     opts = {g.optimizer_text for g in groups}
     epochs = {g.config["epochs"] for g in groups}
     data = {(g.n_train, g.n_test) for g in groups}
+    inits = {g.init for g in groups}
     for i, g in enumerate(groups):
         name = f"{FRAMEWORK_NAMES.get(g.framework, g.framework)} {STRATEGY_NAMES.get(g.strategy, g.strategy)}"
         parts = [f"{name} ×{g.workers}"]
@@ -211,6 +218,8 @@ def _label_groups(groups: list[ConfigGroup]) -> None:
             parts.append(f"{g.config['epochs']} ep")
         if len(data) > 1:
             parts.append(f"{g.n_train} train")
+        if len(inits) > 1:
+            parts.append(f"{g.init} init")
         g.label = " · ".join(parts)
         g.color = PALETTE[i % len(PALETTE)]
 
