@@ -96,7 +96,7 @@ def _check_predictions(data: dict[str, Any], out: Path, data_dir: Path, n_test: 
     """predictions.npy agrees with the labels at the recorded accuracy, and with model.keras."""
     preds = np.load(out / "predictions.npy")
     accuracy = float((preds == _test_labels(data_dir, n_test)).mean())
-    assert accuracy == pytest.approx(data["summary"]["test_accuracy"], abs=1.5 / n_test)
+    assert accuracy == data["summary"]["test_accuracy"]  # exactly: the reported model is the saved one
     reloaded = _python(
         f"""
         import keras, numpy as np

@@ -87,10 +87,12 @@ from parallel_vision.engines.common import (
     save_result,
     steps_per_epoch,
 )
+from parallel_vision.engines.metrics import metrics_from_logits
 from parallel_vision.engines.provenance import host_environment
 from parallel_vision.engines.signals import StopRequest
 from parallel_vision.engines.tf_cluster import ClusterTask, cluster_from_env
 from parallel_vision.errors import ConfigError, EngineError, RunInterrupted
+from parallel_vision.models import init as model_init
 
 MODEL_FILE = "model.keras"
 TB_DIR = "tb"
@@ -346,17 +348,25 @@ def _sample_count_metric(keras: Any) -> Any:
 
 
 def make_optimizer(keras: Any, cfg: RunConfig) -> Any:
-    """Adam or SGD as configured. Keras applies weight decay decoupled (AdamW-style), unlike torch."""
+    """Adam or SGD as configured. Keras applies weight decay decoupled (AdamW-style), unlike torch.
+    Adam's epsilon is Keras' 1e-7, or torch's 1e-8 under `init="aligned"` (models/init.py)."""
     decay = cfg.weight_decay or None
     if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=cfg.lr, weight_decay=decay)
+        return keras.optimizers.Adam(learning_rate=cfg.lr, weight_decay=decay,
+                                     epsilon=model_init.adam_epsilon("tensorflow", cfg.init))
     return keras.optimizers.SGD(learning_rate=cfg.lr, momentum=cfg.momentum, weight_decay=decay)
 
 
 def build_model(cfg: RunConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
-    from parallel_vision.models.keras_cnn import build_keras_cnn
+    """The Keras CNN; under `init="aligned"` it starts from the framework-free weights of models/init.py
+    (the same numbers the torch engine starts from, converted to Keras' layout)."""
+    from parallel_vision.models.keras_cnn import build_keras_cnn, load_canonical
 
-    return build_keras_cnn(input_shape=input_shape, num_classes=num_classes, dropout=cfg.dropout)  # type: ignore[arg-type]
+    model = build_keras_cnn(input_shape=input_shape, num_classes=num_classes, dropout=cfg.dropout)  # type: ignore[arg-type]
+    if cfg.init == "aligned":
+        side, channels = int(input_shape[0]), int(input_shape[-1])
+        load_canonical(model, model_init.aligned_weights(cfg.seed, channels, side, num_classes))
+    return model
 
 
 def patch_for_multiworker(tf: Any, model: Any, input_shape: tuple[int, ...]) -> None:
@@ -390,6 +400,33 @@ def patch_for_multiworker(tf: Any, model: Any, input_shape: tuple[int, ...]) -> 
 
 
 # --------------------------------------------------------------------------- evaluation
+def make_statistics_broadcast(tf: Any, strategy: Any, model: Any) -> Callable[[], None]:
+    """Copy replica 0's non-trainable state (BatchNorm moving mean/variance) to every replica and worker.
+
+    Keras creates the moving statistics with aggregation NONE, so under Mirrored and MultiWorkerMirrored
+    each replica updates its own copy from its own part of the batch, while `get_weights()` (what is
+    saved) returns replica 0's. Broadcasting replica 0's copy before each evaluation makes the evaluated
+    model the saved one, with PyTorch DDP's default semantics (rank 0's buffers are broadcast at every
+    forward). Trainable weights are already identical (all-reduced gradients), so they are left alone.
+    """
+    variables = [v.value if hasattr(v, "value") else v for v in model.non_trainable_variables]
+    if strategy.num_replicas_in_sync == 1 or not variables:
+        return lambda: None
+
+    def copy_first() -> None:
+        ctx = tf.distribute.get_replica_context()
+        first = tf.cast(tf.equal(ctx.replica_id_in_sync_group, 0), tf.float32)
+        summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [tf.cast(v, tf.float32) * first for v in variables])
+        for variable, value in zip(variables, summed, strict=True):
+            variable.assign(tf.cast(value, variable.dtype))
+
+    @tf.function
+    def broadcast() -> None:
+        strategy.run(copy_first)
+
+    return broadcast
+
+
 def make_evaluator(tf: Any, keras: Any, strategy: Any, model: Any, dataset: Any) -> Callable[[], Any]:
     """Mean loss, accuracy and image count over the whole test set, each image exactly once.
 
@@ -400,6 +437,7 @@ def make_evaluator(tf: Any, keras: Any, strategy: Any, model: Any, dataset: Any)
     per-replica part contributes nothing, and the count proves every image was seen once.
     """
     distributed = strategy.experimental_distribute_dataset(dataset)
+    share_statistics = make_statistics_broadcast(tf, strategy, model)
 
     def sums(x: Any, y: Any) -> tuple[Any, Any]:
         logits = tf.cast(model(x, training=False), tf.float32)
@@ -421,6 +459,7 @@ def make_evaluator(tf: Any, keras: Any, strategy: Any, model: Any, dataset: Any)
         return tuple(strategy.reduce("SUM", v, axis=None) for v in parts)
 
     def evaluate() -> tuple[float, float, int]:
+        share_statistics()  # every replica evaluates the state that would be saved now
         totals = [tf.constant(0.0, tf.float64)] * 3
         for x, y in distributed:
             totals = [a + b for a, b in zip(totals, run(x, y), strict=True)]
@@ -516,11 +555,20 @@ class EpochClock:
         if self.summary_writer is not None:
             import tensorflow as tf
 
-            with self.summary_writer.as_default():
-                for key in TB_SCALARS:
-                    if record[key] is not None:
-                        tf.summary.scalar(key, record[key], step=number)
-            self.summary_writer.flush()
+            from parallel_vision.engines.common import tensorboard_disk_full
+
+            try:
+                with self.summary_writer.as_default():
+                    for key in TB_SCALARS:
+                        if record[key] is not None:
+                            tf.summary.scalar(key, record[key], step=number)
+                self.summary_writer.flush()
+            except Exception as exc:  # a full disk: tf.errors.ResourceExhaustedError "No space left on device"
+                out = Path(self.cfg.out_dir or ".")
+                error = tensorboard_disk_full(exc, out / TB_DIR, len(TB_SCALARS), tf_backup.kept_note(out))
+                if error is exc:
+                    raise
+                raise error from None
         if self.on_record is not None:
             self.on_record(number)
 
@@ -543,18 +591,12 @@ def make_callback(keras: Any, clock: EpochClock) -> Any:
 
 # --------------------------------------------------------------------------- outputs
 def save_model_atomically(model: Any, out: Path) -> str:
-    """`model.save` to a temp file in `out` (Keras wants a .keras name), then rename over."""
-    fd, tmp = tempfile.mkstemp(prefix=".model-", suffix=".keras", dir=out)
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, out / MODEL_FILE)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """`model.save` into memory (see tf_backup.keras_bytes: h5py must never meet a full disk), then
+    written atomically (temp file, fsync, rename); a full disk is a one-line DiskFullError."""
+    from parallel_vision.atomic import atomic_write_bytes
+
+    payload = tf_backup.keras_bytes(model.save, MODEL_FILE)
+    atomic_write_bytes(out / MODEL_FILE, payload, kept=tf_backup.kept_note(out))
     return MODEL_FILE
 
 
@@ -710,8 +752,12 @@ def train_and_evaluate(cfg: RunConfig) -> None:
     timing["final_eval_s"] = time.perf_counter() - t
     if len(y_pred) != len(y_test):
         raise EngineError(f"predicted {len(y_pred)} test images, expected {len(y_test)}")
+    if records:  # the last epoch's test metrics are the saved model's, from the predictions it saves
+        test_loss, test_accuracy = metrics_from_logits(logits, y_test)
+        records[-1] = dict(records[-1], test_loss=test_loss, test_accuracy=test_accuracy)
 
-    artifacts = {"predictions": save_predictions(y_pred, out), "model": save_model_atomically(local, out)}
+    kept = tf_backup.kept_note(out)  # what a full disk leaves: the last epoch's backup, removed only at the end
+    artifacts = {"predictions": save_predictions(y_pred, out, kept=kept), "model": save_model_atomically(local, out)}
     if cfg.tensorboard:
         artifacts["tensorboard"] = TB_DIR
     result = build_result(
@@ -727,7 +773,7 @@ def train_and_evaluate(cfg: RunConfig) -> None:
         artifacts=artifacts,
         extra={"reliability": reliability},
     )
-    save_result(result, out)
+    save_result(result, out, kept=kept)
     tf_backup.remove(out)  # the run is complete: nothing is left to resume
 
 
@@ -782,7 +828,7 @@ def _stop(
             artifacts=dict({"backup": tf_backup.BACKUP_DIR}, **({"tensorboard": TB_DIR} if cfg.tensorboard else {})),
             status="incomplete",
         )
-        save_result(result, out)
+        save_result(result, out, kept=tf_backup.kept_note(out))
     kept = (f"{len(records)} finished epoch(s) kept; continue with --resume" if writer and records
             else "no epoch had finished")
     raise RunInterrupted(f"stopped by {signal_name}: {kept}", exit_code=exit_code) from None

@@ -43,12 +43,14 @@ from parallel_vision.engines.common import (
     save_predictions,
     save_result,
     steps_per_epoch,
+    tensorboard_disk_full,
 )
 from parallel_vision.engines.provenance import code_version, host_environment
 from parallel_vision.engines.signals import StopRequest, exit_code_in
 from parallel_vision.engines.sync_batchnorm import convert_sync_batchnorm
 from parallel_vision.errors import ConfigError, EngineError, PVisionError, RunInterrupted
-from parallel_vision.models.torch_cnn import PaperCNN
+from parallel_vision.models import init as model_init
+from parallel_vision.models.torch_cnn import PaperCNN, load_canonical
 from parallel_vision.results.schema import atomic_write_bytes
 
 
@@ -232,8 +234,10 @@ class Trainer:
         t = time.perf_counter()
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         channels, _, side = self.train.image_shape
-        model: nn.Module = PaperCNN(channels, side, len(self.train.class_names),
-                                    cfg.dropout).to(self.device)
+        model: nn.Module = PaperCNN(channels, side, len(self.train.class_names), cfg.dropout)
+        if cfg.init == "aligned":  # the framework-free weights every engine starts from (models/init.py)
+            load_canonical(model, model_init.aligned_weights(cfg.seed, channels, side, len(self.train.class_names)))
+        model = model.to(self.device)
         if cfg.memory_format == "channels_last":
             model = model.to(memory_format=torch.channels_last)
         self.comm = CommTimer()
@@ -284,7 +288,8 @@ class Trainer:
         params = self.model.parameters()
         fused = self.device.type == "cuda"  # one kernel for the whole update instead of one per tensor
         if self.cfg.optimizer == "adam":
-            return torch.optim.Adam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, fused=fused)
+            return torch.optim.Adam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, fused=fused,
+                                    eps=model_init.adam_epsilon("torch", self.cfg.init))
         return torch.optim.SGD(params, lr=self.cfg.lr, momentum=self.cfg.momentum,
                                weight_decay=self.cfg.weight_decay, fused=fused or None)
 
@@ -655,15 +660,70 @@ def _tensorboard(out: Path) -> Any:
     sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(out / "tb"))
+    _quiet_tensorboard_thread()
+    try:
+        return SummaryWriter(log_dir=str(out / "tb"))
+    except Exception as exc:  # a full disk is one line; anything else is re-raised as it was
+        error = tensorboard_disk_full(exc, out / "tb", 1, checkpoint.kept_note(out))
+        if error is exc:
+            raise
+        raise error from None
 
 
-def _save_model(model: nn.Module, out: Path) -> str:
+TB_SCALARS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "epoch_time_s", "images_per_s")
+
+
+def _quiet_tensorboard_thread() -> None:
+    """tensorboard writes event files in a thread of its own, which dies on an OSError (a full disk) with a
+    traceback on stderr. The writer raises that error again at the next add_scalar/flush in the training
+    thread (`_log_scalars` flushes every epoch), where it becomes one line; so the thread's report is dropped."""
+    import threading
+
+    previous = threading.excepthook
+    if getattr(previous, "_pvision_tensorboard", False):
+        return
+
+    def hook(args: Any) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(args.exc_value, OSError):
+            return
+        previous(args)
+
+    hook._pvision_tensorboard = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
+def _log_scalars(writer: Any, record: dict[str, Any], out: Path) -> None:
+    """One epoch's scalars, flushed at once: a failure (a full disk) surfaces here, as a one-line error."""
+    try:
+        for key in TB_SCALARS:
+            writer.add_scalar(key, record[key], record["epoch"])
+        writer.flush()
+    except Exception as exc:
+        error = tensorboard_disk_full(exc, out / "tb", len(TB_SCALARS), checkpoint.kept_note(out))
+        if error is exc:
+            raise
+        raise error from None
+
+
+def _close_tensorboard(writer: Any, out: Path, quiet: bool = False) -> None:
+    """Flush and close; `quiet` after another error, which is the one to report."""
+    try:
+        writer.close()
+    except Exception as exc:
+        if quiet:
+            return
+        error = tensorboard_disk_full(exc, out / "tb", len(TB_SCALARS), checkpoint.kept_note(out))
+        if error is exc:
+            raise
+        raise error from None
+
+
+def _save_model(model: nn.Module, out: Path, kept: str | None = None) -> str:
     import io
 
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
-    atomic_write_bytes(out / "model.pt", buffer.getvalue())
+    atomic_write_bytes(out / "model.pt", buffer.getvalue(), kept=kept)
     return "model.pt"
 
 
@@ -716,8 +776,10 @@ def _write_outputs(trainer: Trainer, out: Path, status: str) -> None:
     timing["final_eval_s"] = epochs[-1]["eval_time_s"] if epochs else None
     timing["startup_s"] = None
     predictions = trainer.last_predictions
+    kept = checkpoint.kept_note(out)  # what a full disk leaves: the checkpoint, removed only once all is written
     if status == "complete":
-        artifacts = {"model": _save_model(trainer.bare_model, out), "predictions": save_predictions(predictions, out)}
+        artifacts = {"model": _save_model(trainer.bare_model, out, kept),
+                     "predictions": save_predictions(predictions, out, kept=kept)}
     else:
         artifacts = {"checkpoint": checkpoint.CHECKPOINT_FILE}
     if cfg.tensorboard:
@@ -744,7 +806,7 @@ def _write_outputs(trainer: Trainer, out: Path, status: str) -> None:
         peak_rss_per_worker_mib=rss,
     )
     result["summary"]["restarts"] = restarts
-    save_result(result, out)
+    save_result(result, out, kept=kept)
 
 
 def _train(cfg: RunConfig, ctx: Dist, stop: StopRequest | None = None) -> None:
@@ -768,10 +830,10 @@ def _train(cfg: RunConfig, ctx: Dist, stop: StopRequest | None = None) -> None:
                     trainer.records.append(record)
                     progress.end_epoch(record)
                     if writer is not None:
-                        for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy",
-                                    "epoch_time_s", "images_per_s"):
-                            writer.add_scalar(key, record[key], record["epoch"])
+                        _log_scalars(writer, record, out)
                     trainer.end_of_epoch(epoch)
+            if writer is not None:
+                _close_tensorboard(writer, out)
         except _Stopped as stopped:
             _write_outputs(trainer, out, "incomplete")
             if ctx.distributed:
@@ -783,7 +845,7 @@ def _train(cfg: RunConfig, ctx: Dist, stop: StopRequest | None = None) -> None:
                                  "continue with --resume", exit_code=128 + trainer._stop_signum) from None
         finally:
             if writer is not None:
-                writer.close()
+                _close_tensorboard(writer, out, quiet=True)  # a no-op after the close above
         if trainer.final_eval_needed:  # resumed after the last epoch from a checkpoint without predictions
             trainer.last_predictions = trainer.evaluate()[2]  # (collective: the flag is the same on every rank)
         _write_outputs(trainer, out, "complete")

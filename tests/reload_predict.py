@@ -1,0 +1,56 @@
+"""Predict the test subset with a run's saved model, in a fresh process: `python reload_predict.py OUT`.
+
+Prints the predicted classes as one JSON list. Imports only the framework that saved the model
+(torch and TensorFlow never share a process), and builds inputs from the run's own config.json,
+the way a user reloading `model.pt` or `model.keras` would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from parallel_vision.config import RunConfig
+from parallel_vision.data import DATASETS, load, normalize
+
+
+def test_inputs(cfg: RunConfig) -> np.ndarray:
+    images, _ = load(cfg.dataset, "test", cfg.data_dir)
+    spec = DATASETS[cfg.dataset]
+    return normalize(images[: cfg.limit_test], spec.mean, spec.std)
+
+
+def predict_torch(out: Path, x: np.ndarray, batch: int) -> np.ndarray:
+    import torch
+
+    from parallel_vision.models.torch_cnn import PaperCNN
+
+    model = PaperCNN(in_channels=1, image_size=x.shape[1])
+    model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    model.eval()
+    with torch.no_grad():
+        parts = [model(torch.from_numpy(x[i:i + batch, None])).argmax(1).numpy() for i in range(0, len(x), batch)]
+    return np.concatenate(parts)
+
+
+def predict_keras(out: Path, x: np.ndarray, batch: int) -> np.ndarray:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    model = keras.models.load_model(out / "model.keras")
+    return np.argmax(model.predict(x[..., None], batch_size=batch, verbose=0), axis=1)
+
+
+def main(out: Path) -> None:
+    cfg = RunConfig.from_json((out / "config.json").read_text())
+    x = test_inputs(cfg)
+    predict = predict_torch if cfg.framework == "torch" else predict_keras
+    print(json.dumps(predict(out, x, cfg.eval_batch_size).astype(int).tolist()))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
