@@ -78,7 +78,9 @@ def test_torchrun_restarts_after_a_worker_dies_and_the_run_completes(data_dir: P
     out, tag = tmp_path / "elastic", uuid.uuid4().hex
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
             "--max-restarts", "1", "--monitor-interval", "0.2",
-            "-m", "parallel_vision", "train", "--data-dir", str(data_dir), "--out", str(out), *RUN]
+            # No --workers: under torchrun the world size it set up is the default.
+            "-m", "parallel_vision", "train", "--data-dir", str(data_dir), "--out", str(out),
+            "--strategy", "ddp", *RESUME_RUN]
     job = start(jobs, argv, tmp_path / "torchrun.log", clean_env(PVISION_TEST_TAG=tag))
     victim = _worker_pid(tag, 1)  # found first, so the kill follows the checkpoint at once
     wait_for_checkpoint(job, out, mid_second_epoch)
@@ -89,6 +91,7 @@ def test_torchrun_restarts_after_a_worker_dies_and_the_run_completes(data_dir: P
     assert re.search(r"pvision: resuming after torchrun restart 1 from epoch 2 step [1-7] of 8", text), text[-3000:]
 
     data = result(out)
+    assert data["config"]["workers"] == 2 and data["summary"]["world_size"] == 2
     assert data["status"] == "complete" and len(data["epochs"]) == 2
     assert data["summary"]["restarts"] == 1
     assert data["elastic"]["restart_count"] == 1 and data["elastic"]["max_restarts"] == 1
@@ -100,3 +103,15 @@ def test_torchrun_restarts_after_a_worker_dies_and_the_run_completes(data_dir: P
     spawned = straight_run(data_dir, tmp_path_factory, jobs, *DDP)
     assert differing_tensors(spawned, out) == []
     assert_same_metrics(result(spawned), data)
+
+
+@pytest.mark.timeout(120)
+def test_an_explicit_workers_that_differs_from_torchrun_is_refused(data_dir: Path, tmp_path: Path,
+                                                                  jobs: list[Job]) -> None:
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            "-m", "parallel_vision", "train", "--data-dir", str(data_dir), "--out", str(tmp_path / "out"),
+            "--strategy", "ddp", "--workers", "4", *RESUME_RUN]
+    job = start(jobs, argv, tmp_path / "torchrun.log", clean_env())
+    assert job.wait() != 0
+    assert "pvision: error: --workers 4 but torchrun started WORLD_SIZE=2 processes" in job.text()
+    assert not (tmp_path / "out" / "result.json").exists()

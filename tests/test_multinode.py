@@ -166,7 +166,8 @@ def _torchrun(host: Any, rank: int, endpoint: str, run_id: str, args: list[str],
         "--local-addr", host.addr,
         "--rdzv-conf", f"is_host={int(rank == 0)},join_timeout=60,read_timeout=20",
         "--max-restarts", str(max_restarts), "--monitor-interval", "0.5",
-        "-m", "parallel_vision", "train", "--framework", "torch", "--strategy", "ddp", "--workers", "2",
+        # No --workers: torchrun is the authority on the world size (2 nodes x 1 process).
+        "-m", "parallel_vision", "train", "--framework", "torch", "--strategy", "ddp",
         *args, "--out", str(out),
     ])
 
@@ -188,7 +189,8 @@ def _tf_nodes(hosts: HostPair, nodes: list[Node], tmp: Path, args: list[str]) ->
     cluster = {"worker": [f"{h.addr}:{TF_PORT}" for h in hosts.hosts]}
     for index, host in enumerate(hosts.hosts):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        argv = host.command(_pvision("--framework", "tensorflow", "--strategy", "multiworker", "--workers", "2",
+        # No --workers: the TF_CONFIG's cluster is the authority on the world size.
+        argv = host.command(_pvision("--framework", "tensorflow", "--strategy", "multiworker",
                                      *args, "--out", str(outs[index])))
         nodes.append(Node(f"tf@{host.addr}", argv, _env(TF_CONFIG=tf_config), tmp / f"tf-{index}.log"))
     return outs

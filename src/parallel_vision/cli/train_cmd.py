@@ -35,13 +35,17 @@ def train(
     framework: str = typer.Option("torch", "--framework", "-f", help="torch or tensorflow."),
     strategy: str = typer.Option("single", "--strategy", "-s", help="torch: single|dp|ddp; tensorflow: "
                                  "single|mirrored|multiworker."),
-    workers: int = typer.Option(1, "--workers", "-n", help="Replicas: processes (ddp, multiworker) or devices."),
+    workers: int | None = typer.Option(None, "--workers", "-n", help="Replicas: processes (ddp, multiworker) or "
+                                       "devices [default: 1, or the world size torchrun / TF_CONFIG set up]."),
     epochs: int = typer.Option(30, "--epochs", "-e"),
     batch_size: int = typer.Option(2048, "--batch-size", "-b", help="Global batch, split evenly over workers."),
     lr: float = typer.Option(1e-3, "--lr"),
     optimizer: str = typer.Option("adam", "--optimizer", help="adam or sgd."),
     momentum: float = typer.Option(0.0, "--momentum", help="SGD momentum."),
     dropout: float = typer.Option(0.25, "--dropout"),
+    init: str = typer.Option("framework", "--init", help="framework (each framework's default weight init and "
+                             "Adam epsilon) or aligned (identical initial weights and optimiser constants in "
+                             "both frameworks; docs/definitions.md)."),
     lr_schedule: str = typer.Option("constant", "--lr-schedule", help="constant or onecycle (torch)."),
     label_smoothing: float = typer.Option(0.0, "--label-smoothing", help="Cross-entropy label smoothing (torch)."),
     seed: int = typer.Option(0, "--seed"),
@@ -81,7 +85,8 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
 ) -> None:
     """Train the paper's CNN once and write result.json, predictions, model and TensorBoard logs."""
-    from parallel_vision.engines.launch import run
+    from parallel_vision.data.paths import absolute
+    from parallel_vision.engines.launch import run, workers_under_launcher
 
     if config_file is not None:
         from parallel_vision.errors import ConfigError
@@ -92,13 +97,14 @@ def train(
             raise ConfigError(f"cannot read {config_file}: {exc.strerror}") from None
         cfg = RunConfig.from_json(text)
     else:
+        workers = workers_under_launcher(framework, strategy, workers)
         cfg = RunConfig(
             framework=framework, strategy=strategy, workers=workers, epochs=epochs,  # type: ignore[arg-type]
             batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,  # type: ignore[arg-type]
-            dropout=dropout, seed=seed, lr_schedule=lr_schedule,  # type: ignore[arg-type]
+            dropout=dropout, seed=seed, lr_schedule=lr_schedule, init=init,  # type: ignore[arg-type]
             label_smoothing=label_smoothing, pin_threads=pin_threads, malloc_tuning=malloc_tuning,
-            dataset=dataset, data_dir=str(data_dir) if data_dir else None,
-            limit_train=limit_train, limit_test=limit_test, out_dir=str(out) if out else None,
+            dataset=dataset, data_dir=str(absolute(data_dir)) if data_dir else None,
+            limit_train=limit_train, limit_test=limit_test, out_dir=str(absolute(out)) if out else None,
             threads_per_worker=threads, device=device, precision=precision,  # type: ignore[arg-type]
             memory_format=memory_format, compile=compile, jit_compile=jit_compile,  # type: ignore[arg-type]
             compile_mode=compile_mode,  # type: ignore[arg-type]

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from parallel_vision.config import RunConfig, usable_cores
+from parallel_vision.data.paths import absolute
 from parallel_vision.engines import checkpoint, tf_backup
 from parallel_vision.engines.signals import StopRequest
-from parallel_vision.errors import ConfigError, DataError, EngineError, PVisionError, RunInterrupted
+from parallel_vision.errors import ConfigError, EngineError, PVisionError, RunInterrupted
 from parallel_vision.results.run_result import RunResult
 from parallel_vision.results.schema import RESULT_FILE
 
@@ -51,6 +52,37 @@ def under_torchrun() -> bool:
     )
 
 
+def external_world_size(framework: str, strategy: str) -> int | None:
+    """How many processes torchrun or a user's TF_CONFIG started, when this process is one of them.
+
+    The external launcher is the authority on the world size (as in nanoGPT and the DDP tutorial):
+    `--workers` left unset takes this value; only an explicit, different one is an error.
+    """
+    if framework == "torch" and strategy == "ddp" and under_torchrun():
+        try:
+            return int(os.environ["WORLD_SIZE"])
+        except (KeyError, ValueError):
+            raise ConfigError(f"torchrun's WORLD_SIZE is not a number: {os.environ.get('WORLD_SIZE')!r}") from None
+    if framework == "tensorflow" and strategy == "multiworker" and "TF_CONFIG" in os.environ:
+        from parallel_vision.engines.tf_cluster import cluster_from_env
+
+        return cluster_from_env(None).world_size
+    return None
+
+
+def workers_under_launcher(framework: str, strategy: str, requested: int | None) -> int:
+    """`--workers` as given, else the external launcher's world size, else 1; an explicit value
+    that contradicts torchrun or TF_CONFIG is refused before anything else is checked."""
+    external = external_world_size(framework, strategy)
+    if requested is None:
+        return external or 1
+    if external is not None and requested != external:
+        what = (f"torchrun started WORLD_SIZE={external} processes" if framework == "torch"
+                else f"TF_CONFIG describes {external} training process(es)")
+        raise ConfigError(f"--workers {requested} but {what} (leave --workers out to use it)")
+    return requested
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on right now (the kernel's choice, so concurrent runs differ)."""
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
@@ -68,25 +100,11 @@ def check_port_free(port: int, host: str = "127.0.0.1") -> None:
             raise ConfigError(f"port {port} on {host} is busy; choose another or leave it unset") from None
 
 
-def ensure_data(cfg: RunConfig) -> None:
-    """Verify (or download) the dataset here, once, before any worker starts or waits on another.
+def ensure_data(cfg: RunConfig) -> Path:
+    """Verify (or download) the dataset here, once, before any worker starts; return its absolute root."""
+    from parallel_vision.data.ready import ensure_dataset
 
-    A present but corrupt file is an error, never silently replaced; missing files
-    are fetched from the mirrors (into the user cache unless a folder was named).
-    """
-    from parallel_vision.data import fetch, verify
-    from parallel_vision.data.paths import resolve_data_dir
-
-    root = resolve_data_dir(cfg.data_dir)
-    if not root.exists() and cfg.data_dir is None and "PVISION_DATA_DIR" not in os.environ:
-        fetch(cfg.dataset, cfg.data_dir)
-        return
-    statuses = verify(cfg.dataset, cfg.data_dir)
-    damaged = [s for s in statuses if s.present and not s.ok]
-    if damaged:
-        raise DataError(f"{damaged[0].path}: {damaged[0].problem}")
-    if any(not s.present for s in statuses):
-        fetch(cfg.dataset, cfg.data_dir)
+    return ensure_dataset(cfg.dataset, cfg.data_dir)
 
 
 def default_out_dir(cfg: RunConfig, root: str | os.PathLike[str] = "runs") -> Path:
@@ -96,7 +114,7 @@ def default_out_dir(cfg: RunConfig, root: str | os.PathLike[str] = "runs") -> Pa
 
 def prepare_out_dir(cfg: RunConfig, overwrite: bool = False) -> Path:
     """Create the output folder; refuse one that holds a different or finished run."""
-    out = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg)
+    out = absolute(cfg.out_dir) if cfg.out_dir else absolute(default_out_dir(cfg))
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
@@ -204,7 +222,8 @@ def run(
             )
     if cfg.master_port is not None and not _external_cluster(cfg):
         check_port_free(cfg.master_port)
-    ensure_data(cfg)
+    # Children get absolute folders (they may start elsewhere); result.json records them.
+    cfg = cfg.replace(data_dir=str(ensure_data(cfg)))
     if _external_cluster(cfg):
         return _run_external(cfg, launch_time, progress=progress, overwrite=overwrite)
     out = prepare_out_dir(cfg, overwrite=overwrite)

@@ -53,8 +53,9 @@ def _check_address(job: str, i: int, address: Any) -> None:
         raise ConfigError(f"TF_CONFIG cluster.{job}[{i}] has no valid host:port; got {address!r}")
 
 
-def parse_tf_config(text: str | None, workers: int) -> ClusterTask:
-    """Validate a TF_CONFIG string for a `workers`-process MultiWorkerMirroredStrategy run."""
+def parse_tf_config(text: str | None, workers: int | None) -> ClusterTask:
+    """Validate a TF_CONFIG string for a `workers`-process MultiWorkerMirroredStrategy run
+    (`workers=None`: any size, for reading the size the cluster defines)."""
     if text is None or not text.strip():
         raise ConfigError(
             "strategy 'multiworker' needs TF_CONFIG; run it through `pvision train`, which sets it,"
@@ -104,12 +105,12 @@ def parse_tf_config(text: str | None, workers: int) -> ClusterTask:
             f"TF_CONFIG task.index {index} is out of range for the {len(jobs[task_type])} {task_type}(s)"
         )
     result = ClusterTask(cluster=jobs, task_type=str(task_type), task_index=index)
-    if result.world_size != workers:
+    if workers is not None and result.world_size != workers:
         raise ConfigError(
             f"--workers {workers} but TF_CONFIG describes {result.world_size} training process(es)"
         )
     return result
 
 
-def cluster_from_env(workers: int) -> ClusterTask:
+def cluster_from_env(workers: int | None) -> ClusterTask:
     return parse_tf_config(os.environ.get("TF_CONFIG"), workers)
