@@ -21,11 +21,19 @@ _IDX_CODES = {
 }
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A relative $PVISION_DATA_DIR / $PVISION_CACHE_DIR means pytest's working directory, as the CLI's
+    entry point would read it; tests start CLIs in other folders, so hand them absolute paths."""
+    from parallel_vision.data.paths import absolutize_environment
+
+    absolutize_environment()
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The verified offline datasets: $PVISION_DATA_DIR, else ../shared/datasets beside the repo."""
     env = os.environ.get("PVISION_DATA_DIR")
-    path = Path(env) if env else Path(__file__).parents[2] / "shared" / "datasets"
+    path = Path(env).absolute() if env else Path(__file__).parents[2] / "shared" / "datasets"
     if not path.is_dir():
         pytest.skip(f"shared datasets not found at {path} (set PVISION_DATA_DIR)")
     return path

@@ -12,6 +12,7 @@ raises ConfigError, e.g. DataParallel without two GPUs) are recorded in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -29,7 +30,9 @@ from typing import Any
 from parallel_vision.bench.matrix import PlannedRun, expand
 from parallel_vision.bench.presets import BenchSpec, resolve_workers
 from parallel_vision.config import RunConfig, usable_cores
-from parallel_vision.errors import ConfigError, EngineError, PVisionError, RunInterrupted
+from parallel_vision.data.paths import absolute
+from parallel_vision.data.ready import ensure_dataset
+from parallel_vision.errors import ConfigError, DiskFullError, EngineError, PVisionError, RunInterrupted
 from parallel_vision.results.schema import RESULT_FILE, atomic_write_bytes
 from parallel_vision.results.store import BENCH_RUN_FILE, SKIPPED_DIR, Store, identity_hash, open_store
 
@@ -294,24 +297,27 @@ def run_bench(
     root: str | os.PathLike[str],
     *,
     echo: Printer = print,
-    wait_idle_s: float = 600.0,
+    wait_idle_s: float | None = None,
+    strict_idle: bool = False,
     overwrite: bool = False,
 ) -> BenchOutcome:
     """Run every planned configuration of `spec` into ROOT, one at a time; return what happened.
 
-    `wait_idle_s`: before each run, wait up to this long for other engine processes on
-    the machine to finish (0: do not wait); a run started while others ran is flagged.
+    Quiet-machine policy (other processes' CPU skews a timing): by default ("bounded") the
+    bench waits for a quiet machine at most `wait_idle_s` seconds *in all* (default 30), then
+    runs regardless and flags every run measured while others used CPU. `strict_idle` waits
+    before *each* run up to `wait_idle_s` (default 600), for numbers meant to be published.
     `overwrite`: re-run even configurations already stored for this code version.
     """
     from parallel_vision.engines import launch
     from parallel_vision.engines.provenance import code_version as current_code_version
 
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "logs").mkdir(exist_ok=True)
+    root = absolute(root)
     cores, gpus = usable_cores(), gpu_count()
     spec = resolve_workers(spec, gpus if (gpus and spec.device != "cpu") else cores)
-    plan = expand(spec, cores=cores, gpus=gpus)
+    plan = prepare_data(expand(spec, cores=cores, gpus=gpus), spec.data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "logs").mkdir(exist_ok=True)
     code = current_code_version()
     store = open_store(root, create_empty=True)
     outcome = BenchOutcome(root=root, planned=len(plan))
@@ -322,8 +328,10 @@ def run_bench(
             history = json.loads(manifest_path.read_text()).get("history", [])
         except (OSError, json.JSONDecodeError, AttributeError):
             history = []
+    idle = IdlePolicy.make(wait_idle_s, strict_idle)
     manifest: dict[str, Any] = {
         "spec": spec.to_dict(),
+        "idle_policy": idle.describe(),
         "code_version": code,
         "cores": cores,
         "gpus": gpus,
@@ -394,7 +402,7 @@ def run_bench(
                 echo(f"{head}: skipped — {reason}")
                 continue
             t_wait = time.monotonic()
-            idle_load = _wait_for_idle(wait_idle_s, echo)
+            idle_load = _wait_for_idle(idle.limit_now(outcome.waited_s), echo)
             outcome.waited_s += time.monotonic() - t_wait
             folder, finished = _run_folder(root, planned, code)
             if finished and not overwrite:
@@ -435,6 +443,8 @@ def run_bench(
                 set_state(i, "skipped", reason=reason)
                 echo(f"    skipped — {reason}")
                 continue
+            except DiskFullError:
+                raise  # every later run would fail the same way: stop now, in one line
             except (EngineError, PVisionError) as exc:
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 why = f"failed: {reason} (log: logs/{log_file.name})"
@@ -485,10 +495,19 @@ def run_bench(
                     waited_s=round(outcome.waited_s, 2))
     manifest["history"] = (history + [{k: manifest.get(k) for k in ("spec", "code_version", "started_at",
                                                                    "finished_at", "status", "seconds",
-                                                                   "waited_s")}])[-20:]
+                                                                   "waited_s", "idle_policy")}])[-20:]
     save_manifest()
     store.close()
     return outcome
+
+
+def prepare_data(plan: list[PlannedRun], data_dir: str | None) -> list[PlannedRun]:
+    """Verify (or fetch, once) every dataset the plan needs before the first run; hand each run the
+    verified absolute folder. A dataset that cannot be had stops the bench here, in one line."""
+    roots = {name: str(ensure_dataset(name, data_dir))
+             for name in sorted({p.cfg.dataset for p in plan if p.cfg is not None})}
+    return [dataclasses.replace(p, cfg=p.cfg.replace(data_dir=roots[p.cfg.dataset])) if p.cfg is not None else p
+            for p in plan]
 
 
 def _terminate_as_interrupt() -> Any:
@@ -501,6 +520,31 @@ def _terminate_as_interrupt() -> Any:
         raise KeyboardInterrupt
 
     return signal.signal(signal.SIGTERM, handler)
+
+
+@dataclass(frozen=True)
+class IdlePolicy:
+    """How long the bench may wait for other processes to stop using CPU before a run."""
+
+    mode: str  # "bounded": one budget for the whole bench; "strict": a limit before each run
+    wait_s: float
+
+    BOUNDED_DEFAULT_S = 30.0
+    STRICT_DEFAULT_S = 600.0
+
+    @classmethod
+    def make(cls, wait_s: float | None, strict: bool) -> IdlePolicy:
+        if wait_s is not None and (wait_s < 0 or wait_s != wait_s):
+            raise ConfigError(f"--wait-idle must be >= 0 seconds; got {wait_s}")
+        default = cls.STRICT_DEFAULT_S if strict else cls.BOUNDED_DEFAULT_S
+        return cls("strict" if strict else "bounded", default if wait_s is None else float(wait_s))
+
+    def limit_now(self, waited_so_far: float) -> float:
+        """Seconds the next wait may last."""
+        return self.wait_s if self.mode == "strict" else max(0.0, self.wait_s - waited_so_far)
+
+    def describe(self) -> dict[str, Any]:
+        return {"mode": self.mode, "wait_s": self.wait_s}
 
 
 def _wait_for_idle(limit_s: float, echo: Printer) -> float:

@@ -48,6 +48,9 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of `pvision` and `python -m parallel_vision`."""
+    from parallel_vision.data.paths import absolutize_environment
+
+    absolutize_environment()  # relative folders mean the user's working directory, in every child too
     try:
         app(args=argv, prog_name="pvision")
     except PVisionError as exc:

@@ -55,12 +55,17 @@ def bench(
     as_published: bool = typer.Option(False, "--as-published", help="Use the optimiser the paper describes: "
                                       "SGD (lr 0.01, momentum 0.9) for PyTorch single and DataParallel."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    init: str = typer.Option("framework", "--init", help="framework (each framework's defaults) or aligned "
+                             "(identical initial weights and optimiser constants; docs/definitions.md)."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder (else $PVISION_DATA_DIR)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Bench ROOT (default bench-<preset>)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Run again configurations already stored for "
                                    "this code version."),
-    wait_idle: int = typer.Option(600, "--wait-idle", help="Seconds to wait before each run for other processes "
-                                  "on this machine to stop using CPU (0: don't wait; busy runs are flagged)."),
+    wait_idle: float | None = typer.Option(None, "--wait-idle", help="Seconds the bench may wait, in all, for "
+                                           "other processes to stop using CPU (default 30; 0: never wait). "
+                                           "Runs measured on a busy machine are flagged in the report."),
+    strict_idle: bool = typer.Option(False, "--strict-idle", help="Wait for a quiet machine before every run "
+                                     "(up to --wait-idle each, default 600 s): for numbers to publish."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned runs and exit."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write the report at the end."),
 ) -> None:
@@ -73,6 +78,7 @@ def bench(
     from parallel_vision.bench.presets import BenchSpec, get_preset, resolve_workers
     from parallel_vision.bench.runner import gpu_count, run_bench
     from parallel_vision.config import usable_cores
+    from parallel_vision.data.paths import absolute
 
     explicit = any(v is not None for v in (frameworks, strategies, workers, scaling))
     spec = get_preset(preset) if preset else (BenchSpec(preset=None) if explicit else get_preset("quick"))
@@ -100,10 +106,11 @@ def bench(
     if as_published:
         changes["as_published"] = True
     changes["device"] = device
+    changes["init"] = init
     if data_dir is not None:
-        changes["data_dir"] = str(data_dir)
+        changes["data_dir"] = str(absolute(data_dir))
     spec = spec.replace(**changes)
-    root = out or Path(f"bench-{spec.preset or 'custom'}" + ("-as-published" if spec.as_published else ""))
+    root = absolute(out or Path(f"bench-{spec.preset or 'custom'}" + ("-as-published" if spec.as_published else "")))
 
     if dry_run:
         cores, gpus = usable_cores(), gpu_count()
@@ -119,7 +126,8 @@ def bench(
                        f"[{'+'.join(planned.scaling) or planned.role}]")
         return
 
-    outcome = run_bench(spec, root, echo=typer.echo, wait_idle_s=float(wait_idle), overwrite=overwrite)
+    outcome = run_bench(spec, root, echo=typer.echo, wait_idle_s=wait_idle, strict_idle=strict_idle,
+                        overwrite=overwrite)
     waited = f" ({outcome.waited_s:.0f} s of it waiting for a quiet machine)" if outcome.waited_s > 5 else ""
     typer.echo(f"bench finished in {outcome.seconds:.0f} s{waited}: {len(outcome.ran)} run, "
                f"{len(outcome.reused)} reused, {len(outcome.skipped)} skipped, {len(outcome.failed)} failed")

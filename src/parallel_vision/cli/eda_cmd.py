@@ -33,12 +33,15 @@ def eda(
     except ImportError as exc:
         raise ConfigError(f"pvision eda needs the 'eda' extra (pip install 'parallel-vision[eda]'): {exc}") from None
 
+    from parallel_vision.data.paths import absolute
+    from parallel_vision.data.ready import ensure_dataset
+
     opts = EdaOptions(
         dataset=dataset,
-        out_dir=out if out is not None else Path(f"eda-{dataset}"),
+        out_dir=absolute(out if out is not None else Path(f"eda-{dataset}")),
         tsne_sample=sample,
         seed=seed,
-        data_dir=data_dir,
+        data_dir=ensure_dataset(dataset, data_dir),  # verified (or fetched) once, before any analysis
     )
     report = run_eda(opts, progress=progress)
     pca = report.results["pca"].numbers["components_needed"]

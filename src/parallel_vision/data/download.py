@@ -3,7 +3,8 @@
 Each file is streamed into a temp file beside its destination while being hashed;
 only a file with the catalogue's exact size and SHA-256 is renamed into place.
 A mirror that fails (unreachable, HTTP error, wrong bytes) just hands over to the
-next one; if all fail, the error lists every URL tried and why.
+next one; if all fail, one line says which dataset is missing where, what was tried,
+and the ways to provide it offline.
 """
 
 from __future__ import annotations
@@ -29,13 +30,16 @@ from rich.progress import (
 )
 
 from parallel_vision import __version__
-from parallel_vision.data.atomic import atomic_write
+from parallel_vision.atomic import atomic_write
 from parallel_vision.data.catalog import DatasetSpec, FileSpec, get_dataset
 from parallel_vision.data.paths import raw_dir, resolve_data_dir
 from parallel_vision.data.verify import file_status
 from parallel_vision.errors import DataError
 
-TIMEOUT_S = 30.0
+#: Seconds without a byte (or to connect) before a mirror counts as down: three dead
+#: mirrors then cost at most half a minute, not minutes, on an offline machine.
+TIMEOUT_S = 10.0
+MIRRORS_ENV = "PVISION_MIRRORS"
 _CHUNK = 1 << 16
 # Some mirrors refuse urllib's default agent.
 _HEADERS = {"User-Agent": f"parallel-vision/{__version__}"}
@@ -70,7 +74,7 @@ def fetch(
     """
     spec = get_dataset(dataset)
     raw = raw_dir(resolve_data_dir(data_dir), spec.name)
-    urls = tuple(mirrors) if mirrors else spec.mirrors
+    urls = tuple(mirrors) if mirrors else (mirrors_from_environment(spec.name) or spec.mirrors)
     todo = [
         f
         for split in spec.splits
@@ -94,25 +98,46 @@ def fetch(
         disable=not (progress and console.is_terminal),  # no bar debris in logs or captured stderr
     ) as bar:
         for f in todo:
-            _download(f, raw / f.name, urls, bar, bar.add_task(f"{spec.name}/{f.name}", total=f.size))
+            tried = _download(f, raw / f.name, urls, bar, bar.add_task(f"{spec.name}/{f.name}", total=f.size))
+            if tried:
+                raise DataError(unavailable_message(spec.name, raw, f.name, tried))
     return [raw / f.name for f in todo]
 
 
-def _download(spec: FileSpec, dest: Path, urls: Sequence[str], bar: Progress, task: TaskID) -> None:
-    tried = []
+def mirrors_from_environment(dataset: str) -> tuple[str, ...]:
+    """$PVISION_MIRRORS: comma-separated base URLs used instead of the catalogue's (an internal
+    artifact store, a proxy); `{dataset}` in a URL is replaced by the dataset's name."""
+    value = os.environ.get(MIRRORS_ENV, "")
+    return tuple(u.strip().replace("{dataset}", dataset) for u in value.split(",") if u.strip())
+
+
+def unavailable_message(dataset: str, raw: Path, missing: str, tried: Sequence[str]) -> str:
+    """One line: what is missing where, why no mirror helped, and every way to fix it offline."""
+    root = raw.parent.parent
+    return (
+        f"{dataset} is not available: {missing} is missing from {raw} and no mirror delivered it"
+        f" (tried: {'; '.join(tried)}). Fix: run `pvision data fetch {dataset}` where the internet is reachable;"
+        f" or pass --data-dir DIR (or set PVISION_DATA_DIR=DIR) for a folder holding {dataset}/raw/*.gz;"
+        f" or copy the dataset's .gz files into {raw}/ — then check with `pvision data verify --data-dir {root}`"
+    )
+
+
+def _download(spec: FileSpec, dest: Path, urls: Sequence[str], bar: Progress, task: TaskID) -> list[str]:
+    """Try each mirror in turn; return [] on success, else each URL tried and why it failed."""
+    tried: list[str] = []
     for base in urls:
         url = base if base.endswith("/") else base + "/"
         url += spec.name
         bar.reset(task)
         try:
-            with atomic_write(dest) as out:
+            with atomic_write(dest, size=spec.size) as out:
                 _stream(url, out, spec, bar, task)
-            return
+            return []
         except _MIRROR_ERRORS as exc:
             tried.append(f"{url} ({_reason(exc)})")
         except OSError as exc:  # not the mirror's fault: we cannot write here
             raise DataError(f"cannot write {dest}: {exc.strerror or exc}") from None
-    raise DataError(f"could not download {spec.name}; tried: " + "; ".join(tried))
+    return tried
 
 
 def _stream(url: str, out: BinaryIO, spec: FileSpec, bar: Progress, task: TaskID) -> None:

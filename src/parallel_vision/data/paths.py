@@ -39,6 +39,28 @@ def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(env).expanduser() if env else user_cache_root() / "arrays"
 
 
+def absolute(path: str | os.PathLike[str]) -> Path:
+    """`path` made absolute against this process's working directory (`~` expanded, symlinks kept).
+
+    Relative paths are resolved once, at the entry point, because engine processes and
+    tests may run in another working directory than the user's shell.
+    """
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
+def absolutize_environment(environ: dict[str, str] | os._Environ[str] | None = None) -> None:
+    """Rewrite relative $PVISION_DATA_DIR / $PVISION_CACHE_DIR as absolute paths, in place.
+
+    Called once by the command line's entry point, so every child process (which may
+    start elsewhere, e.g. under torchrun) reads the folder the user meant.
+    """
+    env = os.environ if environ is None else environ
+    for name in (DATA_DIR_ENV, CACHE_DIR_ENV):
+        value = env.get(name, "")
+        if value:
+            env[name] = str(absolute(value))
+
+
 def raw_dir(root: Path, dataset: str) -> Path:
     return root / dataset / "raw"
 

@@ -70,8 +70,10 @@ def run_table(data: ReportData) -> Table:
     show_opt = len({g.optimizer_text for g in groups}) > 1
     show_test = len({g.n_test for g in groups}) > 1
     show_rep = len({g.repeats for g in groups}) > 1
+    show_init = len({g.init for g in groups}) > 1
     headers = ["Framework", "Strategy", "Workers", "Threads / worker", "Batch global / worker", "Epochs"]
     headers += ["Optimiser"] if show_opt else []
+    headers += ["Init"] if show_init else []
     headers += ["Steady epoch T (s)", "Warm-up epoch (s)", "Total time (s)", "Images/s", "Test accuracy (%)",
                 "Test loss"]
     headers += ["Test images"] if show_test else []
@@ -82,6 +84,7 @@ def run_table(data: ReportData) -> Table:
         row = [fw(g.framework), st(g.strategy), str(g.workers), threads_text(g),
                f"{g.global_batch} / {g.per_worker_batch}", str(g.config["epochs"])]
         row += [g.optimizer_text] if show_opt else []
+        row += [g.init] if show_init else []
         row += [fspread(s["mean_epoch_time_excl_warmup_s"]), fspread(s["warmup_epoch_time_s"]),
                 fspread(s["total_time_s"], 1), fspread(s["images_per_s_excl_warmup"], 0, thousands=True),
                 fspread(s["test_accuracy"], 2, 100.0), fspread(s["test_loss"], 4)]
@@ -89,8 +92,18 @@ def run_table(data: ReportData) -> Table:
         row += [str(g.repeats)] if show_rep else []
         rows.append(row)
         colors.append(g.color)
-    align = "lllrrr" + ("l" if show_opt else "") + "r" * (len(headers) - 6 - show_opt)
+    align = "lllrrr" + ("l" if show_opt else "") + ("l" if show_init else "")
+    align += "r" * (len(headers) - len(align))
     return Table(headers, rows, colors, align)
+
+
+#: How the run table's note states the init mode (RunConfig.init) when every configuration shares it.
+INIT_TEXT = {
+    "framework": "initialisation: each framework's defaults (--init framework: Keras Glorot-uniform kernels and "
+                 "zero biases, Adam epsilon 1e-7; PyTorch Kaiming-uniform weights and biases, epsilon 1e-8)",
+    "aligned": "initialisation: aligned (--init aligned: the same initial weights, drawn once from the seed, "
+               "and Adam epsilon 1e-8 in both frameworks)",
+}
 
 
 def run_table_note(data: ReportData) -> str:
@@ -100,6 +113,9 @@ def run_table_note(data: ReportData) -> str:
     opts = {g.optimizer_text for g in groups}
     if len(opts) == 1:
         parts.append(f"optimiser {next(iter(opts))}")
+    inits = {g.init for g in groups}
+    if len(inits) == 1:
+        parts.append(INIT_TEXT.get(next(iter(inits)), f"initialisation {next(iter(inits))}"))
     tests = {g.n_test for g in groups}
     if len(tests) == 1:
         parts.append(f"test accuracy and loss on {next(iter(tests)):,} test images")
@@ -308,6 +324,7 @@ def environment_table(data: ReportData) -> Table:
         for n, b in enumerate(benches[-5:], 1):
             spec = b.get("spec") or {}
             waited = f", {b['waited_s']:.0f} s of it waiting for a quiet machine" if b.get("waited_s") else ""
+            waited += idle_policy_text(b.get("idle_policy"))
             rows.insert(n - 1, [
                 f"Bench {n}" if len(benches) > 1 else "Bench",
                 f"preset {spec.get('preset') or 'custom'} ({bench_spec_text(spec)}); {b.get('status')}, started "
@@ -315,6 +332,16 @@ def environment_table(data: ReportData) -> Table:
                 + (f", {b['seconds']:.0f} s{waited}" if b.get("seconds") else ""),
             ])
     return Table(["", ""], rows, [], "ll")
+
+
+def idle_policy_text(policy: dict[str, Any] | None) -> str:
+    """How the bench treated a busy machine (benches before the policy was recorded say nothing)."""
+    if not policy:
+        return ""
+    if policy.get("mode") == "strict":
+        return f"; strict quiet-machine mode (waited up to {policy.get('wait_s', 0):.0f} s before each run)"
+    return (f"; bounded quiet-machine mode (waited at most {policy.get('wait_s', 0):.0f} s in all; runs measured"
+            " while other processes used CPU are flagged)")
 
 
 def presets_text(data: ReportData) -> str:
@@ -344,4 +371,6 @@ def bench_spec_text(spec: dict[str, Any]) -> str:
         parts.append("all-cores single-process reference")
     if spec.get("as_published"):
         parts.append("as published (SGD lr 0.01 momentum 0.9 for PyTorch single and DataParallel)")
+    if spec.get("init") and spec["init"] != "framework":
+        parts.append(f"--init {spec['init']}")
     return "; ".join(parts)
