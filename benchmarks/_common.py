@@ -24,14 +24,14 @@ from typing import Any, TypeVar
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 BASELINES_DIR = ROOT / "benchmarks" / "baselines"
-ENGINE_MARK = "parallel_vision.engines.child"
+ENGINE_MARK = "parallel_vision.launch.child"
 #: glibc allocator variables our launcher sets for torch engine children; baselines run without them.
 ALLOCATOR_VARS = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX", "MALLOC_TOP_PAD_")
 #: The paper CNN's training cost per image (3 x 59.9 MFLOP forward), the issue's yardstick.
 TRAIN_FLOP_PER_IMAGE = 180e6
 #: Appended to every measured subprocess command line so colleagues' idle checks (which look for
 #: engine processes by this name) see our baselines and GEMM runs as busy too; scripts ignore it.
-MARK_ARGS = ("--mark", "parallel_vision.engines.child-equivalent:benchmark")
+MARK_ARGS = ("--mark", "parallel_vision.launch.child-equivalent:benchmark")
 T = TypeVar("T")
 
 
@@ -205,8 +205,8 @@ def run_engine(scratch: Path, **fields: Any) -> dict[str, Any]:
 
     Returns the result's summary, timing, epochs and config, and the run's wall time.
     """
+    from parallel_vision import launch
     from parallel_vision.config import RunConfig
-    from parallel_vision.engines import launch
 
     fields.setdefault("tensorboard", False)
     fields.setdefault("device", "cpu")

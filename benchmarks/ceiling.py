@@ -127,7 +127,7 @@ def _profile_worker(cfg_json: str, steps: int) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     from parallel_vision.config import RunConfig
-    from parallel_vision.engines.torch_engine import Dist, Trainer, _set_threads
+    from parallel_vision.engines.torch.engine import Dist, Trainer, _set_threads
 
     cfg = RunConfig.from_json(cfg_json)
     _set_threads(cfg, Dist())
@@ -156,7 +156,7 @@ def _profile_worker(cfg_json: str, steps: int) -> None:
 def profile_run(args: argparse.Namespace, record: dict[str, Any]) -> None:
     """Where one training step's time goes, per operator, for the default and the contiguous format."""
     from parallel_vision.config import RunConfig
-    from parallel_vision.engines.launch import child_environment
+    from parallel_vision.launch.environment import child_environment
 
     out: dict[str, Any] = {}
     first = True

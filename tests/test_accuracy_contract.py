@@ -19,7 +19,7 @@ import pytest
 
 from parallel_vision.config import RunConfig
 from parallel_vision.data import load
-from parallel_vision.engines.launch import run
+from parallel_vision.launch import run
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from parallel_vision.config import RunConfig  # noqa: E402
-from parallel_vision.engines import checkpoint  # noqa: E402
-from parallel_vision.engines.launch import prepare_out_dir  # noqa: E402
+from parallel_vision.engines.torch import checkpoint  # noqa: E402
 from parallel_vision.errors import ConfigError, EngineError  # noqa: E402
+from parallel_vision.launch.outdir import prepare_out_dir  # noqa: E402
 
 SMALL = {"limit_train": 256, "limit_test": 100, "batch_size": 128, "epochs": 2, "device": "cpu",
          "tensorboard": False, "threads_per_worker": 1}
@@ -112,7 +112,7 @@ def test_out_dir_with_an_unfinished_run_needs_resume_or_overwrite(tmp_path: Path
 
 @pytest.mark.timeout(60)
 def test_checkpoint_of_another_configuration_is_refused(data_dir: Path, tmp_path: Path) -> None:
-    from parallel_vision.engines.torch_engine import Dist, Trainer
+    from parallel_vision.engines.torch.engine import Dist, Trainer
 
     cfg = RunConfig(**SMALL, data_dir=str(data_dir), out_dir=str(tmp_path))  # type: ignore[arg-type]
     trainer = Trainer(cfg, Dist())
@@ -164,8 +164,8 @@ def test_a_pickle_payload_is_refused_and_never_runs(data_dir: Path, tmp_path: Pa
 
 @pytest.mark.timeout(30)
 def test_spawn_rendezvous_listens_on_loopback_only() -> None:
-    from parallel_vision.engines.launch import free_port
-    from parallel_vision.engines.torch_engine import _loopback_store
+    from parallel_vision.engines.torch.engine import _loopback_store
+    from parallel_vision.launch.ports import free_port
 
     port = free_port()
     store = _loopback_store(0, 1, port)

@@ -159,10 +159,10 @@ def test_sizes_read_like_a_person_would_write_them() -> None:
 
 def test_disk_full_error_reaches_the_launcher_as_itself() -> None:
     """An engine process reports errors by class name; the launcher and the DDP spawn parent look it up."""
-    from parallel_vision.engines.child import report_error
-    from parallel_vision.engines.launch import ERROR_TYPES
+    from parallel_vision.errors import error_type
+    from parallel_vision.launch.child import report_error
 
-    assert ERROR_TYPES["DiskFullError"] is DiskFullError
+    assert error_type("DiskFullError") is DiskFullError
     assert report_error(DiskFullError("no space left on device writing x (~1 B); kept")) == 2
 
 
@@ -170,7 +170,7 @@ def test_disk_full_error_reaches_the_launcher_as_itself() -> None:
 def test_a_checkpoint_that_does_not_fit_leaves_the_last_good_one(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     torch = pytest.importorskip("torch")
-    from parallel_vision.engines import checkpoint
+    from parallel_vision.engines.torch import checkpoint
 
     def state(epoch: int, step: int, marker: float) -> dict:
         return {"format": checkpoint.FORMAT, "kind": checkpoint.KIND, "config_identity": "{}", "code_version": "x",
@@ -205,7 +205,7 @@ def test_tensorboard_on_a_full_disk_is_one_error_without_a_thread_traceback(
         small_fs: Callable[[str], Path], capfd: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("tensorboard")
-    from parallel_vision.engines import torch_engine
+    from parallel_vision.engines.torch import engine as torch_engine
 
     fs = small_fs("1m")
     out = fs / "run"
@@ -224,7 +224,7 @@ def test_tensorboard_on_a_full_disk_is_one_error_without_a_thread_traceback(
 
 
 def test_a_tensorflow_summary_error_about_space_names_the_event_file(tmp_path: Path) -> None:
-    from parallel_vision.engines.common import tensorboard_disk_full
+    from parallel_vision.engines.outputs import tensorboard_disk_full
 
     tb = tmp_path / "tb"
     tb.mkdir()
@@ -351,7 +351,7 @@ def test_a_full_array_cache_only_costs_speed(small_fs: Callable[[str], Path], da
 def test_torch_checkpoint_on_a_full_disk_then_resume(small_fs: Callable[[str], Path], data_dir: Path,
                                                       tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    from parallel_vision.engines import checkpoint
+    from parallel_vision.engines.torch import checkpoint
 
     fs = small_fs(ONE_CHECKPOINT)
     out = fs / "run"

@@ -40,7 +40,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from netns import HostPair, kill_group, refused, unavailable_reason  # noqa: E402
-from parallel_vision.engines import launch  # noqa: E402
+from parallel_vision import launch  # noqa: E402
 
 RDZV_PORT = 29400
 TF_PORT = 23456

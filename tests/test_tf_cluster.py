@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from parallel_vision.engines.tf_cluster import parse_tf_config
+from parallel_vision.engines.tensorflow.cluster import parse_tf_config
 from parallel_vision.errors import ConfigError
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from parallel_vision.config import RunConfig
-from parallel_vision.engines.launch import run
+from parallel_vision.launch import run
 from parallel_vision.results import schema
 
 pytestmark = [
@@ -205,7 +205,7 @@ def test_bad_tf_config_is_a_one_line_config_error(data_dir: Path, tmp_path: Path
     # a subprocess (a valid TF_CONFIG would import TensorFlow there).
     code = f"""
         from parallel_vision.config import RunConfig
-        from parallel_vision.engines.launch import run
+        from parallel_vision.launch import run
         from parallel_vision.errors import PVisionError
         cfg = RunConfig(framework="tensorflow", strategy="multiworker", workers=2, limit_train=512,
                         batch_size=128, data_dir={str(data_dir)!r}, out_dir={str(tmp_path / "bad")!r})

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from parallel_vision.engines import tf_backup  # noqa: E402
+from parallel_vision.engines.tensorflow import backup as tf_backup  # noqa: E402
 from parallel_vision.errors import ConfigError, EngineError  # noqa: E402
 from test_resume import DEADLINE_S, Job, finish, job_list, result, start, train_argv  # noqa: E402
 

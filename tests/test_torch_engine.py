@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("torch")
 
 from parallel_vision.config import RunConfig  # noqa: E402
-from parallel_vision.engines.launch import run  # noqa: E402
 from parallel_vision.errors import ConfigError  # noqa: E402
+from parallel_vision.launch import run  # noqa: E402
 from parallel_vision.results import schema  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -151,6 +151,11 @@ class RunConfig:
         return d
 
 
+def differing_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Names of the identity fields two configs disagree on, for a message the user can act on."""
+    return sorted(k for k in set(old) | set(new) if old.get(k, "<absent>") != new.get(k, "<absent>"))
+
+
 def usable_cores() -> int:
     """Cores this process may run on (respects taskset/cgroups affinity)."""
     try:

@@ -50,3 +50,10 @@ class RunInterrupted(PVisionError):
     def __init__(self, message: str, exit_code: int = 130) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def error_type(name: str) -> type[PVisionError]:
+    """The error class a child process named in its error report (EngineError if unknown), so an
+    expected failure keeps its type and exit code across the process boundary."""
+    known = {cls.__name__: cls for cls in PVisionError.__subclasses__()}
+    return known.get(name.rsplit(".", 1)[-1], EngineError)

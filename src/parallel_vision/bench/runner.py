@@ -37,7 +37,7 @@ from parallel_vision.results.schema import RESULT_FILE, atomic_write_bytes
 from parallel_vision.results.store import BENCH_RUN_FILE, SKIPPED_DIR, Store, identity_hash, open_store
 
 MANIFEST = "bench.json"
-ENGINE_MARK = "parallel_vision.engines.child"
+ENGINE_MARK = "parallel_vision.launch.child"
 
 Printer = Callable[[str], None]
 
@@ -309,7 +309,7 @@ def run_bench(
     before *each* run up to `wait_idle_s` (default 600), for numbers meant to be published.
     `overwrite`: re-run even configurations already stored for this code version.
     """
-    from parallel_vision.engines import launch
+    from parallel_vision import launch
     from parallel_vision.engines.provenance import code_version as current_code_version
 
     root = absolute(root)

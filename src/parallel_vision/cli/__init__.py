@@ -12,6 +12,7 @@ import traceback
 
 import typer
 
+from parallel_vision import envvars
 from parallel_vision.errors import PVisionError
 
 app = typer.Typer(
@@ -23,7 +24,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-_state = {"debug": os.environ.get("PVISION_DEBUG", "") not in ("", "0")}
+_state = {"debug": os.environ.get(envvars.DEBUG, "") not in ("", "0")}
 
 
 @app.callback()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from parallel_vision import envvars
+
 runs_app = typer.Typer(help="The results database (ROOT/results.sqlite), rebuilt from result.json files.",
                        no_args_is_help=True)
 
@@ -27,7 +29,7 @@ def _g(value: float | None) -> str:
 
 
 def _root(root: Path | None) -> Path:
-    return root or Path(os.environ.get("PVISION_RESULTS_DIR", "."))
+    return root or Path(os.environ.get(envvars.RESULTS_DIR, "."))
 
 
 def _open(root: Path | None):  # type: ignore[no-untyped-def]

@@ -86,7 +86,8 @@ def train(
 ) -> None:
     """Train the paper's CNN once and write result.json, predictions, model and TensorBoard logs."""
     from parallel_vision.data.paths import absolute
-    from parallel_vision.engines.launch import run, workers_under_launcher
+    from parallel_vision.launch import run
+    from parallel_vision.launch.cluster import workers_under_launcher
 
     if config_file is not None:
         from parallel_vision.errors import ConfigError

@@ -29,12 +29,12 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from parallel_vision import __version__
 from parallel_vision.atomic import atomic_write
 from parallel_vision.data.catalog import DatasetSpec, FileSpec, get_dataset
 from parallel_vision.data.paths import raw_dir, resolve_data_dir
 from parallel_vision.data.verify import file_status
 from parallel_vision.errors import DataError
+from parallel_vision.version import __version__
 
 #: Seconds without a byte (or to connect) before a mirror counts as down: three dead
 #: mirrors then cost at most half a minute, not minutes, on an offline machine.

@@ -8,29 +8,21 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
-from collections.abc import Sequence
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from parallel_vision import envvars
 from parallel_vision.config import RunConfig
-from parallel_vision.engines.metrics import classification_outputs
-from parallel_vision.results.schema import SCHEMA_VERSION, TIMING_KEYS, summarise_epochs, write_result
-
-START_ENV = "PVISION_LAUNCH_TIME"
-PROGRESS_ENV = "PVISION_PROGRESS"
 
 
 def launch_time() -> float:
     """When the user's command started (set by the launcher), else now: total time counts from there."""
     try:
-        return float(os.environ[START_ENV])
+        return float(os.environ[envvars.LAUNCH_TIME])
     except (KeyError, ValueError):
-        os.environ[START_ENV] = repr(time.time())
-        return float(os.environ[START_ENV])
+        os.environ[envvars.LAUNCH_TIME] = repr(time.time())
+        return float(os.environ[envvars.LAUNCH_TIME])
 
 
 def load_split(cfg: RunConfig, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -102,100 +94,8 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
-def build_result(
-    cfg: RunConfig,
-    *,
-    environment: dict[str, Any],
-    epochs: list[dict[str, Any]],
-    timing: dict[str, float | None],
-    y_true: np.ndarray,
-    y_pred: np.ndarray,
-    class_names: Sequence[str],
-    world_size: int,
-    n_train: int,
-    artifacts: dict[str, str],
-    status: str = "complete",
-    extra: dict[str, Any] | None = None,
-    peak_rss_per_worker_mib: list[float] | None = None,
-) -> dict[str, Any]:
-    """Assemble the RunResult dict; every derived number is computed here, once, for both engines."""
-    total = time.time() - launch_time()
-    summary: dict[str, Any] = {}
-    if epochs:
-        summary = summarise_epochs(epochs, total)
-    summary.update(
-        {
-            "world_size": world_size,
-            "global_batch": cfg.batch_size,
-            "per_worker_batch": cfg.per_worker_batch,
-            "steps_per_epoch": steps_per_epoch(n_train, cfg.batch_size),
-            "n_train": n_train,
-            "total_time_s": total,
-            "peak_rss_mib_per_worker": peak_rss_per_worker_mib or [peak_rss_mib()],
-            "restarts": 0,  # an engine that can be restarted (torchrun) overwrites it
-        }
-    )
-    outputs = classification_outputs(y_true, y_pred, class_names) if len(y_pred) else {}
-    result = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": uuid.uuid4().hex,
-        "status": status,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": cfg.to_dict(),
-        "environment": environment,
-        "epochs": epochs,
-        "summary": summary,
-        "timing": {k: timing.get(k) for k in TIMING_KEYS},
-        "classification_report": outputs.get("classification_report", {}),
-        "classification_report_text": outputs.get("classification_report_text", ""),
-        "confusion_matrix": outputs.get("confusion_matrix", []),
-        "artifacts": artifacts,
-    }
-    if extra:
-        result.update(extra)
-    return result
-
-
-def save_result(result: dict[str, Any], out_dir: str | Path, *, kept: str | None = None) -> Path:
-    return write_result(result, out_dir, kept=kept)
-
-
-def save_predictions(y_pred: np.ndarray, out_dir: str | Path, *, kept: str | None = None) -> str:
-    """Predicted labels of the evaluated test images in test-set order, written atomically."""
-    import io
-
-    from parallel_vision.atomic import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(y_pred, dtype=np.int64))
-    atomic_write_bytes(Path(out_dir) / "predictions.npy", buffer.getvalue(), kept=kept)
-    return "predictions.npy"
-
-
-#: About what one scalar takes in a TensorBoard event file (for the size in a disk-full message).
-TB_EVENT_BYTES = 64
-
-
-def tensorboard_disk_full(exc: BaseException, tb_dir: Path, scalars: int, kept: str) -> Exception:
-    """The one-line DiskFullError for a TensorBoard write that ran out of space (naming the newest
-    event file), or `exc` itself when it is some other failure.
-
-    TensorBoard logs fail like every other output: one line, exit code 2, the last checkpoint
-    (torch) or epoch-end backup (TensorFlow) kept; the run is not continued without its logs.
-    """
-    from parallel_vision.atomic import disk_full, is_disk_full
-
-    if not is_disk_full(exc):
-        return exc
-    try:
-        events = sorted(Path(tb_dir).glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime_ns)
-    except OSError:
-        events = []
-    return disk_full(events[-1] if events else tb_dir, scalars * TB_EVENT_BYTES, kept, exc)
-
-
 def progress_enabled() -> bool:
-    return os.environ.get(PROGRESS_ENV, "1") != "0"
+    return os.environ.get(envvars.PROGRESS, "1") != "0"
 
 
 class EpochProgress:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from parallel_vision.atomic import atomic_write_bytes, disk_full
+from parallel_vision.config import differing_fields
 from parallel_vision.errors import ConfigError, DiskFullError, EngineError
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -69,11 +70,6 @@ def identity_json(identity: dict[str, Any]) -> str:
     return json.dumps(identity, sort_keys=True)
 
 
-def differing_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Names of the fields whose values differ, for a message the user can act on."""
-    return sorted(k for k in set(old) | set(new) if old.get(k, "<absent>") != new.get(k, "<absent>"))
-
-
 def check_compatible(ckpt: dict[str, Any], identity: dict[str, Any], world_size: int, where: Path) -> None:
     """Refuse a checkpoint written by a different configuration (one line naming what differs)."""
     try:
@@ -102,6 +98,16 @@ def info(out: str | os.PathLike[str]) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def describe(out: str | os.PathLike[str]) -> str:
+    """Where the unfinished run stands, for the launcher's messages."""
+    summary = info(out) or {}
+    try:
+        epoch, step = int(summary["epoch"]), int(summary["step"])
+    except (KeyError, TypeError, ValueError):
+        return "a checkpoint"
+    return f"checkpoint after epoch {epoch}" if step == 0 else f"checkpoint at epoch {epoch + 1} step {step}"
 
 
 def remove_stale_temp_files(out: str | os.PathLike[str]) -> None:

@@ -31,23 +31,21 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from parallel_vision import envvars
 from parallel_vision.config import RunConfig, usable_cores
-from parallel_vision.engines import checkpoint
 from parallel_vision.engines.common import (
     EpochProgress,
-    build_result,
     epoch_record,
     load_split,
     normalisation,
     peak_rss_mib,
-    save_predictions,
-    save_result,
     steps_per_epoch,
-    tensorboard_disk_full,
 )
+from parallel_vision.engines.outputs import build_result, save_predictions, save_result, tensorboard_disk_full
 from parallel_vision.engines.provenance import code_version, host_environment
 from parallel_vision.engines.signals import StopRequest, exit_code_in
-from parallel_vision.engines.sync_batchnorm import convert_sync_batchnorm
+from parallel_vision.engines.torch import checkpoint
+from parallel_vision.engines.torch.sync_batchnorm import convert_sync_batchnorm
 from parallel_vision.errors import ConfigError, EngineError, PVisionError, RunInterrupted
 from parallel_vision.models import init as model_init
 from parallel_vision.models.torch_cnn import PaperCNN, load_canonical
@@ -747,7 +745,7 @@ def _environment(trainer: Trainer) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- the run
 #: Seconds a collective (and the spawn rendezvous) may wait for a peer before failing; torch's default.
-TIMEOUT_ENV = "PVISION_DIST_TIMEOUT_S"
+TIMEOUT_ENV = envvars.DIST_TIMEOUT_S
 #: Seconds the spawn parent lets the other workers finish on their own after one of them failed.
 SPAWN_GRACE_S = 30.0
 
@@ -955,7 +953,7 @@ def train_and_evaluate(cfg: RunConfig) -> None:
 
     import torch.multiprocessing as mp
 
-    from parallel_vision.engines.launch import free_port
+    from parallel_vision.launch.ports import free_port
 
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # we report the failure ourselves
 

@@ -1,8 +1,8 @@
-"""Entry point of an engine process: `python -m parallel_vision.engines.child CONFIG.json`.
+"""Entry point of an engine process: `python -m parallel_vision.launch.child CONFIG.json`.
 
-It imports exactly one framework, runs it, and reports an expected failure to
-the launcher as a small JSON file (type and one-line message), so the user sees
-the same one-line error whatever process it happened in.
+It looks the framework up in the engine registry, imports exactly that engine, runs it,
+and reports an expected failure to the launcher as a small JSON file (type and one-line
+message), so the user sees the same one-line error whatever process it happened in.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import sys
 import traceback
 from pathlib import Path
 
+from parallel_vision import envvars
 from parallel_vision.config import RunConfig
-from parallel_vision.errors import PVisionError
-
-ERROR_ENV = "PVISION_ERROR_FILE"
+from parallel_vision.engines.registry import run_engine
+from parallel_vision.errors import PVisionError, RunInterrupted
 
 
 def report_error(exc: BaseException) -> int:
@@ -32,7 +32,7 @@ def report_error(exc: BaseException) -> int:
             "exit_code": 1,
         }
         code = 1
-    path = os.environ.get(ERROR_ENV)
+    path = os.environ.get(envvars.ERROR_FILE)
     if path:
         try:
             Path(path).write_text(json.dumps(payload))
@@ -41,18 +41,9 @@ def report_error(exc: BaseException) -> int:
     return code
 
 
-def run_engine(cfg: RunConfig) -> None:
-    """Run the configured framework's engine in this process."""
-    if cfg.framework == "torch":
-        from parallel_vision.engines.torch_engine import train_and_evaluate
-    else:
-        from parallel_vision.engines.tf_engine import train_and_evaluate
-    train_and_evaluate(cfg)
-
-
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m parallel_vision.engines.child CONFIG.json", file=sys.stderr)
+        print("usage: python -m parallel_vision.launch.child CONFIG.json", file=sys.stderr)
         return 2
     try:
         cfg = RunConfig.from_json(Path(argv[1]).read_text())
@@ -61,11 +52,9 @@ def main(argv: list[str]) -> int:
         if isinstance(exc, SystemExit) and exc.code in (0, None):
             return 0
         if isinstance(exc, KeyboardInterrupt):
-            from parallel_vision.errors import RunInterrupted
-
             exc = RunInterrupted("interrupted", exit_code=130)
         code = report_error(exc)
-        if not isinstance(exc, PVisionError) or os.environ.get("PVISION_DEBUG"):
+        if not isinstance(exc, PVisionError) or os.environ.get(envvars.DEBUG):
             traceback.print_exc()
         return code
     return 0

@@ -74,23 +74,22 @@ from typing import Any
 
 import numpy as np
 
+from parallel_vision import envvars
 from parallel_vision.config import RunConfig
-from parallel_vision.engines import tf_backup
 from parallel_vision.engines.common import (
     EpochProgress,
-    build_result,
     epoch_record,
     launch_time,
     load_split,
     normalisation,
-    save_predictions,
-    save_result,
     steps_per_epoch,
 )
 from parallel_vision.engines.metrics import metrics_from_logits
+from parallel_vision.engines.outputs import build_result, save_predictions, save_result, tensorboard_disk_full
 from parallel_vision.engines.provenance import host_environment
 from parallel_vision.engines.signals import StopRequest
-from parallel_vision.engines.tf_cluster import ClusterTask, cluster_from_env
+from parallel_vision.engines.tensorflow import backup as tf_backup
+from parallel_vision.engines.tensorflow.cluster import ClusterTask, cluster_from_env
 from parallel_vision.errors import ConfigError, EngineError, RunInterrupted
 from parallel_vision.models import init as model_init
 
@@ -159,7 +158,7 @@ def import_tensorflow() -> tuple[Any, Any]:
                 sys.stderr.write("\n".join(kept) + "\n")
                 sys.stderr.flush()
     quiet_tensorflow()
-    if os.environ.get("PVISION_DEBUG"):
+    if os.environ.get(envvars.DEBUG):
         keras.config.disable_traceback_filtering()
     return tf, keras
 
@@ -554,8 +553,6 @@ class EpochClock:
         self.progress.end_epoch(record)
         if self.summary_writer is not None:
             import tensorflow as tf
-
-            from parallel_vision.engines.common import tensorboard_disk_full
 
             try:
                 with self.summary_writer.as_default():

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from parallel_vision.atomic import atomic_write_bytes
+from parallel_vision.config import differing_fields
 from parallel_vision.errors import ConfigError, DiskFullError, EngineError
 
 BACKUP_DIR = "tf_backup"
@@ -72,6 +73,12 @@ def info(out: str | os.PathLike[str]) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def describe(out: str | os.PathLike[str]) -> str:
+    """Where the unfinished run stands, for the launcher's messages."""
+    epoch = (info(out) or {}).get("epoch")
+    return f"backup after epoch {epoch}" if isinstance(epoch, int) else "a backup"
 
 
 def kept_note(out: str | os.PathLike[str]) -> str:
@@ -118,7 +125,6 @@ def remove(out: str | os.PathLike[str]) -> None:
 
 def read(out: str | os.PathLike[str], identity: dict[str, Any], world_size: int) -> Backup | None:
     """The backup in OUT if there is one; a backup of another configuration is a one-line ConfigError."""
-    from parallel_vision.engines.checkpoint import differing_fields
 
     path = backup_dir(out) / STATE_FILE
     if not path.exists():

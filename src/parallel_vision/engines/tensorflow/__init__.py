@@ -1,0 +1,18 @@
+"""The TensorFlow/Keras engine: `single`, `mirrored` (MirroredStrategy), `multiworker`
+(MultiWorkerMirroredStrategy, one process per worker through TF_CONFIG).
+
+Importing this package loads no framework: it only describes the engine to the launcher.
+`engine.py` (the training code, which imports TensorFlow) runs inside the engine process.
+"""
+
+from __future__ import annotations
+
+from parallel_vision.engines.spec import EngineSpec, ResumeFiles
+from parallel_vision.engines.tensorflow import backup
+
+ENGINE = EngineSpec(
+    framework="tensorflow",
+    strategies=("single", "mirrored", "multiworker"),
+    entry="parallel_vision.engines.tensorflow.engine:train_and_evaluate",
+    resume=ResumeFiles(present=backup.present, describe=backup.describe, remove=backup.remove),
+)

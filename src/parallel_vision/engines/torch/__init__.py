@@ -1,0 +1,18 @@
+"""The PyTorch engine: `single`, `dp` (nn.DataParallel) and `ddp` (DistributedDataParallel).
+
+Importing this package loads no framework: it only describes the engine to the launcher.
+`engine.py` (the training code, which imports torch) runs inside the engine process.
+"""
+
+from __future__ import annotations
+
+from parallel_vision.engines.spec import EngineSpec, ResumeFiles
+from parallel_vision.engines.torch import checkpoint
+
+ENGINE = EngineSpec(
+    framework="torch",
+    strategies=("single", "dp", "ddp"),
+    entry="parallel_vision.engines.torch.engine:train_and_evaluate",
+    resume=ResumeFiles(present=checkpoint.present, describe=checkpoint.describe, remove=checkpoint.remove,
+                       auto_resume=checkpoint.elastic_auto_resume),
+)

@@ -1,0 +1,25 @@
+"""Loopback ports for a spawned run's rendezvous: a free one, or a check that the user's is free."""
+
+from __future__ import annotations
+
+import socket
+from contextlib import closing
+
+from parallel_vision.errors import ConfigError
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the kernel's choice, so concurrent runs differ)."""
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"port {port} is not a valid TCP port (1..65535)")
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise ConfigError(f"port {port} on {host} is busy; choose another or leave it unset") from None

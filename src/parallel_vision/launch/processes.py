@@ -1,0 +1,126 @@
+"""Start engine processes, wait for all of them, and turn the first failure into one line.
+
+Each child writes its expected failure (type, one-line message, exit code) to a small JSON
+file named in its environment; the launcher re-raises it as the same error type, so the user
+sees one line whatever process it happened in. SIGINT/SIGTERM are forwarded to the children,
+which finish their step, checkpoint and exit 130/143.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from parallel_vision import envvars
+from parallel_vision.config import RunConfig
+from parallel_vision.engines.signals import StopRequest
+from parallel_vision.errors import EngineError, PVisionError, RunInterrupted, error_type
+from parallel_vision.launch.ports import free_port
+
+
+def engine_command(config_path: Path) -> list[str]:
+    return [sys.executable, "-m", "parallel_vision.launch.child", str(config_path)]
+
+
+def raise_child_error(error_file: Path, returncode: int, what: str) -> None:
+    try:
+        info = json.loads(error_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        info = None
+    if info:
+        cls = error_type(info.get("type", ""))
+        if cls is RunInterrupted:
+            raise RunInterrupted(info["message"], exit_code=int(info.get("exit_code", 130)))
+        raise cls(info["message"])
+    if returncode < 0:
+        raise EngineError(f"{what} was killed by signal {-returncode}")
+    raise EngineError(f"{what} failed with exit code {returncode} (run with --debug for details)")
+
+
+def run_multiworker(cfg: RunConfig, config_path: Path, env: dict[str, str], out: Path) -> None:
+    ports = [free_port() for _ in range(cfg.workers)]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    jobs = []
+    for index in range(cfg.workers):
+        worker_env = dict(env)
+        worker_env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        if index:
+            worker_env[envvars.PROGRESS] = "0"
+        jobs.append((engine_command(config_path), worker_env))
+    run_children(jobs, out, None)
+
+
+def run_children(
+    jobs: list[tuple[list[str], dict[str, str]]], out: Path, log_file: Path | None
+) -> None:
+    """Start every job, wait for all; the first failure stops the rest and is re-raised."""
+    error_dir = Path(tempfile.mkdtemp(prefix="pvision-err-"))
+    procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+    log_handle = open(log_file, "ab") if log_file else None  # noqa: SIM115 - closed below
+    # SIGINT/SIGTERM go on to the engine process(es), which finish the step, checkpoint and exit 130/143.
+    stop = StopRequest(forward_to=lambda: [p.pid for p, _ in procs if p.poll() is None]).install()
+    try:
+        for i, (cmd, env) in enumerate(jobs):
+            error_file = error_dir / f"worker-{i}.json"
+            env = dict(env, **{envvars.ERROR_FILE: str(error_file)})
+            stdout = log_handle if (log_handle and i == 0) else (subprocess.DEVNULL if i else None)
+            stderr = log_handle if log_handle else (None if i == 0 else worker_log(out, i))
+            procs.append((subprocess.Popen(cmd, env=env, stdout=stdout, stderr=stderr), error_file))
+            if stop.signum is not None:  # it came while this child was starting
+                procs[-1][0].send_signal(stop.signum)
+        try:
+            wait_all(procs)
+        except PVisionError as exc:
+            if stop.signum is None or isinstance(exc, RunInterrupted):
+                raise
+            raise RunInterrupted(f"stopped by {stop.name}: {exc}", exit_code=stop.exit_code) from None
+    except KeyboardInterrupt:
+        for proc, _ in procs:
+            if proc.poll() is None:
+                proc.send_signal(2)
+        for proc, _ in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise RunInterrupted("interrupted; finished work was kept", exit_code=130) from None
+    finally:
+        stop.restore()
+        if log_handle:
+            log_handle.close()
+        for proc, _ in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def worker_log(out: Path, index: int):  # type: ignore[no-untyped-def]
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    return open(logs / f"worker-{index}.log", "ab")  # noqa: SIM115 - owned by the child
+
+
+def wait_all(procs: list[tuple[subprocess.Popen[bytes], Path]], grace_s: float = 30.0) -> None:
+    remaining = list(procs)
+    while remaining:
+        for item in list(remaining):
+            proc, error_file = item
+            code = proc.poll()
+            if code is None:
+                continue
+            remaining.remove(item)
+            if code != 0:
+                index = procs.index(item)
+                deadline = time.monotonic() + grace_s
+                for other, _ in remaining:  # a dead peer leaves the others blocked in a collective
+                    try:
+                        other.wait(timeout=max(0.1, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        other.kill()
+                what = "engine process" if len(procs) == 1 else f"worker {index}"
+                raise_child_error(error_file, code, what)
+        time.sleep(0.05)

@@ -1,0 +1,115 @@
+"""Turn a RunConfig into engine processes; the calling process never imports a framework.
+
+- `single`, `dp`, `ddp`, `mirrored`: one child process (`ddp` spawns its own
+  workers inside it with `torch.multiprocessing.spawn`, the paper's way).
+- `multiworker`: N children, each with a generated `TF_CONFIG` on free loopback ports.
+- Under `torchrun` (or a user-provided `TF_CONFIG`), the launcher's process *is* the
+  worker the external engine made, so the engine runs right here.
+
+The data are verified here, once, and the children get the verified absolute folder.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from parallel_vision import envvars
+from parallel_vision.atomic import atomic_write_bytes
+from parallel_vision.config import RunConfig, usable_cores
+from parallel_vision.data.ready import ensure_dataset
+from parallel_vision.engines.registry import run_engine
+from parallel_vision.engines.tensorflow.cluster import cluster_from_env
+from parallel_vision.errors import ConfigError, EngineError, PVisionError
+from parallel_vision.launch.cluster import external_cluster, first_lines, is_writer, node_layout, worker_name
+from parallel_vision.launch.environment import child_environment
+from parallel_vision.launch.outdir import CONFIG_FILE, prepare_out_dir
+from parallel_vision.launch.ports import check_port_free
+from parallel_vision.launch.processes import engine_command, run_children, run_multiworker
+from parallel_vision.results.run_result import RunResult
+
+
+def ensure_data(cfg: RunConfig) -> Path:
+    """Verify (or download) the dataset here, once, before any worker starts; return its absolute root."""
+
+    return ensure_dataset(cfg.dataset, cfg.data_dir)
+
+
+def run(
+    cfg: RunConfig, *, progress: bool = True, overwrite: bool = False, log_file: Path | None = None
+) -> RunResult:
+    """Run one configuration to completion in child process(es) and return its result."""
+    launch_time = time.time()
+    if cfg.strategy in ("ddp", "multiworker") and cfg.device != "cuda" and not external_cluster(cfg):
+        cores = usable_cores()
+        if cfg.device == "cpu" and cfg.workers > cores:
+            raise ConfigError(
+                f"{cfg.workers} CPU workers requested but this machine has {cores} usable cores"
+            )
+    if cfg.master_port is not None and not external_cluster(cfg):
+        check_port_free(cfg.master_port)
+    # Children get absolute folders (they may start elsewhere); result.json records them.
+    cfg = cfg.replace(data_dir=str(ensure_data(cfg)))
+    if external_cluster(cfg):
+        return _run_external(cfg, launch_time, progress=progress, overwrite=overwrite)
+    out = prepare_out_dir(cfg, overwrite=overwrite)
+    cfg = cfg.replace(out_dir=str(out))
+    config_path = out / CONFIG_FILE
+    atomic_write_bytes(config_path, cfg.to_json().encode())
+
+    env = child_environment(cfg, progress)
+    env[envvars.LAUNCH_TIME] = repr(launch_time)
+    if cfg.strategy == "multiworker":
+        run_multiworker(cfg, config_path, env, out)
+    else:
+        run_children([(engine_command(config_path), env)], out, log_file)
+    return RunResult.load(out)
+
+
+def _run_external(cfg: RunConfig, launch_time: float, *, progress: bool, overwrite: bool) -> RunResult:
+    """torchrun / a user TF_CONFIG made this process: it is one worker, and the engine runs here.
+
+    Only the writer (global rank 0 / the chief) creates, checks or writes the output folder;
+    every other worker leaves it alone (no stray empty folders on a shared filesystem, no
+    race with the writer's files). A failure that is not one of ours becomes a one-line
+    EngineError naming this worker (its traceback is printed first), as in a launcher child.
+    """
+    if cfg.framework == "tensorflow":
+        writer = cluster_from_env(cfg.workers).is_writer  # a bad TF_CONFIG fails here, before any folder
+    else:
+        writer = is_writer()
+    out: Path | None = None
+    layout = node_layout()
+    if layout and not {"nodes", "processes_per_node"} & set(cfg.extra):
+        cfg = cfg.replace(extra={**cfg.extra, **layout})  # a label only: not part of the run's identity
+    if cfg.threads_per_worker is None and layout:
+        # This node's cores ÷ this node's processes (RunConfig's default divides by every worker of the job).
+        cfg = cfg.replace(threads_per_worker=max(1, usable_cores() // layout["processes_per_node"]))
+    if writer:
+        out = prepare_out_dir(cfg, overwrite=overwrite)
+        cfg = cfg.replace(out_dir=str(out))
+        atomic_write_bytes(out / CONFIG_FILE, cfg.to_json().encode())
+    os.environ.setdefault(envvars.LAUNCH_TIME, repr(launch_time))
+    os.environ[envvars.PROGRESS] = "1" if progress else "0"
+    try:
+        run_engine(cfg)
+    except (PVisionError, KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. a lost peer surfacing from gloo or gRPC
+        traceback.print_exc()
+        raise EngineError(f"{worker_name()} failed: {first_lines(exc)}") from None
+    return RunResult.load(out) if out is not None else RunResult({}, None)
+
+
+def describe(cfg: RunConfig) -> dict[str, Any]:
+    """A one-line description of a config, for progress lines and errors."""
+    return {
+        "framework": cfg.framework,
+        "strategy": cfg.strategy,
+        "workers": cfg.workers,
+        "batch": cfg.batch_size,
+        "epochs": cfg.epochs,
+    }

@@ -1,0 +1,137 @@
+"""The package's import graph: no cycles (function-level imports included), and a launcher that never
+loads a framework.
+
+The graph is read from the source with `ast`, so an import hidden inside a function counts as much
+as one at the top of a module. `from pkg import sub` is an edge to the submodule `pkg.sub`; any other
+`from mod import name` is an edge to `mod`.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = "parallel_vision"
+FRAMEWORKS = ("torch", "tensorflow", "keras", "jax")
+
+
+def module_files() -> dict[str, Path]:
+    files = {}
+    for path in (SRC / PACKAGE).rglob("*.py"):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        files[name] = path
+    return files
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """Every package module `name` imports, wherever the import statement sits."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            subs = {f"{module}.{alias.name}" for alias in node.names} & known
+            found.update(subs)
+            if len(subs) < len(node.names):
+                found.add(module)
+    return {m for m in found if m in known and m != name}
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = module_files()
+    return {name: imports_of(name, path, set(files)) for name, path in files.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_graph_reader_sees_function_level_imports_and_cycles(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("def f():\n    from pkg import b\n")
+    known = {"pkg.a", "pkg.b"}
+    assert imports_of("pkg.a", tmp_path / "a.py", known) == {"pkg.b"}
+    assert cycles({"pkg.a": {"pkg.b"}, "pkg.b": {"pkg.a"}, "pkg.c": set()}) == [["pkg.a", "pkg.b"]]
+
+
+def test_no_import_cycles() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_the_launcher_imports_no_framework() -> None:
+    """Everything the parent process runs (CLI, launcher, bench, report) leaves the frameworks unloaded."""
+    code = (
+        "import sys\n"
+        "import parallel_vision.cli, parallel_vision.launch, parallel_vision.bench.runner, parallel_vision.report\n"
+        "import parallel_vision.launch.child\n"
+        "from parallel_vision.engines import registry\n"
+        "assert sorted(registry.engines()) == ['tensorflow', 'torch']\n"
+        f"print(sorted(m for m in {FRAMEWORKS!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("package", ["launch", "data", "results", "report", "bench", "eda", "cli"])
+def test_framework_free_packages_never_import_a_framework(package: str) -> None:
+    """No module of these packages names torch, TensorFlow, Keras or JAX in any import statement."""
+    offenders = []
+    for path in (SRC / PACKAGE / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in FRAMEWORKS]
+    assert offenders == []
+
+
+def test_every_engine_package_serves_the_strategies_the_config_accepts() -> None:
+    from parallel_vision.config import STRATEGIES
+    from parallel_vision.engines import registry
+
+    assert {name: spec.strategies for name, spec in registry.engines().items()} == STRATEGIES
+    for spec in registry.engines().values():
+        module, _, _function = spec.entry.partition(":")
+        assert (SRC / Path(*module.split("."))).with_suffix(".py").exists(), spec.entry
