@@ -25,6 +25,19 @@ def launch_time() -> float:
         return float(os.environ[envvars.LAUNCH_TIME])
 
 
+def pin_to_cores(threads: int, local_rank: int) -> list[int] | None:
+    """`pin_threads`: keep this worker (and the threads its framework will start) on its own slice of
+    this node's cores: local rank r takes cores [r·threads, (r+1)·threads), wrapping around. Both
+    engines call this, so the same rank gets the same cores in either. Returns the cores, or None
+    where affinity cannot be set."""
+    if not hasattr(os, "sched_setaffinity"):  # pragma: no cover - non-Linux
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    mine = cores[(local_rank * threads) % len(cores):][:threads] or cores[:threads]
+    os.sched_setaffinity(0, mine)
+    return mine
+
+
 def load_split(cfg: RunConfig, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """uint8 images, int64 labels and class names of one split, cut to the configured limit.
 
