@@ -74,9 +74,10 @@ def bench(
     Re-running the same command resumes: runs already stored for the same configuration and code
     version are kept, half-finished ones are run again. Ctrl-C keeps every finished run.
     """
+    from parallel_vision.bench.machine import gpu_count
     from parallel_vision.bench.matrix import expand
     from parallel_vision.bench.presets import BenchSpec, get_preset, resolve_workers
-    from parallel_vision.bench.runner import gpu_count, run_bench
+    from parallel_vision.bench.runner import run_bench
     from parallel_vision.config import usable_cores
     from parallel_vision.data.paths import absolute
 

@@ -59,23 +59,14 @@ def external_cluster(cfg: RunConfig) -> bool:
     return False
 
 
-def is_writer() -> bool:
-    """In an externally launched cluster only global rank 0 / the chief writes the output folder.
-
-    TF_CONFIG: the chief, or worker 0 when the cluster has no chief (tf_cluster.ClusterTask's rule).
-    """
+def is_writer(cfg: RunConfig) -> bool:
+    """In an externally launched job only one process writes the output folder: global rank 0 under
+    torchrun; under TF_CONFIG the chief, or worker 0 without one (ClusterTask's rule, which also
+    refuses a malformed TF_CONFIG in one line, before any folder is made)."""
+    if cfg.framework == "tensorflow" and "TF_CONFIG" in os.environ:
+        return cluster_from_env(cfg.workers).is_writer
     if under_torchrun():
         return os.environ.get("RANK", "0") == "0"
-    tf_config = os.environ.get("TF_CONFIG")
-    if tf_config:
-        try:
-            data = json.loads(tf_config)
-            task, cluster = data.get("task", {}), data.get("cluster", {})
-            if task.get("type") == "chief":
-                return True
-            return task.get("type") == "worker" and task.get("index") == 0 and not cluster.get("chief")
-        except (json.JSONDecodeError, AttributeError):
-            return True  # malformed: tf_cluster refuses it with a one-line ConfigError
     return True
 
 

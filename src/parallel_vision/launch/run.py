@@ -22,7 +22,6 @@ from parallel_vision.atomic import atomic_write_bytes
 from parallel_vision.config import RunConfig, usable_cores
 from parallel_vision.data.ready import ensure_dataset
 from parallel_vision.engines.registry import run_engine
-from parallel_vision.engines.tensorflow.cluster import cluster_from_env
 from parallel_vision.errors import ConfigError, EngineError, PVisionError
 from parallel_vision.launch.cluster import external_cluster, first_lines, is_writer, node_layout, worker_name
 from parallel_vision.launch.environment import child_environment
@@ -77,10 +76,7 @@ def _run_external(cfg: RunConfig, launch_time: float, *, progress: bool, overwri
     race with the writer's files). A failure that is not one of ours becomes a one-line
     EngineError naming this worker (its traceback is printed first), as in a launcher child.
     """
-    if cfg.framework == "tensorflow":
-        writer = cluster_from_env(cfg.workers).is_writer  # a bad TF_CONFIG fails here, before any folder
-    else:
-        writer = is_writer()
+    writer = is_writer(cfg)
     out: Path | None = None
     layout = node_layout()
     if layout and not {"nodes", "processes_per_node"} & set(cfg.extra):

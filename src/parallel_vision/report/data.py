@@ -386,7 +386,7 @@ def build_report_data(root: str | Path) -> ReportData:
     if superseded:
         warnings.append(f"{len(superseded)} older run(s) of the same configurations, from earlier code "
                         "versions, are left out (listed under 'All runs' as superseded)")
-    from parallel_vision.bench.runner import BUSY_CORES
+    from parallel_vision.bench.machine import BUSY_CORES
 
     for g in groups:
         for r in g.runs:
