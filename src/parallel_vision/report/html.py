@@ -9,8 +9,16 @@ from collections.abc import Sequence
 from parallel_vision.report import compare, tables
 from parallel_vision.report.data import ReportData
 from parallel_vision.report.figures import Figure
-from parallel_vision.report.paper import paper_numbers, scaling_sentence
-from parallel_vision.report.scaling import DEFINITIONS
+from parallel_vision.report.sections import (
+    Block,
+    Bullets,
+    Details,
+    FigureBlock,
+    Heading,
+    TableBlock,
+    Text,
+    sections,
+)
 
 CSS = """
 :root { --fg:#1d2330; --muted:#5b6475; --line:#dde1e8; --bg:#ffffff; --panel:#f6f8fb; --accent:#2458a6;
@@ -96,125 +104,44 @@ def _list(items: Sequence[str]) -> str:
     return "<ul>" + "".join(f"<li>{_e(i)}</li>" for i in items) + "</ul>"
 
 
+def render_block(block: Block, figs: dict[str, Figure]) -> str:
+    if isinstance(block, Text):
+        return f"<p class='muted'>{_e(block.text)}</p>" if block.muted else f"<p>{_e(block.text)}</p>"
+    if isinstance(block, Bullets):
+        return _list(block.items)
+    if isinstance(block, TableBlock):
+        return render_table(block.table, first_swatch=block.swatches)
+    if isinstance(block, FigureBlock):
+        return render_figure(figs[block.name])
+    if isinstance(block, Heading):
+        return f"<h3>{_e(block.text)}</h3>"
+    if isinstance(block, Details):
+        swatch = f"<span class='sw' style='background:{block.color}'></span>" if block.color else ""
+        return (f"<details><summary>{swatch}{_e(block.summary)}</summary>"
+                f"{render_table(block.table, first_swatch=False)}</details>")
+    return ("<dl class='defs'>" + "".join(f"<dt>{_e(t)}</dt><dd>{_e(d)}</dd>" for t, d in block.pairs)
+            + "</dl>")
+
+
 def render(data: ReportData, figures: list[Figure]) -> str:
     figs = {f.name: f for f in figures}
     preset = tables.presets_text(data)
-    parts: list[str] = []
-    parts.append(
+    parts: list[str] = [
         f"<header><h1>Parallel Vision — data-parallel training report</h1>"
         f"<p class='sub'>{_e(data.root.resolve())} · bench <b>{_e(preset)}</b> · "
         f"{len(data.groups)} configurations, {data.environment['runs']} runs · "
-        f"{_e(data.environment['cpu_model'])}"
-        f" · generated {_e(data.generated_at)}</p></header>"
-    )
+        f"{_e(data.environment['cpu_model'])} · generated {_e(data.generated_at)}</p></header>"
+    ]
     head = compare.headline(data)
     if head:
         parts.append("<div class='headline'>" + "".join(f"<p>{_e(s)}</p>" for s in head) + "</div>")
     if data.warnings:
         parts.append("<div class='warnings'><b>Read with care:</b>" + _list(data.warnings) + "</div>")
-    toc = [("runs", "Runs"), ("scaling", "Speedup & efficiency"), ("epoch-time", "Epoch time"),
-           ("curves", "Training curves"), ("split", "Time split"), ("compare", "TensorFlow vs PyTorch"),
-           ("paper", "Paper vs ours"), ("classification", "Classification"), ("environment", "Environment"),
-           ("definitions", "Definitions"), ("all-runs", "All runs")]
-    parts.append("<nav class='toc'>" + "".join(f"<a href='#{a}'>{_e(t)}</a>" for a, t in toc) + "</nav>")
-
-    # Runs
-    parts.append("<h2 id='runs'>Runs</h2>")
-    parts.append("<p class='muted'>One row per configuration: medians over its repeats, [min–max] when there "
-                 "are several. Steady epoch T excludes the first (warm-up) epoch; total time runs from "
-                 "the command's launch to the result being written. The colour matches the figures.</p>")
-    parts.append(render_table(tables.run_table(data)))
-    parts.append(f"<p class='muted'>{_e(tables.run_table_note(data))}</p>")
-    parts.append("<h3 id='skipped'>Skipped and failed configurations</h3>")
-    if data.skipped:
-        parts.append(render_table(tables.skipped_table(data)))
-    else:
-        parts.append("<p class='muted'>None: every planned configuration ran.</p>")
-    if data.incomplete:
-        parts.append(f"<p class='muted'>{len(data.incomplete)} incomplete run(s) are stored but not "
-                     "reported: "
-                     + _e(", ".join(r["path"] for r in data.incomplete)) + "</p>")
-
-    # Scaling
-    parts.append("<h2 id='scaling'>Speedup and efficiency</h2>")
-    if data.strong or data.weak:
-        for rows, mode, what in ((data.strong, "strong", "global batch fixed, S = T(1) ÷ T(N)"),
-                                 (data.weak, "weak", "per-worker batch fixed, S = X(N) ÷ X(1)")):
-            if rows:
-                parts.append(f"<h3>{mode.capitalize()} scaling ({_e(what)})</h3>")
-                parts.append(render_table(tables.scaling_table(rows, mode)))
-        if "scaling" in figs:
-            parts.append(render_figure(figs["scaling"]))
-    else:
-        parts.append("<p class='muted'>No configuration with N &gt; 1 workers has a matching 1-worker "
-                     "baseline, so no speedup can be computed.</p>")
-
-    parts.append("<h2 id='epoch-time'>Epoch time</h2>")
-    parts.append(render_figure(figs["epoch_times"]))
-    parts.append("<h2 id='curves'>Training curves</h2>")
-    parts.append(render_figure(figs["curves"]))
-    parts.append("<h2 id='split'>Time split: data, compute, communication</h2>")
-    parts.append(render_figure(figs["time_split"]))
-    parts.append(render_table(tables.split_table(data)))
-
-    # Comparison
-    parts.append("<h2 id='compare'>TensorFlow vs PyTorch, from these measurements</h2>")
-    parts.append(f"<p class='muted'>Every sentence below is filled in from the runs above, its direction "
-                 f"included. {_e(compare.noise_rule(data))}</p>")
-    for heading, sentences in compare.comparison(data):
-        parts.append(f"<h3>{_e(heading)}</h3>" + _list(sentences))
-
-    # Paper
-    pn = paper_numbers()
-    parts.append("<h2 id='paper'>The paper's published numbers beside ours</h2>")
-    parts.append(f"<p class='muted'>Paper: {_e(pn['hardware'])}; {_e(pn['protocol'])}. Ours: the machine "
-                 "below. Absolute times are not comparable across this hardware; ratios and accuracy are. "
-                 "Our epoch time is the mean over every epoch including the warm-up (closest to the paper's "
-                 "'average time per epoch'), the steady T in brackets; total-time efficiency "
-                 "T_total(1) ÷ (N·T_total(N)) is the definition that reproduces the paper's TensorFlow "
-                 "'scaling'.</p>")
-    parts.append(render_table(tables.paper_table(data)))
-    parts.append("<h3>What the paper's 'scaling' is</h3>")
-    parts.append(_list([scaling_sentence(c) for c in data.paper_checks]))
-    parts.append("<h3>Where the paper's definitions differ from ours</h3>")
-    notes = [f"{c['label']}: " + " ".join(c["notes"]) for c in pn["configurations"] if c.get("notes")]
-    notes.append("Our test accuracy evaluates every test image exactly once, whatever the number of workers; "
-                 "the paper's DDP figure covers one rank's half.")
-    notes.append("Our epoch time is the training loop only, synchronised, evaluation excluded; the paper "
-                 "does not say what its per-epoch time includes.")
-    parts.append(_list(notes))
-    if data.protocol_rows:
-        parts.append("<h3>The paper's protocol (SGD for PyTorch single and DataParallel) vs Adam</h3>")
-        parts.append(render_table(tables.protocol_table(data), first_swatch=False))
-
-    # Classification
-    parts.append("<h2 id='classification'>Classification reports and confusion matrices</h2>")
-    parts.append("<p class='muted'>First repeat of each configuration. Per-class F1 side by side; the full "
-                 "scikit-learn report per configuration below (the paper's Figs. 3, 4, 8, 10 and 14).</p>")
-    parts.append(render_table(tables.f1_table(data), first_swatch=False))
-    parts.append(render_figure(figs["confusion"]))
-    parts.append("<div class='grid2'>")
-    for g in data.groups:
-        parts.append(f"<details><summary><span class='sw' style='background:{g.color}'></span>"
-                     f"{_e(g.label)}</summary>"
-                     f"{render_table(tables.classification_table(g), first_swatch=False)}"
-                     "</details>")
-    parts.append("</div>")
-
-    # Provenance
-    parts.append("<h2 id='environment'>Environment and provenance</h2>")
-    parts.append(render_table(tables.environment_table(data), first_swatch=False))
-
-    parts.append("<h2 id='definitions'>Definitions</h2><dl class='defs'>")
-    for term, text in DEFINITIONS:
-        parts.append(f"<dt>{_e(term)}</dt><dd>{_e(text)}</dd>")
-    parts.append("</dl>")
-
-    parts.append("<h2 id='all-runs'>All runs</h2>")
-    parts.append(render_table(tables.runs_table(data)))
-    parts.append(f"<p class='muted'>Source of truth: the result.json files under {_e(data.root)}; this page "
-                 "was generated from results.sqlite, which is rebuilt from them.</p>")
-
+    report = sections(data, set(figs))
+    parts.append("<nav class='toc'>" + "".join(f"<a href='#{s.anchor}'>{_e(s.toc)}</a>" for s in report) + "</nav>")
+    for section in report:
+        parts.append(f"<h2 id='{section.anchor}'>{_e(section.title)}</h2>")
+        parts.extend(render_block(block, figs) for block in section.blocks)
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>Parallel Vision report — {_e(preset)}</title><style>{CSS}</style></head>"

@@ -1,0 +1,175 @@
+"""What the report says, in order, once: a list of sections of typed blocks.
+
+`report.html` and `report.md` render the same list (html.py, markdown.py), so the two can
+never drift apart in content; each renderer only decides how a block looks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from parallel_vision.report import compare, tables
+from parallel_vision.report.data import ReportData
+from parallel_vision.report.paper import paper_numbers, scaling_sentence
+from parallel_vision.report.scaling import DEFINITIONS
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+    muted: bool = False
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: Sequence[str]
+
+
+@dataclass(frozen=True)
+class TableBlock:
+    table: tables.Table
+    swatches: bool = True
+    """Colour swatches (matching the figures) in the first column, where the renderer can draw them."""
+
+
+@dataclass(frozen=True)
+class FigureBlock:
+    name: str
+
+
+@dataclass(frozen=True)
+class Heading:
+    """A sub-heading inside a section."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Details:
+    """A collapsed block: one configuration's classification report."""
+
+    summary: str
+    table: tables.Table
+    color: str | None = None
+
+
+@dataclass(frozen=True)
+class Terms:
+    """Term → definition pairs."""
+
+    pairs: Sequence[tuple[str, str]]
+
+
+Block = Text | Bullets | TableBlock | FigureBlock | Heading | Details | Terms
+
+
+@dataclass(frozen=True)
+class Section:
+    anchor: str
+    title: str
+    toc: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+def sections(data: ReportData, figures: set[str]) -> list[Section]:
+    """Every section of the report, in order (the headline and warnings come before them)."""
+    return [_runs(data), _scaling(data, figures), *_timing(data), _comparison(data), _paper(data),
+            _classification(data), *_environment(data)]
+
+
+def _runs(data: ReportData) -> Section:
+    blocks: list[Block] = [
+        Text("One row per configuration: medians over its repeats, [min–max] when there are several. Steady "
+             "epoch T excludes the first (warm-up) epoch; total time runs from the command's launch to the result "
+             "being written. The colour matches the figures.", muted=True),
+        TableBlock(tables.run_table(data)),
+        Text(tables.run_table_note(data), muted=True),
+        Heading("Skipped and failed configurations"),
+        TableBlock(tables.skipped_table(data)) if data.skipped else
+        Text("None: every planned configuration ran.", muted=True),
+    ]
+    if data.incomplete:
+        blocks.append(Text(f"{len(data.incomplete)} incomplete run(s) are stored but not reported: "
+                           + ", ".join(r["path"] for r in data.incomplete), muted=True))
+    return Section("runs", "Runs", "Runs", blocks)
+
+
+def _scaling(data: ReportData, figures: set[str]) -> Section:
+    blocks: list[Block] = []
+    if data.strong or data.weak:
+        for rows, mode, what in ((data.strong, "strong", "global batch fixed, S = T(1) ÷ T(N)"),
+                                 (data.weak, "weak", "per-worker batch fixed, S = X(N) ÷ X(1)")):
+            if rows:
+                blocks += [Heading(f"{mode.capitalize()} scaling ({what})"),
+                           TableBlock(tables.scaling_table(rows, mode))]
+        if "scaling" in figures:
+            blocks.append(FigureBlock("scaling"))
+    else:
+        blocks.append(Text("No configuration with N > 1 workers has a matching 1-worker baseline, so no speedup "
+                           "can be computed.", muted=True))
+    return Section("scaling", "Speedup and efficiency", "Speedup & efficiency", blocks)
+
+
+def _timing(data: ReportData) -> list[Section]:
+    return [
+        Section("epoch-time", "Epoch time", "Epoch time", [FigureBlock("epoch_times")]),
+        Section("curves", "Training curves", "Training curves", [FigureBlock("curves")]),
+        Section("split", "Time split: data, compute, communication", "Time split",
+                [FigureBlock("time_split"), TableBlock(tables.split_table(data))]),
+    ]
+
+
+def _comparison(data: ReportData) -> Section:
+    blocks: list[Block] = [Text("Every sentence below is filled in from the runs above, its direction included. "
+                                f"{compare.noise_rule(data)}", muted=True)]
+    for heading, sentences in compare.comparison(data):
+        blocks += [Heading(heading), Bullets(sentences)]
+    return Section("compare", "TensorFlow vs PyTorch, from these measurements", "TensorFlow vs PyTorch", blocks)
+
+
+def _paper(data: ReportData) -> Section:
+    pn = paper_numbers()
+    notes = [f"{c['label']}: " + " ".join(c["notes"]) for c in pn["configurations"] if c.get("notes")]
+    notes.append("Our test accuracy evaluates every test image exactly once, whatever the number of workers; "
+                 "the paper's DDP figure covers one rank's half.")
+    notes.append("Our epoch time is the training loop only, synchronised, evaluation excluded; the paper does not "
+                 "say what its per-epoch time includes.")
+    blocks: list[Block] = [
+        Text(f"Paper: {pn['hardware']}; {pn['protocol']}. Ours: the machine below. Absolute times are not "
+             "comparable across this hardware; ratios and accuracy are. Our epoch time is the mean over every epoch "
+             "including the warm-up (closest to the paper's 'average time per epoch'), the steady T in brackets; "
+             "total-time efficiency T_total(1) ÷ (N·T_total(N)) is the definition that reproduces the paper's "
+             "TensorFlow 'scaling'.", muted=True),
+        TableBlock(tables.paper_table(data)),
+        Heading("What the paper's 'scaling' is"), Bullets([scaling_sentence(c) for c in data.paper_checks]),
+        Heading("Where the paper's definitions differ from ours"), Bullets(notes),
+    ]
+    if data.protocol_rows:
+        blocks += [Heading("The paper's protocol (SGD for PyTorch single and DataParallel) vs Adam"),
+                   TableBlock(tables.protocol_table(data), swatches=False)]
+    return Section("paper", "The paper's published numbers beside ours", "Paper vs ours", blocks)
+
+
+def _classification(data: ReportData) -> Section:
+    blocks: list[Block] = [
+        Text("First repeat of each configuration. Per-class F1 side by side; the full scikit-learn report per "
+             "configuration below (the paper's Figs. 3, 4, 8, 10 and 14).", muted=True),
+        TableBlock(tables.f1_table(data), swatches=False),
+        FigureBlock("confusion"),
+    ]
+    blocks += [Details(g.label, tables.classification_table(g), g.color) for g in data.groups]
+    return Section("classification", "Classification reports and confusion matrices", "Classification", blocks)
+
+
+def _environment(data: ReportData) -> list[Section]:
+    return [
+        Section("environment", "Environment and provenance", "Environment",
+                [TableBlock(tables.environment_table(data), swatches=False)]),
+        Section("definitions", "Definitions", "Definitions", [Terms(DEFINITIONS)]),
+        Section("all-runs", "All runs", "All runs", [
+            TableBlock(tables.runs_table(data)),
+            Text(f"Source of truth: the result.json files under {data.root}; this report was generated from "
+                 "results.sqlite, which is rebuilt from them.", muted=True),
+        ]),
+    ]
