@@ -115,7 +115,7 @@ CONFIG_CASES = [
     ("lr-inf", {"lr": "inf"}, ["lr must be a finite number", "inf"]),
     ("limit-test-0", {"limit_test": 0}, ["limit_test must be >= 1"]),
     ("label-smoothing-on-tensorflow", {"framework": "tensorflow", "label_smoothing": 0.1},
-     ["label_smoothing are implemented in the torch engine only"]),
+     ["label_smoothing applies to the torch engine only"]),
     ("compile-on-tensorflow", {"framework": "tensorflow", "compile": True}, ["compile applies to the torch engine"]),
     ("checkpoint-every-on-tensorflow", {"framework": "tensorflow", "checkpoint_every": 5},
      ["checkpoint_every applies to the torch engine", "every epoch end"]),

@@ -66,3 +66,25 @@ def test_building_configs_imports_no_framework() -> None:
         "bad = [m for m in ('torch', 'tensorflow') if m in sys.modules]; print(bad); assert not bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_engine_specific_fields_say_so_and_are_refused_elsewhere() -> None:
+    """Each field one engine alone honours is marked in the type (field metadata) and refused, in one line,
+    when set for the other framework, instead of being silently ignored."""
+    import dataclasses
+
+    from parallel_vision.config import FIELD_ENGINE, engine_only
+    from parallel_vision.errors import ConfigError
+
+    assert engine_only("compile") == "torch" and engine_only("jit_compile") == "tensorflow"
+    assert engine_only("lr") is None and engine_only("batch_size") is None
+    assert len(FIELD_ENGINE) >= 9
+    other = {"torch": "tensorflow", "tensorflow": "torch"}
+    changed = {"lr_schedule": "onecycle", "label_smoothing": 0.1, "memory_format": "contiguous", "compile": True,
+               "compile_mode": "reduce-overhead", "malloc_tuning": False, "jit_compile": True,
+               "sync_batchnorm": True, "checkpoint_every": 5, "master_port": 29500}
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    for name, engine in FIELD_ENGINE.items():
+        assert name in fields and name in changed, name
+        with pytest.raises(ConfigError, match=f"{name} applies to the .* engine only"):
+            RunConfig(framework=other[engine], **{name: changed[name]})  # type: ignore[arg-type]
