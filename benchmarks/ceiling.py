@@ -127,10 +127,12 @@ def _profile_worker(cfg_json: str, steps: int) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     from parallel_vision.config import RunConfig
-    from parallel_vision.engines.torch.engine import Dist, Trainer, _set_threads
+    from parallel_vision.engines.torch.devices import set_threads
+    from parallel_vision.engines.torch.dist import Dist
+    from parallel_vision.engines.torch.loop import Trainer
 
     cfg = RunConfig.from_json(cfg_json)
-    _set_threads(cfg, Dist())
+    set_threads(cfg, local_rank=0)
     trainer = Trainer(cfg, Dist())
     per = cfg.batch_size
     order = torch.randperm(trainer.train.n)

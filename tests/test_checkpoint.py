@@ -112,7 +112,8 @@ def test_out_dir_with_an_unfinished_run_needs_resume_or_overwrite(tmp_path: Path
 
 @pytest.mark.timeout(60)
 def test_checkpoint_of_another_configuration_is_refused(data_dir: Path, tmp_path: Path) -> None:
-    from parallel_vision.engines.torch.engine import Dist, Trainer
+    from parallel_vision.engines.torch.dist import Dist
+    from parallel_vision.engines.torch.loop import Trainer
 
     cfg = RunConfig(**SMALL, data_dir=str(data_dir), out_dir=str(tmp_path))  # type: ignore[arg-type]
     trainer = Trainer(cfg, Dist())
@@ -164,11 +165,11 @@ def test_a_pickle_payload_is_refused_and_never_runs(data_dir: Path, tmp_path: Pa
 
 @pytest.mark.timeout(30)
 def test_spawn_rendezvous_listens_on_loopback_only() -> None:
-    from parallel_vision.engines.torch.engine import _loopback_store
+    from parallel_vision.engines.torch.dist import loopback_store
     from parallel_vision.launch.ports import free_port
 
     port = free_port()
-    store = _loopback_store(0, 1, port)
+    store = loopback_store(0, 1, port)
     store.set("k", "v")
     listening = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):

@@ -205,18 +205,18 @@ def test_tensorboard_on_a_full_disk_is_one_error_without_a_thread_traceback(
         small_fs: Callable[[str], Path], capfd: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("tensorboard")
-    from parallel_vision.engines.torch import engine as torch_engine
+    from parallel_vision.engines.torch import outputs as torch_outputs
 
     fs = small_fs("1m")
     out = fs / "run"
     out.mkdir()
     fill(fs, leave=12 * 1024)  # the event file starts, then runs out within a few epochs' scalars
-    writer = torch_engine._tensorboard(out)
-    record = dict.fromkeys(torch_engine.TB_SCALARS, 0.5)
+    writer = torch_outputs.open_tensorboard(out)
+    record = dict.fromkeys(torch_outputs.TB_SCALARS, 0.5)
     with pytest.raises(DiskFullError) as info:
         for epoch in range(1, 5000):
-            torch_engine._log_scalars(writer, dict(record, epoch=epoch), out)
-    torch_engine._close_tensorboard(writer, out, quiet=True)
+            torch_outputs.log_scalars(writer, dict(record, epoch=epoch), out)
+    torch_outputs.close_tensorboard(writer, out, quiet=True)
     assert re.fullmatch(rf"no space left on device writing {re.escape(str(out / 'tb'))}/events\.out\.tfevents\.\S+ "
                         rf"{SIZE}; no checkpoint had been written yet", str(info.value)), str(info.value)
     captured = capfd.readouterr()

@@ -159,7 +159,7 @@ def test_tf_engine_builds_the_aligned_model_and_optimizer() -> None:
     out = _python("""
         import json, numpy as np, keras
         from parallel_vision.config import RunConfig
-        from parallel_vision.engines.tensorflow.engine import build_model, make_optimizer
+        from parallel_vision.engines.tensorflow.model import build_model, make_optimizer
         from parallel_vision.models import init as m
         want = m.keras_weights(m.aligned_weights(5))
         res = {}
@@ -177,7 +177,8 @@ def test_tf_engine_builds_the_aligned_model_and_optimizer() -> None:
 
 def test_torch_trainer_starts_from_the_aligned_weights(data_dir: Path) -> None:
     torch = pytest.importorskip("torch")
-    from parallel_vision.engines.torch.engine import Dist, Trainer
+    from parallel_vision.engines.torch.dist import Dist
+    from parallel_vision.engines.torch.loop import Trainer
 
     base = dict(limit_train=256, limit_test=100, batch_size=128, epochs=1, data_dir=str(data_dir), device="cpu",
                 tensorboard=False, seed=5)

@@ -40,7 +40,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from netns import HostPair, kill_group, refused, unavailable_reason  # noqa: E402
-from parallel_vision import launch  # noqa: E402
+from parallel_vision.config import RunConfig  # noqa: E402
+from parallel_vision.launch.cluster import is_writer  # noqa: E402
 
 RDZV_PORT = 29400
 TF_PORT = 23456
@@ -261,16 +262,17 @@ def test_writer_rule_under_tf_config(monkeypatch: pytest.MonkeyPatch) -> None:
     cases = [
         ({"worker": ["h:1", "h:2"]}, ("worker", 0), True),
         ({"worker": ["h:1", "h:2"]}, ("worker", 1), False),
-        ({"chief": ["h:0"], "worker": ["h:1"]}, ("chief", 0), True),
-        ({"chief": ["h:0"], "worker": ["h:1"]}, ("worker", 0), False),
+        ({"chief": ["h:3"], "worker": ["h:1"]}, ("chief", 0), True),
+        ({"chief": ["h:3"], "worker": ["h:1"]}, ("worker", 0), False),
     ]
     for cluster, (kind, index), writer in cases:
         monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}}))
-        assert launch._is_writer() is writer, (cluster, kind, index)
+        tf = RunConfig(framework="tensorflow", strategy="multiworker", workers=sum(map(len, cluster.values())))
+        assert is_writer(tf) is writer, (cluster, kind, index)
     monkeypatch.delenv("TF_CONFIG")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
     monkeypatch.setenv("RANK", "1")
-    assert launch._is_writer() is False
+    assert is_writer(RunConfig(framework="torch", strategy="ddp", workers=2)) is False
 
 
 # --------------------------------------------------------------------------- PyTorch

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from parallel_vision.engines.tensorflow.cluster import parse_tf_config
+from parallel_vision.engines.tensorflow.cluster import ClusterTask, parse_tf_config
 from parallel_vision.errors import ConfigError
 
 
@@ -63,3 +63,22 @@ def test_invalid_tf_config_is_a_one_line_config_error(text: str | None, fragment
 def test_parsing_never_imports_a_framework() -> None:
     parse_tf_config(_tf_config({"worker": ["h:1", "h:2"]}, {"type": "worker", "index": 0}), workers=2)
     assert "tensorflow" not in sys.modules
+
+
+def _tasks(cluster: dict[str, list[str]]) -> list[ClusterTask]:
+    return [parse_tf_config(_tf_config(cluster, {"type": job, "index": i}), workers=None)
+            for job in ("chief", "worker") for i in range(len(cluster.get(job, [])))]
+
+
+def test_local_rank_counts_the_tasks_before_this_one_on_its_host() -> None:
+    """pin_threads takes core slice `local_rank` on each host (as torchrun's LOCAL_RANK does)."""
+    cluster = {"chief": ["a:1"], "worker": ["b:1", "a:2", "b:2", "a:3"]}
+    assert [(t.rank, t.local_rank) for t in _tasks(cluster)] == [(0, 0), (1, 0), (2, 1), (3, 1), (4, 2)]
+
+
+def test_local_rank_is_zero_with_one_task_per_host_and_the_rank_on_one_host() -> None:
+    assert [t.local_rank for t in _tasks({"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]})] == [0, 0]
+    one_host = _tasks({"worker": ["127.0.0.1:2001", "127.0.0.1:2002", "127.0.0.1:2003"]})
+    assert [t.local_rank for t in one_host] == [t.rank for t in one_host] == [0, 1, 2]
+    ipv6 = _tasks({"worker": ["[::1]:2001", "[::1]:2002"]})
+    assert [t.local_rank for t in ipv6] == [0, 1]

@@ -2,26 +2,25 @@
 
 TensorFlow is never imported in the pytest process (torch tests share it): every run goes
 through `launch.run`, which trains in a child process, and anything else that needs Keras
-runs in a `python -c` subprocess.
+runs in a subprocess (tests/tf_probe.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from parallel_vision.config import RunConfig
-from parallel_vision.launch import run
-from parallel_vision.results import schema
+sys.path.insert(0, str(Path(__file__).parent))
+from parallel_vision.config import RunConfig  # noqa: E402
+from parallel_vision.launch import run  # noqa: E402
+from parallel_vision.results import schema  # noqa: E402
+from tf_probe import run_probe  # noqa: E402
 
 pytestmark = [
     pytest.mark.tensorflow,
@@ -43,17 +42,6 @@ def _cfg(data_dir: Path, out: Path, **changes: Any) -> RunConfig:
     base = dict(SMALL, data_dir=str(data_dir), out_dir=str(out))
     base.update(changes)
     return RunConfig(**base)
-
-
-def _python(code: str, **env: str) -> str:
-    """Run `code` in a fresh interpreter (TensorFlow allowed there); return its stdout."""
-    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env)
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True, text=True, env=full_env, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
 
 
 def _check_full_schema(out: Path, n_test: int, n_train_images: int) -> dict[str, Any]:
@@ -97,32 +85,13 @@ def _check_predictions(data: dict[str, Any], out: Path, data_dir: Path, n_test: 
     preds = np.load(out / "predictions.npy")
     accuracy = float((preds == _test_labels(data_dir, n_test)).mean())
     assert accuracy == data["summary"]["test_accuracy"]  # exactly: the reported model is the saved one
-    reloaded = _python(
-        f"""
-        import keras, numpy as np
-        from parallel_vision.data import DATASETS, load
-        x, _ = load("mnist", "test", {str(data_dir)!r})
-        spec = DATASETS["mnist"]
-        x = ((x[:{n_test}].astype("float32") / 255.0 - spec.mean) / spec.std)[..., None]
-        model = keras.models.load_model({str(out / "model.keras")!r})
-        print(np.argmax(model.predict(x, batch_size=2000, verbose=0), axis=1).tolist())
-        """
-    )
+    reloaded = run_probe("predict", str(out), str(data_dir), str(n_test))
     assert np.array_equal(np.asarray(json.loads(reloaded.strip().splitlines()[-1])), preds)
 
 
 # --------------------------------------------------------------------------- the model
 def test_keras_model_is_fig2_with_906186_parameters() -> None:
-    out = _python(
-        """
-        import json
-        from parallel_vision.models.keras_cnn import PAPER_TOTAL_PARAMETERS, build_keras_cnn
-        m = build_keras_cnn()
-        print(json.dumps({"params": m.count_params(), "paper": PAPER_TOTAL_PARAMETERS,
-                          "layers": [type(layer).__name__ for layer in m.layers],
-                          "output": list(m.output_shape)}))
-        """
-    )
+    out = run_probe("model-summary")
     info = json.loads(out.strip().splitlines()[-1])
     assert info["params"] == info["paper"] == 906_186
     conv = ["Conv2D", "BatchNormalization", "ReLU"]
@@ -203,23 +172,11 @@ def test_multiworker_two_local_workers_write_exactly_one_result(data_dir: Path, 
 def test_bad_tf_config_is_a_one_line_config_error(data_dir: Path, tmp_path: Path) -> None:
     # Under a user-provided TF_CONFIG the engine runs in the calling process, so this runs in
     # a subprocess (a valid TF_CONFIG would import TensorFlow there).
-    code = f"""
-        from parallel_vision.config import RunConfig
-        from parallel_vision.launch import run
-        from parallel_vision.errors import PVisionError
-        cfg = RunConfig(framework="tensorflow", strategy="multiworker", workers=2, limit_train=512,
-                        batch_size=128, data_dir={str(data_dir)!r}, out_dir={str(tmp_path / "bad")!r})
-        try:
-            run(cfg, progress=False)
-        except PVisionError as exc:
-            import sys
-            print(type(exc).__name__ + "|" + str(exc))
-            print("tensorflow imported:", "tensorflow" in sys.modules)
-        """
     bad = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]},
                       "task": {"type": "worker", "index": 0}})
     for tf_config, fragment in (("{oops", "not valid JSON"), (bad, "--workers 2")):
-        lines = _python(code, TF_CONFIG=tf_config).strip().splitlines()
+        lines = run_probe("run-under-tf-config", str(data_dir), str(tmp_path / "bad"),
+                          TF_CONFIG=tf_config).strip().splitlines()
         kind, message = lines[0].split("|", 1)
         assert kind == "ConfigError" and fragment in message and "TF_CONFIG" in message
         assert lines[1] == "tensorflow imported: False"

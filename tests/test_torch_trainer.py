@@ -10,7 +10,9 @@ torch = pytest.importorskip("torch")
 
 from parallel_vision.config import RunConfig  # noqa: E402
 from parallel_vision.engines.common import EpochProgress  # noqa: E402
-from parallel_vision.engines.torch.engine import Dist, Trainer, epoch_permutation, shard_slice  # noqa: E402
+from parallel_vision.engines.torch.data import epoch_permutation, shard_slice  # noqa: E402
+from parallel_vision.engines.torch.dist import Dist  # noqa: E402
+from parallel_vision.engines.torch.loop import Trainer  # noqa: E402
 
 
 def test_warm_up_restores_weights_optimizer_schedule_and_rng(data_dir: Path) -> None:

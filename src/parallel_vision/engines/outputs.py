@@ -41,6 +41,7 @@ def build_result(
     status: str = "complete",
     extra: dict[str, Any] | None = None,
     peak_rss_per_worker_mib: list[float] | None = None,
+    restarts: int = 0,
 ) -> dict[str, Any]:
     """Assemble the RunResult dict; every derived number is computed here, once, for both engines."""
     total = time.time() - launch_time()
@@ -56,7 +57,7 @@ def build_result(
             "n_train": n_train,
             "total_time_s": total,
             "peak_rss_mib_per_worker": peak_rss_per_worker_mib or [peak_rss_mib()],
-            "restarts": 0,  # an engine that can be restarted (torchrun) overwrites it
+            "restarts": restarts,  # how often torchrun restarted the group (0 for any other launch)
         }
     )
     outputs = classification_outputs(y_true, y_pred, class_names) if len(y_pred) else {}
@@ -129,11 +130,13 @@ def write_run(
     extra: dict[str, Any] | None = None,
     peak_rss_per_worker_mib: list[float] | None = None,
     kept: str | None = None,
+    restarts: int = 0,
 ) -> dict[str, Any]:
     """Write OUT/result.json (and, for a complete run, OUT/predictions.npy); return the result.
 
     `status` "complete" needs the predictions; "incomplete" (a run stopped by a signal) keeps
-    the finished epochs only, the engine's checkpoint or backup holding the rest. `kept` says
+    the finished epochs only, the engine's checkpoint or backup holding the rest (its classification
+    report is the last finished epoch's, when the engine passes that epoch's predictions). `kept` says
     what survives a full disk (see parallel_vision.atomic).
     """
     timing = dict(timing, eval_total_s=sum(r["eval_time_s"] for r in records))
@@ -146,9 +149,9 @@ def write_run(
         artifacts["tensorboard"] = TB_DIR
     result = build_result(
         cfg, environment=environment, epochs=records, timing=timing, y_true=labels,
-        y_pred=predictions if status == "complete" and predictions is not None else np.empty(0, dtype=np.int64),
+        y_pred=predictions if predictions is not None else np.empty(0, dtype=np.int64),
         class_names=class_names, world_size=world_size, n_train=n_train, artifacts=artifacts, status=status,
-        extra=extra, peak_rss_per_worker_mib=peak_rss_per_worker_mib,
+        extra=extra, peak_rss_per_worker_mib=peak_rss_per_worker_mib, restarts=restarts,
     )
     save_result(result, out, kept=kept)
     return result

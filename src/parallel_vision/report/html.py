@@ -114,7 +114,8 @@ def render_block(block: Block, figs: dict[str, Figure]) -> str:
     if isinstance(block, FigureBlock):
         return render_figure(figs[block.name])
     if isinstance(block, Heading):
-        return f"<h3>{_e(block.text)}</h3>"
+        anchor = f" id='{block.anchor}'" if block.anchor else ""
+        return f"<h3{anchor}>{_e(block.text)}</h3>"
     if isinstance(block, Details):
         swatch = f"<span class='sw' style='background:{block.color}'></span>" if block.color else ""
         return (f"<details><summary>{swatch}{_e(block.summary)}</summary>"

@@ -40,9 +40,10 @@ class FigureBlock:
 
 @dataclass(frozen=True)
 class Heading:
-    """A sub-heading inside a section."""
+    """A sub-heading inside a section (with an anchor where other pages link to it)."""
 
     text: str
+    anchor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def _runs(data: ReportData) -> Section:
              "being written. The colour matches the figures.", muted=True),
         TableBlock(tables.run_table(data)),
         Text(tables.run_table_note(data), muted=True),
-        Heading("Skipped and failed configurations"),
+        Heading("Skipped and failed configurations", anchor="skipped"),
         TableBlock(tables.skipped_table(data)) if data.skipped else
         Text("None: every planned configuration ran.", muted=True),
     ]

@@ -40,9 +40,25 @@ class ClusterTask:
         return len(self.cluster.get("chief", [])) + self.task_index
 
     @property
+    def addresses(self) -> list[str]:
+        """Every training task's host:port in global rank order."""
+        return [a for job in TRAINING_JOBS for a in self.cluster.get(job, [])]
+
+    @property
+    def local_rank(self) -> int:
+        """This task's index among the cluster's tasks on its own host (the host part of host:port, as
+        written), in global rank order: which slice of the host's cores `pin_threads` gives it."""
+        host = _host(self.addresses[self.rank])
+        return sum(1 for a in self.addresses[: self.rank] if _host(a) == host)
+
+    @property
     def is_writer(self) -> bool:
         """The one process that writes the output: the chief, or worker 0 when there is no chief."""
         return self.rank == 0
+
+
+def _host(address: str) -> str:
+    return address.rpartition(":")[0]
 
 
 def _check_address(job: str, i: int, address: Any) -> None:

@@ -1,7 +1,8 @@
 """The PyTorch engine: `single`, `dp` (nn.DataParallel) and `ddp` (DistributedDataParallel).
 
 Importing this package loads no framework: it only describes the engine to the launcher.
-`engine.py` (the training code, which imports torch) runs inside the engine process.
+`engine.py` (the entry; with `loop`, `resume`, `dist`, `data`, `devices`, `build` and `outputs`,
+the training code, which imports torch) runs inside the engine process.
 """
 
 from __future__ import annotations

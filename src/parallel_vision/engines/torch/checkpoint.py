@@ -30,7 +30,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 INFO_FILE = "checkpoint.json"
 FORMAT = 1
 KIND = "parallel_vision.torch.checkpoint"
-#: Keys every checkpoint has (see `Trainer._checkpoint_state`).
+#: Keys every checkpoint has (written by `resume.Resumable._save_checkpoint`).
 REQUIRED = ("format", "kind", "config_identity", "code_version", "epoch", "step", "steps_per_epoch",
             "world_size", "model", "optimizer", "scheduler", "scaler", "records", "ranks")
 

@@ -1,0 +1,79 @@
+"""What the Trainer is made of: the model, its strategy wrapping, optimiser, schedule and precision.
+
+`wrap` is the one place where `single`, `dp` and `ddp` differ; everything else is the same for all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
+
+from parallel_vision.config import RunConfig
+from parallel_vision.engines.common import steps_per_epoch
+from parallel_vision.engines.torch.dist import CommTimer
+from parallel_vision.engines.torch.sync_batchnorm import convert_sync_batchnorm
+from parallel_vision.models import init as model_init
+from parallel_vision.models.torch_cnn import PaperCNN, load_canonical
+
+
+def build_model(cfg: RunConfig, image_shape: tuple[int, int, int], classes: int, device: torch.device) -> nn.Module:
+    """The paper's CNN with the seed's initial weights (identical on every rank), on `device`."""
+    torch.manual_seed(cfg.seed)
+    channels, _, side = image_shape
+    model: nn.Module = PaperCNN(channels, side, classes, cfg.dropout)
+    if cfg.init == "aligned":  # the framework-free weights every engine starts from (models/init.py)
+        load_canonical(model, model_init.aligned_weights(cfg.seed, channels, side, classes))
+    model = model.to(device)
+    if cfg.memory_format == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def wrap(model: nn.Module, cfg: RunConfig, device: torch.device, comm: CommTimer) -> nn.Module:
+    """The strategy: DDP (gradients all-reduced, timed by `comm`), DataParallel, or the model itself."""
+    if cfg.strategy == "ddp":
+        if cfg.sync_batchnorm:
+            model = convert_sync_batchnorm(model, device.type)
+        ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        comm.attach(model)  # type: ignore[arg-type]
+    elif cfg.strategy == "dp":
+        model = nn.DataParallel(model, device_ids=list(range(cfg.workers)))
+    return model
+
+
+def optimizer(cfg: RunConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    params = model.parameters()
+    fused = device.type == "cuda"  # one kernel for the whole update instead of one per tensor
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused,
+                                eps=model_init.adam_epsilon("torch", cfg.init))
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           fused=fused or None)
+
+
+def scheduler(cfg: RunConfig, optim: torch.optim.Optimizer, n_train: int) -> LRScheduler | None:
+    """One-cycle over the whole run, or None for a constant learning rate (checkpoints record None)."""
+    if cfg.lr_schedule == "constant":
+        return None
+    steps = steps_per_epoch(n_train, cfg.batch_size) * cfg.epochs
+    return torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=cfg.lr, total_steps=steps)
+
+
+def autocast(cfg: RunConfig, device: torch.device) -> Callable[[], Any]:
+    """A factory of the forward pass's precision context: autocast for bf16/fp16, nothing for fp32."""
+    if cfg.precision == "fp32":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+    return functools.partial(torch.autocast, device.type, dtype=dtype)
+
+
+def grad_scaler(cfg: RunConfig, device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling for fp16; a disabled scaler (scale, step and update pass straight through) otherwise."""
+    return torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")

@@ -1,0 +1,252 @@
+"""Where a worker sits in the job, its collectives, and how the DDP worker group is made.
+
+`Dist` is the only object the training loop asks about other ranks. Its collectives are
+no-ops at world size 1 (a single device, `dp`, or `ddp` with one worker), so the single-device
+path runs exactly the calls the DDP path runs, and the loop has no `if distributed:` branches.
+The rest of this module makes the process group: `torch.multiprocessing.spawn` workers on a
+loopback rendezvous, or the processes torchrun started (and restarts), with one timeout for both.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from parallel_vision import envvars
+from parallel_vision.config import RunConfig
+from parallel_vision.engines.signals import StopRequest, exit_code_in
+from parallel_vision.engines.torch import checkpoint
+from parallel_vision.errors import ConfigError, EngineError, PVisionError, RunInterrupted
+
+#: What a worker runs once its process group is up: `body(cfg, dist, stop)`.
+Body = Callable[[RunConfig, "Dist", StopRequest | None], None]
+
+
+# --------------------------------------------------------------------------- the worker's place
+@dataclass(frozen=True)
+class Dist:
+    """This process's rank in the job and the collectives among the ranks.
+
+    `master` (rank 0) gates every side effect: files, logs, the progress bar. Every collective
+    returns what the caller would compute alone when the world is one process.
+    """
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        """The place torchrun (or the spawn worker) recorded in RANK, LOCAL_RANK and WORLD_SIZE."""
+        return cls(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"]))
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def backend(self) -> str | None:
+        return str(dist.get_backend()) if dist.is_initialized() else None
+
+    def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`tensor`, summed over the ranks in place."""
+        if self.world_size > 1:
+            dist.all_reduce(tensor)
+        return tensor
+
+    def max(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`tensor`, the elementwise maximum over the ranks in place (the stop and finite poll)."""
+        if self.world_size > 1:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor
+
+    def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Rank 0's `tensor` on every rank, in place."""
+        if self.world_size > 1:
+            dist.broadcast(tensor, src=0)
+        return tensor
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's (picklable) `obj` on every rank."""
+        if self.world_size == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order, on every rank."""
+        if self.world_size == 1:
+            return [obj]
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+# --------------------------------------------------------------------------- communication timing
+class CommTimer:
+    """DDP communication hook state: wall time of gradient all-reduce, launch to completion.
+
+    Buckets are all-reduced while backward still runs, so this time may overlap
+    compute; it is what the communication costs, not what it adds to the epoch.
+    `measured` is False until `attach` hooks it into a DDP model (the epoch records None then).
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.measured = False
+
+    def attach(self, model: torch.nn.parallel.DistributedDataParallel) -> None:
+        model.register_comm_hook(self, _timed_allreduce_hook)
+        self.measured = True
+
+    def take(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
+def _timed_allreduce_hook(state, bucket):  # type: ignore[no-untyped-def]
+    # No annotations: torch checks them at registration and this module defers them as strings.
+    start = time.perf_counter()
+    tensor = bucket.buffer().div_(dist.get_world_size())
+    future = dist.all_reduce(tensor, async_op=True).get_future()
+
+    def done(fut: torch.futures.Future[Any]) -> torch.Tensor:
+        state.seconds += time.perf_counter() - start
+        return fut.value()[0]
+
+    return future.then(done)
+
+
+# --------------------------------------------------------------------------- process groups
+#: Seconds a collective (and the spawn rendezvous) may wait for a peer before failing; torch's default.
+TIMEOUT_ENV = envvars.DIST_TIMEOUT_S
+#: Seconds the spawn parent lets the other workers finish on their own after one of them failed.
+SPAWN_GRACE_S = 30.0
+
+
+def timeout() -> timedelta:
+    try:
+        seconds = float(os.environ.get(TIMEOUT_ENV, "1800"))
+    except ValueError:
+        raise ConfigError(f"{TIMEOUT_ENV} must be a number of seconds; got {os.environ[TIMEOUT_ENV]!r}") from None
+    return timedelta(seconds=max(1.0, seconds))
+
+
+def run_in_group(body: Body, cfg: RunConfig, backend: str, store: dist.Store | None = None,
+                 stop: StopRequest | None = None) -> None:
+    """Join the process group of the ranks in the environment, run `body`, and leave together."""
+    ctx = Dist.from_env()
+    if backend == "nccl":
+        torch.cuda.set_device(ctx.local_rank)
+    dist.init_process_group(backend, rank=ctx.rank, world_size=ctx.world_size, store=store, timeout=timeout())
+    try:
+        body(cfg, ctx, stop)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def restarted_torchrun_store() -> dist.Store | None:
+    """After a torchrun restart: torchrun's shared store, under a prefix of this attempt.
+
+    torchrun keeps one TCPStore for all rendezvous rounds and hands it to the workers without a
+    per-attempt prefix (torch 2.13), so gloo's connection keys of the dead attempt are still there
+    and a restarted rank may dial a peer that no longer exists ("Connection refused"). A first
+    attempt, or a store torchrun makes per round (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1), needs nothing.
+    """
+    restart = checkpoint.elastic_restart_count()
+    if restart <= 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                          timeout=timeout())
+    return dist.PrefixStore(f"parallel_vision/restart_{restart}", store)
+
+
+def loopback_store(rank: int, world: int, port: int) -> dist.TCPStore:
+    """The spawn rendezvous on 127.0.0.1 only: rank 0 listens on a loopback socket it made itself (a
+    TCPStore given just a port would listen on every interface)."""
+    import socket
+
+    if rank != 0:
+        return dist.TCPStore("127.0.0.1", port, world, is_master=False, timeout=timeout())
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise EngineError(f"port {port} on 127.0.0.1 was taken before the DDP rendezvous could use it; "
+                          "run again") from None
+    sock.listen(128)
+    return dist.TCPStore("127.0.0.1", port, world, is_master=True, timeout=timeout(), wait_for_workers=False,
+                         master_listen_fd=sock.detach())
+
+
+# --------------------------------------------------------------------------- spawn
+def _spawned_worker(rank: int, body: Body, cfg: RunConfig, backend: str, port: int) -> None:
+    """Body of one `torch.multiprocessing.spawn` worker: join the group, run `body`, leave."""
+    # First thing: a SIGINT now would otherwise be a KeyboardInterrupt that spawn treats as a clean exit.
+    stop = StopRequest().install()
+    os.environ.update(
+        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(cfg.workers),
+         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    )
+    if "GLOO_SOCKET_IFNAME" not in os.environ and os.path.exists("/sys/class/net/lo"):
+        os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # gloo's pairs on loopback too (else: the hostname's address)
+    run_in_group(body, cfg, backend, store=loopback_store(rank, cfg.workers, port), stop=stop)
+
+
+def worker_error(trace: str) -> PVisionError:
+    """The worker's own error class and message when it was an expected failure, else an EngineError."""
+    last = trace.strip().splitlines()[-1] if trace.strip() else "unknown error"
+    name, _, message = last.partition(": ")
+    cls = {c.__name__: c for c in PVisionError.__subclasses__()}.get(name.rsplit(".", 1)[-1])
+    if cls is RunInterrupted and name.startswith("parallel_vision.errors."):
+        return RunInterrupted(message, exit_code=exit_code_in(message))
+    if cls is not None and name.startswith("parallel_vision.errors."):
+        return cls(message)
+    return EngineError(f"a DDP worker failed: {last}")
+
+
+def spawn(body: Body, cfg: RunConfig, backend: str) -> None:
+    """Run `body` in `cfg.workers` spawned processes on this machine; the first failure is raised here.
+
+    `body` must be a module-level function (it is pickled by reference into each worker).
+    """
+    import logging
+
+    import torch.multiprocessing as mp
+
+    from parallel_vision.launch.ports import free_port
+
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # we report the failure ourselves
+
+    workers: list[Any] = []
+    # SIGINT/SIGTERM to this process go on to every worker; they agree on a step, checkpoint and stop.
+    with StopRequest(forward_to=lambda: [p.pid for p in workers if p.is_alive()]) as stop:
+        try:
+            port = cfg.master_port or free_port()  # a user's port was checked free by the launcher
+            context = mp.start_processes(_spawned_worker, args=(body, cfg, backend, port), nprocs=cfg.workers,
+                                         join=False, start_method="spawn")
+            workers.extend(context.processes)
+            while not context.join(grace_period=SPAWN_GRACE_S):
+                pass
+        except mp.ProcessRaisedException as exc:
+            raise worker_error(str(exc)) from None
+        except mp.ProcessExitedException as exc:
+            if stop.requested:
+                raise RunInterrupted(f"stopped by {stop.name}: a DDP worker exited before saving ({exc})",
+                                     exit_code=stop.exit_code) from None
+            raise EngineError(f"a DDP worker died: {exc}") from None
