@@ -15,10 +15,8 @@ Layout it understands (up to two folders deep, hidden folders ignored)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -29,176 +27,23 @@ from typing import Any
 from parallel_vision.atomic import disk_full
 from parallel_vision.config import RunConfig
 from parallel_vision.errors import PVisionError, ResultsError
-from parallel_vision.results.schema import EPOCH_KEYS, REQUIRED_SUMMARY_KEYS, RESULT_FILE, read_result
+from parallel_vision.results.rows import (
+    CONFIG_COLUMNS,
+    SCHEMA,
+    STORE_VERSION,
+    SUMMARY_COLUMNS,
+    decode_run,
+    identity_hash,
+    int_if,
+    num,
+    process_threads,
+    threads_per_replica,
+)
+from parallel_vision.results.schema import EPOCH_KEYS, RESULT_FILE, read_result
+from parallel_vision.results.sqlite_full import DB_KEPT, WAL_OVERHEAD_BYTES, disk_full_is_one_line, is_disk_full
 
 DB_FILE = "results.sqlite"
 SKIPPED_DIR = "skipped"
-#: Bump when the table layout changes: an older database is then rebuilt from the JSON.
-STORE_VERSION = 2
-
-#: Summary fields copied into their own columns (the rest stays in summary_json): every complete result has them.
-SUMMARY_COLUMNS = REQUIRED_SUMMARY_KEYS
-#: Config fields copied into their own columns.
-CONFIG_COLUMNS = (
-    "framework",
-    "strategy",
-    "workers",
-    "epochs",
-    "batch_size",
-    "optimizer",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "dropout",
-    "seed",
-    "dataset",
-    "limit_train",
-    "limit_test",
-    "threads_per_worker",
-    "device",
-    "precision",
-    "memory_format",
-    "compile",
-    "jit_compile",
-)
-
-_TEXT_CONFIG_COLUMNS = (
-    "framework", "strategy", "optimizer", "dataset", "device", "precision", "memory_format",
-)
-_CONFIG_DDL = ",\n    ".join(f"{c} {'TEXT' if c in _TEXT_CONFIG_COLUMNS else 'REAL'}" for c in CONFIG_COLUMNS)
-_SUMMARY_DDL = ",\n    ".join(f"{c} REAL" for c in SUMMARY_COLUMNS)
-_EPOCH_DDL = ",\n    ".join(f"{k} REAL" for k in EPOCH_KEYS)
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    path TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at TEXT,
-    code_version TEXT,
-    host TEXT,
-    identity_hash TEXT NOT NULL,
-    identity_json TEXT NOT NULL,
-    preset TEXT,
-    protocol TEXT,
-    scaling TEXT,
-    repeat INTEGER,
-    process_threads INTEGER,
-    threads_per_replica REAL,
-    other_cores REAL,
-    bench_json TEXT,
-    @CONFIG@,
-    @SUMMARY@,
-    config_json TEXT NOT NULL,
-    environment_json TEXT NOT NULL,
-    summary_json TEXT NOT NULL,
-    timing_json TEXT NOT NULL,
-    classification_report_json TEXT NOT NULL,
-    confusion_matrix_json TEXT NOT NULL,
-    result_mtime_ns INTEGER,
-    result_size INTEGER,
-    inserted_at REAL
-);
-CREATE TABLE IF NOT EXISTS epochs (
-    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
-    @EPOCH@,
-    PRIMARY KEY (run_id, epoch)
-);
-CREATE TABLE IF NOT EXISTS skipped (
-    name TEXT PRIMARY KEY,
-    path TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    framework TEXT,
-    strategy TEXT,
-    workers INTEGER,
-    identity_hash TEXT,
-    config_json TEXT NOT NULL,
-    code_version TEXT,
-    recorded_at TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_identity ON runs(identity_hash, code_version);
-""".replace("@CONFIG@", _CONFIG_DDL).replace("@SUMMARY@", _SUMMARY_DDL).replace("@EPOCH@", _EPOCH_DDL)
-
-_INT_COLUMNS = {"workers", "epochs", "batch_size", "seed", "limit_train", "limit_test", "threads_per_worker",
-                "n_test_evaluated", "epochs_completed", "world_size", "global_batch", "per_worker_batch",
-                "steps_per_epoch", "n_train", "epoch", "n_train_images"}
-
-
-#: SQLite's result codes for a full disk, and for an I/O error (its -shm index failing to grow) that a
-#: nearly full disk explains.
-_SQLITE_FULL = 13
-_SQLITE_IOERR = 10
-_NEARLY_FULL_BYTES = 1 << 20
-#: Roughly what a write needs beyond its rows: WAL frames of whole 4 kB pages, and the 32 kB -shm index.
-_WAL_OVERHEAD_BYTES = 64 * 1024
-_DB_KEPT = "the database is left as it was (every result.json is kept; `pvision runs rebuild` recreates it)"
-
-
-def _is_disk_full(exc: sqlite3.Error, db: Path) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
-    text = str(exc)
-    if code == _SQLITE_FULL or "database or disk is full" in text:
-        return True
-    if (code is not None and code & 0xFF == _SQLITE_IOERR) or "disk I/O error" in text:
-        try:
-            return shutil.disk_usage(db.parent).free < _NEARLY_FULL_BYTES
-        except OSError:
-            return False
-    return False
-
-
-@contextmanager
-def _disk_full_is_one_line(db: Path, size: int = 0, kept: str = _DB_KEPT) -> Iterator[None]:
-    """SQLite's "database or disk is full" becomes the one-line DiskFullError naming the .sqlite file."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        if _is_disk_full(exc, db):
-            raise disk_full(db, size + _WAL_OVERHEAD_BYTES, kept) from None
-        raise
-
-
-def identity_hash(cfg: RunConfig | dict[str, Any]) -> str:
-    """A short stable hash of what a configuration measures (RunConfig.identity())."""
-    if isinstance(cfg, dict):
-        cfg = RunConfig.from_dict(cfg)
-    text = json.dumps(cfg.identity(), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def process_threads(data: dict[str, Any]) -> int | None:
-    """CPU threads one engine process used, from what the engine recorded (else the config)."""
-    env = data.get("environment") or {}
-    for key in ("torch_threads", "tf_intra_op_threads", "intra_op_threads"):
-        value = env.get(key)
-        if isinstance(value, int) and value > 0:
-            return value
-    thread_env = env.get("thread_env") or {}
-    for key in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
-        try:
-            return int(thread_env[key])
-        except (KeyError, TypeError, ValueError):
-            continue
-    cfg = data.get("config") or {}
-    if cfg.get("threads_per_worker"):
-        return int(cfg["threads_per_worker"])
-    return None
-
-
-def threads_per_replica(data: dict[str, Any]) -> float | None:
-    """CPU threads behind each replica: a process's threads ÷ the replicas that process hosts.
-
-    ddp / multiworker: one replica per process; single: one; mirrored / dp: every
-    replica shares the one process. This is the "threads per worker" that a fair
-    1-worker baseline must match.
-    """
-    threads = process_threads(data)
-    if threads is None:
-        return None
-    cfg = data.get("config") or {}
-    replicas_per_process = cfg.get("workers", 1) if cfg.get("strategy") in ("mirrored", "dp") else 1
-    return threads / max(1, int(replicas_per_process))
-
 
 #: Written by `pvision bench` beside result.json: how busy the machine was while the run trained.
 BENCH_RUN_FILE = "bench_run.json"
@@ -210,12 +55,6 @@ def _bench_record(run_dir: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError):
         return {}
     return record if isinstance(record, dict) else {}
-
-
-def _num(value: Any) -> Any:
-    if isinstance(value, bool):
-        return int(value)
-    return value
 
 
 class Store:
@@ -246,7 +85,7 @@ class Store:
 
         A full disk (`size`: about the bytes the rows take) is a one-line DiskFullError.
         """
-        with _disk_full_is_one_line(self.path, size):
+        with disk_full_is_one_line(self.path, size):
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn
@@ -307,9 +146,9 @@ class Store:
             "inserted_at": time.time(),
         }
         for key in CONFIG_COLUMNS:
-            row[key] = _num(cfg.get(key))
+            row[key] = num(cfg.get(key))
         for key in SUMMARY_COLUMNS:
-            row[key] = _num(summary.get(key))
+            row[key] = num(summary.get(key))
         columns = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)
         size = sum(len(v) for v in row.values() if isinstance(v, str)) + 8 * len(EPOCH_KEYS) * len(data["epochs"])
@@ -318,7 +157,7 @@ class Store:
             conn.execute(f"INSERT OR REPLACE INTO runs ({columns}) VALUES ({marks})", row)
             conn.executemany(
                 f"INSERT INTO epochs (run_id, {', '.join(EPOCH_KEYS)}) VALUES (?{', ?' * len(EPOCH_KEYS)})",
-                [(data["run_id"], *(_num(e.get(k)) for k in EPOCH_KEYS)) for e in data["epochs"]],
+                [(data["run_id"], *(num(e.get(k)) for k in EPOCH_KEYS)) for e in data["epochs"]],
             )
         return str(data["run_id"])
 
@@ -400,11 +239,11 @@ class Store:
             sql += " WHERE status = ?"
             args = (status,)
         sql += " ORDER BY framework, workers, strategy, batch_size, created_at, name"
-        return [_decode_run(r) for r in self.conn.execute(sql, args)]
+        return [decode_run(r) for r in self.conn.execute(sql, args)]
 
     def epochs(self, run_id: str) -> list[dict[str, Any]]:
         rows = self.conn.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
-        return [{k: _int_if(k, r[k]) for k in EPOCH_KEYS} for r in rows]
+        return [{k: int_if(k, r[k]) for k in EPOCH_KEYS} for r in rows]
 
     def skipped(self) -> list[dict[str, Any]]:
         rows = self.conn.execute("SELECT * FROM skipped ORDER BY framework, workers, strategy, name")
@@ -425,7 +264,7 @@ class Store:
             raise ResultsError(f"no run {key!r} in {self.path}")
         if len(rows) > 1:
             raise ResultsError(f"{key!r} matches {len(rows)} runs in {self.path}; give more of the run_id")
-        return _decode_run(rows[0])
+        return decode_run(rows[0])
 
     def done(self, ident: str, code_version: str | None, repeat: int) -> dict[str, Any] | None:
         """A complete run of this identity, code version and repeat index, if stored."""
@@ -434,7 +273,7 @@ class Store:
             "AND status = 'complete' ORDER BY created_at DESC LIMIT 1",
             (ident, code_version, repeat),
         ).fetchone()
-        return _decode_run(row) if row else None
+        return decode_run(row) if row else None
 
 
 class SyncReport:
@@ -452,28 +291,6 @@ def _combined_mtime(run_dir: Path, result_mtime_ns: int) -> int:
         return max(result_mtime_ns, (Path(run_dir) / BENCH_RUN_FILE).stat().st_mtime_ns)
     except OSError:
         return result_mtime_ns
-
-
-def _int_if(key: str, value: Any) -> Any:
-    if key in _INT_COLUMNS and isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-def _decode_run(row: sqlite3.Row) -> dict[str, Any]:
-    d = {k: _int_if(k, row[k]) for k in row.keys()}
-    d["config"] = json.loads(d.pop("config_json"))
-    d["environment"] = json.loads(d.pop("environment_json"))
-    d["summary"] = json.loads(d.pop("summary_json"))
-    d["timing"] = json.loads(d.pop("timing_json"))
-    d["classification_report"] = json.loads(d.pop("classification_report_json"))
-    d["confusion_matrix"] = json.loads(d.pop("confusion_matrix_json"))
-    d["identity"] = json.loads(d.pop("identity_json"))
-    d["bench"] = json.loads(d.pop("bench_json") or "{}")
-    for key in ("compile", "jit_compile"):
-        if d.get(key) is not None:
-            d[key] = bool(d[key])
-    return d
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -548,12 +365,12 @@ def open_store(
         if tables and version != STORE_VERSION:
             conn.close()
             return rebuild(root)
-        conn.executescript(_SCHEMA)
+        conn.executescript(SCHEMA)
         conn.execute(f"PRAGMA user_version = {STORE_VERSION}")
         conn.execute("SELECT COUNT(*) FROM runs").fetchone()
     except sqlite3.DatabaseError as exc:
-        if _is_disk_full(exc, db):
-            raise disk_full(db, _WAL_OVERHEAD_BYTES, _DB_KEPT) from None
+        if is_disk_full(exc, db):
+            raise disk_full(db, WAL_OVERHEAD_BYTES, DB_KEPT) from None
         raise ResultsError(
             f"{db}: corrupt results database ({exc}); `pvision runs rebuild {root}` recreates it from the"
             " result.json files"
@@ -564,8 +381,8 @@ def open_store(
             store.last_sync = store.sync()
         except sqlite3.DatabaseError as exc:
             store.close()
-            if _is_disk_full(exc, db):
-                raise disk_full(db, _WAL_OVERHEAD_BYTES, _DB_KEPT) from None
+            if is_disk_full(exc, db):
+                raise disk_full(db, WAL_OVERHEAD_BYTES, DB_KEPT) from None
             raise ResultsError(f"{db}: corrupt results database ({exc}); try `pvision runs rebuild {root}`") \
                 from None
     return store
@@ -594,9 +411,9 @@ def rebuild(root: str | os.PathLike[str]) -> Store:
             os.replace(db, aside)
             for suffix in ("-wal", "-shm"):
                 Path(str(db) + suffix).unlink(missing_ok=True)
-    with _disk_full_is_one_line(db, kept="every result.json is kept; run the rebuild again once space is freed"):
+    with disk_full_is_one_line(db, kept="every result.json is kept; run the rebuild again once space is freed"):
         conn = _connect(db)
-        conn.executescript(_SCHEMA)
+        conn.executescript(SCHEMA)
         conn.execute(f"PRAGMA user_version = {STORE_VERSION}")
         store = Store(root, conn)
         store.last_sync = store.sync()
