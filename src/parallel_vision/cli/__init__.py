@@ -13,6 +13,8 @@ import traceback
 import typer
 
 from parallel_vision import envvars
+from parallel_vision.cli import bench_cmd, data_cmd, eda_cmd, info_cmd, report_cmd, runs_cmd, train_cmd
+from parallel_vision.data.paths import absolutize_environment
 from parallel_vision.errors import PVisionError
 
 app = typer.Typer(
@@ -37,8 +39,7 @@ def _root(
 
 
 def _register() -> None:
-    # Imported here so each module stays importable alone; none of them imports a framework.
-    from parallel_vision.cli import bench_cmd, data_cmd, eda_cmd, info_cmd, report_cmd, runs_cmd, train_cmd
+    # None of the command modules imports a framework: the engines do, in their own processes.
 
     for module in (info_cmd, data_cmd, train_cmd, bench_cmd, report_cmd, runs_cmd, eda_cmd):
         module.register(app)
@@ -49,7 +50,6 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of `pvision` and `python -m parallel_vision`."""
-    from parallel_vision.data.paths import absolutize_environment
 
     absolutize_environment()  # relative folders mean the user's working directory, in every child too
     try:

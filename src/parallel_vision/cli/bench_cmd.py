@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
+from parallel_vision.bench.machine import gpu_count
+from parallel_vision.bench.matrix import expand
+from parallel_vision.bench.presets import BenchSpec, get_preset, resolve_workers
+from parallel_vision.bench.runner import run_bench
+from parallel_vision.config import usable_cores
+from parallel_vision.data.paths import absolute
 from parallel_vision.errors import ConfigError, EngineError
+from parallel_vision.report import write_report
+from parallel_vision.report.text import print_text
 
 
 def _csv(value: str | None, name: str) -> tuple[str, ...] | None:
@@ -74,12 +82,6 @@ def bench(
     Re-running the same command resumes: runs already stored for the same configuration and code
     version are kept, half-finished ones are run again. Ctrl-C keeps every finished run.
     """
-    from parallel_vision.bench.machine import gpu_count
-    from parallel_vision.bench.matrix import expand
-    from parallel_vision.bench.presets import BenchSpec, get_preset, resolve_workers
-    from parallel_vision.bench.runner import run_bench
-    from parallel_vision.config import usable_cores
-    from parallel_vision.data.paths import absolute
 
     explicit = any(v is not None for v in (frameworks, strategies, workers, scaling))
     spec = get_preset(preset) if preset else (BenchSpec(preset=None) if explicit else get_preset("quick"))
@@ -133,8 +135,6 @@ def bench(
     typer.echo(f"bench finished in {outcome.seconds:.0f} s{waited}: {len(outcome.ran)} run, "
                f"{len(outcome.reused)} reused, {len(outcome.skipped)} skipped, {len(outcome.failed)} failed")
     if not no_report:
-        from parallel_vision.report import write_report
-        from parallel_vision.report.text import print_text
 
         written = write_report(root, formats=("html", "md"))
         print_text(root)

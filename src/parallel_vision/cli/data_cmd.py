@@ -1,7 +1,6 @@
 """CLI commands: `pvision data verify | info | fetch`.
 
-numpy, rich and the data layer are imported inside each command so that
-`pvision --help` stays fast.
+The data layer is framework-free; rich tables are drawn by each command.
 """
 
 from __future__ import annotations
@@ -9,6 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+
+from parallel_vision.data import DATASETS, dataset_info, get_dataset, resolve_data_dir
+from parallel_vision.data import fetch as fetch_files
+from parallel_vision.data import verify as verify_files
+from parallel_vision.errors import DataError
 
 _DATA_DIR_HELP = "Datasets root holding <dataset>/raw/*.gz (default: $PVISION_DATA_DIR, else the user cache)."
 
@@ -34,9 +38,6 @@ def verify(
     from rich.console import Console
     from rich.table import Table
 
-    from parallel_vision.data import DATASETS, get_dataset, resolve_data_dir
-    from parallel_vision.data import verify as verify_files
-    from parallel_vision.errors import DataError
 
     names = [get_dataset(dataset).name] if dataset else list(DATASETS)
     root = resolve_data_dir(data_dir)
@@ -73,7 +74,6 @@ def info(
     from rich.console import Console
     from rich.table import Table
 
-    from parallel_vision.data import dataset_info
 
     summary = dataset_info(name, data_dir)
     spec = summary.spec
@@ -113,8 +113,6 @@ def fetch(
     ),
 ) -> None:
     """Download missing or damaged files, each verified by SHA-256 before it is put in place."""
-    from parallel_vision.data import fetch as fetch_files
-    from parallel_vision.data import get_dataset, resolve_data_dir
 
     spec = get_dataset(name)
     root = resolve_data_dir(data_dir)

@@ -14,6 +14,8 @@ from typing import Any
 
 import typer
 
+from parallel_vision.engines.provenance import host_environment
+
 TORCH_PROBE = """
 import json, torch
 print(json.dumps({
@@ -59,7 +61,6 @@ def probe(code: str, timeout: float = 120.0) -> dict[str, Any]:
 
 
 def collect() -> dict[str, Any]:
-    from parallel_vision.engines.provenance import host_environment
 
     return {"host": host_environment(), "torch": probe(TORCH_PROBE), "tensorflow": probe(TF_PROBE)}
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from parallel_vision.report import write_report
+
 
 def report(
     root: Path = typer.Argument(..., help="Results folder: a bench ROOT (holding results.sqlite and runs/)."),
@@ -13,7 +15,6 @@ def report(
                             "(html + md files, then the tables)."),
 ) -> None:
     """Write ROOT/report.html (self-contained) and ROOT/report.md (+ figures/), or print the tables."""
-    from parallel_vision.report import write_report
 
     formats = ("html", "md", "text") if fmt == "all" else tuple(f.strip() for f in fmt.split(","))
     written = write_report(root, formats=formats)

@@ -10,6 +10,10 @@ from pathlib import Path
 import typer
 
 from parallel_vision import envvars
+from parallel_vision.atomic import atomic_write_bytes
+from parallel_vision.report.text import make_console
+from parallel_vision.results.store import open_store, require_runs
+from parallel_vision.results.store import rebuild as rebuild_store
 
 runs_app = typer.Typer(help="The results database (ROOT/results.sqlite), rebuilt from result.json files.",
                        no_args_is_help=True)
@@ -33,7 +37,6 @@ def _root(root: Path | None) -> Path:
 
 
 def _open(root: Path | None):  # type: ignore[no-untyped-def]
-    from parallel_vision.results.store import open_store, require_runs
 
     store = open_store(_root(root))
     try:
@@ -52,7 +55,6 @@ def list_runs(
     """One line per stored run."""
     from rich.table import Table
 
-    from parallel_vision.report.text import make_console
 
     with _open(root) as store:
         rows = store.runs(status=None if all_runs else "complete")
@@ -86,7 +88,6 @@ def show(
     """Configuration, summary and epochs of one run."""
     from rich.table import Table
 
-    from parallel_vision.report.text import make_console
 
     with _open(root) as store:
         r = store.find(run)
@@ -131,7 +132,6 @@ def export(
     all_runs: bool = typer.Option(False, "--all", help="Include incomplete runs."),
 ) -> None:
     """Write every stored run as one CSV row."""
-    from parallel_vision.atomic import atomic_write_bytes
 
     with _open(root) as store:
         rows = store.runs(status=None if all_runs else "complete")
@@ -151,7 +151,6 @@ def rebuild(
     root: Path = typer.Argument(..., help="Results folder whose result.json files rebuild results.sqlite."),
 ) -> None:
     """Recreate ROOT/results.sqlite from the result.json files (a corrupt database is moved aside)."""
-    from parallel_vision.results.store import rebuild as rebuild_store
 
     with rebuild_store(root) as store:
         n = store.count()

@@ -14,6 +14,7 @@ import numpy as np
 
 from parallel_vision import envvars
 from parallel_vision.config import RunConfig
+from parallel_vision.data import DATASETS, load
 
 
 def launch_time() -> float:
@@ -44,7 +45,6 @@ def load_split(cfg: RunConfig, split: str) -> tuple[np.ndarray, np.ndarray, list
     A limit takes the first N images in the dataset's own order, so every
     framework and strategy sees exactly the same subset.
     """
-    from parallel_vision.data import DATASETS, load
 
     images, labels = load(cfg.dataset, split, cfg.data_dir)
     limit = cfg.limit_train if split == "train" else cfg.limit_test
@@ -55,7 +55,6 @@ def load_split(cfg: RunConfig, split: str) -> tuple[np.ndarray, np.ndarray, list
 
 def normalisation(cfg: RunConfig) -> tuple[float, float]:
     """The dataset's pixel mean and std on the 0..1 scale, used by both engines."""
-    from parallel_vision.data import DATASETS
 
     spec = DATASETS[cfg.dataset]
     return float(spec.mean), float(spec.std)

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from parallel_vision.models.init import keras_weights
+
 PAPER_TOTAL_PARAMETERS = 906_186
 
 
@@ -84,7 +86,6 @@ def load_canonical(model: Any, layers: list[Any]) -> None:
     `keras_weights` does the layout conversion (HWIO kernels, (in, out) dense kernels, the first dense
     kernel's rows in NHWC flatten order); shapes are checked here against the model's own.
     """
-    from parallel_vision.models.init import keras_weights
 
     values = keras_weights(layers)
     current = [tuple(v.shape) for v in model.weights]  # shapes only: reading values may be a collective

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from parallel_vision.models.init import torch_arrays
+
 PAPER_TOTAL_PARAMETERS = 906_186
 
 
@@ -57,7 +59,6 @@ def load_canonical(model: nn.Module, layers: list[Any]) -> None:
 
     PyTorch's layout is the canonical one, so this only walks the layers in order and checks shapes.
     """
-    from parallel_vision.models.init import torch_arrays
 
     modules = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d))]
     arrays = torch_arrays(layers)

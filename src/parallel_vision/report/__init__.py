@@ -11,16 +11,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from parallel_vision.atomic import atomic_write_bytes  # 0644 files; a full disk is a one-line error
 from parallel_vision.errors import ConfigError
+from parallel_vision.report import compare, html, markdown
+from parallel_vision.report.data import build_report_data
+from parallel_vision.report.figures import all_figures
+from parallel_vision.report.text import print_text
 
 FORMATS = ("html", "md", "text")
 
 
 def write_report(root: str | Path, formats: Sequence[str] = ("html", "md"), data: Any = None) -> list[Path]:
     """Build the report for ROOT in the given file formats; return the files written."""
-    from parallel_vision.atomic import atomic_write_bytes  # 0644 files; a full disk is a one-line error
-    from parallel_vision.report.data import build_report_data
-    from parallel_vision.report.figures import all_figures
 
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -32,13 +34,11 @@ def write_report(root: str | Path, formats: Sequence[str] = ("html", "md"), data
     if file_formats:
         figures = all_figures(data)
         if "html" in file_formats:
-            from parallel_vision.report import html
 
             path = root / "report.html"
             atomic_write_bytes(path, html.render(data, figures).encode())
             written.append(path)
         if "md" in file_formats:
-            from parallel_vision.report import markdown
 
             fig_dir = root / markdown.FIGURE_DIR
             for fig in figures:
@@ -50,7 +50,6 @@ def write_report(root: str | Path, formats: Sequence[str] = ("html", "md"), data
         atomic_write_bytes(summary, (json.dumps(report_summary(data), indent=2) + "\n").encode())
         written.append(summary)
     if "text" in formats:
-        from parallel_vision.report.text import print_text
 
         print_text(data=data)
     return written
@@ -60,7 +59,6 @@ def report_summary(data: Any) -> dict[str, Any]:
     """The report's numbers in machine-readable form (report.json)."""
     from dataclasses import asdict
 
-    from parallel_vision.report import compare
 
     def spread(s: Any) -> Any:
         return asdict(s) if s is not None else None

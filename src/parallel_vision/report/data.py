@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from parallel_vision.bench.machine import BUSY_CORES
 from parallel_vision.report import paper
 from parallel_vision.report.scaling import (
     STRONG,
@@ -386,7 +387,6 @@ def build_report_data(root: str | Path) -> ReportData:
     if superseded:
         warnings.append(f"{len(superseded)} older run(s) of the same configurations, from earlier code "
                         "versions, are left out (listed under 'All runs' as superseded)")
-    from parallel_vision.bench.machine import BUSY_CORES
 
     for g in groups:
         for r in g.runs:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parallel_vision.report.data import FRAMEWORK_NAMES, STRATEGY_NAMES, ConfigGroup, ReportData
+from parallel_vision.report.paper import by_key, paper_numbers
 from parallel_vision.report.scaling import ScalingRow, Spread
 
 
@@ -208,7 +209,6 @@ def paper_table(data: ReportData) -> Table:
     rows: list[list[str]] = []
     colors: list[str | None] = []
     sections: set[int] = set()
-    from parallel_vision.report.paper import by_key, paper_numbers
 
     hardware = paper_numbers().get("hardware_short", "2× T4")
     for row in data.paper_rows:

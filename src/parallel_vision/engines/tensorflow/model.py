@@ -10,6 +10,7 @@ import numpy as np
 from parallel_vision.config import RunConfig
 from parallel_vision.engines.tensorflow.setup import TFRun
 from parallel_vision.models import init as model_init
+from parallel_vision.models.keras_cnn import build_keras_cnn, load_canonical
 
 
 def sample_count_metric(keras: Any) -> Any:
@@ -46,7 +47,6 @@ def make_optimizer(keras: Any, cfg: RunConfig) -> Any:
 def build_model(cfg: RunConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
     """The Keras CNN; under `init="aligned"` it starts from the framework-free weights of models/init.py
     (the same numbers the torch engine starts from, converted to Keras' layout)."""
-    from parallel_vision.models.keras_cnn import build_keras_cnn, load_canonical
 
     model = build_keras_cnn(input_shape=input_shape, num_classes=num_classes, dropout=cfg.dropout)  # type: ignore[arg-type]
     if cfg.init == "aligned":
