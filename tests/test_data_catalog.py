@@ -29,7 +29,7 @@ def test_catalogue_facts() -> None:
     mnist, fashion = DATASETS["mnist"], DATASETS["fashion-mnist"]
     assert mnist.class_names == tuple("0123456789")
     assert fashion.class_names[0] == "T-shirt/top" and fashion.class_names[-1] == "Ankle boot"
-    assert (mnist.mean, mnist.std, fashion.mean, fashion.std) == (0.1307, 0.3081, 0.2860, 0.3530)
+    assert (mnist.mean, mnist.std, fashion.mean, fashion.std) == ((0.1307,), (0.3081,), (0.2860,), (0.3530,))
     for spec in (mnist, fashion):
         assert spec.image_shape == (28, 28) and spec.channels == 1 and spec.num_classes == 10
         assert [s.name for s in spec.splits] == ["train", "test"]

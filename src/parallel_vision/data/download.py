@@ -1,7 +1,8 @@
 """Download missing or damaged dataset files from mirrors, verified before they land.
 
 Each file is streamed into a temp file beside its destination while being hashed;
-only a file with the catalogue's exact size and SHA-256 is renamed into place.
+only a file with the catalogue's exact size and digest (SHA-256 where known, else
+MD5; a size the catalogue does not know is only capped) is renamed into place.
 A mirror that fails (unreachable, HTTP error, wrong bytes) just hands over to the
 next one; if all fail, one line says which dataset is missing where, what was tried,
 and the ways to provide it offline.
@@ -41,6 +42,8 @@ from parallel_vision.version import __version__
 TIMEOUT_S = 10.0
 MIRRORS_ENV = "PVISION_MIRRORS"
 _CHUNK = 1 << 16
+#: A download whose size the catalogue does not know is refused past this (a mirror streaming forever).
+MAX_UNSIZED_BYTES = 1 << 30
 # Some mirrors refuse urllib's default agent.
 _HEADERS = {"User-Agent": f"parallel-vision/{__version__}"}
 
@@ -75,12 +78,7 @@ def fetch(
     spec = get_dataset(dataset)
     raw = raw_dir(resolve_data_dir(data_dir), spec.name)
     urls = tuple(mirrors) if mirrors else (mirrors_from_environment(spec.name) or spec.mirrors)
-    todo = [
-        f
-        for split in spec.splits
-        for f in (split.images, split.labels)
-        if not file_status(spec.name, split.name, raw / f.name, f).ok
-    ]
+    todo = [f for f in spec.files if not file_status(spec.name, spec.splits_of(f), raw / f.name, f).ok]
     if not todo:
         return []
     try:
@@ -142,20 +140,21 @@ def _download(spec: FileSpec, dest: Path, urls: Sequence[str], bar: Progress, ta
 
 def _stream(url: str, out: BinaryIO, spec: FileSpec, bar: Progress, task: TaskID) -> None:
     """Copy `url` into `out`, refusing anything but exactly the catalogue's bytes."""
-    digest = hashlib.sha256()
+    digest = hashlib.new(spec.digest_name, usedforsecurity=False)
+    limit = spec.size if spec.size is not None else MAX_UNSIZED_BYTES
     size = 0
     with urllib.request.urlopen(urllib.request.Request(url, headers=_HEADERS), timeout=TIMEOUT_S) as resp:
         while chunk := resp.read(_CHUNK):
             size += len(chunk)
-            if size > spec.size:
-                raise _BadMirror(f"more than the expected {spec.size} bytes")
+            if size > limit:
+                raise _BadMirror(f"more than the {'expected' if spec.size is not None else 'maximum'} {limit} bytes")
             digest.update(chunk)
             out.write(chunk)
             bar.advance(task, len(chunk))
-    if size != spec.size:
+    if spec.size is not None and size != spec.size:
         raise _BadMirror(f"got {size} bytes, expected {spec.size}")
-    if (actual := digest.hexdigest()) != spec.sha256:
-        raise _BadMirror(f"SHA-256 {actual[:16]}... != expected {spec.sha256[:16]}...")
+    if (actual := digest.hexdigest()) != spec.digest:
+        raise _BadMirror(f"{spec.digest_label} {actual[:16]}... != expected {spec.digest[:16]}...")
 
 
 def _reason(exc: BaseException) -> str:

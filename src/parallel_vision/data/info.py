@@ -23,8 +23,11 @@ class SplitInfo:
     labels_dtype: str
     class_counts: tuple[int, ...]
     pixel_mean: float
-    """On the 0..1 scale, comparable with DatasetSpec.mean."""
+    """Over all pixels and channels, on the 0..1 scale."""
     pixel_std: float
+    channel_mean: tuple[float, ...] = ()
+    """One entry per channel, on the 0..1 scale, comparable with DatasetSpec.mean."""
+    channel_std: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ def dataset_info(
     for part in spec.splits:
         images, labels = load(spec, part.name, root, download=False, cache_dir=cache_dir)
         mean, std = pixel_stats(images)
+        channel_mean, channel_std = channel_stats(images, spec.channels)
         counts = np.bincount(labels, minlength=spec.num_classes)
         splits.append(
             SplitInfo(
@@ -57,6 +61,8 @@ def dataset_info(
                 tuple(int(c) for c in counts),
                 mean,
                 std,
+                channel_mean,
+                channel_std,
             )
         )
     return DatasetInfo(spec, root, tuple(splits))
@@ -71,6 +77,26 @@ def pixel_stats(images: np.ndarray) -> tuple[float, float]:
     hist = np.zeros(256, dtype=np.int64)
     for start in range(0, flat.size, _STATS_CHUNK):
         hist += np.bincount(flat[start : start + _STATS_CHUNK], minlength=256)
+    return _hist_stats(hist)
+
+
+def channel_stats(images: np.ndarray, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (means, stds) on the 0..1 scale: of the last axis of NHWC images, or one pair for grey."""
+    if channels == 1:
+        mean, std = pixel_stats(images)
+        return (mean,), (std,)
+    rows = images.reshape(-1, channels)
+    hists = np.zeros((channels, 256), dtype=np.int64)
+    step = max(1, _STATS_CHUNK // channels)
+    for start in range(0, len(rows), step):
+        block = rows[start : start + step]
+        for c in range(channels):
+            hists[c] += np.bincount(block[:, c], minlength=256)
+    pairs = [_hist_stats(h) for h in hists]
+    return tuple(m for m, _ in pairs), tuple(s for _, s in pairs)
+
+
+def _hist_stats(hist: np.ndarray) -> tuple[float, float]:
     n = int(hist.sum())
     if n == 0:
         return float("nan"), float("nan")

@@ -1,8 +1,9 @@
-"""Check dataset files against the catalogue: present, right size, right SHA-256.
+"""Check dataset files against the catalogue: present, right size, right digest.
 
-`verify` only reports; it never downloads or writes, so it is safe on a
-read-only shared directory. `check_digest` is the one place that words a
-checksum failure.
+The digest is the SHA-256 where the catalogue knows it, else the MD5 (KMNIST,
+CIFAR-10); a size the catalogue does not know is not checked. `verify` only
+reports; it never downloads or writes, so it is safe on a read-only shared
+directory. `check_digest` is the one place that words a checksum failure.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class FileStatus:
     present: bool
     size_ok: bool
     sha256_ok: bool
+    """The catalogue's digest matches: the SHA-256 where known, else the MD5 (the name predates MD5-only files)."""
     problem: str | None
 
     @property
@@ -38,7 +40,12 @@ class FileStatus:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+    return hash_file(path, "sha256")
+
+
+def hash_file(path: Path, algorithm: str) -> str:
+    """Hex digest of a file's bytes, read in chunks (`algorithm`: a hashlib name such as md5)."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
     with open(path, "rb") as f:
@@ -48,16 +55,16 @@ def sha256_file(path: Path) -> str:
 
 
 def check_digest(path: Path, spec: FileSpec, actual: str) -> None:
-    """Raise if `actual` is not the catalogue's SHA-256 for `spec`."""
-    if actual != spec.sha256:
+    """Raise if `actual` is not the catalogue's digest for `spec` (`spec.digest_name` of the bytes)."""
+    if actual != spec.digest:
         raise DataError(
-            f"{path}: SHA-256 mismatch: expected {spec.sha256[:16]}..., got {actual[:16]}..."
+            f"{path}: {spec.digest_label} mismatch: expected {spec.digest[:16]}..., got {actual[:16]}..."
             " (corrupt or replaced file; delete it and run `pvision data fetch`)"
         )
 
 
 def file_status(dataset: str, split: str, path: Path, spec: FileSpec) -> FileStatus:
-    """Stat, then hash only if the size is right (a wrong size already settles it)."""
+    """Stat, then hash only if the size is right (a wrong size already settles it; an unknown one is not checked)."""
 
     def status(present: bool, size_ok: bool, sha_ok: bool, problem: str | None) -> FileStatus:
         return FileStatus(dataset, split, spec.name, path, present, size_ok, sha_ok, problem)
@@ -66,14 +73,16 @@ def file_status(dataset: str, split: str, path: Path, spec: FileSpec) -> FileSta
         size = os.stat(path).st_size
     except FileNotFoundError:
         return status(False, False, False, "missing")
-    if size != spec.size:
+    if spec.size is not None and size != spec.size:
         return status(True, False, False, f"size {size} bytes, expected {spec.size}")
     try:
-        actual = sha256_file(path)
+        actual = hash_file(path, spec.digest_name)
     except OSError as exc:
         return status(True, True, False, f"unreadable ({exc.strerror or exc})")
-    if actual != spec.sha256:
-        return status(True, True, False, f"SHA-256 {actual[:16]}... != expected {spec.sha256[:16]}...")
+    if actual != spec.digest:
+        return status(
+            True, True, False, f"{spec.digest_label} {actual[:16]}... != expected {spec.digest[:16]}..."
+        )
     return status(True, True, True, None)
 
 
@@ -83,8 +92,4 @@ def verify(dataset: str | DatasetSpec, data_dir: str | os.PathLike[str] | None =
     root = resolve_data_dir(data_dir)
     require_readable_dir(root)
     raw = raw_dir(root, spec.name)
-    return [
-        file_status(spec.name, split.name, raw / f.name, f)
-        for split in spec.splits
-        for f in (split.images, split.labels)
-    ]
+    return [file_status(spec.name, spec.splits_of(f), raw / f.name, f) for f in spec.files]
