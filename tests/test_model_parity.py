@@ -33,10 +33,11 @@ def _python(code: str) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def _perturbed(seed: int) -> list[model_init.Layer]:
+def _perturbed(seed: int, channels: int = 1, size: int = 28, classes: int = 10,
+               model: str = "paper_cnn") -> list[model_init.Layer]:
     """The aligned set with random BatchNorm statistics and affine terms, so their mapping is tested too."""
     rng = np.random.default_rng(seed + 1)
-    layers = model_init.aligned_weights(seed)
+    layers = model_init.aligned_weights(seed, channels, size, classes, model)
     for layer in layers:
         if layer.kind == "bn":
             n = layer.arrays["gamma"].shape
@@ -190,6 +191,76 @@ def test_torch_trainer_starts_from_the_aligned_weights(data_dir: Path) -> None:
     default = Trainer(RunConfig(**base), Dist())  # type: ignore[arg-type]
     first = next(default.bare_model.parameters())
     assert not torch.equal(first.contiguous(), torch.from_numpy(want[0]))
+
+
+ZOO_PARITY = (("resnet18", 3, 32), ("resnet18", 1, 28), ("wide_mlp", 3, 32))
+
+
+@needs_tf
+@pytest.mark.slow
+@pytest.mark.tensorflow
+def test_zoo_models_give_the_same_logits_in_torch_and_keras(tmp_path: Path) -> None:
+    """resnet18 (CIFAR and MNIST shapes) and wide_mlp: one canonical set (perturbed BatchNorm), loaded by name
+    into each framework, gives the same eval-mode logits. Negative controls: Keras' `same` padding at stride 2
+    (asymmetric, unlike torch's) for ResNet-18, fc1's kernel without the NCHW → NHWC flatten permutation for
+    the MLP."""
+    torch = pytest.importorskip("torch")
+    from parallel_vision.models.torch_zoo import build_torch_model, load_canonical
+
+    torch_logits = {}
+    for i, (name, c, s) in enumerate(ZOO_PARITY):
+        layers = _perturbed(21 + i, c, s, 10, name)
+        x = np.random.default_rng(i).normal(size=(4, c, s, s)).astype(np.float32)
+        np.save(tmp_path / f"x{i}.npy", x.transpose(0, 2, 3, 1))  # NHWC for Keras
+        np.savez(tmp_path / f"bn{i}.npz", **{f"{layer.name}.{k}": v for layer in layers if layer.kind == "bn"
+                                            for k, v in layer.arrays.items()})
+        model = build_torch_model(name, c, s, 10).eval()
+        load_canonical(model, layers)
+        with torch.no_grad():
+            torch_logits[i] = model(torch.from_numpy(x)).numpy()
+
+    out = _python(f"""
+        import json, numpy as np, keras
+        from parallel_vision.models import init as m
+        from parallel_vision.models.keras_zoo import build_keras_model, load_canonical
+        res = {{}}
+        for i, (name, c, s) in enumerate({ZOO_PARITY!r}):
+            layers = m.aligned_weights(21 + i, c, s, 10, name)
+            bn = np.load({str(tmp_path)!r} + f"/bn{{i}}.npz")
+            for layer in layers:
+                if layer.kind == "bn":
+                    layer.arrays.update({{k: bn[layer.name + "." + k] for k in layer.arrays}})
+            x = np.load({str(tmp_path)!r} + f"/x{{i}}.npy")
+            model = build_keras_model(name, (s, s, c), 10)
+            load_canonical(model, layers)
+            logits = np.asarray(model(x, training=False))
+            if name == "resnet18":
+                def same_padding(layer):
+                    if isinstance(layer, keras.layers.ZeroPadding2D):
+                        return keras.layers.Identity(name=layer.name)
+                    config = layer.get_config()
+                    if isinstance(layer, keras.layers.Conv2D) and config["kernel_size"] == (3, 3):
+                        config["padding"] = "same"
+                    return layer.__class__.from_config(config)
+                naive_model = keras.models.clone_model(model, clone_function=same_padding)
+                load_canonical(naive_model, layers)
+            else:
+                naive_model = model
+                fc1 = naive_model.get_layer("fc1")
+                fc1.set_weights([np.ascontiguousarray(layers[0].arrays["weight"].T), layers[0].arrays["bias"]])
+            naive = np.asarray(naive_model(x, training=False))
+            res[i] = {{"logits": logits.tolist(), "naive": naive.tolist()}}
+        print(json.dumps(res))
+        """)
+    keras_side = json.loads(out)
+    for i, (name, _, _) in enumerate(ZOO_PARITY):
+        want = torch_logits[i]
+        got = np.asarray(keras_side[str(i)]["logits"], np.float32)
+        scale = float(np.abs(want).max())
+        assert scale > 0.1, name  # a real signal, not all-zero logits
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale, err_msg=name)
+        assert np.array_equal(got.argmax(1), want.argmax(1)), name
+        assert np.abs(np.asarray(keras_side[str(i)]["naive"]) - want).max() > 1e-2 * scale, name
 
 
 # --------------------------------------------------------------------------- bench and CLI

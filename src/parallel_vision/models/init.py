@@ -2,12 +2,16 @@
 
 Framework-free (numpy only): the weights are drawn ONCE, from the run's seed, in a
 canonical layout, and each framework's model module converts that set into its own
-layout (`models.torch_cnn.load_canonical`, `models.keras_cnn.load_canonical`), so a
-PyTorch run and a TensorFlow run start from bit-identical weights.
+layout (`models.torch_zoo.load_canonical`, `models.keras_zoo.load_canonical`; for the
+paper's CNN also `models.torch_cnn` / `models.keras_cnn`), so a PyTorch run and a
+TensorFlow run start from bit-identical weights. Every model of the zoo
+(`models.catalog.MODEL_NAMES`) has one: `aligned_weights(..., model=name)` draws it from
+`models.catalog.layer_specs`, layer by layer in canonical order (weight, then bias if the
+layer has one), so the paper CNN's set is bit-identical to what it was before the zoo.
 
 Canonical layout (PyTorch's, written out so that nothing here needs torch):
 
-- convolution weight (out, in, kH, kW), bias (out,);
+- convolution weight (out, in, kH, kW), bias (out,) (no bias where BatchNorm follows, as in ResNet-18);
 - dense weight (out, in), bias (out,); the first dense layer after Flatten reads its
   inputs in (C, H, W) order (channels first);
 - BatchNorm gamma, beta, moving mean, moving variance, each (features,).
@@ -38,6 +42,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from parallel_vision.models.catalog import DEFAULT_MODEL, layer_specs
 
 InitMode = Literal["framework", "aligned"]
 INIT_MODES: tuple[str, ...] = ("framework", "aligned")
@@ -70,47 +76,54 @@ def paper_cnn_shapes(
 ) -> list[tuple[str, str, tuple[int, ...], tuple[int, int, int] | None]]:
     """(name, kind, shape, flatten_from) of every parameterised layer of Fig. 2, in order.
 
-    conv/dense shape is (out, in[, kH, kW]); bn shape is (features,).
+    conv/dense shape is (out, in[, kH, kW]); bn shape is (features,). (`catalog.layer_specs("paper_cnn")`
+    has the full description.)
     """
-    side = image_size // 4
-    return [
-        ("conv1", "conv", (32, in_channels, 3, 3), None), ("bn1", "bn", (32,), None),
-        ("conv2", "conv", (64, 32, 3, 3), None), ("bn2", "bn", (64,), None),
-        ("conv3", "conv", (128, 64, 3, 3), None), ("bn3", "bn", (128,), None),
-        ("dense1", "dense", (128, 128 * side * side), (128, side, side)), ("bn4", "bn", (128,), None),
-        ("dense2", "dense", (64, 128), None), ("bn5", "bn", (64,), None),
-        ("dense3", "dense", (num_classes, 64), None),
-    ]
+    return [(s.name, s.kind, s.shape, s.flatten_from) for s in layer_specs("paper_cnn", in_channels, image_size,
+                                                                             num_classes)]
 
 
 def aligned_weights(
-    seed: int, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, scheme: Scheme = "torch"
+    seed: int,
+    in_channels: int = 1,
+    image_size: int = 28,
+    num_classes: int = 10,
+    model: str = DEFAULT_MODEL,
+    *,
+    scheme: Scheme = "torch",
 ) -> list[Layer]:
-    """The canonical initial weights for `seed` (float32), identical on every machine and framework."""
+    """The canonical initial weights of zoo model `model` for `seed` (float32), identical on every machine
+    and framework. `aligned_weights(seed, c, size, classes)` is the paper CNN's set, as before the zoo."""
+    if scheme not in ("torch", "glorot"):
+        raise ValueError(f"unknown init scheme {scheme!r}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED_1417]))
     layers = []
-    for name, kind, shape, flatten_from in paper_cnn_shapes(in_channels, image_size, num_classes):
-        if kind == "bn":
+    for spec in layer_specs(model, in_channels, image_size, num_classes):
+        shape = spec.shape
+        if spec.kind == "bn":
             n = shape[0]
             arrays = {"gamma": np.ones(n, np.float32), "beta": np.zeros(n, np.float32),
                       "mean": np.zeros(n, np.float32), "var": np.ones(n, np.float32)}
         else:
             out, fan_in = shape[0], int(np.prod(shape[1:]))
-            receptive = int(np.prod(shape[2:])) if kind == "conv" else 1
+            receptive = int(np.prod(shape[2:])) if spec.kind == "conv" else 1
+            bias = None
             if scheme == "torch":
                 # kaiming_uniform_(a=√5): gain √(2/(1+5)), bound gain·√(3/fan_in) = 1/√fan_in; bias alike.
                 bound = 1.0 / np.sqrt(fan_in)
                 weight = rng.uniform(-bound, bound, size=shape)
-                bias = rng.uniform(-bound, bound, size=out)
-            elif scheme == "glorot":
+                if spec.bias:
+                    bias = rng.uniform(-bound, bound, size=out)
+            else:  # glorot
                 fan_out = out * receptive
                 limit = np.sqrt(6.0 / (fan_in + fan_out))
                 weight = rng.uniform(-limit, limit, size=shape)
-                bias = np.zeros(out)
-            else:
-                raise ValueError(f"unknown init scheme {scheme!r}")
-            arrays = {"weight": weight.astype(np.float32), "bias": bias.astype(np.float32)}
-        layers.append(Layer(name, kind, arrays, flatten_from))  # type: ignore[arg-type]
+                if spec.bias:
+                    bias = np.zeros(out)
+            arrays = {"weight": weight.astype(np.float32)}
+            if bias is not None:
+                arrays["bias"] = bias.astype(np.float32)
+        layers.append(Layer(spec.name, spec.kind, arrays, spec.flatten_from))
     return layers
 
 
@@ -120,11 +133,15 @@ def count(layers: list[Layer]) -> int:
 
 
 def torch_arrays(layers: list[Layer]) -> list[list[np.ndarray]]:
-    """Per layer, in module order: [weight, bias] or BatchNorm [weight, bias, running_mean, running_var]."""
+    """Per layer, in module order: [weight, bias] ([weight] without bias) or BatchNorm
+    [weight, bias, running_mean, running_var]."""
     out = []
     for layer in layers:
         a = layer.arrays
-        out.append([a["gamma"], a["beta"], a["mean"], a["var"]] if layer.kind == "bn" else [a["weight"], a["bias"]])
+        if layer.kind == "bn":
+            out.append([a["gamma"], a["beta"], a["mean"], a["var"]])
+        else:
+            out.append([a["weight"], a["bias"]] if "bias" in a else [a["weight"]])
     return out
 
 
@@ -137,15 +154,19 @@ def keras_dense_kernel(weight: np.ndarray, flatten_from: tuple[int, int, int] | 
     return np.ascontiguousarray(weight.reshape(out, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, out))
 
 
+def keras_layer_weights(layer: Layer) -> list[np.ndarray]:
+    """One layer's arrays as its Keras layer's `set_weights` takes them: conv [HWIO kernel(, bias)], dense
+    [(in, out) kernel(, bias)] (after Flatten: rows in NHWC flatten order), BatchNorm [gamma, beta, mean, var]."""
+    a = layer.arrays
+    if layer.kind == "bn":
+        return [a["gamma"], a["beta"], a["mean"], a["var"]]
+    if layer.kind == "conv":
+        kernel = np.ascontiguousarray(a["weight"].transpose(2, 3, 1, 0))  # OIHW → HWIO
+    else:
+        kernel = keras_dense_kernel(a["weight"], layer.flatten_from)
+    return [kernel, a["bias"]] if "bias" in a else [kernel]
+
+
 def keras_weights(layers: list[Layer]) -> list[np.ndarray]:
     """The flat list `keras.Model.set_weights` takes for `build_keras_cnn` (its `get_weights` order)."""
-    out: list[np.ndarray] = []
-    for layer in layers:
-        a = layer.arrays
-        if layer.kind == "conv":
-            out += [np.ascontiguousarray(a["weight"].transpose(2, 3, 1, 0)), a["bias"]]  # OIHW → HWIO
-        elif layer.kind == "dense":
-            out += [keras_dense_kernel(a["weight"], layer.flatten_from), a["bias"]]
-        else:
-            out += [a["gamma"], a["beta"], a["mean"], a["var"]]
-    return out
+    return [value for layer in layers for value in keras_layer_weights(layer)]
