@@ -19,21 +19,25 @@ from parallel_vision.data import DATASETS, load, normalize
 
 
 def test_inputs(cfg: RunConfig) -> np.ndarray:
+    """Normalised NHWC float32 test images, as a user would prepare them from the dataset's own files."""
     images, _ = load(cfg.dataset, "test", cfg.data_dir)
     spec = DATASETS[cfg.dataset]
-    return normalize(images[: cfg.limit_test], spec.mean, spec.std)
+    x = normalize(images[: cfg.limit_test], spec.mean, spec.std)
+    return x[..., None] if x.ndim == 3 else x
 
 
 def predict_torch(out: Path, x: np.ndarray, batch: int) -> np.ndarray:
     import torch
 
-    from parallel_vision.models.torch_cnn import PaperCNN
+    from parallel_vision.models.torch_zoo import build_torch_model
 
-    model = PaperCNN(in_channels=1, image_size=x.shape[1])
+    cfg = RunConfig.from_json((out / "config.json").read_text())
+    model = build_torch_model(cfg.model, x.shape[-1], x.shape[1], len(DATASETS[cfg.dataset].class_names), 0.0)
     model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
     model.eval()
+    nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     with torch.no_grad():
-        parts = [model(torch.from_numpy(x[i:i + batch, None])).argmax(1).numpy() for i in range(0, len(x), batch)]
+        parts = [model(torch.from_numpy(nchw[i:i + batch])).argmax(1).numpy() for i in range(0, len(x), batch)]
     return np.concatenate(parts)
 
 
@@ -42,7 +46,7 @@ def predict_keras(out: Path, x: np.ndarray, batch: int) -> np.ndarray:
     import keras
 
     model = keras.models.load_model(out / "model.keras")
-    return np.argmax(model.predict(x[..., None], batch_size=batch, verbose=0), axis=1)
+    return np.argmax(model.predict(x, batch_size=batch, verbose=0), axis=1)
 
 
 def main(out: Path) -> None:

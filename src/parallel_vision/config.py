@@ -35,7 +35,17 @@ MULTI_PROCESS_STRATEGIES = ("ddp", "multiworker")
 #: Strategies that run several replicas in one process.
 SINGLE_PROCESS_MULTI_DEVICE = ("dp", "mirrored")
 
-KNOWN_DATASETS = ("mnist", "fashion-mnist")
+KNOWN_DATASETS = ("mnist", "fashion-mnist", "kmnist", "cifar10", "synthetic")
+#: Datasets whose images may be flipped and shifted without changing their class (not digits or characters).
+AUGMENTABLE_DATASETS = ("cifar10", "synthetic")
+#: The model zoo (parallel_vision.models.catalog.MODEL_NAMES; a test keeps the two equal).
+KNOWN_MODELS = ("paper_cnn", "resnet18", "wide_mlp")
+#: Shape of `synthetic` images when the config leaves it open: CIFAR-10's.
+SYNTHETIC_DEFAULT_SHAPE = {"image_size": 32, "channels": 3, "classes": 10}
+#: New fields whose default value is left out of a run's identity, so runs recorded before they
+#: existed keep their identity (and de-duplicate against new runs of the same configuration).
+IDENTITY_OPTIONAL = {"init": "framework", "model": "paper_cnn", "augment": False, "image_size": None,
+                     "channels": None, "classes": None}
 ENGINE_NAMES = {"torch": "torch", "tensorflow": "TensorFlow"}
 
 
@@ -74,7 +84,18 @@ class RunConfig:
     paper's setting). `aligned`: the same initial weights (drawn once from `seed`, models/init.py) and the
     same optimiser constants in every engine. See docs/definitions.md."""
     seed: int = 0
+    model: str = "paper_cnn"
+    """One of KNOWN_MODELS, defined identically in every framework (docs/models.md)."""
     dataset: str = "mnist"
+    image_size: int | None = None
+    """`synthetic` only: side of the square images (default 32)."""
+    channels: int | None = None
+    """`synthetic` only: colour channels (default 3)."""
+    classes: int | None = None
+    """`synthetic` only: number of classes (default 10)."""
+    augment: bool = False
+    """Random crop (zero padding 4) and horizontal flip of every training image, on the device
+    (cifar10 and synthetic only: a flipped digit is another class)."""
     data_dir: str | None = None
     limit_train: int | None = None
     limit_test: int | None = None
@@ -158,9 +179,17 @@ class RunConfig:
         d = self.to_dict()
         for key in ("out_dir", "data_dir", "resume", "tensorboard", "extra", "master_port", "checkpoint_every"):
             d.pop(key, None)
-        if d.get("init") == "framework":
-            d.pop("init")  # the default keeps the identity runs had before the field existed
+        for key, default in IDENTITY_OPTIONAL.items():
+            if key in d and d[key] == default:
+                d.pop(key)  # the default keeps the identity runs had before the field existed
         return d
+
+    @property
+    def synthetic_shape(self) -> tuple[int, int, int]:
+        """(channels, image_size, classes) of a `synthetic` run, defaults filled in."""
+        return (self.channels or SYNTHETIC_DEFAULT_SHAPE["channels"],
+                self.image_size or SYNTHETIC_DEFAULT_SHAPE["image_size"],
+                self.classes or SYNTHETIC_DEFAULT_SHAPE["classes"])
 
 
 def differing_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -218,6 +247,27 @@ def _check_engine_only(cfg: RunConfig) -> None:
             raise ConfigError(f"{f.name} applies to the {ENGINE_NAMES[engine]} engine only{hint}")
 
 
+def _check_workload(cfg: RunConfig) -> None:
+    """Shape options belong to `synthetic` (a real dataset has its own); augmentation to images it cannot
+    relabel."""
+    for name in ("image_size", "channels", "classes"):
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        if cfg.dataset != "synthetic":
+            raise ConfigError(f"{name} applies to --dataset synthetic only ({cfg.dataset} has its own shape)")
+        _check_int(name, value, 2 if name == "classes" else 1)
+    if cfg.dataset == "synthetic":
+        channels, side, _ = cfg.synthetic_shape
+        if channels not in (1, 3):
+            raise ConfigError(f"channels must be 1 or 3; got {channels}")
+        if side < 8:
+            raise ConfigError(f"image_size must be >= 8 (the models pool twice); got {side}")
+    if cfg.augment and cfg.dataset not in AUGMENTABLE_DATASETS:
+        raise ConfigError(f"augment (random crop and horizontal flip) applies to {', '.join(AUGMENTABLE_DATASETS)}"
+                          f" only: a flipped {cfg.dataset} image can be another class")
+
+
 def validate(cfg: RunConfig) -> None:
     """Raise ConfigError with a one-line reason if `cfg` cannot describe a real run."""
     _check_types(cfg)
@@ -233,6 +283,8 @@ def validate(cfg: RunConfig) -> None:
     _check_choice("compile_mode", cfg.compile_mode, get_args(CompileMode))
     _check_choice("init", cfg.init, get_args(InitMode))
     _check_choice("dataset", cfg.dataset, KNOWN_DATASETS)
+    _check_choice("model", cfg.model, KNOWN_MODELS)
+    _check_workload(cfg)
     _check_engine_only(cfg)
     _check_int("workers", cfg.workers, 1)
     _check_int("epochs", cfg.epochs, 1)

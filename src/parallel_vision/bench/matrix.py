@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parallel_vision.bench.presets import AS_PUBLISHED_SGD, BenchSpec
-from parallel_vision.config import STRATEGIES, RunConfig
+from parallel_vision.config import KNOWN_DATASETS, KNOWN_MODELS, STRATEGIES, RunConfig
 from parallel_vision.errors import ConfigError
 from parallel_vision.models.init import INIT_MODES
 
@@ -70,6 +70,13 @@ def check_spec(spec: BenchSpec) -> None:
         raise ConfigError(f"repeats must be >= 1; got {spec.repeats}")
     if spec.scaling not in ("strong", "weak", "both"):
         raise ConfigError(f"scaling must be strong, weak or both; got {spec.scaling!r}")
+    for model in spec.models:
+        if model not in KNOWN_MODELS:
+            raise ConfigError(f"unknown model {model!r}; choose from {', '.join(KNOWN_MODELS)}")
+    if not spec.models:
+        raise ConfigError("models must name at least one model, e.g. paper_cnn")
+    if spec.dataset not in KNOWN_DATASETS:
+        raise ConfigError(f"unknown dataset {spec.dataset!r}; choose from {', '.join(KNOWN_DATASETS)}")
     if spec.init not in INIT_MODES:
         raise ConfigError(f"init must be one of {', '.join(INIT_MODES)}; got {spec.init!r}")
 
@@ -86,11 +93,12 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
     by_identity: dict[str, PlannedRun] = {}
 
     def add(framework: str, strategy: str, workers: int, batch: int, threads: int | None,
-            mode: str | None, role: str) -> None:
+            mode: str | None, role: str, model: str) -> None:
         base: dict[str, Any] = {
             "framework": framework, "strategy": strategy, "workers": workers, "batch_size": batch,
             "epochs": spec.epochs, "limit_train": spec.limit_train, "limit_test": spec.limit_test,
-            "data_dir": spec.data_dir, "device": spec.device, "init": spec.init,
+            "data_dir": spec.data_dir, "device": spec.device, "init": spec.init, "model": model,
+            "dataset": spec.dataset,
         }
         if threads is not None:
             # mirrored / dp replicas share one process: its pool gets threads × replicas.
@@ -101,13 +109,15 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
         if spec.as_published:
             extra["protocol"] = "as-published"
         name = f"{SHORT[framework]}-{strategy}-w{workers}-b{batch}"
+        if model != "paper_cnn" or spec.dataset != "mnist":
+            name = f"{model}-{spec.dataset}-{name}"
         if threads is not None:
             name += f"-t{threads}"
         if base.get("optimizer") == "sgd":
             name += "-sgd"
         if spec.init != "framework":
             name += f"-init-{spec.init}"
-        describe = {k: base[k] for k in ("framework", "strategy", "workers", "batch_size")}
+        describe = {k: base[k] for k in ("model", "framework", "strategy", "workers", "batch_size")}
         try:
             cfg = RunConfig(**base, extra=extra)  # type: ignore[arg-type]
         except ConfigError as exc:
@@ -129,15 +139,16 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
         by_identity[key] = planned
         templates.append(planned)
 
-    for framework in spec.frameworks:
-        for workers in sorted(spec.workers):
-            strategies = ("single",) if workers == 1 else multi_strategies(framework, spec.strategies)
-            for strategy in strategies:
-                for mode in modes:
-                    batch = spec.batch_size if mode == "strong" else spec.batch_size * workers
-                    add(framework, strategy, workers, batch, per_worker_threads, mode, "scaling")
-        if spec.reference and on_cpu and per_worker_threads is not None and per_worker_threads < cores:
-            add(framework, "single", 1, spec.batch_size, cores, None, "reference")
+    for model in spec.models:
+        for framework in spec.frameworks:
+            for workers in sorted(spec.workers):
+                strategies = ("single",) if workers == 1 else multi_strategies(framework, spec.strategies)
+                for strategy in strategies:
+                    for mode in modes:
+                        batch = spec.batch_size if mode == "strong" else spec.batch_size * workers
+                        add(framework, strategy, workers, batch, per_worker_threads, mode, "scaling", model)
+            if spec.reference and on_cpu and per_worker_threads is not None and per_worker_threads < cores:
+                add(framework, "single", 1, spec.batch_size, cores, None, "reference", model)
 
     plan: list[PlannedRun] = []
     for repeat in range(1, spec.repeats + 1):

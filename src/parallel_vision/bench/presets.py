@@ -47,6 +47,9 @@ class BenchSpec:
     """`framework`: each framework's default initialisation and Adam epsilon; `aligned`: the same initial
     weights and optimiser constants in every engine (RunConfig.init)."""
     device: str = "auto"
+    models: tuple[str, ...] = ("paper_cnn",)
+    """Every model of the zoo named here runs the whole matrix (docs/models.md)."""
+    dataset: str = "mnist"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> BenchSpec:
@@ -57,6 +60,7 @@ class BenchSpec:
         d["frameworks"] = list(self.frameworks)
         d["strategies"] = list(self.strategies) if self.strategies else None
         d["workers"] = list(self.workers)
+        d["models"] = list(self.models)
         return d
 
 
@@ -96,6 +100,20 @@ PRESETS: dict[str, BenchSpec] = {
         scaling="both",
         reference=True,
     ),
+    # Why scaling depends on the model: three models spanning gradient bytes per FLOP by ~100×, 1 vs 2
+    # workers on the same images (a declared MNIST subset, so the accuracy is real too).
+    "models": BenchSpec(
+        preset="models",
+        frameworks=("torch", "tensorflow"),
+        models=("paper_cnn", "resnet18", "wide_mlp"),
+        workers=(1, 2),
+        epochs=2,
+        batch_size=128,
+        limit_train=1024,
+        limit_test=500,
+        scaling="strong",
+        reference=False,
+    ),
 }
 
 PRESET_DESCRIPTIONS = {
@@ -104,6 +122,8 @@ PRESET_DESCRIPTIONS = {
     "paper": "the paper's five configurations: full MNIST, 30 epochs, batch 2048, Adam 1e-3 "
     "(--as-published: SGD for PyTorch single and DataParallel)",
     "scaling": "1, 2, … workers up to the machine's devices (or cores), strong and weak scaling",
+    "models": "paper_cnn, resnet18 and wide_mlp (compute-bound to communication-bound), 1 vs 2 workers in both "
+    "frameworks, 1,024 training / 500 test MNIST images, 2 epochs, batch 128",
 }
 
 

@@ -40,8 +40,12 @@ FRAMEWORK_ALIASES = {"torch": "torch", "pytorch": "torch", "tensorflow": "tensor
 
 
 def bench(
-    preset: str | None = typer.Option(None, "--preset", "-p", help="quick | paper | scaling (default quick "
-                                         "when no matrix option is given)."),
+    preset: str | None = typer.Option(None, "--preset", "-p", help="quick | paper | scaling | models (default "
+                                         "quick when no matrix option is given)."),
+    models: str | None = typer.Option(None, "--models", help="Comma list of models, e.g. "
+                                      "paper_cnn,resnet18,wide_mlp (docs/models.md)."),
+    dataset: str | None = typer.Option(None, "--dataset", help="mnist, fashion-mnist, kmnist, cifar10 or "
+                                       "synthetic."),
     frameworks: str | None = typer.Option(None, "--frameworks", help="Comma list: torch,tensorflow."),
     strategies: str | None = typer.Option(None, "--strategies", help="Strategies for N>1 workers, e.g. "
                                              "ddp,dp,mirrored,multiworker (default ddp for torch, mirrored "
@@ -94,6 +98,10 @@ def bench(
             raise ConfigError(f"unknown framework {exc.args[0]!r}; choose from torch, tensorflow") from None
     if strategies is not None:
         changes["strategies"] = _csv(strategies, "strategies")
+    if models is not None:
+        changes["models"] = _csv(models, "models")
+    if dataset is not None:
+        changes["dataset"] = dataset
     if workers is not None:
         changes["workers"] = _ints(workers, "workers")
     for name, value in (("repeats", repeats), ("epochs", epochs), ("batch_size", batch_size),
@@ -123,7 +131,8 @@ def bench(
                 typer.echo(f"{planned.run_name}: cannot run — {planned.error}")
                 continue
             c = planned.cfg
-            typer.echo(f"{planned.run_name}: {c.framework} {c.strategy} ×{c.workers}, batch {c.batch_size}, "
+            typer.echo(f"{planned.run_name}: {c.model} on {c.dataset}, {c.framework} {c.strategy} ×{c.workers}, "
+                       f"batch {c.batch_size}, "
                        f"{c.epochs} epochs, threads {c.threads_per_worker}, {c.optimizer} {c.lr:g}, "
                        f"train {c.limit_train or 'all'}, test {c.limit_test or 'all'} "
                        f"[{'+'.join(planned.scaling) or planned.role}]")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from parallel_vision.errors import ConfigError
 from parallel_vision.report import write_report
 
 
@@ -13,11 +14,15 @@ def report(
     root: Path = typer.Argument(..., help="Results folder: a bench ROOT (holding results.sqlite and runs/)."),
     fmt: str = typer.Option("all", "--format", "-f", help="html, md, text (print tables here) or all "
                             "(html + md files, then the tables)."),
+    peak_gflops: float | None = typer.Option(None, "--peak-gflops", help="Declared peak GFLOP/s of one worker "
+                                             "(e.g. from benchmarks/ceiling.py): adds model FLOPs utilisation."),
 ) -> None:
     """Write ROOT/report.html (self-contained) and ROOT/report.md (+ figures/), or print the tables."""
 
     formats = ("html", "md", "text") if fmt == "all" else tuple(f.strip() for f in fmt.split(","))
-    written = write_report(root, formats=formats)
+    if peak_gflops is not None and not peak_gflops > 0:
+        raise ConfigError(f"--peak-gflops must be a positive number; got {peak_gflops}")
+    written = write_report(root, formats=formats, peak_gflops=peak_gflops)
     for path in written:
         if path.suffix in (".html", ".md"):
             typer.echo(f"report: {path}")

@@ -1,4 +1,4 @@
-"""`pvision train`: one run of the paper's CNN under one framework and strategy."""
+"""`pvision train`: one run of one model under one framework and strategy."""
 
 from __future__ import annotations
 
@@ -81,7 +81,14 @@ def train(
     label_smoothing: float = typer.Option(D.label_smoothing, "--label-smoothing",
                                           help="Cross-entropy label smoothing (torch)."),
     seed: int = typer.Option(D.seed, "--seed"),
-    dataset: str = typer.Option(D.dataset, "--dataset", help="mnist or fashion-mnist."),
+    model: str = typer.Option(D.model, "--model", "-m", help="paper_cnn, resnet18 or wide_mlp (docs/models.md)."),
+    dataset: str = typer.Option(D.dataset, "--dataset", help="mnist, fashion-mnist, kmnist, cifar10 or synthetic "
+                                "(random images, throughput only; docs/datasets.md)."),
+    image_size: int | None = typer.Option(None, "--image-size", help="synthetic: image side [default: 32]."),
+    channels: int | None = typer.Option(None, "--channels", help="synthetic: 1 or 3 channels [default: 3]."),
+    classes: int | None = typer.Option(None, "--classes", help="synthetic: number of classes [default: 10]."),
+    augment: bool = typer.Option(D.augment, "--augment", help="Random crop (pad 4) and horizontal flip on the "
+                                 "device (cifar10, synthetic)."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder (else $PVISION_DATA_DIR, "
                                             "else the user cache, downloading if needed)."),
     limit_train: int | None = typer.Option(None, "--limit-train", help="Use the first N training images."),
@@ -117,7 +124,7 @@ def train(
                                    "start an unfinished one again."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
 ) -> None:
-    """Train the paper's CNN once and write result.json, predictions, model and TensorBoard logs."""
+    """Train one model once and write result.json, predictions, model and TensorBoard logs."""
     given = {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", None) in _GIVEN}
     fields = _config_fields(ctx.params)
     if config_file is not None:

@@ -14,7 +14,8 @@ import numpy as np
 
 from parallel_vision import envvars
 from parallel_vision.config import RunConfig
-from parallel_vision.data import DATASETS, load
+from parallel_vision.data import load
+from parallel_vision.engines.workload import synthetic_split, workload
 
 
 def launch_time() -> float:
@@ -40,24 +41,27 @@ def pin_to_cores(threads: int, local_rank: int) -> list[int] | None:
 
 
 def load_split(cfg: RunConfig, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """uint8 images, int64 labels and class names of one split, cut to the configured limit.
+    """uint8 images ((N, H, W) grey or (N, H, W, C) colour), int64 labels and class names of one split,
+    cut to the configured limit (`synthetic`: generated, of the configured size).
 
     A limit takes the first N images in the dataset's own order, so every
     framework and strategy sees exactly the same subset.
     """
-
+    w = workload(cfg)
+    if w.synthetic:
+        images, labels = synthetic_split(cfg, split)
+        return images, labels, list(w.class_names)
     images, labels = load(cfg.dataset, split, cfg.data_dir)
     limit = cfg.limit_train if split == "train" else cfg.limit_test
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    return images, labels, list(DATASETS[cfg.dataset].class_names)
+    return images, labels, list(w.class_names)
 
 
-def normalisation(cfg: RunConfig) -> tuple[float, float]:
-    """The dataset's pixel mean and std on the 0..1 scale, used by both engines."""
-
-    spec = DATASETS[cfg.dataset]
-    return float(spec.mean), float(spec.std)
+def normalisation(cfg: RunConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel pixel mean and std on the 0..1 scale, used by every engine."""
+    w = workload(cfg)
+    return w.mean, w.std
 
 
 def steps_per_epoch(n_train: int, global_batch: int) -> int:

@@ -20,6 +20,7 @@ from parallel_vision.atomic import atomic_write_bytes, disk_full, is_disk_full
 from parallel_vision.config import RunConfig
 from parallel_vision.engines.common import launch_time, peak_rss_mib, steps_per_epoch
 from parallel_vision.engines.metrics import classification_outputs
+from parallel_vision.engines.workload import workload_record
 from parallel_vision.results.schema import SCHEMA_VERSION, TIMING_KEYS, summarise_epochs, write_result
 
 PREDICTIONS_FILE = "predictions.npy"
@@ -75,6 +76,7 @@ def build_result(
         "classification_report_text": outputs.get("classification_report_text", ""),
         "confusion_matrix": outputs.get("confusion_matrix", []),
         "artifacts": artifacts,
+        "workload": workload_record(cfg),
     }
     if extra:
         result.update(extra)

@@ -16,7 +16,7 @@ from pathlib import Path
 from parallel_vision import envvars
 from parallel_vision.config import RunConfig
 from parallel_vision.engines.registry import run_engine
-from parallel_vision.errors import PVisionError, RunInterrupted
+from parallel_vision.errors import EngineError, PVisionError, RunInterrupted
 
 
 def report_error(exc: BaseException) -> int:
@@ -41,10 +41,28 @@ def report_error(exc: BaseException) -> int:
     return code
 
 
+#: How the frameworks say a tensor did not fit (matched by name: this process never imports them itself).
+_MEMORY_ERRORS = ("OutOfMemoryError", "ResourceExhaustedError", "MemoryError")
+_MEMORY_TEXT = ("out of memory", "can't allocate memory", "failed to allocate", "oom when allocating")
+
+
+def out_of_memory(exc: BaseException, cfg: RunConfig | None) -> EngineError | None:
+    """A run that does not fit is the user's configuration to change, so it gets one line, not a traceback."""
+    text = str(exc).strip().splitlines()
+    first = text[0][:160] if text else ""
+    if type(exc).__name__ not in _MEMORY_ERRORS and not any(t in first.lower() for t in _MEMORY_TEXT):
+        return None
+    what = (f"{cfg.model} at a per-worker batch of {cfg.per_worker_batch} ({cfg.framework} {cfg.strategy})"
+            if cfg else "the run")
+    return EngineError(f"out of memory: {what} does not fit ({type(exc).__name__}: {first}); "
+                       "use a smaller --batch-size, more workers or a smaller model")
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m parallel_vision.launch.child CONFIG.json", file=sys.stderr)
         return 2
+    cfg: RunConfig | None = None
     try:
         cfg = RunConfig.from_json(Path(argv[1]).read_text())
         run_engine(cfg)
@@ -53,6 +71,7 @@ def main(argv: list[str]) -> int:
             return 0
         if isinstance(exc, KeyboardInterrupt):
             exc = RunInterrupted("interrupted", exit_code=130)
+        exc = out_of_memory(exc, cfg) or exc
         code = report_error(exc)
         if not isinstance(exc, PVisionError) or os.environ.get(envvars.DEBUG):
             traceback.print_exc()

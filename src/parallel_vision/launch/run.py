@@ -31,9 +31,11 @@ from parallel_vision.launch.processes import engine_command, run_children, run_m
 from parallel_vision.results.run_result import RunResult
 
 
-def ensure_data(cfg: RunConfig) -> Path:
-    """Verify (or download) the dataset here, once, before any worker starts; return its absolute root."""
-
+def ensure_data(cfg: RunConfig) -> Path | None:
+    """Verify (or download) the dataset here, once, before any worker starts; return its absolute root
+    (None for `synthetic`, which the engine generates and no file holds)."""
+    if cfg.dataset == "synthetic":
+        return None
     return ensure_dataset(cfg.dataset, cfg.data_dir)
 
 
@@ -51,7 +53,8 @@ def run(
     if cfg.master_port is not None and not external_cluster(cfg):
         check_port_free(cfg.master_port)
     # Children get absolute folders (they may start elsewhere); result.json records them.
-    cfg = cfg.replace(data_dir=str(ensure_data(cfg)))
+    root = ensure_data(cfg)
+    cfg = cfg.replace(data_dir=str(root) if root else cfg.data_dir)
     if external_cluster(cfg):
         return _run_external(cfg, launch_time, progress=progress, overwrite=overwrite)
     out = prepare_out_dir(cfg, overwrite=overwrite)

@@ -21,14 +21,16 @@ from parallel_vision.report.text import print_text
 FORMATS = ("html", "md", "text")
 
 
-def write_report(root: str | Path, formats: Sequence[str] = ("html", "md"), data: Any = None) -> list[Path]:
-    """Build the report for ROOT in the given file formats; return the files written."""
+def write_report(root: str | Path, formats: Sequence[str] = ("html", "md"), data: Any = None,
+                 peak_gflops: float | None = None) -> list[Path]:
+    """Build the report for ROOT in the given file formats; return the files written. `peak_gflops`: a
+    declared peak per worker, for the model FLOPs utilisation column."""
 
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ConfigError(f"unknown report format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
     root = Path(root)
-    data = data or build_report_data(root)
+    data = data or build_report_data(root, peak_gflops)
     file_formats = [f for f in formats if f != "text"]
     written: list[Path] = []
     if file_formats:

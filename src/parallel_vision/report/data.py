@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from parallel_vision.bench.machine import BUSY_CORES
+from parallel_vision.models.catalog import model_costs
 from parallel_vision.report import paper
 from parallel_vision.report.scaling import (
     STRONG,
@@ -80,6 +81,31 @@ class ConfigGroup:
     @property
     def workers(self) -> int:
         return int(self.config["workers"])
+
+    @property
+    def model(self) -> str:
+        return str(self.config.get("model") or "paper_cnn")  # runs from before the zoo trained the paper's CNN
+
+    @property
+    def dataset(self) -> str:
+        return str(self.config.get("dataset") or "mnist")
+
+    @property
+    def workload(self) -> dict[str, Any]:
+        """The result's workload block (model FLOPs, gradient bytes); computed from the config for results
+        written before the block existed (all of them the paper's CNN on a 28×28 grey dataset)."""
+        recorded = self.first.get("workload")
+        if recorded:
+            return dict(recorded)
+        costs = model_costs(self.model, 1, 28, 10)
+        return {"model": self.model, "dataset": self.dataset, "parameters": costs.parameters,
+                "forward_flops_per_image": costs.forward_flops_per_image,
+                "train_flops_per_image": costs.train_flops_per_image, "gradient_bytes": costs.gradient_bytes,
+                "accuracy_meaningful": self.dataset != "synthetic"}
+
+    @property
+    def accuracy_meaningful(self) -> bool:
+        return bool(self.workload.get("accuracy_meaningful", True))
 
     @property
     def global_batch(self) -> int:
@@ -182,6 +208,8 @@ class ReportData:
     paper_rows: list[dict[str, Any]]
     paper_checks: list[dict[str, Any]]
     protocol_rows: list[dict[str, Any]]
+    peak_gflops: float | None = None
+    """A declared peak per worker (GFLOP/s) for model FLOPs utilisation; None: MFU is not shown."""
 
     def group(self, key: str) -> ConfigGroup:
         for g in self.groups:
@@ -206,9 +234,13 @@ def _label_groups(groups: list[ConfigGroup]) -> None:
     epochs = {g.config["epochs"] for g in groups}
     data = {(g.n_train, g.n_test) for g in groups}
     inits = {g.init for g in groups}
+    models = {g.model for g in groups}
+    datasets = {g.dataset for g in groups}
     for i, g in enumerate(groups):
         name = f"{FRAMEWORK_NAMES.get(g.framework, g.framework)} {STRATEGY_NAMES.get(g.strategy, g.strategy)}"
         parts = [f"{name} ×{g.workers}"]
+        if len(models) > 1 or len(datasets) > 1:
+            parts.insert(0, g.model if len(datasets) == 1 else f"{g.model} on {g.dataset}")
         if len(batches) > 1:
             parts.append(f"b{g.global_batch}")
         if len(threads) > 1 and g.threads is not None:
@@ -226,7 +258,8 @@ def _label_groups(groups: list[ConfigGroup]) -> None:
 
 
 def _sort_key(g: ConfigGroup) -> tuple[Any, ...]:
-    return (_framework_order(g.framework), g.role == "reference", g.workers, g.strategy, g.global_batch,
+    return (g.model != "paper_cnn", g.model, g.dataset, _framework_order(g.framework), g.role == "reference",
+            g.workers, g.strategy, g.global_batch,
             -(g.threads or 0), g.optimizer_text)
 
 
@@ -347,7 +380,7 @@ def _manifest(root: Path) -> dict[str, Any] | None:
         return None
 
 
-def build_report_data(root: str | Path) -> ReportData:
+def build_report_data(root: str | Path, peak_gflops: float | None = None) -> ReportData:
     root = Path(root)
     with open_store(root) as store:
         require_runs(store)
@@ -437,4 +470,5 @@ def build_report_data(root: str | Path) -> ReportData:
         paper_rows=_paper_rows(groups, strong),
         paper_checks=paper.published_scaling_checks(),
         protocol_rows=_protocol_rows(groups),
+        peak_gflops=peak_gflops,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from parallel_vision.report import compare, tables
+from parallel_vision.report import compare, tables, workloads
 from parallel_vision.report.data import ReportData
 from parallel_vision.report.paper import paper_numbers, scaling_sentence
 from parallel_vision.report.scaling import DEFINITIONS
@@ -75,7 +75,7 @@ class Section:
 
 def sections(data: ReportData, figures: set[str]) -> list[Section]:
     """Every section of the report, in order (the headline and warnings come before them)."""
-    return [_runs(data), _scaling(data, figures), *_timing(data), _comparison(data), _paper(data),
+    return [_runs(data), _scaling(data, figures), *_models(data), *_timing(data), _comparison(data), _paper(data),
             _classification(data), *_environment(data)]
 
 
@@ -110,6 +110,33 @@ def _scaling(data: ReportData, figures: set[str]) -> Section:
         blocks.append(Text("No configuration with N > 1 workers has a matching 1-worker baseline, so no speedup "
                            "can be computed.", muted=True))
     return Section("scaling", "Speedup and efficiency", "Speedup & efficiency", blocks)
+
+
+def _models(data: ReportData) -> list[Section]:
+    """Shown when the runs cover another model than the paper's CNN, or several models."""
+    if not any(g.model != "paper_cnn" for g in data.groups):
+        return []
+    rows = workloads.model_rows(data, data.peak_gflops)
+    blocks: list[Block] = [Text(
+        "Declared costs of each model (docs/models.md: a multiply-accumulate counts 2 FLOPs, training = 3 × "
+        "forward) beside its measured strong scaling. Gradient B / kFLOP is the bytes each worker all-reduces "
+        "per thousand FLOPs of its step: the higher it is, the more of the step waits for communication. "
+        "All-reduce share: the measured all-reduce time ÷ the steady epoch time (PyTorch DDP; it overlaps the "
+        "backward pass, so it bounds what communication costs from above)."
+        + ("" if data.peak_gflops else " Declare a peak with `pvision report --peak-gflops X` for MFU."),
+        muted=True)]
+    if rows:
+        blocks.append(TableBlock(tables.models_table(rows, data.peak_gflops)))
+        sentence = workloads.verdict(rows)
+        if sentence:
+            blocks.append(Bullets([sentence]))
+    else:
+        blocks.append(Text("No model has both a 1-worker and an N-worker run, so no speedup can be shown.",
+                           muted=True))
+    if any(not g.accuracy_meaningful for g in data.groups):
+        blocks.append(Text("Synthetic data: random labels on random pixels measure throughput only; their accuracy "
+                           "is not meaningful and is not reported.", muted=True))
+    return [Section("models", "Models: why they scale differently", "Models", blocks)]
 
 
 def _timing(data: ReportData) -> list[Section]:

@@ -14,6 +14,7 @@ from typing import Any
 from parallel_vision.report.data import FRAMEWORK_NAMES, STRATEGY_NAMES, ConfigGroup, ReportData
 from parallel_vision.report.paper import by_key, paper_numbers
 from parallel_vision.report.scaling import ScalingRow, Spread
+from parallel_vision.report.workloads import ModelRow
 
 
 @dataclass
@@ -72,7 +73,9 @@ def run_table(data: ReportData) -> Table:
     show_test = len({g.n_test for g in groups}) > 1
     show_rep = len({g.repeats for g in groups}) > 1
     show_init = len({g.init for g in groups}) > 1
-    headers = ["Framework", "Strategy", "Workers", "Threads / worker", "Batch global / worker", "Epochs"]
+    show_model = len({(g.model, g.dataset) for g in groups}) > 1 or any(g.model != "paper_cnn" for g in groups)
+    headers = (["Model", "Dataset"] if show_model else []) + ["Framework", "Strategy", "Workers", "Threads / worker",
+                                                              "Batch global / worker", "Epochs"]
     headers += ["Optimiser"] if show_opt else []
     headers += ["Init"] if show_init else []
     headers += ["Steady epoch T (s)", "Warm-up epoch (s)", "Total time (s)", "Images/s", "Test accuracy (%)",
@@ -82,18 +85,20 @@ def run_table(data: ReportData) -> Table:
     rows, colors = [], []
     for g in groups:
         s = g.stats
-        row = [fw(g.framework), st(g.strategy), str(g.workers), threads_text(g),
-               f"{g.global_batch} / {g.per_worker_batch}", str(g.config["epochs"])]
+        row = [g.model, g.dataset] if show_model else []
+        row += [fw(g.framework), st(g.strategy), str(g.workers), threads_text(g),
+                f"{g.global_batch} / {g.per_worker_batch}", str(g.config["epochs"])]
         row += [g.optimizer_text] if show_opt else []
         row += [g.init] if show_init else []
         row += [fspread(s["mean_epoch_time_excl_warmup_s"]), fspread(s["warmup_epoch_time_s"]),
-                fspread(s["total_time_s"], 1), fspread(s["images_per_s_excl_warmup"], 0, thousands=True),
-                fspread(s["test_accuracy"], 2, 100.0), fspread(s["test_loss"], 4)]
+                fspread(s["total_time_s"], 1), fspread(s["images_per_s_excl_warmup"], 0, thousands=True)]
+        row += ([fspread(s["test_accuracy"], 2, 100.0), fspread(s["test_loss"], 4)] if g.accuracy_meaningful else
+                ["n/a (synthetic)", "n/a"])
         row += [f"{g.n_test:,}"] if show_test else []
         row += [str(g.repeats)] if show_rep else []
         rows.append(row)
         colors.append(g.color)
-    align = "lllrrr" + ("l" if show_opt else "") + ("l" if show_init else "")
+    align = ("ll" if show_model else "") + "lllrrr" + ("l" if show_opt else "") + ("l" if show_init else "")
     align += "r" * (len(headers) - len(align))
     return Table(headers, rows, colors, align)
 
@@ -169,6 +174,26 @@ def scaling_table(rows: list[ScalingRow], mode: str) -> Table:
         ])
         colors.append(None)
     return Table(headers, out, colors, "lrllrrrrl")
+
+
+def models_table(rows: list[ModelRow], peak_gflops: float | None) -> Table:
+    """Each model's declared costs beside its measured scaling (report/workloads.py)."""
+    headers = ["Model", "Dataset", "Framework", "Strategy", "Workers", "Parameters (M)", "Forward GFLOP / image",
+               "Gradient MB / step", "Gradient B / kFLOP", "Speedup", "Efficiency (%)", "All-reduce share (%)",
+               "GFLOP/s per worker"]
+    headers += ["MFU (%)"] if peak_gflops else []
+    out, colors = [], []
+    for r in rows:
+        g = r.group
+        row = [g.model, g.dataset, fw(g.framework), st(g.strategy), str(g.workers), fnum(r.parameters / 1e6, 2),
+               fnum(r.forward_gflop, 3), fnum(r.gradient_mb, 1), fnum(r.bytes_per_kflop, 3),
+               fspread(r.scaling.speedup), fspread(r.scaling.efficiency, 0, 100.0),
+               fnum(r.comm_share, 0, 100.0) if r.comm_share is not None else "not measured",
+               fnum(r.gflops_per_worker, 1)]
+        row += [fnum(r.mfu, 1, 100.0)] if peak_gflops else []
+        out.append(row)
+        colors.append(g.color)
+    return Table(headers, out, colors, "llll" + "r" * (len(headers) - 4))
 
 
 def skipped_table(data: ReportData) -> Table:

@@ -16,7 +16,7 @@ from parallel_vision.config import RunConfig
 from parallel_vision.results.schema import EPOCH_KEYS, REQUIRED_SUMMARY_KEYS
 
 #: Bump when the table layout changes: an older database is then rebuilt from the JSON.
-STORE_VERSION = 2
+STORE_VERSION = 3
 
 #: Summary fields copied into their own columns (the rest stays in summary_json): every complete result has them.
 SUMMARY_COLUMNS = REQUIRED_SUMMARY_KEYS
@@ -24,6 +24,7 @@ SUMMARY_COLUMNS = REQUIRED_SUMMARY_KEYS
 CONFIG_COLUMNS = (
     "framework",
     "strategy",
+    "model",
     "workers",
     "epochs",
     "batch_size",
@@ -45,7 +46,7 @@ CONFIG_COLUMNS = (
 )
 
 TEXT_CONFIG_COLUMNS = (
-    "framework", "strategy", "optimizer", "dataset", "device", "precision", "memory_format",
+    "framework", "strategy", "model", "optimizer", "dataset", "device", "precision", "memory_format",
 )
 CONFIG_DDL = ",\n    ".join(f"{c} {'TEXT' if c in TEXT_CONFIG_COLUMNS else 'REAL'}" for c in CONFIG_COLUMNS)
 SUMMARY_DDL = ",\n    ".join(f"{c} REAL" for c in SUMMARY_COLUMNS)
@@ -75,6 +76,7 @@ CREATE TABLE IF NOT EXISTS runs (
     environment_json TEXT NOT NULL,
     summary_json TEXT NOT NULL,
     timing_json TEXT NOT NULL,
+    workload_json TEXT,
     classification_report_json TEXT NOT NULL,
     confusion_matrix_json TEXT NOT NULL,
     result_mtime_ns INTEGER,
@@ -166,6 +168,7 @@ def decode_run(row: sqlite3.Row) -> dict[str, Any]:
     d["environment"] = json.loads(d.pop("environment_json"))
     d["summary"] = json.loads(d.pop("summary_json"))
     d["timing"] = json.loads(d.pop("timing_json"))
+    d["workload"] = json.loads(d.pop("workload_json") or "{}")
     d["classification_report"] = json.loads(d.pop("classification_report_json"))
     d["confusion_matrix"] = json.loads(d.pop("confusion_matrix_json"))
     d["identity"] = json.loads(d.pop("identity_json"))

@@ -139,6 +139,7 @@ class Store:
             "environment_json": json.dumps(env, sort_keys=True),
             "summary_json": json.dumps(summary, sort_keys=True),
             "timing_json": json.dumps(data.get("timing") or {}, sort_keys=True),
+            "workload_json": json.dumps(data.get("workload") or {}, sort_keys=True),
             "classification_report_json": json.dumps(data.get("classification_report") or {}),
             "confusion_matrix_json": json.dumps(data.get("confusion_matrix") or []),
             "result_mtime_ns": mtime,

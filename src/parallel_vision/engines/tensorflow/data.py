@@ -37,31 +37,62 @@ def make_dataset(
     images: np.ndarray,
     labels: np.ndarray,
     *,
-    mean: float,
-    std: float,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
     batch: int,
     train: bool,
     seed: int,
     shard_policy: Any,
+    augment: bool = False,
 ) -> Any:
-    """The input pipeline (see the module docstring). `images` are NHWC uint8."""
+    """The input pipeline (see the module docstring). `images` are NHWC uint8; `mean`/`std` per channel.
+
+    With `augment` the cache holds the uint8 pixels and every batch is cropped, flipped and normalised as it
+    is drawn (the crops must differ per epoch); otherwise the normalised pixels are cached once."""
     autotune = tf.data.AUTOTUNE
     ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int64)))
+    centre = float(mean[0]) if len(mean) == 1 else tf.constant(mean, tf.float32)
+    scale = float(std[0]) if len(std) == 1 else tf.constant(std, tf.float32)
 
     def normalise(x: Any, y: Any) -> tuple[Any, Any]:
-        return (tf.cast(x, tf.float32) / 255.0 - mean) / std, y
+        return (tf.cast(x, tf.float32) / 255.0 - centre) / scale, y
 
-    ds = ds.map(normalise, num_parallel_calls=autotune, deterministic=True).cache()
+    augment = augment and train
+    if not augment:
+        ds = ds.map(normalise, num_parallel_calls=autotune, deterministic=True)
+    ds = ds.cache()
     if train:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch, drop_remainder=True)
     else:
         ds = ds.batch(batch, drop_remainder=False)
+    if augment:
+        ds = ds.map(lambda x, y: normalise(crop_and_flip(tf, x, PAD, seed), y), num_parallel_calls=autotune,
+                    deterministic=True)
     ds = ds.prefetch(autotune)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = shard_policy
     options.deterministic = True
     return ds.with_options(options)
+
+
+#: Zero padding of the random crop: the standard CIFAR augmentation, as in the torch engine.
+PAD = 4
+
+
+def crop_and_flip(tf: Any, x: Any, pad: int, seed: int) -> Any:
+    """Every image of the (B, H, W, C) batch shifted by its own random offset within a zero border of `pad`
+    and mirrored with probability 1/2: two batched gathers, no per-image Python loop."""
+    b, h, w = tf.shape(x)[0], x.shape[1], x.shape[2]
+    padded = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    dy = tf.random.uniform([b, 1], 0, 2 * pad + 1, dtype=tf.int32, seed=seed)
+    dx = tf.random.uniform([b, 1], 0, 2 * pad + 1, dtype=tf.int32, seed=seed + 1)
+    flip = tf.random.uniform([b, 1], seed=seed + 2) < 0.5
+    rows = dy + tf.range(h)[None, :]
+    cols = dx + tf.range(w)[None, :]
+    cols = tf.where(flip, tf.reverse(cols, [1]), cols)
+    rows_taken = tf.gather(padded, rows, axis=1, batch_dims=1)  # (B, H, W + 2·pad, C)
+    return tf.gather(rows_taken, cols, axis=2, batch_dims=1)  # (B, H, W, C)
 
 
 def probe_pipeline(dataset: Any) -> tuple[float, float]:
@@ -86,8 +117,8 @@ class Data:
     input_shape: tuple[int, ...]
     steps: int  # global steps per epoch
     data_times: tuple[float, float]  # probe_pipeline's (cold, warm) seconds: data_time_s of epoch 1, later ones
-    mean: float
-    std: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
     def predict_dataset(self, tf: Any, batch: int, seed: int) -> Any:
         """The whole test set for one device (no sharding), in order: for the final prediction pass."""
@@ -109,7 +140,7 @@ def load_data(run: TFRun) -> Data:
 
     def train_data() -> Any:
         return make_dataset(tf, x_train, y_train, mean=mean, std=std, batch=cfg.batch_size, train=True,
-                            seed=cfg.seed, shard_policy=policy)
+                            seed=cfg.seed, shard_policy=policy, augment=cfg.augment)
 
     data_times = probe_pipeline(train_data())  # a separate pipeline: training's cache starts cold too
     train = train_data()

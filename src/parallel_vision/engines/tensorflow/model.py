@@ -10,7 +10,7 @@ import numpy as np
 from parallel_vision.config import RunConfig
 from parallel_vision.engines.tensorflow.setup import TFRun
 from parallel_vision.models import init as model_init
-from parallel_vision.models.keras_cnn import build_keras_cnn, load_canonical
+from parallel_vision.models.keras_zoo import build_keras_model, load_canonical
 
 
 def sample_count_metric(keras: Any) -> Any:
@@ -45,13 +45,14 @@ def make_optimizer(keras: Any, cfg: RunConfig) -> Any:
 
 
 def build_model(cfg: RunConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
-    """The Keras CNN; under `init="aligned"` it starts from the framework-free weights of models/init.py
+    """The configured zoo model in Keras; under `init="aligned"` it starts from the framework-free weights of
+    models/init.py
     (the same numbers the torch engine starts from, converted to Keras' layout)."""
 
-    model = build_keras_cnn(input_shape=input_shape, num_classes=num_classes, dropout=cfg.dropout)  # type: ignore[arg-type]
+    model = build_keras_model(cfg.model, input_shape, num_classes, cfg.dropout)  # type: ignore[arg-type]
     if cfg.init == "aligned":
         side, channels = int(input_shape[0]), int(input_shape[-1])
-        load_canonical(model, model_init.aligned_weights(cfg.seed, channels, side, num_classes))
+        load_canonical(model, model_init.aligned_weights(cfg.seed, channels, side, num_classes, model=cfg.model))
     return model
 
 

@@ -19,16 +19,16 @@ from parallel_vision.engines.common import steps_per_epoch
 from parallel_vision.engines.torch.dist import CommTimer
 from parallel_vision.engines.torch.sync_batchnorm import convert_sync_batchnorm
 from parallel_vision.models import init as model_init
-from parallel_vision.models.torch_cnn import PaperCNN, load_canonical
+from parallel_vision.models.torch_zoo import build_torch_model, load_canonical
 
 
 def build_model(cfg: RunConfig, image_shape: tuple[int, int, int], classes: int, device: torch.device) -> nn.Module:
-    """The paper's CNN with the seed's initial weights (identical on every rank), on `device`."""
+    """The configured zoo model with the seed's initial weights (identical on every rank), on `device`."""
     torch.manual_seed(cfg.seed)
     channels, _, side = image_shape
-    model: nn.Module = PaperCNN(channels, side, classes, cfg.dropout)
+    model: nn.Module = build_torch_model(cfg.model, channels, side, classes, cfg.dropout)
     if cfg.init == "aligned":  # the framework-free weights every engine starts from (models/init.py)
-        load_canonical(model, model_init.aligned_weights(cfg.seed, channels, side, classes))
+        load_canonical(model, model_init.aligned_weights(cfg.seed, channels, side, classes, model=cfg.model))
     model = model.to(device)
     if cfg.memory_format == "channels_last":
         model = model.to(memory_format=torch.channels_last)

@@ -153,7 +153,7 @@ class Trainer(Resumable):
         for step in range(first, steps):
             t = time.perf_counter()
             idx = order[shard_slice(step, cfg.batch_size, self.dist.rank, self.dist.world_size)]
-            x, y = self.train.batch(idx)
+            x, y = self.train.batch(idx, key=(epoch, step, self.dist.rank))
             data_time += time.perf_counter() - t
             loss, logits = self._step(x, y)
             loss_sum += loss.detach().double() * y.shape[0]

@@ -1,0 +1,95 @@
+"""The model zoo trains end to end in both frameworks, on CIFAR-10 (a fixture archive in the canonical
+format, pinned by sitecustomize in every engine process) and on synthetic data, and the report explains
+the models' different scaling from the runs it is given.
+
+Each run is checked as the accuracy contract demands: every test image evaluated once, the reported
+accuracy recomputed from predictions.npy, and the saved model reloaded in a fresh process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cifar_format import install_for_subprocesses, make_cifar  # tests/ is on sys.path
+
+pytestmark = pytest.mark.slow
+
+HAS_TF = importlib.util.find_spec("tensorflow") is not None
+TF = pytest.mark.skipif(not HAS_TF, reason="no TensorFlow")
+HERE = Path(__file__).parent
+PER_BATCH, TEST_COUNT = 16, 24  # 80 training images in five batches, 24 test images
+
+
+def pvision(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "parallel_vision", *args], capture_output=True, text=True,
+                          env=dict(os.environ, PVISION_PROGRESS="0", **(env or {})), cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def cifar(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], object]:
+    fx = make_cifar(per_batch=PER_BATCH, test_count=TEST_COUNT, seed=11)
+    env = install_for_subprocesses(fx, tmp_path_factory.mktemp("cifar"))
+    return env, fx
+
+
+@pytest.mark.parametrize(("framework", "strategy", "workers", "model", "augment"), [
+    ("torch", "single", 1, "resnet18", True),
+    ("torch", "ddp", 2, "wide_mlp", False),
+    pytest.param("tensorflow", "single", 1, "wide_mlp", False, marks=TF),
+    pytest.param("tensorflow", "mirrored", 2, "resnet18", True, marks=TF),
+])
+def test_zoo_models_train_on_cifar10(cifar: tuple[dict[str, str], object], tmp_path: Path, framework: str,
+                                     strategy: str, workers: int, model: str, augment: bool) -> None:
+    env, fx = cifar
+    out = tmp_path / "run"
+    args = ["train", "-f", framework, "-s", strategy, "-n", str(workers), "-m", model, "--dataset", "cifar10",
+            "-b", "16", "-e", "1", "--no-tensorboard", "-q", "-o", str(out)]
+    proc = pvision(*args, *(["--augment"] if augment else []), env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    data = json.loads((out / "result.json").read_text())
+    w = data["workload"]
+    assert (w["model"], w["dataset"], w["input_shape"], w["augment"]) == (model, "cifar10", [3, 32, 32], augment)
+    assert w["accuracy_meaningful"] is True and w["gradient_bytes"] == 4 * w["parameters"]
+    assert data["summary"]["n_test_evaluated"] == TEST_COUNT and data["summary"]["n_train"] == 5 * PER_BATCH
+    predictions = np.load(out / "predictions.npy")
+    assert data["summary"]["test_accuracy"] == float(np.mean(predictions == fx.labels["test"]))  # type: ignore[attr-defined]
+
+    reloaded = subprocess.run([sys.executable, str(HERE / "reload_predict.py"), str(out)], capture_output=True,
+                              text=True, timeout=300, env=dict(os.environ, **env))
+    assert reloaded.returncode == 0, reloaded.stderr[-2000:]
+    assert np.array_equal(np.asarray(json.loads(reloaded.stdout.strip().splitlines()[-1])), predictions)
+
+
+def test_the_report_explains_why_the_models_scale_differently(tmp_path: Path) -> None:
+    """1 vs 2 workers of wide_mlp and resnet18 on synthetic images, then the report's models section."""
+    root = tmp_path / "bench"
+    for model in ("wide_mlp", "resnet18"):
+        for strategy, workers in (("single", 1), ("ddp", 2)):
+            out = root / "runs" / f"{model}-{strategy}"
+            proc = pvision("train", "-s", strategy, "-n", str(workers), "-m", model, "--dataset", "synthetic",
+                           "-b", "32", "--limit-train", "64", "--limit-test", "32", "-e", "2", "--threads", "1",
+                           "--device", "cpu", "--no-tensorboard", "-q", "-o", str(out))
+            assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((root / "runs" / "wide_mlp-ddp" / "result.json").read_text())
+    assert data["workload"]["accuracy_meaningful"] is False
+    assert data["epochs"][-1]["comm_time_s"] > 0  # DDP's all-reduce was timed
+
+    proc = pvision("report", str(root), "--format", "md", "--peak-gflops", "100")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (root / "report.md").read_text()
+    section = report[report.index("Models: why they scale differently"):]
+    section = section[: section.index("\n## ", 1)]
+    assert "| wide_mlp | synthetic |" in section and "| resnet18 | synthetic |" in section
+    assert "MFU (%)" in section and "All-reduce share (%)" in section
+    verdict = next(line for line in section.splitlines() if "scales best" in line)
+    assert "wide_mlp" in verdict and "resnet18" in verdict
+    assert "n/a (synthetic)" in report  # accuracy of random labels is not reported as a number
