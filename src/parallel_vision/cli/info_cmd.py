@@ -79,7 +79,8 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print machine-reada
     table.add_row("python", host["python"])
     table.add_row("platform", host["platform"])
     table.add_row("cpu", f"{host['cpu_model']} ({host['usable_cores']} usable of {host['logical_cores']} "
-                  f"logical cores; {', '.join(host['cpu_flags']) or 'no AVX'})")
+                  f"logical cores; {', '.join(host['cpu_flags']) or 'no AVX'}; native bf16: "
+                  f"{'yes' if host['cpu_native_bf16'] else 'no'})")
     table.add_row("memory", f"{host['memory_gib']} GiB")
     table.add_row("code", f"parallel-vision {host['packages']['parallel-vision']} ({host['code_version']})")
     for name in ("torch", "tensorflow"):

@@ -60,17 +60,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: The SIMD and matrix-unit features that decide CPU training speed, in the order they are listed.
+MATRIX_FLAGS = ("fma", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+                "amx_bf16", "amx_int8", "amx_fp16")
+
+
 def cpu_flags() -> list[str]:
-    """The SIMD features that decide CPU training speed (AVX-512, AMX, bf16)."""
+    """The SIMD features that decide CPU training speed (AVX-512, VNNI, native bf16/fp16, AMX), as the
+    kernel reports them; machines differ, so they are recorded with every result, never assumed."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
-                wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
-                return [f for f in wanted if f in flags]
+                return [f for f in MATRIX_FLAGS if f in flags]
     except OSError:
         pass
     return []
+
+
+def native_bf16(flags: list[str] | None = None) -> bool:
+    """Does this CPU multiply bf16 natively (AVX512-BF16 or AMX-BF16)? Without it bf16 autocast is emulated
+    and slower than fp32 (measured 0.36× on a machine without it; docs/performance.md)."""
+    flags = cpu_flags() if flags is None else flags
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def memory_gib() -> float | None:
@@ -119,6 +131,7 @@ def host_environment() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "cpu_model": cpu_model(),
         "cpu_flags": cpu_flags(),
+        "cpu_native_bf16": native_bf16(),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable_cores(),
         "memory_gib": memory_gib(),
