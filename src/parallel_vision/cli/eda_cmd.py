@@ -7,11 +7,20 @@ from pathlib import Path
 
 import typer
 
+from parallel_vision.data import DATASETS
 from parallel_vision.errors import ConfigError
+
+_NAMES = ", ".join(DATASETS)
 
 
 def eda(
-    dataset: str = typer.Option("mnist", "--dataset", "-d", help="Dataset: mnist or fashion-mnist."),
+    dataset: str = typer.Option(
+        "mnist",
+        "--dataset",
+        "-d",
+        help=f"Dataset: {_NAMES} (colour images: some analyses run on luminance; see docs/eda.md). "
+        "Not synthetic (random pixels: nothing to explore).",
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output directory [default: eda-<dataset>]."),
     sample: int = typer.Option(5000, "--sample", help="Images in the stratified t-SNE sample."),
     seed: int = typer.Option(0, "--seed", help="Seed for every random sample and augmentation."),
@@ -35,7 +44,9 @@ def eda(
 
     from parallel_vision.data.paths import absolute
     from parallel_vision.data.ready import ensure_dataset
+    from parallel_vision.eda.page import check_dataset
 
+    check_dataset(dataset)  # unknown or synthetic: one line, before any folder is made or file fetched
     opts = EdaOptions(
         dataset=dataset,
         out_dir=absolute(out if out is not None else Path(f"eda-{dataset}")),

@@ -1,4 +1,7 @@
-"""Sections 9-10: rotations, random affine transforms and elastic distortions."""
+"""Sections 9-10: rotations, random affine transforms and elastic distortions.
+
+Grey (H, W) or colour (H, W, 3) images alike: a geometric transform moves every channel the same way.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates
 from skimage.transform import AffineTransform, rotate, warp
 
-from parallel_vision.eda.base import FULL_SCALE, AnalysisResult, Table, image_grid
+from parallel_vision.eda.base import FULL_SCALE, AnalysisResult, Table, colour_input, image_grid, is_colour
 
 ROTATION_ANGLES = (-45, -30, -15, 0, 15, 30, 45, 90)
 AFFINE_RANGES = {"rotation_deg": 15.0, "shift_px": 3.0, "zoom": (0.9, 1.1)}
@@ -26,7 +29,7 @@ def random_affine(
     angle = float(rng.uniform(-rotation_deg, rotation_deg))
     scale = float(rng.uniform(*zoom))
     tx, ty = (float(v) for v in rng.uniform(-shift_px, shift_px, size=2))
-    centre = np.array(image.shape[::-1], dtype=float) / 2 - 0.5  # (x, y)
+    centre = np.array(image.shape[1::-1], dtype=float) / 2 - 0.5  # (x, y) = (W, H) / 2 - 0.5
     tform = (
         AffineTransform(translation=-centre)
         + AffineTransform(scale=scale, rotation=np.deg2rad(angle))
@@ -44,12 +47,22 @@ def random_affine(
 def elastic_distort(
     image: np.ndarray, rng: np.random.Generator, alpha: float = 34.0, sigma: float = 4.0
 ) -> tuple[np.ndarray, dict]:
-    """Simard et al. (2003): uniform random displacements, Gaussian-smoothed (σ) and scaled (α)."""
-    h, w = image.shape
+    """Simard et al. (2003): uniform random displacements, Gaussian-smoothed (σ) and scaled (α).
+
+    A colour image (H, W, C) gets one displacement field, applied to every channel.
+    """
+    h, w = image.shape[:2]
     dx = gaussian_filter(rng.uniform(-1, 1, size=(h, w)), sigma, mode="constant") * alpha
     dy = gaussian_filter(rng.uniform(-1, 1, size=(h, w)), sigma, mode="constant") * alpha
     yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    out = map_coordinates(image.astype(np.float64) / FULL_SCALE, [yy + dy, xx + dx], order=1, mode="constant")
+    src = image.astype(np.float64) / FULL_SCALE
+    if src.ndim == 2:
+        out = map_coordinates(src, [yy + dy, xx + dx], order=1, mode="constant")
+    else:
+        out = np.stack(
+            [map_coordinates(src[..., c], [yy + dy, xx + dx], order=1, mode="constant") for c in range(src.shape[-1])],
+            axis=-1,
+        )
     disp = np.hypot(dx, dy)
     return out, {
         "mean_displacement_px": round(float(disp.mean()), 4),
@@ -66,7 +79,7 @@ def rotation_examples(
     n_examples: int = 4,
     stats_sample: int = 500,
 ) -> AnalysisResult:
-    """A few images rotated by fixed angles; ink kept and pixels changed per angle on a sample."""
+    """A few images rotated by fixed angles; summed intensity ("ink") kept and pixels changed per angle on a sample."""
     idx = rng.choice(len(images), size=n_examples, replace=False)
     grid = np.stack([[rotate(images[i] / FULL_SCALE, a, order=1, mode="constant") for a in angles] for i in idx])
     fig = image_grid(
@@ -77,16 +90,19 @@ def rotation_examples(
         label_width=1.5,
     )
 
+    colour = is_colour(images)
     n = min(stats_sample, len(images))
     sample = images[rng.choice(len(images), size=n, replace=False)].astype(np.float64) / FULL_SCALE
-    ink = sample.sum(axis=(1, 2))
+    axes = tuple(range(1, sample.ndim))  # every pixel (and channel) of an image
+    ink = sample.sum(axis=axes)
+    lit = ink > 0  # an all-black image keeps 0 of 0: left out of the ratio
     per_angle = []
     for a in angles:
         rot = np.stack([rotate(im, a, order=1, mode="constant") for im in sample])
         per_angle.append(
             {
                 "angle": float(a),
-                "ink_retained": round(float((rot.sum(axis=(1, 2)) / ink).mean()), 4),
+                "ink_retained": round(float((rot.sum(axis=axes)[lit] / ink[lit]).mean()), 4),
                 "mean_abs_change": round(float(np.abs(rot - sample).mean() * FULL_SCALE), 4),
             }
         )
@@ -95,6 +111,7 @@ def rotation_examples(
         "example_indices": [int(i) for i in idx],
         "interpolation": "bilinear (order 1), zero fill",
         "stats_sample": n,
+        "ratio_images": int(lit.sum()),
         "per_angle": per_angle,
     }
     nonzero = [p for p in per_angle if p["angle"] != 0]
@@ -107,13 +124,17 @@ def rotation_examples(
         f"{n:,} random images, the summed intensity after rotation is "
         f"{lo_ink * 100:.2f}–{hi_ink * 100:.2f}% "
         f"of the original (lowest at {worst['angle']:g}°), while the mean absolute pixel change reaches "
-        f"{max(p['mean_abs_change'] for p in per_angle):.1f} (0..255) — a rotated digit is a different array."
+        f"{max(p['mean_abs_change'] for p in per_angle):.1f} (0..255) — a rotated image is a different array."
     )
     table = Table(
-        ["angle", "ink retained %", "mean |Δ pixel| (0..255)"],
+        ["angle", "intensity kept %", "mean |Δ pixel| (0..255)"],
         [[f"{p['angle']:g}°", f"{p['ink_retained'] * 100:.2f}", f"{p['mean_abs_change']:.2f}"] for p in per_angle],
     )
-    return AnalysisResult("rotation", "Rotation", numbers, caption, {"rotation": fig}, [table])
+    source, note = colour_input(
+        colour,
+        "Colour images: all three channels are rotated alike, and the summed intensity is over all channels.",
+    )
+    return AnalysisResult("rotation", "Rotation", numbers, caption, {"rotation": fig}, [table], input=source, note=note)
 
 
 def augmentation_examples(
@@ -188,4 +209,10 @@ def augmentation_examples(
         f"{numbers['elastic_mean_abs_change']:.1f} (elastic) vs {numbers['affine_mean_abs_change']:.1f} "
         f"(affine) in mean absolute value (0..255). Drawn parameters are in eda.json."
     )
-    return AnalysisResult("augmentation", "Data augmentation", numbers, caption, {"augmentation": fig})
+    source, note = colour_input(
+        is_colour(images),
+        "Colour images: each transform and each elastic displacement field moves all three channels alike.",
+    )
+    return AnalysisResult(
+        "augmentation", "Data augmentation", numbers, caption, {"augmentation": fig}, input=source, note=note
+    )

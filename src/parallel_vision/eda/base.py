@@ -1,9 +1,11 @@
 """What every analysis returns, and the small helpers they share.
 
-An analysis is a plain function of arrays (images uint8 (N, 28, 28), labels int (N,))
-plus an rng / class names. It returns an `AnalysisResult`: its numbers as a JSON-able
-dict, a caption computed from those numbers, optional tables (also built from the
-numbers) and its matplotlib figures. Figures are `matplotlib.figure.Figure` objects
+An analysis is a plain function of arrays (images uint8 (N, H, W) grey or (N, H, W, 3) RGB
+colour (NHWC, as `parallel_vision.data.load` returns them), labels int (N,)) plus an rng /
+class names. It returns an `AnalysisResult`: its numbers as a JSON-able dict, a caption
+computed from those numbers, optional tables (also built from the numbers), its matplotlib
+figures and, for colour images, a one-sentence `note` saying what it ran on (the colour
+values, their luminance, or nothing: refused). Figures are `matplotlib.figure.Figure` objects
 drawn on the Agg canvas, never through pyplot, so nothing here needs a display or
 touches global plotting state.
 """
@@ -22,6 +24,16 @@ from matplotlib.figure import Figure
 
 #: Pixels are stored 0..255; analyses that need floats work on 0..1 (value / 255).
 FULL_SCALE = 255.0
+
+#: ITU-R BT.601 luma weights of (R, G, B): Y = 0.299 R + 0.587 G + 0.114 B.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+CHANNEL_NAMES = ("R", "G", "B")
+LUMINANCE_NOTE = (
+    "Colour images: this section ran on their luminance, ITU-R BT.601 Y = 0.299 R + 0.587 G + 0.114 B (0..255)."
+)
+
+#: What an analysis ran on (`AnalysisResult.input`).
+INPUT_GREY, INPUT_COLOUR, INPUT_LUMINANCE = "grey", "colour", "luminance"
 
 
 @dataclass
@@ -43,9 +55,64 @@ class AnalysisResult:
     tables: list[Table] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
     """Objects for later analyses (e.g. a fitted PCA); never serialised."""
+    input: str = INPUT_GREY
+    """What it ran on: "grey", "colour" (all channels, handled as such) or "luminance" (of colour images)."""
+    note: str = ""
+    """For colour images, one sentence on how the section treats colour (shown above the caption);
+    where part of an analysis is refused for colour, the sentence says so and why. Empty for grey."""
 
     def to_json(self) -> dict[str, Any]:
-        return jsonable({"title": self.title, "caption": self.caption, "numbers": self.numbers})
+        return jsonable(
+            {
+                "title": self.title,
+                "input": self.input,
+                "note": self.note,
+                "caption": self.caption,
+                "numbers": self.numbers,
+            }
+        )
+
+
+def is_colour(images: np.ndarray) -> bool:
+    """True for NHWC RGB batches (N, H, W, 3); False for grey (N, H, W).
+
+    Any other layout is refused here, so that no analysis silently treats channels as pixels.
+    """
+    if images.ndim == 3:
+        return False
+    if images.ndim == 4 and images.shape[-1] == 3:
+        return True
+    raise ValueError(f"expected images (N, H, W) or (N, H, W, 3) (NHWC RGB), got shape {images.shape}")
+
+
+def luminance(images: np.ndarray) -> np.ndarray:
+    """RGB (..., H, W, 3) on 0..255 -> float32 luminance (..., H, W) on 0..255 (ITU-R BT.601)."""
+    return np.asarray(images, dtype=np.float32) @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
+
+
+def intensity(images: np.ndarray) -> np.ndarray:
+    """Grey images as they are; colour (N, H, W, 3) as their luminance (N, H, W) (float32, 0..255)."""
+    return luminance(images) if is_colour(images) else images
+
+
+def colour_input(colour: bool, note: str) -> tuple[str, str]:
+    """(input, note) of a section that handles colour as such; grey: ("grey", "")."""
+    return (INPUT_COLOUR, note) if colour else (INPUT_GREY, "")
+
+
+def luminance_input(colour: bool, extra: str = "") -> tuple[str, str]:
+    """(input, note) of a section that runs on luminance for colour images; grey: ("grey", "")."""
+    return (INPUT_LUMINANCE, LUMINANCE_NOTE + (f" {extra}" if extra else "")) if colour else (INPUT_GREY, "")
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """(28, 28) -> '28×28'; (32, 32, 3) -> '32×32×3'."""
+    return "×".join(str(int(v)) for v in shape)
+
+
+def to_rgb(images: np.ndarray) -> np.ndarray:
+    """Grey (..., H, W) -> (..., H, W, 3) by repeating the value in each channel."""
+    return np.repeat(np.asarray(images)[..., None], 3, axis=-1)
 
 
 def new_figure(width: float, height: float, dpi: int = 100) -> Figure:
@@ -66,15 +133,26 @@ def image_grid(
     title: str | None = None,
     label_width: float = 1.1,
 ) -> Figure:
-    """A (rows, cols, H, W) grid of images as ONE mosaic (one imshow, not rows×cols axes: much faster).
+    """A (rows, cols, H, W) grey or (rows, cols, H, W, 3) RGB grid of images as ONE mosaic (one imshow,
+    not rows×cols axes: much faster).
 
-    Panels are separated by white gutters; all panels share one colour scale (vmin/vmax, or the data's
-    range when None). Row labels go on the left, column titles on top.
+    Panels are separated by white gutters; all panels share one scale (vmin/vmax, or the data's range
+    when None). Grey panels use `cmap`; RGB panels are shown in their own colours, each channel mapped
+    from vmin..vmax to 0..1 (`cmap` is then unused). Row labels go on the left, column titles on top.
     """
     images = np.asarray(images, dtype=np.float64)
-    rows, cols, h, w = images.shape
+    rgb = images.ndim == 5
+    if not (images.ndim == 4 or (rgb and images.shape[-1] == 3)):
+        raise ValueError(f"image_grid needs (rows, cols, H, W) or (rows, cols, H, W, 3), got {images.shape}")
+    rows, cols, h, w = images.shape[:4]
     gap = max(1, h // 14)
-    mosaic = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan)
+    if rgb:
+        lo = float(np.nanmin(images)) if vmin is None else vmin
+        hi = float(np.nanmax(images)) if vmax is None else vmax
+        images = np.clip((images - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+        mosaic = np.ones((rows * (h + gap) - gap, cols * (w + gap) - gap, 3))  # white gutters
+    else:
+        mosaic = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan)
     for r in range(rows):
         for c in range(cols):
             mosaic[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = images[r, c]
@@ -84,8 +162,11 @@ def image_grid(
     width, height = left + cols * cell + 0.05, top + rows * cell + 0.05
     fig = new_figure(width, height)
     ax = fig.add_axes((left / width, 0.05 / height, cols * cell / width, rows * cell / height))
-    colormap = colormaps[cmap].with_extremes(bad="white")
-    ax.imshow(mosaic, cmap=colormap, vmin=vmin, vmax=vmax, interpolation="nearest", aspect="auto")
+    if rgb:
+        ax.imshow(mosaic, interpolation="nearest", aspect="auto")
+    else:
+        colormap = colormaps[cmap].with_extremes(bad="white")
+        ax.imshow(mosaic, cmap=colormap, vmin=vmin, vmax=vmax, interpolation="nearest", aspect="auto")
     ax.set_axis_off()
     if row_labels is not None:
         for r, label in enumerate(row_labels):
@@ -108,7 +189,7 @@ def class_ticks(ax, positions, class_names: Sequence[str], fontsize: float = 10)
 
 
 def as_float(images: np.ndarray) -> np.ndarray:
-    """uint8 images (N, H, W) -> float32 rows (N, H*W) on 0..1."""
+    """uint8 images (N, H, W) or (N, H, W, C) -> float32 rows (N, H*W*C) on 0..1."""
     images = np.asarray(images)
     return images.reshape(len(images), -1).astype(np.float32) / np.float32(FULL_SCALE)
 

@@ -1,17 +1,21 @@
-"""Section 5: correlation between pixels (pooled heatmap, most-correlated full-resolution pairs)."""
+"""Section 5: correlation between pixels (pooled heatmap, most-correlated full-resolution pairs).
+
+Colour images: run on their luminance (ITU-R BT.601), one value per pixel position.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from matplotlib import colormaps
 
-from parallel_vision.eda.base import AnalysisResult, Table, new_figure
+from parallel_vision.eda.base import AnalysisResult, Table, intensity, is_colour, luminance_input, new_figure
 
 
 def avg_pool(images: np.ndarray, factor: int = 2) -> np.ndarray:
-    """(N, H, W) -> (N, H/f, W/f) by averaging f×f blocks (H, W must be multiples of f)."""
+    """(N, H, W) -> (N, H//f, W//f) by averaging f×f blocks (a remainder row/column at the edge is dropped)."""
     n, h, w = images.shape
-    return images.reshape(n, h // factor, factor, w // factor, factor).mean(axis=(2, 4))
+    ph, pw = h // factor, w // factor
+    return images[:, : ph * factor, : pw * factor].reshape(n, ph, factor, pw, factor).mean(axis=(2, 4))
 
 
 def _corr(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -31,14 +35,15 @@ def pixel_correlation(
 ) -> AnalysisResult:
     """Pixel-pixel Pearson correlation on a random subsample of images.
 
-    The heatmap is over `pool`×`pool`-averaged pixels (196 for 28×28) so it stays readable; the
-    most-correlated pairs are found at full resolution among pixels that vary in the sample and are
-    nonzero in at least `min_active` of its images (a pixel inked in one or two images correlates
-    perfectly with its neighbour by accident).
+    The heatmap is over `pool`×`pool`-averaged pixels (196 for 28×28, 256 for 32×32) so it stays
+    readable; the most-correlated pairs are found at full resolution among pixels that vary in the
+    sample and are nonzero in at least `min_active` of its images (a pixel inked in one or two images
+    correlates perfectly with its neighbour by accident). Colour images: on their luminance.
     """
+    colour = is_colour(images)
     n = min(sample, len(images))
     idx = np.sort(rng.choice(len(images), size=n, replace=False))
-    sub = images[idx]
+    sub = intensity(images[idx])
     h, w = sub.shape[1:]
 
     pooled = avg_pool(sub.astype(np.float64), pool)
@@ -92,6 +97,7 @@ def pixel_correlation(
 
     numbers = {
         "sample_size": n,
+        "image_shape": [h, w],
         "pool": pool,
         "pooled_shape": [ph, pw],
         "pooled_constant": int((~pvary).sum()),
@@ -107,7 +113,8 @@ def pixel_correlation(
     }
     n_adj = sum(p["adjacent"] for p in pairs)
     caption = (
-        f"Correlations over a random sample of {n:,} training images. {numbers['full_constant']} of {h * w} "
+        f"Correlations over a random sample of {n:,} training images"
+        f"{' (their luminance)' if colour else ''}. {numbers['full_constant']} of {h * w} "
         "pixels are constant in the sample (white in the "
         f"heatmap). Pairs are ranked among the {len(pix)} pixels "
         f"that are nonzero in at least {min_active * 100:g}% of the sampled images; across their "
@@ -131,4 +138,7 @@ def pixel_correlation(
         ],
         title=f"Top {len(pairs)} most-correlated pixel pairs (full resolution)",
     )
-    return AnalysisResult("correlation", "Pixel correlation", numbers, caption, {"correlation": fig}, [table])
+    source, note = luminance_input(colour)
+    return AnalysisResult(
+        "correlation", "Pixel correlation", numbers, caption, {"correlation": fig}, [table], input=source, note=note
+    )

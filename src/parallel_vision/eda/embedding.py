@@ -1,4 +1,7 @@
-"""Sections 12-14: PCA, t-SNE and PCA reconstruction (scikit-learn)."""
+"""Sections 12-14: PCA, t-SNE and PCA reconstruction (scikit-learn).
+
+Colour images: each image is one vector of all its H×W×3 values, so the components are RGB images.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +18,11 @@ from parallel_vision.eda.base import (
     AnalysisResult,
     Table,
     as_float,
+    colour_input,
     image_grid,
+    is_colour,
     new_figure,
+    shape_text,
     stratified_sample,
 )
 
@@ -24,6 +30,17 @@ THRESHOLDS = (0.90, 0.95, 0.99)
 RECON_COMPONENTS = (10, 50, 150)
 KNN_K = 10
 PARALLEL_TSNE_MIN = 2000
+
+
+def _vector_note(images: np.ndarray) -> tuple[str, str]:
+    """(input, note) for sections that treat each image as the vector of all its values."""
+    return colour_input(
+        is_colour(images),
+        f"Colour images: each image is one vector of all its {shape_text(images.shape[1:])} = "
+        f"{int(np.prod(images.shape[1:])):,} values (0..1), so colour takes part as it is.",
+    )
+
+
 RANK_TOL = 1e-10
 """Explained-variance ratio below which a component counts as numerically zero."""
 
@@ -56,7 +73,7 @@ def _scatter(ax, xy: np.ndarray, labels: np.ndarray, class_names: Sequence[str])
 
 
 def fit_pca(images: np.ndarray, rng: np.random.Generator, fit_sample: int | None = None) -> tuple[PCA, int]:
-    """PCA with all components on 0..1 pixels. `covariance_eigh` is exact and fast when N >> 784."""
+    """PCA with all components on 0..1 pixels (all channels). `covariance_eigh` is exact and fast when N >> pixels."""
     idx = (
         np.arange(len(images))
         if fit_sample is None or fit_sample >= len(images)
@@ -117,9 +134,9 @@ def pca_analysis(
     ax.set_title(f"First two principal components, stratified sample of {len(sidx):,} images", fontsize=10)
     scatter.tight_layout()
 
-    h, w = images.shape[1:]
+    colour = is_colour(images)
     n_show = min(10, pca.n_components_)
-    eig = pca.components_[:n_show].reshape(1, n_show, h, w)
+    eig = pca.components_[:n_show].reshape(1, n_show, *images.shape[1:])
     lim = float(np.abs(eig).max())
     eigfig = image_grid(
         eig, col_labels=[f"PC{i + 1}" for i in range(n_show)], cmap="RdBu_r", vmin=-lim, vmax=lim, cell=0.9
@@ -148,8 +165,13 @@ def pca_analysis(
         f"have a variance ratio above {RANK_TOL:g}. In the 2-D "
         f"projection of a stratified sample of {len(sidx):,}, {agree_2d * 100:.1f}% of each image's {KNN_K} "
         f"nearest neighbours share its class. The strip of images shows the first {n_show} components "
-        f"(red positive, blue negative)."
+        + (
+            "as RGB images (mid-grey is 0; a channel brighter than grey is positive, darker negative)."
+            if colour
+            else "(red positive, blue negative)."
+        )
     )
+    source, note = _vector_note(images)
     table = Table(["variance", "components"], [[f"{t}%", n] for t, n in needed.items()])
     return AnalysisResult(
         "pca",
@@ -159,6 +181,8 @@ def pca_analysis(
         {"pca_variance": curve, "pca_components": eigfig, "pca_scatter": scatter},
         [table],
         extras={"pca": pca},
+        input=source,
+        note=note,
     )
 
 
@@ -240,7 +264,8 @@ def tsne_embedding(
         f"{agree_pca * 100:.1f}% in the {dims}-D PCA input. "
         "t-SNE distances between clusters are not meaningful."
     )
-    return AnalysisResult("tsne", "t-SNE embedding", numbers, caption, {"tsne": fig})
+    source, note = _vector_note(images)
+    return AnalysisResult("tsne", "t-SNE embedding", numbers, caption, {"tsne": fig}, input=source, note=note)
 
 
 def pca_reconstruction(
@@ -267,8 +292,7 @@ def pca_reconstruction(
         mse.append(float(((rec - x) ** 2).mean()))
         var.append(float(pca.explained_variance_ratio_[:k].sum()))
         recon_examples.append(np.clip(rec[ex], 0, 1))
-    h, w = test_images.shape[1:]
-    grid = np.stack([x[ex]] + recon_examples).reshape(len(components) + 1, len(ex), h, w)
+    grid = np.stack([x[ex]] + recon_examples).reshape(len(components) + 1, len(ex), *test_images.shape[1:])
     mse_ex = [[float(((r - x[e]) ** 2).mean()) for r, e in zip(rec_k, ex, strict=True)] for rec_k in recon_examples]
     fig = image_grid(
         grid,
@@ -301,4 +325,14 @@ def pca_reconstruction(
             for k, v, m, p in zip(components, var, mse, numbers["psnr_db"], strict=True)
         ],
     )
-    return AnalysisResult("reconstruction", "PCA reconstruction", numbers, caption, {"reconstruction": fig}, [table])
+    source, note = _vector_note(test_images)
+    return AnalysisResult(
+        "reconstruction",
+        "PCA reconstruction",
+        numbers,
+        caption,
+        {"reconstruction": fig},
+        [table],
+        input=source,
+        note=note,
+    )

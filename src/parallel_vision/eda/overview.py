@@ -10,10 +10,13 @@ from parallel_vision.eda.base import (
     AnalysisResult,
     Table,
     class_ticks,
+    colour_input,
     fmt_int,
     image_grid,
+    is_colour,
     new_figure,
     pick_per_class,
+    shape_text,
 )
 
 
@@ -22,6 +25,7 @@ def _split_info(images: np.ndarray, labels: np.ndarray, n_classes: int) -> dict:
     return {
         "n_images": int(len(images)),
         "image_shape": list(images.shape[1:]),
+        "channels": int(images.shape[3]) if is_colour(images) else 1,
         "dtype": str(images.dtype),
         "min_value": int(images.min()),
         "max_value": int(images.max()),
@@ -68,9 +72,11 @@ def overview(
     def name(i: int) -> str:
         return f"'{class_names[i]}'"
 
+    colour = is_colour(train_images)
+    kind = "RGB colour (H×W×channels, NHWC)" if colour else "grey"
     caption = (
         f"{fmt_int(train['n_images'])} training and {fmt_int(test['n_images'])} test images, each "
-        f"{'×'.join(map(str, train['image_shape']))} {train['dtype']} with values "
+        f"{shape_text(train['image_shape'])} {train['dtype']} {kind} with values "
         f"{train['min_value']}–{train['max_value']}. Training classes range from "
         f"{fmt_int(min(train['class_counts']))} ({name(train['smallest_class'])}) to "
         f"{fmt_int(max(train['class_counts']))} ({name(train['largest_class'])}) images, a max/min ratio of "
@@ -88,7 +94,12 @@ def overview(
     ]
     rows.append(["total", train["n_images"], "100.00", test["n_images"], "100.00"])
     table = Table(["class", "train", "train %", "test", "test %"], rows)
-    return AnalysisResult("overview", "Overview", numbers, caption, {"class_balance": fig}, [table])
+    source, note = colour_input(
+        colour, "Colour images: counts and format do not depend on colour; the shape includes the 3 RGB channels."
+    )
+    return AnalysisResult(
+        "overview", "Overview", numbers, caption, {"class_balance": fig}, [table], input=source, note=note
+    )
 
 
 def sample_grid(
@@ -100,10 +111,13 @@ def sample_grid(
 ) -> AnalysisResult:
     """`per_class` random images of each class, one row per class."""
     idx = pick_per_class(labels, len(class_names), per_class, rng)
-    fig = image_grid(images[idx], row_labels=class_names, vmax=255)
+    fig = image_grid(images[idx], row_labels=class_names, vmin=0, vmax=255)
     numbers = {"per_class": per_class, "indices": idx.tolist()}
     caption = (
         f"{per_class} training images per class drawn at random (the rng is seeded; their indices in the "
         f"training split are in eda.json)."
     )
-    return AnalysisResult("samples", "Sample images per class", numbers, caption, {"samples": fig})
+    source, note = colour_input(is_colour(images), "Colour images: shown in their own RGB colours.")
+    return AnalysisResult(
+        "samples", "Sample images per class", numbers, caption, {"samples": fig}, input=source, note=note
+    )
