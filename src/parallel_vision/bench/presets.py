@@ -107,9 +107,9 @@ PRESETS: dict[str, BenchSpec] = {
         frameworks=("torch", "tensorflow"),
         models=("paper_cnn", "resnet18", "wide_mlp"),
         workers=(1, 2),
-        epochs=2,
+        epochs=3,
         batch_size=128,
-        limit_train=1024,
+        limit_train=512,
         limit_test=500,
         scaling="strong",
         reference=False,
@@ -123,7 +123,7 @@ PRESET_DESCRIPTIONS = {
     "(--as-published: SGD for PyTorch single and DataParallel)",
     "scaling": "1, 2, … workers up to the machine's devices (or cores), strong and weak scaling",
     "models": "paper_cnn, resnet18 and wide_mlp (compute-bound to communication-bound), 1 vs 2 workers in both "
-    "frameworks, 1,024 training / 500 test MNIST images, 2 epochs, batch 128",
+    "frameworks, 512 training / 500 test MNIST images, 3 epochs, batch 128",
 }
 
 
