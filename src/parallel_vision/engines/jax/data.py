@@ -1,0 +1,123 @@
+"""The data of a JAX run: in-memory arrays, each global batch placed on the mesh.
+
+Identical for every strategy: uint8 arrays → normalised once ((x/255 − mean)/std, float32, NHWC). Epoch e
+visits the training images in the order `permutation(seed, e)` (the same in every process and strategy),
+in full GLOBAL batches (the incomplete last one dropped, engines.common.steps_per_epoch). Each global batch
+becomes one array sharded over the mesh's 'batch' axis; in `multiworker` every process hands over only its
+own rows (jax.make_array_from_process_local_data), so no process ever copies another's shard.
+
+The test set is cut into batches of `eval_batch_size` rounded up to a multiple of the devices; the last is
+padded with label −1 rows, which the evaluation masks out, so every test image counts exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from parallel_vision.engines.common import load_split, normalisation, steps_per_epoch
+from parallel_vision.engines.jax.setup import JaxRun
+from parallel_vision.errors import EngineError
+
+PAD_LABEL = -1
+
+
+def to_nhwc(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) or (N, C, H, W) uint8 → (N, H, W, C), contiguous."""
+    x = np.asarray(images)
+    if x.ndim == 3:
+        x = x[..., None]
+    elif x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
+        x = x.transpose(0, 2, 3, 1)
+    elif x.ndim != 4:
+        raise EngineError(f"expected images of shape (N, H, W[, C]); got {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+def normalise(images: np.ndarray, mean: float, std: float) -> np.ndarray:
+    return ((images.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The training images' order in 0-based epoch `epoch`: a function of (seed, epoch) only."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+@dataclass
+class Data:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray  # int64 labels, test-set order
+    input_shape: tuple[int, ...]
+    steps: int  # global steps per epoch
+    eval_batch: int  # global eval batch (a multiple of the devices)
+
+
+class Feeder:
+    """Turns host rows into arrays on the mesh: this process's share of each global batch."""
+
+    def __init__(self, run: JaxRun) -> None:
+        jax = run.jax
+        P = jax.sharding.PartitionSpec
+        self.jax = jax
+        self.batch = jax.sharding.NamedSharding(run.placement.mesh, P("batch"))
+        self.replicated = jax.sharding.NamedSharding(run.placement.mesh, P())
+        self.processes = run.placement.processes
+        self.rank = run.cluster.rank if run.cluster else 0
+
+    def local_rows(self, n: int) -> slice:
+        """This process's rows of a global batch of n (n is a multiple of the processes)."""
+        share = n // self.processes
+        return slice(self.rank * share, (self.rank + 1) * share)
+
+    def put(self, *arrays: np.ndarray) -> tuple[Any, ...]:
+        """Global arrays from full host batches (each process passes the whole global batch; only its rows are
+        copied)."""
+        out = []
+        for a in arrays:
+            rows = a[self.local_rows(len(a))]
+            out.append(self.jax.make_array_from_process_local_data(self.batch, rows, a.shape))
+        return tuple(out)
+
+    def replicate(self, tree: Any) -> Any:
+        """Host arrays → arrays replicated on every device of the mesh (in every process)."""
+        def one(value: Any) -> Any:
+            value = np.asarray(value)
+            return self.jax.make_array_from_callback(value.shape, self.replicated, lambda index: value[index])
+        return self.jax.tree_util.tree_map(one, tree)
+
+
+def test_batches(data: Data) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The test set in global batches of `data.eval_batch`, the last padded with PAD_LABEL rows."""
+    out = []
+    n, b = len(data.y_test), data.eval_batch
+    for start in range(0, n, b):
+        x = data.x_test[start:start + b]
+        y = data.y_test[start:start + b].astype(np.int32)
+        if len(y) < b:
+            pad = b - len(y)
+            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+            y = np.concatenate([y, np.full(pad, PAD_LABEL, np.int32)])
+        out.append((x, y))
+    return out
+
+
+def load_data(run: JaxRun) -> Data:
+    """Read and normalise both splits; records the class names and the number of training images on `run`."""
+    cfg = run.cfg
+    x_train, y_train, class_names = load_split(cfg, "train")
+    x_test, y_test, _ = load_split(cfg, "test")
+    mean, std = normalisation(cfg)
+    x_train, x_test = normalise(to_nhwc(x_train), mean, std), normalise(to_nhwc(x_test), mean, std)
+    devices = run.placement.world_size
+    eval_batch = min(cfg.eval_batch_size, len(y_test))
+    eval_batch = -(-eval_batch // devices) * devices
+    run.class_names, run.n_train = class_names, len(x_train)
+    return Data(
+        x_train=x_train, y_train=np.asarray(y_train, np.int32), x_test=x_test, y_test=np.asarray(y_test, np.int64),
+        input_shape=tuple(int(d) for d in x_train.shape[1:]), steps=steps_per_epoch(len(x_train), cfg.batch_size),
+        eval_batch=eval_batch,
+    )
