@@ -136,7 +136,8 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
                 for mode in modes:
                     batch = spec.batch_size if mode == "strong" else spec.batch_size * workers
                     add(framework, strategy, workers, batch, per_worker_threads, mode, "scaling")
-        wants_reference = spec.reference and (spec.reference_frameworks is None or framework in spec.reference_frameworks)
+        chosen = spec.reference_frameworks
+        wants_reference = spec.reference and (chosen is None or framework in chosen)
         if wants_reference and on_cpu and per_worker_threads is not None and per_worker_threads < cores:
             add(framework, "single", 1, spec.batch_size, cores, None, "reference")
 

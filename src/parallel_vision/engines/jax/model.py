@@ -73,7 +73,7 @@ def make_functions(run: JaxRun, net: Any, optimizer: Any) -> tuple[Any, Any]:
 def build(run: JaxRun, data: Data, feeder: Feeder) -> Model:
     """Both copies of the model, the initial replicated state, and the two programs compiled ahead of time
     (timing model_build_s for the first part, compile_s for the compilation)."""
-    cfg, jax, keras = run.cfg, run.jax, run.keras
+    cfg, keras = run.cfg, run.keras
     with run.timed("model_build_s"):
         with run.placement.distribution.scope():
             net = build_model(cfg, data.input_shape, len(run.class_names))
