@@ -137,6 +137,9 @@ def test_multiworker_with_more_processes_than_cores_is_refused_in_one_line(data_
 
 def test_config_rules_for_jax() -> None:
     assert RunConfig(framework="jax", strategy="dp", workers=2, device="cpu").workers == 2  # virtual devices
+    from parallel_vision.models import init as model_init
+
+    assert model_init.adam_epsilon("jax", "framework") == 1e-7  # Keras on JAX: Keras' own default
     with pytest.raises(ConfigError, match="needs >= 2 CUDA devices"):
         RunConfig(framework="torch", strategy="dp", workers=2, device="cpu")
     with pytest.raises(ConfigError, match="jit_compile applies to the TensorFlow engine only; .*JAX engine always"):
