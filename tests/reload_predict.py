@@ -1,7 +1,7 @@
 """Predict the test subset with a run's saved model, in a fresh process: `python reload_predict.py OUT`.
 
 Prints the predicted classes as one JSON list. Imports only the framework that saved the model
-(torch and TensorFlow never share a process), and builds inputs from the run's own config.json,
+(torch, TensorFlow and JAX never share a process), and builds inputs from the run's own config.json,
 the way a user reloading `model.pt` or `model.keras` would.
 """
 
@@ -41,8 +41,9 @@ def predict_torch(out: Path, x: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def predict_keras(out: Path, x: np.ndarray, batch: int) -> np.ndarray:
+def predict_keras(out: Path, x: np.ndarray, batch: int, backend: str = "tensorflow") -> np.ndarray:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ["KERAS_BACKEND"] = backend  # a JAX run's model.keras is reloaded on the JAX backend
     import keras
 
     model = keras.models.load_model(out / "model.keras")
@@ -52,8 +53,11 @@ def predict_keras(out: Path, x: np.ndarray, batch: int) -> np.ndarray:
 def main(out: Path) -> None:
     cfg = RunConfig.from_json((out / "config.json").read_text())
     x = test_inputs(cfg)
-    predict = predict_torch if cfg.framework == "torch" else predict_keras
-    print(json.dumps(predict(out, x, cfg.eval_batch_size).astype(int).tolist()))
+    if cfg.framework == "torch":
+        predicted = predict_torch(out, x, cfg.eval_batch_size)
+    else:
+        predicted = predict_keras(out, x, cfg.eval_batch_size, "jax" if cfg.framework == "jax" else "tensorflow")
+    print(json.dumps(predicted.astype(int).tolist()))
 
 
 if __name__ == "__main__":

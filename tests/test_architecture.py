@@ -107,7 +107,7 @@ def test_the_launcher_imports_no_framework() -> None:
         "import parallel_vision.cli, parallel_vision.launch, parallel_vision.bench.runner, parallel_vision.report\n"
         "import parallel_vision.launch.child\n"
         "from parallel_vision.engines import registry\n"
-        "assert sorted(registry.engines()) == ['tensorflow', 'torch']\n"
+        "assert sorted(registry.engines()) == ['jax', 'tensorflow', 'torch']\n"
         f"print(sorted(m for m in {FRAMEWORKS!r} if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -91,7 +91,7 @@ CONFIG_CASES = [
     ("unknown-model", {"model": "vgg16"}, ["model must be one of paper_cnn, resnet18, wide_mlp", "'vgg16'"]),
     ("shape-of-a-real-dataset", {"image_size": 64}, ["image_size applies to --dataset synthetic only"]),
     ("augment-digits", {"augment": True}, ["applies to cifar10, synthetic only", "a flipped mnist image"]),
-    ("unknown-framework", {"framework": "jax"}, ["framework must be one of torch, tensorflow", "'jax'"]),
+    ("unknown-framework", {"framework": "mxnet"}, ["framework must be one of torch, tensorflow, jax", "'mxnet'"]),
     ("torch-mirrored", {"framework": "torch", "strategy": "mirrored", "workers": 2},
      ["strategy for torch must be one of single, dp, ddp", "'mirrored'"]),
     ("torch-multiworker", {"framework": "torch", "strategy": "multiworker", "workers": 2},
@@ -422,7 +422,7 @@ def test_report_of_a_bad_results_folder(tmp_path: Path, state: str, phrases: lis
 @pytest.mark.parametrize(
     ("options", "phrases"),
     [(["--workers", "1,x"], ["--workers takes integers separated by commas", "'1,x'"]),
-     (["--frameworks", "jax"], ["unknown framework 'jax'"]),
+     (["--frameworks", "mxnet"], ["unknown framework 'mxnet'"]),
      (["--preset", "nope"], ["unknown preset 'nope'", "quick, paper, scaling"])],
     ids=["workers-list", "framework", "preset"],
 )

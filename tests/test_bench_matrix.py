@@ -18,8 +18,11 @@ def test_quick_preset_on_two_cores() -> None:
     assert _names(plan) == [
         "torch-single-w1-b512-t1-r1", "torch-ddp-w2-b512-t1-r1", "torch-single-w1-b512-t2-r1",
         "tf-single-w1-b512-t1-r1", "tf-mirrored-w2-b512-t1-r1", "tf-single-w1-b512-t2-r1",
+        "jax-single-w1-b512-t1-r1", "jax-dp-w2-b512-t1-r1",  # JAX: no all-cores reference (reference_frameworks)
     ]
     by = {p.run_name: p for p in plan}
+    jax_dp = by["jax-dp-w2-b512-t1-r1"].cfg
+    assert jax_dp is not None and jax_dp.device == "auto" and jax_dp.threads_per_worker == 2
     ddp = by["torch-ddp-w2-b512-t1-r1"].cfg
     assert ddp is not None and ddp.strategy == "ddp" and ddp.threads_per_worker == 1
     # Mirrored replicas share one process: its pool gets 1 thread per replica × 2 replicas.
@@ -74,14 +77,14 @@ def test_impossible_configuration_is_planned_once_with_its_reason() -> None:
 
 
 def test_strategies_option_and_scaling_preset_workers() -> None:
-    assert multi_strategies("torch", None) == ("ddp",)
+    assert multi_strategies("torch", None) == ("ddp",) and multi_strategies("jax", None) == ("dp",)
     assert multi_strategies("tensorflow", ("ddp", "dp", "multiworker")) == ("multiworker",)
     assert multi_strategies("tensorflow", ("ddp",)) == ("mirrored",)
     assert resolve_workers(get_preset("scaling"), 2).workers == (1, 2)
     assert resolve_workers(get_preset("scaling"), 8).workers == (1, 2, 4, 8)
     assert resolve_workers(get_preset("scaling"), 6).workers == (1, 2, 4, 6)
     with pytest.raises(ConfigError):
-        expand(BenchSpec(frameworks=("jax",)), cores=2)
+        expand(BenchSpec(frameworks=("mxnet",)), cores=2)
     with pytest.raises(ConfigError):
         expand(BenchSpec(workers=(0,)), cores=2)
     with pytest.raises(ConfigError):

@@ -24,7 +24,7 @@ def test_json_round_trip() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"framework": "jax"}, "framework must be one of"),
+        ({"framework": "mxnet"}, "framework must be one of"),
         ({"strategy": "mirrored"}, "strategy for torch"),
         ({"framework": "tensorflow", "strategy": "ddp"}, "strategy for tensorflow"),
         ({"workers": 0, "strategy": "ddp"}, "workers must be >= 1"),

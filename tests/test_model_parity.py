@@ -23,10 +23,14 @@ from parallel_vision.models import init as model_init
 
 PAPER_TOTAL = 906_186
 needs_tf = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="TensorFlow is not installed")
+needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+KERAS_BACKENDS = [pytest.param("tensorflow", marks=[needs_tf, pytest.mark.tensorflow], id="keras-tensorflow"),
+                  pytest.param("jax", marks=[needs_jax, pytest.mark.jax], id="keras-jax")]
 
 
-def _python(code: str) -> str:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+def _python(code: str, backend: str = "tensorflow") -> str:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", KERAS_BACKEND=backend,
+               JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                           env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -98,10 +102,11 @@ def test_init_is_a_checked_config_field_in_the_identity_only_when_aligned() -> N
 
 
 # --------------------------------------------------------------------------- torch vs Keras
-@needs_tf
 @pytest.mark.slow
-@pytest.mark.tensorflow
-def test_torch_and_keras_give_the_same_logits_from_the_same_weights(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", KERAS_BACKENDS)
+def test_torch_and_keras_give_the_same_logits_from_the_same_weights(tmp_path: Path, backend: str) -> None:
+    """The same canonical weights in torch and in Keras (on the TensorFlow or the JAX backend: the JAX engine's
+    model is the same Keras model, run by XLA) give the same logits within fp tolerance."""
     torch = pytest.importorskip("torch")
     from parallel_vision.models.torch_cnn import PaperCNN, count_parameters, load_canonical
 
@@ -139,10 +144,12 @@ def test_torch_and_keras_give_the_same_logits_from_the_same_weights(tmp_path: Pa
         values[18] = np.ascontiguousarray(layers[6].arrays["weight"].T)  # wrong: no flatten permutation
         model.set_weights(values)
         naive = np.asarray(model(x, training=False))
-        print(json.dumps({{"params": model.count_params(), "exact": exact,
+        import keras, sys
+        print(json.dumps({{"params": model.count_params(), "exact": exact, "backend": keras.backend.backend(),
                           "logits": logits.tolist(), "naive": naive.tolist()}}))
-        """)
+        """, backend)
     keras_side = json.loads(out)
+    assert keras_side["backend"] == backend
     assert keras_side["params"] == PAPER_TOTAL
     assert keras_side["exact"]
     keras_logits = np.asarray(keras_side["logits"], np.float32)

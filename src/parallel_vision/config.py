@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args
 
 from parallel_vision.errors import ConfigError
 
-Framework = Literal["torch", "tensorflow"]
+Framework = Literal["torch", "tensorflow", "jax"]
 Strategy = Literal["single", "dp", "ddp", "mirrored", "multiworker"]
 Optimizer = Literal["adam", "sgd"]
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -29,11 +29,15 @@ InitMode = Literal["framework", "aligned"]
 STRATEGIES: dict[str, tuple[str, ...]] = {
     "torch": ("single", "dp", "ddp"),
     "tensorflow": ("single", "mirrored", "multiworker"),
+    "jax": ("single", "dp", "multiworker"),
 }
 #: Strategies in which each worker is a separate OS process.
 MULTI_PROCESS_STRATEGIES = ("ddp", "multiworker")
 #: Strategies that run several replicas in one process.
 SINGLE_PROCESS_MULTI_DEVICE = ("dp", "mirrored")
+
+#: What to suggest when `single` is given more than one worker.
+MORE_WORKERS = {"torch": "ddp", "tensorflow": "mirrored or multiworker", "jax": "dp or multiworker"}
 
 KNOWN_DATASETS = ("mnist", "fashion-mnist", "kmnist", "cifar10", "synthetic")
 #: Datasets whose images may be flipped and shifted without changing their class (not digits or characters).
@@ -46,7 +50,7 @@ SYNTHETIC_DEFAULT_SHAPE = {"image_size": 32, "channels": 3, "classes": 10}
 #: existed keep their identity (and de-duplicate against new runs of the same configuration).
 IDENTITY_OPTIONAL = {"init": "framework", "model": "paper_cnn", "augment": False, "image_size": None,
                      "channels": None, "classes": None}
-ENGINE_NAMES = {"torch": "torch", "tensorflow": "TensorFlow"}
+ENGINE_NAMES = {"torch": "torch", "tensorflow": "TensorFlow", "jax": "JAX"}
 
 
 def only(framework: str, default: Any, hint: str = "") -> Any:
@@ -111,7 +115,7 @@ class RunConfig:
     """Pin each CPU worker process to its own cores (Linux affinity)."""
     malloc_tuning: bool = only("torch", True)
     """Keep glibc from returning freed memory to the OS between steps (torch CPU workers)."""
-    jit_compile: bool = only("tensorflow", False, "use compile for torch")
+    jit_compile: bool = only("tensorflow", False, "use compile for torch; the JAX engine always compiles with XLA")
     sync_batchnorm: bool = only("torch", False)
     eval_batch_size: int = 500
     """Test images per forward pass when evaluating (no effect on results). 500 keeps the no-grad
@@ -313,7 +317,7 @@ def validate(cfg: RunConfig) -> None:
     if cfg.strategy == "single" and cfg.workers != 1:
         raise ConfigError(
             f"strategy 'single' runs exactly one worker; got --workers {cfg.workers} "
-            f"(use {'ddp' if cfg.framework == 'torch' else 'mirrored or multiworker'} for more)"
+            f"(use {MORE_WORKERS[cfg.framework]} for more)"
         )
     if cfg.batch_size % cfg.workers:
         raise ConfigError(
@@ -326,7 +330,7 @@ def validate(cfg: RunConfig) -> None:
         )
     if cfg.sync_batchnorm and cfg.strategy != "ddp":
         raise ConfigError("sync_batchnorm only applies to strategy 'ddp'")
-    if cfg.strategy == "dp" and cfg.device == "cpu":
+    if cfg.framework == "torch" and cfg.strategy == "dp" and cfg.device == "cpu":
         raise ConfigError("strategy 'dp' (nn.DataParallel) needs >= 2 CUDA devices; --device cpu was given")
     if not isinstance(cfg.extra, dict):
         raise ConfigError("extra must be a mapping of labels")

@@ -2,9 +2,9 @@
 
 Rules (also stated in the report):
 
-- 1 worker → strategy `single`. N > 1 → `ddp` for torch and `mirrored` for
-  tensorflow, or the multi-worker strategies named with `--strategies`
-  (torch: ddp, dp; tensorflow: mirrored, multiworker).
+- 1 worker → strategy `single`. N > 1 → `ddp` for torch, `mirrored` for
+  tensorflow and `dp` for jax, or the multi-worker strategies named with `--strategies`
+  (torch: ddp, dp; tensorflow: mirrored, multiworker; jax: dp, multiworker).
 - Strong scaling keeps the global batch fixed; weak scaling keeps the
   per-worker batch fixed (global = per-worker × N). The 1-worker run is shared.
 - On a CPU every run of the scaling series gets the same threads per worker
@@ -25,10 +25,10 @@ from parallel_vision.config import KNOWN_DATASETS, KNOWN_MODELS, STRATEGIES, Run
 from parallel_vision.errors import ConfigError
 from parallel_vision.models.init import INIT_MODES
 
-DEFAULT_MULTI = {"torch": ("ddp",), "tensorflow": ("mirrored",)}
+DEFAULT_MULTI = {"torch": ("ddp",), "tensorflow": ("mirrored",), "jax": ("dp",)}
 #: Strategies whose replicas share one process (and so its thread pool).
 SHARED_PROCESS = ("mirrored", "dp")
-SHORT = {"torch": "torch", "tensorflow": "tf"}
+SHORT = {"torch": "torch", "tensorflow": "tf", "jax": "jax"}
 
 
 @dataclass
@@ -59,7 +59,7 @@ def multi_strategies(framework: str, requested: tuple[str, ...] | None) -> tuple
 def check_spec(spec: BenchSpec) -> None:
     for fw in spec.frameworks:
         if fw not in STRATEGIES:
-            raise ConfigError(f"unknown framework {fw!r}; choose from torch, tensorflow")
+            raise ConfigError(f"unknown framework {fw!r}; choose from {', '.join(STRATEGIES)}")
     known = {s for v in STRATEGIES.values() for s in v}
     for s in spec.strategies or ():
         if s not in known:
@@ -147,7 +147,9 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
                     for mode in modes:
                         batch = spec.batch_size if mode == "strong" else spec.batch_size * workers
                         add(framework, strategy, workers, batch, per_worker_threads, mode, "scaling", model)
-            if spec.reference and on_cpu and per_worker_threads is not None and per_worker_threads < cores:
+            chosen = spec.reference_frameworks
+            wants_reference = spec.reference and (chosen is None or framework in chosen)
+            if wants_reference and on_cpu and per_worker_threads is not None and per_worker_threads < cores:
                 add(framework, "single", 1, spec.batch_size, cores, None, "reference", model)
 
     plan: list[PlannedRun] = []

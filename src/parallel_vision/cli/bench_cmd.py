@@ -36,7 +36,8 @@ def _ints(value: str | None, name: str) -> tuple[int, ...] | None:
         raise ConfigError(f"--{name} takes integers separated by commas, e.g. 1,2; got {value!r}") from None
 
 
-FRAMEWORK_ALIASES = {"torch": "torch", "pytorch": "torch", "tensorflow": "tensorflow", "tf": "tensorflow"}
+FRAMEWORK_ALIASES = {"torch": "torch", "pytorch": "torch", "tensorflow": "tensorflow", "tf": "tensorflow",
+                     "jax": "jax"}
 
 
 def bench(
@@ -46,7 +47,7 @@ def bench(
                                       "paper_cnn,resnet18,wide_mlp (docs/models.md)."),
     dataset: str | None = typer.Option(None, "--dataset", help="mnist, fashion-mnist, kmnist, cifar10 or "
                                        "synthetic."),
-    frameworks: str | None = typer.Option(None, "--frameworks", help="Comma list: torch,tensorflow."),
+    frameworks: str | None = typer.Option(None, "--frameworks", help="Comma list: torch,tensorflow,jax."),
     strategies: str | None = typer.Option(None, "--strategies", help="Strategies for N>1 workers, e.g. "
                                              "ddp,dp,mirrored,multiworker (default ddp for torch, mirrored "
                                              "for tensorflow; 1 worker is always 'single')."),
@@ -95,7 +96,7 @@ def bench(
         try:
             changes["frameworks"] = tuple(dict.fromkeys(FRAMEWORK_ALIASES[f.lower()] for f in fws))
         except KeyError as exc:
-            raise ConfigError(f"unknown framework {exc.args[0]!r}; choose from torch, tensorflow") from None
+            raise ConfigError(f"unknown framework {exc.args[0]!r}; choose from torch, tensorflow, jax") from None
     if strategies is not None:
         changes["strategies"] = _csv(strategies, "strategies")
     if models is not None:

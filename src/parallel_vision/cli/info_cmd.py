@@ -1,6 +1,6 @@
 """`pvision info`: what this machine offers for training, without importing any framework here.
 
-torch and TensorFlow are each probed in a subprocess of their own (they never
+torch, TensorFlow and JAX are each probed in a subprocess of their own (they never
 share a process), so a broken or missing framework shows as such instead of
 crashing the command.
 """
@@ -43,6 +43,23 @@ print(json.dumps({
 }))
 """
 
+JAX_PROBE = """
+import os, json
+os.environ["KERAS_BACKEND"] = "jax"
+import jax, jaxlib
+try:
+    gpus = [d.device_kind for d in jax.devices("gpu")]
+except RuntimeError:
+    gpus = []
+print(json.dumps({
+    "version": jax.__version__,
+    "jaxlib": jaxlib.__version__,
+    "backend": jax.default_backend(),
+    "gpus": gpus,
+    "devices": [str(d) for d in jax.devices()],
+}))
+"""
+
 
 def probe(code: str, timeout: float = 120.0) -> dict[str, Any]:
     """Run `code` in a fresh interpreter and parse the JSON it prints last."""
@@ -62,7 +79,8 @@ def probe(code: str, timeout: float = 120.0) -> dict[str, Any]:
 
 def collect() -> dict[str, Any]:
 
-    return {"host": host_environment(), "torch": probe(TORCH_PROBE), "tensorflow": probe(TF_PROBE)}
+    return {"host": host_environment(), "torch": probe(TORCH_PROBE), "tensorflow": probe(TF_PROBE),
+            "jax": probe(JAX_PROBE)}
 
 
 def info(as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")) -> None:
@@ -83,14 +101,18 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print machine-reada
                   f"{'yes' if host['cpu_native_bf16'] else 'no'})")
     table.add_row("memory", f"{host['memory_gib']} GiB")
     table.add_row("code", f"parallel-vision {host['packages']['parallel-vision']} ({host['code_version']})")
-    for name in ("torch", "tensorflow"):
+    for name in ("torch", "tensorflow", "jax"):
         d = data[name]
         if "error" in d:
             table.add_row(name, f"[red]{d['error']}[/red]")
             continue
         gpus = ", ".join(d["gpus"]) or "none"
-        extra = (f"threads {d['threads']}, backends {', '.join(d['distributed_backends'])}"
-                 if name == "torch" else f"keras {d['keras']}, intra-op threads {d['intra_op_threads'] or 'auto'}")
+        if name == "torch":
+            extra = f"threads {d['threads']}, backends {', '.join(d['distributed_backends'])}"
+        elif name == "tensorflow":
+            extra = f"keras {d['keras']}, intra-op threads {d['intra_op_threads'] or 'auto'}"
+        else:
+            extra = f"jaxlib {d['jaxlib']}, devices {', '.join(d['devices'])}"
         table.add_row(name, f"{d['version']} · GPUs: {gpus} · {extra}")
     table.add_row("thread env", ", ".join(f"{k}={v}" for k, v in host["thread_env"].items()) or "unset")
     Console().print(table)

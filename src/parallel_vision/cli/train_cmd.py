@@ -63,9 +63,9 @@ def _summary_table(result) -> None:  # type: ignore[no-untyped-def]
 
 def train(
     ctx: typer.Context,
-    framework: str = typer.Option(D.framework, "--framework", "-f", help="torch or tensorflow."),
+    framework: str = typer.Option(D.framework, "--framework", "-f", help="torch, tensorflow or jax."),
     strategy: str = typer.Option(D.strategy, "--strategy", "-s", help="torch: single|dp|ddp; tensorflow: "
-                                 "single|mirrored|multiworker."),
+                                 "single|mirrored|multiworker; jax: single|dp|multiworker."),
     workers: int | None = typer.Option(None, "--workers", "-n", help="Replicas: processes (ddp, multiworker) or "
                                        "devices [default: 1, or the world size torchrun / TF_CONFIG set up]."),
     epochs: int = typer.Option(D.epochs, "--epochs", "-e"),

@@ -25,6 +25,8 @@ PACKAGES = (
     "tensorflow",
     "tensorflow-cpu",
     "keras",
+    "jax",
+    "jaxlib",
     "scikit-learn",
     "lightning",
 )

@@ -35,6 +35,34 @@ class ResumeFiles:
 
 
 @dataclass(frozen=True)
+class ClusterEnv:
+    """How an engine's multi-process strategy reads its job from environment variables (framework-free).
+
+    Our launcher sets them for local workers (`worker_environment`); a user's cluster sets the same ones on
+    every host, and the launcher then runs the engine in its own process as one worker of that job.
+    (The TensorFlow engine's TF_CONFIG is handled by `launch/cluster.py` directly, as it was before this
+    hook existed; an engine that defines `cluster` needs no launcher change.)
+    """
+
+    strategy: str
+    """The strategy these variables describe (e.g. 'multiworker')."""
+    present: Callable[[], bool]
+    """Does this process's environment describe a job?"""
+    world_size: Callable[[], int]
+    """How many processes the job has (a malformed description: a one-line ConfigError)."""
+    is_writer: Callable[[int | None], bool]
+    """Is this process the one that writes OUT? (argument: --workers, checked against the job)"""
+    layout: Callable[[], dict[str, int]]
+    """{'nodes': …, 'processes_per_node': …} for the record, or {}."""
+    describe_worker: Callable[[], str]
+    """'process 1 of 2', for a one-line error."""
+    worker_environment: Callable[[list[str], int], dict[str, str]]
+    """The variables for worker `index` of a local run whose workers listen on `addresses`."""
+    variables: str
+    """The variables' names, for messages."""
+
+
+@dataclass(frozen=True)
 class EngineSpec:
     """One framework's engine, as the launcher sees it."""
 
@@ -43,6 +71,8 @@ class EngineSpec:
     entry: str
     """`module:function` that runs a RunConfig in the current process (imports the framework)."""
     resume: ResumeFiles
+    cluster: ClusterEnv | None = None
+    """How its multi-process strategy is described by environment variables (None: no such hook)."""
 
     def load_entry(self) -> Callable[[RunConfig], None]:
         """Import the training code (and so the framework): only ever inside an engine process."""

@@ -11,8 +11,19 @@ import os
 import re
 
 from parallel_vision.config import RunConfig
+from parallel_vision.engines import registry
+from parallel_vision.engines.spec import ClusterEnv
 from parallel_vision.engines.tensorflow.cluster import cluster_from_env
 from parallel_vision.errors import ConfigError
+
+
+def cluster_env(framework: str, strategy: str) -> ClusterEnv | None:
+    """The engine's own cluster variables (EngineSpec.cluster) when its job is described in this environment."""
+    spec = registry.engines().get(framework)
+    hook = spec.cluster if spec is not None else None
+    if hook is not None and hook.strategy == strategy and hook.present():
+        return hook
+    return None
 
 
 def under_torchrun() -> bool:
@@ -35,7 +46,8 @@ def external_world_size(framework: str, strategy: str) -> int | None:
             raise ConfigError(f"torchrun's WORLD_SIZE is not a number: {os.environ.get('WORLD_SIZE')!r}") from None
     if framework == "tensorflow" and strategy == "multiworker" and "TF_CONFIG" in os.environ:
         return cluster_from_env(None).world_size
-    return None
+    hook = cluster_env(framework, strategy)
+    return hook.world_size() if hook is not None else None
 
 
 def workers_under_launcher(framework: str, strategy: str, requested: int | None) -> int:
@@ -45,7 +57,9 @@ def workers_under_launcher(framework: str, strategy: str, requested: int | None)
     if requested is None:
         return external or 1
     if external is not None and requested != external:
+        hook = cluster_env(framework, strategy)
         what = (f"torchrun started WORLD_SIZE={external} processes" if framework == "torch"
+                else f"{hook.variables} describes {external} process(es)" if hook is not None
                 else f"TF_CONFIG describes {external} training process(es)")
         raise ConfigError(f"--workers {requested} but {what} (leave --workers out to use it)")
     return requested
@@ -56,7 +70,7 @@ def external_cluster(cfg: RunConfig) -> bool:
         return under_torchrun()
     if cfg.framework == "tensorflow" and cfg.strategy == "multiworker":
         return "TF_CONFIG" in os.environ
-    return False
+    return cluster_env(cfg.framework, cfg.strategy) is not None
 
 
 def is_writer(cfg: RunConfig) -> bool:
@@ -65,13 +79,19 @@ def is_writer(cfg: RunConfig) -> bool:
     refuses a malformed TF_CONFIG in one line, before any folder is made)."""
     if cfg.framework == "tensorflow" and "TF_CONFIG" in os.environ:
         return cluster_from_env(cfg.workers).is_writer
+    hook = cluster_env(cfg.framework, cfg.strategy)
+    if hook is not None:
+        return hook.is_writer(cfg.workers)
     if under_torchrun():
         return os.environ.get("RANK", "0") == "0"
     return True
 
 
-def node_layout() -> dict[str, int]:
+def node_layout(cfg: RunConfig | None = None) -> dict[str, int]:
     """nodes × processes per node of an external cluster (`workers` is their product), for the record."""
+    hook = cluster_env(cfg.framework, cfg.strategy) if cfg is not None else None
+    if hook is not None:
+        return hook.layout()
     try:
         if under_torchrun():
             return {"nodes": int(os.environ["GROUP_WORLD_SIZE"]),
@@ -84,7 +104,10 @@ def node_layout() -> dict[str, int]:
         return {}
 
 
-def worker_name() -> str:
+def worker_name(cfg: RunConfig | None = None) -> str:
+    hook = cluster_env(cfg.framework, cfg.strategy) if cfg is not None else None
+    if hook is not None:
+        return hook.describe_worker()
     if under_torchrun():
         return f"torchrun rank {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')}"
     try:

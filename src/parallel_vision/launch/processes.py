@@ -17,6 +17,7 @@ from pathlib import Path
 
 from parallel_vision import envvars
 from parallel_vision.config import RunConfig
+from parallel_vision.engines import registry
 from parallel_vision.engines.signals import StopRequest
 from parallel_vision.errors import EngineError, PVisionError, RunInterrupted, error_type
 from parallel_vision.launch.ports import free_port
@@ -43,11 +44,16 @@ def raise_child_error(error_file: Path, returncode: int, what: str) -> None:
 
 def run_multiworker(cfg: RunConfig, config_path: Path, env: dict[str, str], out: Path) -> None:
     ports = [free_port() for _ in range(cfg.workers)]
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    addresses = [f"127.0.0.1:{p}" for p in ports]
+    hook = registry.get(cfg.framework).cluster  # the engine's own variables; else TF_CONFIG
     jobs = []
     for index in range(cfg.workers):
         worker_env = dict(env)
-        worker_env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        if hook is not None:
+            worker_env.update(hook.worker_environment(addresses, index))
+        else:
+            worker_env["TF_CONFIG"] = json.dumps({"cluster": {"worker": addresses},
+                                                  "task": {"type": "worker", "index": index}})
         if index:
             worker_env[envvars.PROGRESS] = "0"
         jobs.append((engine_command(config_path), worker_env))

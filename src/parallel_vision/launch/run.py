@@ -2,7 +2,8 @@
 
 - `single`, `dp`, `ddp`, `mirrored`: one child process (`ddp` spawns its own
   workers inside it with `torch.multiprocessing.spawn`, the paper's way).
-- `multiworker`: N children, each with a generated `TF_CONFIG` on free loopback ports.
+- `multiworker`: N children, each with a generated `TF_CONFIG` (or the engine's own cluster variables,
+  EngineSpec.cluster) on free loopback ports.
 - Under `torchrun` (or a user-provided `TF_CONFIG`), the launcher's process *is* the
   worker the external engine made, so the engine runs right here.
 
@@ -81,7 +82,7 @@ def _run_external(cfg: RunConfig, launch_time: float, *, progress: bool, overwri
     """
     writer = is_writer(cfg)
     out: Path | None = None
-    layout = node_layout()
+    layout = node_layout(cfg)
     if layout and not {"nodes", "processes_per_node"} & set(cfg.extra):
         cfg = cfg.replace(extra={**cfg.extra, **layout})  # a label only: not part of the run's identity
     if cfg.threads_per_worker is None and layout:
@@ -99,7 +100,7 @@ def _run_external(cfg: RunConfig, launch_time: float, *, progress: bool, overwri
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. a lost peer surfacing from gloo or gRPC
         traceback.print_exc()
-        raise EngineError(f"{worker_name()} failed: {first_lines(exc)}") from None
+        raise EngineError(f"{worker_name(cfg)} failed: {first_lines(exc)}") from None
     return RunResult.load(out) if out is not None else RunResult({}, None)
 
 

@@ -50,7 +50,7 @@ INIT_MODES: tuple[str, ...] = ("framework", "aligned")
 Scheme = Literal["torch", "glorot"]
 
 #: Each framework's own Adam epsilon (torch.optim.Adam, keras.optimizers.Adam).
-FRAMEWORK_ADAM_EPSILON = {"torch": 1e-8, "tensorflow": 1e-7}
+FRAMEWORK_ADAM_EPSILON = {"torch": 1e-8, "tensorflow": 1e-7, "jax": 1e-7}  # jax: Keras on JAX
 #: The epsilon every engine uses under `--init aligned`.
 ALIGNED_ADAM_EPSILON = 1e-8
 

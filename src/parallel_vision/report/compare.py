@@ -65,15 +65,19 @@ def noise_rule(data: ReportData) -> str:
 
 
 def _single_pairs(data: ReportData) -> list[tuple[ConfigGroup, ConfigGroup]]:
-    """1-worker runs of the two frameworks with the same batch, threads and everything else."""
+    """1-worker runs of PyTorch and each other framework with the same batch, threads and everything else."""
     pairs = []
     torch_singles = [g for g in data.groups if g.framework == "torch" and g.workers == 1]
-    tf_singles = [g for g in data.groups if g.framework == "tensorflow" and g.workers == 1]
+    other_singles = [g for g in data.groups if g.framework != "torch" and g.workers == 1]
     for t in torch_singles:
-        for f in tf_singles:
+        for f in other_singles:
             if (t.family, t.global_batch, t.threads) == (f.family, f.global_batch, f.threads):
                 pairs.append((t, f))
     return pairs
+
+
+def _name(g: ConfigGroup) -> str:
+    return FRAMEWORK_NAMES.get(g.framework, g.framework)
 
 
 def _x(g: ConfigGroup) -> Spread | None:
@@ -90,8 +94,8 @@ def single_process_sentences(data: ReportData) -> list[str]:
                    else "the default threads")
         out.append(
             f"One worker with {threads}, global batch {t.global_batch}: PyTorch trains at {xt.median:,.0f} "
-            f"images/s and TensorFlow at {xf.median:,.0f} images/s — PyTorch is {faster_phrase(xt, xf)} "
-            f"TensorFlow{_sp(_noise_note([xt, xf]))}."
+            f"images/s and {_name(f)} at {xf.median:,.0f} images/s — PyTorch is {faster_phrase(xt, xf)} "
+            f"{_name(f)}{_sp(_noise_note([xt, xf]))}."
         )
     return out
 

@@ -30,7 +30,7 @@ from parallel_vision.report.scaling import (
 )
 from parallel_vision.results.store import open_store, require_runs
 
-FRAMEWORK_NAMES = {"torch": "PyTorch", "tensorflow": "TensorFlow"}
+FRAMEWORK_NAMES = {"torch": "PyTorch", "tensorflow": "TensorFlow", "jax": "JAX"}
 STRATEGY_NAMES = {"single": "single", "dp": "DataParallel", "ddp": "DDP", "mirrored": "Mirrored",
                   "multiworker": "MultiWorker"}
 STAT_KEYS = (
@@ -223,7 +223,7 @@ class ReportData:
 
 
 def _framework_order(fw: str) -> int:
-    return {"torch": 0, "tensorflow": 1}.get(fw, 2)
+    return {"torch": 0, "tensorflow": 1, "jax": 2}.get(fw, 3)
 
 
 def _label_groups(groups: list[ConfigGroup]) -> None:

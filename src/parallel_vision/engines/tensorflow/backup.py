@@ -20,194 +20,26 @@ Not bit-exact (unlike the PyTorch engine's resume): tf.data's reshuffle and the
 dropout seed generator restart from the run's seed, so the resumed epochs see a
 different (equally random) data order than an uninterrupted run would.
 
-TensorFlow is never imported here; the engine passes the model in.
+TensorFlow is never imported here; the engine passes the model in. The format and its code are
+shared with the JAX engine (`engines/keras_backup.py`); this module binds them to `OUT/tf_backup/`.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
-
-from parallel_vision.atomic import atomic_write_bytes
-from parallel_vision.config import differing_fields
-from parallel_vision.errors import ConfigError, DiskFullError, EngineError
+from parallel_vision.engines.keras_backup import FORMAT, STATE_FILE, Backup, KerasBackups, keras_bytes
 
 BACKUP_DIR = "tf_backup"
-STATE_FILE = "state.json"
 KIND = "parallel_vision.tensorflow.backup"
-FORMAT = 1
 
+BACKUPS = KerasBackups(folder=BACKUP_DIR, kind=KIND, label="TensorFlow")
+backup_dir = BACKUPS.backup_dir
+present = BACKUPS.present
+info = BACKUPS.info
+describe = BACKUPS.describe
+kept_note = BACKUPS.kept_note
+remove = BACKUPS.remove
+read = BACKUPS.read
+write = BACKUPS.write
 
-@dataclass
-class Backup:
-    """What a resumed run takes over from the backup."""
-
-    epoch: int  # epochs finished (the resumed fit starts at this 0-based epoch)
-    weights: Path
-    records: list[dict[str, Any]]
-    timing: dict[str, Any]
-    reliability: dict[str, Any] = field(default_factory=dict)
-
-
-def backup_dir(out: str | os.PathLike[str]) -> Path:
-    return Path(out) / BACKUP_DIR
-
-
-def present(out: str | os.PathLike[str]) -> bool:
-    return (backup_dir(out) / STATE_FILE).exists()
-
-
-def info(out: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The backup's state (None when absent or unreadable); for the launcher's messages."""
-    try:
-        data = json.loads((backup_dir(out) / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def describe(out: str | os.PathLike[str]) -> str:
-    """Where the unfinished run stands, for the launcher's messages."""
-    epoch = (info(out) or {}).get("epoch")
-    return f"backup after epoch {epoch}" if isinstance(epoch, int) else "a backup"
-
-
-def kept_note(out: str | os.PathLike[str]) -> str:
-    """What survives a failed write in OUT, for a one-line error: the last epoch-end backup, if any."""
-    state = info(out)
-    if state is None or not isinstance(state.get("epoch"), int):
-        return "no epoch-end backup had been written yet"
-    return (f"the last epoch-end backup (after epoch {state['epoch']}) is kept in {backup_dir(out)}; "
-            "continue with --resume once space is freed")
-
-
-class _NamedBuffer(io.BytesIO):
-    """An in-memory file that Keras' savers accept: they check the name's suffix (`str(path)`) and
-    write a BytesIO like a file."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self._name = name
-
-    def __str__(self) -> str:
-        return self._name
-
-
-def keras_bytes(save: Any, name: str) -> bytes:
-    """What `save(path)` (a Keras `model.save` / `save_weights`) would write to a file called `name`.
-
-    Saving into memory first, then writing through `parallel_vision.atomic`, keeps h5py away
-    from a full disk: h5py 3.14 crashes the whole process (SIGSEGV) when a write fails with
-    ENOSPC. A Keras that refuses file objects gets a scratch file in the system temp folder.
-    """
-    buffer = _NamedBuffer(name)
-    try:
-        save(buffer)
-        return buffer.getvalue()
-    except (TypeError, ValueError, AttributeError):
-        with _scratch_dir() as scratch:
-            save(str(scratch / name))
-            return (scratch / name).read_bytes()
-
-
-def remove(out: str | os.PathLike[str]) -> None:
-    shutil.rmtree(backup_dir(out), ignore_errors=True)
-
-
-def read(out: str | os.PathLike[str], identity: dict[str, Any], world_size: int) -> Backup | None:
-    """The backup in OUT if there is one; a backup of another configuration is a one-line ConfigError."""
-
-    path = backup_dir(out) / STATE_FILE
-    if not path.exists():
-        return None
-    try:
-        state = json.loads(path.read_text())
-        if not isinstance(state, dict) or state.get("kind") != KIND:
-            raise ValueError("not a parallel_vision TensorFlow backup")
-        if state.get("format") != FORMAT:
-            raise ValueError(f"format {state.get('format')!r}, this version reads {FORMAT}")
-        epoch = int(state["epoch"])
-        weights = backup_dir(out) / str(state["weights"])
-        records = list(state["records"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise EngineError(f"{path} is not a readable backup ({str(exc)[:160]}); delete it or use --overwrite") from None
-    old = state.get("config_identity")
-    if old != identity:
-        fields = differing_fields(old if isinstance(old, dict) else {}, identity)
-        shown = ", ".join(fields[:4]) + (f" and {len(fields) - 4} more" if len(fields) > 4 else "")
-        raise ConfigError(f"{path} was written by a different configuration ({shown}); "
-                          "use another --out, or --overwrite to start again")
-    if int(state.get("world_size", world_size)) != world_size:
-        raise ConfigError(f"{path} was written by {state.get('world_size')} replicas, this run has {world_size}")
-    if not weights.exists():
-        raise EngineError(f"{path} names {weights.name}, which is missing; delete the backup or use --overwrite")
-    return Backup(epoch=epoch, weights=weights, records=records, timing=dict(state.get("timing") or {}),
-                  reliability=dict(state.get("reliability") or {}))
-
-
-@contextmanager
-def _scratch_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="pvision-tf-backup-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def write(
-    model: Any,
-    out: str | os.PathLike[str],
-    *,
-    epoch: int,
-    identity: dict[str, Any],
-    world_size: int,
-    records: list[dict[str, Any]],
-    timing: dict[str, Any],
-    reliability: dict[str, Any],
-    writer: bool,
-) -> None:
-    """Back up the state after `epoch` finished epochs.
-
-    Every worker calls this: under MultiWorkerMirroredStrategy reading the
-    variables may take part in a collective. Only the writer's copy is kept;
-    the others save into memory and drop it (TensorFlow's own convention for
-    non-chief workers is a scratch folder that is deleted).
-    """
-    name = f"epoch-{epoch:04d}.weights.h5"
-    weights = keras_bytes(model.save_weights, name)  # every worker: reading the variables may be a collective
-    if not writer:
-        return
-    folder = backup_dir(out)
-    kept = kept_note(out)
-    atomic_write_bytes(folder / name, weights, kept=kept)
-    state = {
-        "kind": KIND,
-        "format": FORMAT,
-        "config_identity": identity,
-        "world_size": world_size,
-        "epoch": epoch,
-        "weights": name,
-        "records": records,
-        "timing": timing,
-        "reliability": reliability,
-        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    try:
-        atomic_write_bytes(folder / STATE_FILE, (json.dumps(state, indent=2) + "\n").encode(), kept=kept)
-    except DiskFullError:
-        previous = info(out)
-        if not previous or previous.get("weights") != name:
-            (folder / name).unlink(missing_ok=True)  # named by no state: give its space back
-        raise
-    for stale in [*folder.glob("*.weights.h5"), *folder.glob(".*.tmp")]:  # older epochs, a crashed write's temp
-        if stale.name != name:
-            stale.unlink(missing_ok=True)
+__all__ = ["BACKUP_DIR", "BACKUPS", "FORMAT", "KIND", "STATE_FILE", "Backup", "backup_dir", "describe", "info",
+           "keras_bytes", "kept_note", "present", "read", "remove", "write"]

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from parallel_vision.config import RunConfig
+from parallel_vision.engines.keras_model import build_model, make_optimizer
 from parallel_vision.engines.tensorflow.setup import TFRun
-from parallel_vision.models import init as model_init
-from parallel_vision.models.keras_zoo import build_keras_model, load_canonical
+
+__all__ = ["build_model", "compiled_model", "make_optimizer", "patch_for_multiworker", "sample_count_metric"]
 
 
 def sample_count_metric(keras: Any) -> Any:
@@ -32,28 +32,6 @@ def sample_count_metric(keras: Any) -> Any:
             self.count.assign(0.0)
 
     return SampleCount()
-
-
-def make_optimizer(keras: Any, cfg: RunConfig) -> Any:
-    """Adam or SGD as configured. Keras applies weight decay decoupled (AdamW-style), unlike torch.
-    Adam's epsilon is Keras' 1e-7, or torch's 1e-8 under `init="aligned"` (models/init.py)."""
-    decay = cfg.weight_decay or None
-    if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=cfg.lr, weight_decay=decay,
-                                     epsilon=model_init.adam_epsilon("tensorflow", cfg.init))
-    return keras.optimizers.SGD(learning_rate=cfg.lr, momentum=cfg.momentum, weight_decay=decay)
-
-
-def build_model(cfg: RunConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
-    """The configured zoo model in Keras; under `init="aligned"` it starts from the framework-free weights of
-    models/init.py
-    (the same numbers the torch engine starts from, converted to Keras' layout)."""
-
-    model = build_keras_model(cfg.model, input_shape, num_classes, cfg.dropout)  # type: ignore[arg-type]
-    if cfg.init == "aligned":
-        side, channels = int(input_shape[0]), int(input_shape[-1])
-        load_canonical(model, model_init.aligned_weights(cfg.seed, channels, side, num_classes, model=cfg.model))
-    return model
 
 
 def compiled_model(run: TFRun, input_shape: tuple[int, ...]) -> Any:

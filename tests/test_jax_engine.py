@@ -1,0 +1,166 @@
+"""The JAX engine (Keras 3 on the JAX backend) on small real MNIST subsets: single, dp over 2 virtual CPU
+devices, multiworker with 2 processes; exact evaluation, the saved model, refusals.
+
+JAX is never imported in the pytest process (torch and TensorFlow tests share it): every run goes
+through `launch.run`, which trains in a child process, and the reload runs in a subprocess.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from parallel_vision.config import RunConfig
+from parallel_vision.data import load
+from parallel_vision.engines.jax import cluster as jax_cluster
+from parallel_vision.errors import ConfigError
+from parallel_vision.launch import run
+from parallel_vision.results import schema
+
+HAS_JAX = importlib.util.find_spec("jax") is not None and importlib.util.find_spec("keras") is not None
+jax_runs = [pytest.mark.jax, pytest.mark.slow, pytest.mark.skipif(not HAS_JAX, reason="JAX is not installed")]
+
+SMALL = {"framework": "jax", "limit_train": 1024, "batch_size": 256, "epochs": 1, "tensorboard": True}
+
+
+def _cfg(data_dir: Path, out: Path, **changes: Any) -> RunConfig:
+    return RunConfig(**dict(SMALL, data_dir=str(data_dir), out_dir=str(out), **changes))
+
+
+def _labels(data_dir: Path, n: int) -> np.ndarray:
+    return load("mnist", "test", data_dir)[1][:n]
+
+
+def _check(out: Path, data_dir: Path, n_test: int, n_train_images: int) -> dict[str, Any]:
+    """Schema, every test image once, the reported accuracy recomputed from predictions.npy."""
+    data = json.loads((out / "result.json").read_text())
+    assert list(schema.TOP_LEVEL_KEYS) == [k for k in data if k in schema.TOP_LEVEL_KEYS]
+    assert data["status"] == "complete" and set(data["summary"]) == set(schema.SUMMARY_KEYS)
+    assert set(data["timing"]) == set(schema.TIMING_KEYS) and data["timing"]["compile_s"] > 0
+    for record in data["epochs"]:
+        assert set(record) == set(schema.EPOCH_KEYS)
+        assert record["n_test_evaluated"] == n_test and record["n_train_images"] == n_train_images
+        assert record["comm_time_s"] is None and record["epoch_time_s"] > 0 and record["eval_time_s"] > 0
+    env = data["environment"]
+    assert env["framework"] == "jax" and env["keras_backend"] == "jax" and env["jax_version"]
+    assert env["other_frameworks_loaded"] == []  # TensorFlow and torch never loaded in the engine process
+    assert "XLA program" in env["comm_time_note"]
+    predictions = np.load(out / "predictions.npy")
+    assert predictions.shape == (n_test,) and predictions.dtype == np.int64
+    reported = data["summary"]["test_accuracy"]
+    assert reported == float(np.mean(predictions == _labels(data_dir, n_test)))
+    matrix = np.asarray(data["confusion_matrix"])
+    assert matrix.sum() == n_test and reported == float(np.trace(matrix) / n_test)
+    return data
+
+
+def _reload(out: Path) -> np.ndarray:
+    """model.keras loaded by plain Keras in a fresh process (tests/reload_predict.py)."""
+    proc = subprocess.run([sys.executable, str(Path(__file__).parent / "reload_predict.py"), str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return np.asarray(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+@pytest.fixture(scope="module")
+def single(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("jax") / "single"
+    return out, run(_cfg(data_dir, out), progress=False).data  # limit_test None: all 10,000 test images
+
+
+def test_single_evaluates_all_10000_and_the_saved_model_reproduces_them(
+        single: tuple[Path, dict[str, Any]], data_dir: Path) -> None:
+    out, _ = single
+    data = _check(out, data_dir, n_test=10_000, n_train_images=4 * 256)
+    assert data["summary"]["world_size"] == 1 and data["environment"]["devices"] == ["cpu:0"]
+    assert data["artifacts"] == {"predictions": "predictions.npy", "model": "model.keras", "tensorboard": "tb"}
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    assert not (out / "jax_backup").exists()  # a complete run leaves no backup behind
+    assert np.array_equal(_reload(out), np.load(out / "predictions.npy"))
+
+
+def test_dp_over_two_virtual_cpu_devices_trains_like_single(
+        single: tuple[Path, dict[str, Any]], data_dir: Path, tmp_path: Path) -> None:
+    # 500 test images at eval batch 2000: one padded batch split over the two devices, each image once.
+    out = tmp_path / "dp"
+    run(_cfg(data_dir, out, strategy="dp", workers=2, device="cpu", limit_test=500, eval_batch_size=2000),
+        progress=False)
+    data = _check(out, data_dir, n_test=500, n_train_images=4 * 256)
+    env = data["environment"]
+    assert env["devices"] == ["cpu:0", "cpu:1"] and env["virtual_cpu_devices"] is True
+    assert env["num_replicas_in_sync"] == 2 and env["processes"] == 1
+    assert data["summary"]["world_size"] == 2 and data["summary"]["per_worker_batch"] == 128
+    # One SPMD program over the global batch (BatchNorm moments included): the maths of single, up to
+    # reduction order and dropout bits drawn under a different sharding.
+    assert data["epochs"][0]["train_loss"] == pytest.approx(single[1]["epochs"][0]["train_loss"], rel=2e-2)
+    assert np.array_equal(_reload(out), np.load(out / "predictions.npy"))
+
+
+def test_multiworker_two_processes_write_exactly_one_result(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mw"
+    run(_cfg(data_dir, out, strategy="multiworker", workers=2, device="cpu", limit_test=300,
+             eval_batch_size=128, tensorboard=False), progress=False)
+    assert [p.relative_to(out) for p in out.rglob("result.json")] == [Path("result.json")]
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
+        "config.json", "model.keras", "predictions.npy", "result.json"]
+    data = _check(out, data_dir, n_test=300, n_train_images=4 * 256)
+    env = data["environment"]
+    assert env["processes"] == 2 and len(env["devices"]) == 2 and len(env["cluster"]) == 2
+    assert env["cross_device_ops"] == "XLA all-reduce across processes (gloo)"
+    for log in (out / "logs").glob("worker-*.log"):
+        assert "Traceback" not in log.read_text()
+
+
+for _test in (test_single_evaluates_all_10000_and_the_saved_model_reproduces_them,
+              test_dp_over_two_virtual_cpu_devices_trains_like_single,
+              test_multiworker_two_processes_write_exactly_one_result):
+    for _mark in jax_runs:
+        _mark(_test)
+
+
+# --------------------------------------------------------------------------- refusals (no JAX needed)
+def test_multiworker_with_more_processes_than_cores_is_refused_in_one_line(data_dir: Path, tmp_path: Path) -> None:
+    cores = len(os.sched_getaffinity(0))
+    with pytest.raises(ConfigError, match=f"{cores + 1} CPU workers requested but this machine has {cores}"):
+        run(_cfg(data_dir, tmp_path / "x", strategy="multiworker", workers=cores + 1, device="cpu",
+                 batch_size=256 * (cores + 1), limit_train=256 * (cores + 1)), progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_config_rules_for_jax() -> None:
+    assert RunConfig(framework="jax", strategy="dp", workers=2, device="cpu").workers == 2  # virtual devices
+    from parallel_vision.models import init as model_init
+
+    assert model_init.adam_epsilon("jax", "framework") == 1e-7  # Keras on JAX: Keras' own default
+    with pytest.raises(ConfigError, match="needs >= 2 CUDA devices"):
+        RunConfig(framework="torch", strategy="dp", workers=2, device="cpu")
+    with pytest.raises(ConfigError, match="jit_compile applies to the TensorFlow engine only; .*JAX engine always"):
+        RunConfig(framework="jax", jit_compile=True)
+    with pytest.raises(ConfigError, match="strategy for jax"):
+        RunConfig(framework="jax", strategy="mirrored")
+    with pytest.raises(ConfigError, match="use dp or multiworker"):
+        RunConfig(framework="jax", workers=2)
+
+
+def test_cluster_variables_are_checked_before_jax_starts() -> None:
+    ok = jax_cluster.parse("10.0.0.1:1234,10.0.0.2:1234", "2", "1", 2)
+    assert ok.world_size == 2 and ok.rank == 1 and not ok.is_writer and ok.coordinator == "10.0.0.1:1234"
+    assert ok.hosts == 2 and ok.local_rank == 0
+    for args, fragment in (((None, None, "0", 2), "needs KERAS_DISTRIBUTION_JOB_ADDRESSES"),
+                           (("a:1,b:x", None, "0", 2), "host:port"),
+                           (("a:1,b:2", "3", "0", 2), "NUM_PROCESSES=3"),
+                           (("a:1,b:2", None, "2", 2), "out of range"),
+                           (("a:1,b:2", None, "0", 3), "--workers 3")):
+        with pytest.raises(ConfigError, match=fragment):
+            jax_cluster.parse(*args)
+    env = jax_cluster.worker_environment(["127.0.0.1:1", "127.0.0.1:2"], 1)
+    assert env == {"KERAS_DISTRIBUTION_JOB_ADDRESSES": "127.0.0.1:1,127.0.0.1:2",
+                   "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": "1"}
