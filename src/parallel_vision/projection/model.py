@@ -199,14 +199,15 @@ class Projected:
     exposed_comm_s: float
     comm_s: float
     """The ring all-reduce of every bucket, summed (what the comm hook would measure, overlap or not)."""
-    single_step_s: float
-    """T_c(b) of one worker alone (no contention): the speedup's reference."""
+    reference_images_per_s: float
+    """Throughput of one worker alone at the reference batch (b for weak scaling, the global batch for strong)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def speedup(self) -> float:
-        """Throughput speedup at this per-worker batch: N · T_1(b) ÷ T_N(b)."""
-        return self.workers * self.single_step_s / self.step_time_s
+        """Throughput speedup: N·b ÷ T_N over one worker's images/s (weak: N·T_1(b) ÷ T_N(b); strong with
+        global batch G = N·b: T_1(G) ÷ T_N(b))."""
+        return self.workers * self.per_worker_batch / self.step_time_s / self.reference_images_per_s
 
     @property
     def efficiency(self) -> float:
@@ -221,10 +222,13 @@ class Projected:
 
 
 def project_point(scenario: Scenario, per_worker_batch: int, compute: ComputeFit, buckets: Sequence[Bucket],
-                  *, contention: float = 1.0, skew_s: float = 0.0, bytes_scale: float = 1.0) -> Projected:
-    """One calibrated point and its bounds (module docstring). `bytes_scale` < 1: compressed gradients."""
-    single = compute.step_s(per_worker_batch)
-    tc = single * (contention if scenario.per_node > 1 else 1.0)
+                  *, contention: float = 1.0, skew_s: float = 0.0, bytes_scale: float = 1.0,
+                  reference_batch: int | None = None) -> Projected:
+    """One calibrated point and its bounds (module docstring). `bytes_scale` < 1: compressed gradients;
+    `reference_batch`: the 1-worker batch the speedup compares with (default: the per-worker batch, weak)."""
+    ref = reference_batch or per_worker_batch
+    reference = ref / compute.step_s(ref)
+    tc = compute.step_s(per_worker_batch) * (contention if scenario.per_node > 1 else 1.0)
     backward = BACKWARD_SHARE * tc
     n = scenario.workers
     link = bottleneck(scenario.nodes, scenario.inter, scenario.intra)
@@ -236,7 +240,7 @@ def project_point(scenario: Scenario, per_worker_batch: int, compute: ComputeFit
     low = tc + max(0.0, sum(min(r, t) for r, t in zip(ring, tree, strict=True)) - backward) + skew
     high = tc + sum(max(r, t) for r, t in zip(ring, tree, strict=True)) + skew
     point = tc + exposed + skew
-    return Projected(n, scenario.nodes, per_worker_batch, tc, point, low, high, exposed, sum(ring), single)
+    return Projected(n, scenario.nodes, per_worker_batch, tc, point, low, high, exposed, sum(ring), reference)
 
 
 # --------------------------------------------------------------------------- linktest fit
