@@ -29,7 +29,6 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 from netns import HostPair, kill_group  # noqa: E402
-
 from parallel_vision.projection import calibrate  # noqa: E402
 from parallel_vision.projection.linktest import link_of, read_record  # noqa: E402
 from parallel_vision.projection.model import Scenario, project_point  # noqa: E402

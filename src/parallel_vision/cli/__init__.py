@@ -13,8 +13,17 @@ import traceback
 import typer
 
 from parallel_vision import envvars
-from parallel_vision.cli import bench_cmd, data_cmd, eda_cmd, info_cmd, report_cmd, runs_cmd, train_cmd
-from parallel_vision.cli import linktest_cmd, project_cmd
+from parallel_vision.cli import (
+    bench_cmd,
+    data_cmd,
+    eda_cmd,
+    info_cmd,
+    linktest_cmd,
+    project_cmd,
+    report_cmd,
+    runs_cmd,
+    train_cmd,
+)
 from parallel_vision.data.paths import absolutize_environment
 from parallel_vision.errors import PVisionError
 

@@ -76,7 +76,8 @@ class Section:
 
 def sections(data: ReportData, figures: set[str]) -> list[Section]:
     """Every section of the report, in order (the headline and warnings come before them)."""
-    return [_runs(data), _scaling(data, figures), *_projected(data, figures), *_models(data), *_timing(data), _comparison(data), _paper(data),
+    return [_runs(data), _scaling(data, figures), *_projected(data, figures),  # projected: docs/projection.md
+            *_models(data), *_timing(data), _comparison(data), _paper(data),
             _classification(data), *_environment(data)]
 
 
