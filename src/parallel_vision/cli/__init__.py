@@ -13,7 +13,17 @@ import traceback
 import typer
 
 from parallel_vision import envvars
-from parallel_vision.cli import bench_cmd, data_cmd, eda_cmd, info_cmd, report_cmd, runs_cmd, train_cmd
+from parallel_vision.cli import (
+    bench_cmd,
+    data_cmd,
+    eda_cmd,
+    info_cmd,
+    linktest_cmd,
+    project_cmd,
+    report_cmd,
+    runs_cmd,
+    train_cmd,
+)
 from parallel_vision.data.paths import absolutize_environment
 from parallel_vision.errors import PVisionError
 
@@ -42,6 +52,8 @@ def _register() -> None:
     # None of the command modules imports a framework: the engines do, in their own processes.
 
     for module in (info_cmd, data_cmd, train_cmd, bench_cmd, report_cmd, runs_cmd, eda_cmd):
+        module.register(app)
+    for module in (linktest_cmd, project_cmd):  # the scaling projection (docs/projection.md)
         module.register(app)
 
 

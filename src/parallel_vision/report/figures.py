@@ -12,6 +12,7 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
+from parallel_vision.projection.calibrate import read_projection
 from parallel_vision.report.data import FRAMEWORK_NAMES, STRATEGY_NAMES, ReportData
 
 DPI = 100
@@ -160,6 +161,53 @@ def scaling(data: ReportData) -> Figure | None:
                   "paper's Figs. 6, 12 and 16.", _png(fig))
 
 
+def projection(data: ReportData) -> Figure | None:
+    """The projected curve and its band (dashed, shaded) with the measured points (markers) on the same axes."""
+    doc = read_projection(data.root)
+    if doc is None or not doc.get("rows"):
+        return None
+    plt = _plt()
+    fig, (ax_s, ax_t) = plt.subplots(1, 2, figsize=(11, 3.8))
+    rows = doc["rows"]
+    xs = [r["workers"] for r in rows]
+    ref = [r["speedup"] * r["step_time_s"] for r in rows]  # N·b/ref: speedup × step time
+    ax_s.fill_between(xs, [k / r["step_time_high_s"] for k, r in zip(ref, rows, strict=True)],
+                      [k / r["step_time_low_s"] for k, r in zip(ref, rows, strict=True)], color="tab:orange",
+                      alpha=0.2, label="projected band")
+    ax_s.plot(xs, [r["speedup"] for r in rows], color="tab:orange", ls="--", marker="x", label="projected")
+    ax_s.plot(xs, xs, color="gray", ls=":", label="ideal S(N) = N")
+    measured = [r for r in data.strong + data.weak if r.point.framework == doc["framework"]
+                and r.point.strategy == "ddp" and data.group(r.point.key).model == doc["model"]]
+    if measured:
+        for mode in sorted({r.mode for r in measured}):
+            rs = [r for r in measured if r.mode == mode]
+            ax_s.plot([r.workers for r in rs], [r.speedup.median for r in rs], "o" if mode == "weak" else "s",
+                      color="black", label=f"measured, {mode} scaling (this ROOT)")
+    ax_t.fill_between(xs, [r["step_time_low_s"] * 1e3 for r in rows], [r["step_time_high_s"] * 1e3 for r in rows],
+                      color="tab:orange", alpha=0.2, label="projected band")
+    ax_t.plot(xs, [r["step_time_s"] * 1e3 for r in rows], color="tab:orange", ls="--", marker="x",
+              label=f"projected over {doc['link']['name']}")
+    for m in doc.get("measured", []):
+        ax_t.plot([m["workers"]], [m["measured_step_s"] * 1e3], "o", color="black")
+        ax_t.plot([m["workers"]], [m["projected_step_s"] * 1e3], "x", color="tab:blue")
+    if doc.get("measured"):
+        ax_t.plot([], [], "o", color="black", label="measured (its linktest's link)")
+        ax_t.plot([], [], "x", color="tab:blue", label="projected over that link")
+    ax_s.set(xlabel="workers N", ylabel="speedup", title=f"Projected {doc['scaling']}-scaling speedup (dashed) "
+             "vs measured (markers)")
+    ax_t.set(xlabel="workers N", ylabel="step time (ms)", title="Step time per worker")
+    for ax in (ax_s, ax_t):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.minorticks_off()
+        ax.legend(loc="best")
+    fig.tight_layout()
+    return Figure("projection", "Projected scaling",
+                  "Projected (orange, dashed; shaded: no-overlap / full-overlap band) against measured (black dots). "
+                  "The projection is a model calibrated from this ROOT's runs, not a measurement "
+                  "(docs/projection.md).", _png(fig))
+
+
 def time_split(data: ReportData) -> Figure:
     plt = _plt()
     n = len(data.groups)
@@ -241,5 +289,8 @@ def all_figures(data: ReportData) -> list[Figure]:
     s = scaling(data)
     if s is not None:
         figures.append(s)
+    p = projection(data)
+    if p is not None:
+        figures.append(p)
     figures += [time_split(data), confusion_matrices(data)]
     return figures

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from parallel_vision.projection.calibrate import read_projection
 from parallel_vision.report import compare, tables, workloads
 from parallel_vision.report.data import ReportData
 from parallel_vision.report.paper import paper_numbers, scaling_sentence
@@ -75,7 +76,8 @@ class Section:
 
 def sections(data: ReportData, figures: set[str]) -> list[Section]:
     """Every section of the report, in order (the headline and warnings come before them)."""
-    return [_runs(data), _scaling(data, figures), *_models(data), *_timing(data), _comparison(data), _paper(data),
+    return [_runs(data), _scaling(data, figures), *_projected(data, figures),  # projected: docs/projection.md
+            *_models(data), *_timing(data), _comparison(data), _paper(data),
             _classification(data), *_environment(data)]
 
 
@@ -110,6 +112,29 @@ def _scaling(data: ReportData, figures: set[str]) -> Section:
         blocks.append(Text("No configuration with N > 1 workers has a matching 1-worker baseline, so no speedup "
                            "can be computed.", muted=True))
     return Section("scaling", "Speedup and efficiency", "Speedup & efficiency", blocks)
+
+
+def _projected(data: ReportData, figures: set[str]) -> list[Section]:
+    """Shown when ROOT has a projection.json (`pvision project ROOT`): projected, never mixed with measured."""
+    doc = read_projection(data.root)
+    if doc is None:
+        return []
+    link, cal = doc["link"], doc["calibration"]
+    blocks: list[Block] = [Text(
+        f"PROJECTED, not measured: {doc['model']} over {link['name']} ({link['bandwidth_gbps']:.3g} Gb/s each way, "
+        f"{link['latency_us']:.3g} µs), {doc['scaling']} scaling, calibrated from this ROOT's 1-worker runs "
+        f"(T_c(b) {cal['compute']['kind']}, {len(cal['compute']['points'])} batch size(s)), the model's "
+        f"{len(cal['buckets'])} DDP bucket(s) and ring all-reduce with overlap; the band is no overlap / full "
+        "overlap with the ring and tree forms (docs/projection.md). Made by `pvision project`; "
+        f"{doc['created_at']}.", muted=True)]
+    if "projection" in figures:
+        blocks.append(FigureBlock("projection"))
+    blocks.append(TableBlock(tables.projection_table(doc), swatches=False))
+    if doc.get("measured"):
+        blocks += [Heading("Projected vs measured (the same N, over the link its linktest measured)"),
+                   TableBlock(tables.projection_error_table(doc), swatches=False)]
+    blocks.append(Bullets([f"What would help: {doc['what_would_help']}"]))
+    return [Section("projected", "Projected scaling", "Projected", blocks)]
 
 
 def _models(data: ReportData) -> list[Section]:

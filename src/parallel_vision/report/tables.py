@@ -399,3 +399,22 @@ def bench_spec_text(spec: dict[str, Any]) -> str:
     if spec.get("init") and spec["init"] != "framework":
         parts.append(f"--init {spec['init']}")
     return "; ".join(parts)
+
+
+def projection_table(doc: dict[str, Any]) -> Table:
+    """projection.json's rows: every number in it is projected, and the header says so."""
+    rows = [[str(r["workers"]), str(r["nodes"]), str(r["per_worker_batch"]), fnum(r["step_time_s"], 1, 1e3),
+             f"{fnum(r['step_time_low_s'], 1, 1e3)}–{fnum(r['step_time_high_s'], 1, 1e3)}",
+             fnum(r["exposed_comm_s"], 1, 1e3), fnum(r["speedup"]), fnum(r["efficiency"], 0, 100) + " %"]
+            for r in doc["rows"]]
+    return Table(["projected: workers", "nodes", "per-worker batch", "step (ms)", "band (ms)",
+                  "exposed comm (ms)", "speedup", "efficiency"], rows)
+
+
+def projection_error_table(doc: dict[str, Any]) -> Table:
+    rows = [[str(m["workers"]), str(m["nodes"]), f"{m['link']['bandwidth_gbps']:.3g} Gb/s",
+             fnum(m["measured_step_s"], 1, 1e3), fnum(m["projected_step_s"], 1, 1e3),
+             f"{fnum(m['step_time_low_s'], 1, 1e3)}–{fnum(m['step_time_high_s'], 1, 1e3)}",
+             f"{m['error'] * 100:+.0f} %"] for m in doc["measured"]]
+    return Table(["workers", "nodes", "link (linktest)", "measured step (ms)", "projected step (ms)",
+                  "band (ms)", "error"], rows)

@@ -100,6 +100,17 @@ CREATE TABLE IF NOT EXISTS skipped (
     code_version TEXT,
     recorded_at TEXT
 );
+CREATE TABLE IF NOT EXISTS linktests (
+    path TEXT PRIMARY KEY,
+    backend TEXT,
+    world_size INTEGER,
+    nodes INTEGER,
+    label TEXT,
+    created_at TEXT,
+    a_s REAL,
+    bandwidth_Bps REAL,
+    record_json TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS runs_identity ON runs(identity_hash, code_version);
 """.replace("@CONFIG@", CONFIG_DDL).replace("@SUMMARY@", SUMMARY_DDL).replace("@EPOCH@", EPOCH_DDL)
 

@@ -27,6 +27,7 @@ from typing import Any
 from parallel_vision.atomic import disk_full
 from parallel_vision.config import RunConfig
 from parallel_vision.errors import PVisionError, ResultsError
+from parallel_vision.projection.linktest import LINKTEST_FILE, read_record
 from parallel_vision.results.rows import (
     CONFIG_COLUMNS,
     SCHEMA,
@@ -230,7 +231,30 @@ class Store:
         for (name,) in self.conn.execute("SELECT name FROM skipped").fetchall():
             if name not in skip_names:
                 self.delete_skip(name)
+        self._sync_linktests(report)
         return report
+
+    def _sync_linktests(self, report: SyncReport) -> None:
+        """Index ROOT/linktest.json and ROOT/*/linktest.json (`pvision linktest`, docs/projection.md)."""
+        rows = []
+        for path in sorted([self.root / LINKTEST_FILE, *self.root.glob(f"*/{LINKTEST_FILE}")]):
+            if not path.is_file():
+                continue
+            try:
+                rec = read_record(path)
+                rows.append((_rel(path, self.root), rec.get("backend"), rec.get("world_size"), rec.get("nodes"),
+                             rec.get("label"), rec.get("created_at"), rec["fit"]["a_s"], rec["fit"]["bandwidth_Bps"],
+                             json.dumps(rec, sort_keys=True)))
+            except (PVisionError, KeyError, TypeError) as exc:
+                report.unreadable.append(f"{_rel(path, self.root)}: {str(exc).splitlines()[0]}")
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM linktests")
+            conn.executemany("INSERT INTO linktests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def linktests(self) -> list[dict[str, Any]]:
+        """Every indexed linktest record, newest first, with its path relative to ROOT."""
+        rows = self.conn.execute("SELECT path, record_json FROM linktests ORDER BY created_at DESC, path")
+        return [dict(json.loads(r["record_json"]), path=r["path"]) for r in rows]
 
     # ------------------------------------------------------------------ reading
     def runs(self, *, status: str | None = "complete") -> list[dict[str, Any]]:

@@ -1,0 +1,145 @@
+"""`pvision project ROOT`: the step time, speedup and efficiency of N workers on K nodes over a link,
+calibrated from ROOT's runs (and linktest), written to ROOT/projection.json (docs/projection.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from parallel_vision.errors import ConfigError
+from parallel_vision.projection import calibrate, links
+from parallel_vision.projection.linktest import link_of
+from parallel_vision.projection.model import Link
+
+
+def _workers(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ConfigError(f"--workers takes counts separated by commas, e.g. 2,4,8,16; got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise ConfigError(f"--workers takes positive counts, e.g. 2,4,8,16; got {text!r}")
+    return values
+
+
+def choose_link(inputs: calibrate.Inputs, name: str | None, bandwidth_gbps: float | None,
+                latency_us: float | None) -> Link:
+    if bandwidth_gbps is not None or latency_us is not None:
+        if name is not None:
+            raise ConfigError("give --link or --bandwidth-gbps/--latency-us, not both")
+        if bandwidth_gbps is None or latency_us is None:
+            raise ConfigError("--bandwidth-gbps and --latency-us go together")
+        return links.custom(bandwidth_gbps, latency_us)
+    if name in (None, "linktest"):
+        multi = next((r for r in inputs.linktests if int(r.get("nodes") or 1) > 1), None)
+        record = multi or (inputs.linktests[0] if inputs.linktests else None)
+        if record is None:
+            raise ConfigError("no linktest.json in ROOT: give --link NAME (see --list-links) or "
+                              "--bandwidth-gbps X --latency-us Y, or run `pvision linktest ROOT` first")
+        return link_of(record)
+    return links.preset(name)
+
+
+def project(
+    root: Path = typer.Argument(..., help="Results folder (a bench ROOT) with 1-worker runs to calibrate from."),
+    workers: str = typer.Option("2,4,8,16,32", "--workers", "-n", help="Worker counts to project, e.g. 2,4,8,16."),
+    nodes: int | None = typer.Option(None, "--nodes", help="Nodes the workers are spread over (capped at N)."),
+    workers_per_node: int | None = typer.Option(None, "--workers-per-node", help="Workers per node instead of "
+                                                "--nodes [default: 1, every hop crosses the link]."),
+    link: str | None = typer.Option(None, "--link", help="Link between nodes: a preset (--list-links) or "
+                                    "'linktest' (ROOT's linktest.json) [default: linktest when there is one]."),
+    bandwidth_gbps: float | None = typer.Option(None, "--bandwidth-gbps", help="Link bandwidth each way, Gb/s."),
+    latency_us: float | None = typer.Option(None, "--latency-us", help="Link one-hop latency, µs."),
+    intra_link: str | None = typer.Option(None, "--intra-link", help="Link inside a node: a preset [default: "
+                                          "ROOT's single-host linktest, else the --link]."),
+    model: str | None = typer.Option(None, "--model", help="Which model's runs to calibrate from (when ROOT "
+                                     "has several)."),
+    framework: str = typer.Option("torch", "--framework", "-f", help="Whose runs calibrate the compute time."),
+    threads: float | None = typer.Option(None, "--threads", help="Threads per worker of the runs to use "
+                                         "[default: those of the DDP runs]."),
+    per_worker_batch: int | None = typer.Option(None, "--per-worker-batch", help="Weak scaling at this "
+                                                "per-worker batch [default: the largest 1-worker batch]."),
+    global_batch: int | None = typer.Option(None, "--global-batch", help="Strong scaling: this global batch "
+                                            "split over N workers."),
+    contention: float | None = typer.Option(None, "--contention", help="Slowdown of co-located workers γ ≥ 1 "
+                                            "[default: from ROOT's pair control, else 1]."),
+    skew_ms: float = typer.Option(0.0, "--skew-ms", help="Rank skew added per step (ms)."),
+    list_links: bool = typer.Option(False, "--list-links", help="List the link presets with their sources."),
+) -> None:
+    """Project step time, speedup and efficiency to N workers on K nodes; write ROOT/projection.json."""
+    if list_links:
+        _print_links()
+        return
+    if contention is not None and not contention >= 1:
+        raise ConfigError(f"--contention must be ≥ 1; got {contention}")
+    for name, value in (("--nodes", nodes), ("--workers-per-node", workers_per_node),
+                        ("--per-worker-batch", per_worker_batch), ("--global-batch", global_batch)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be positive; got {value}")
+    inputs = calibrate.load_inputs(root, model, framework, threads)
+    inter = choose_link(inputs, link, bandwidth_gbps, latency_us)
+    intra = links.preset(intra_link) if intra_link else None
+    doc = calibrate.project(inputs, _workers(workers), inter, nodes=nodes, per_node=workers_per_node, intra=intra,
+                            per_worker_batch=per_worker_batch, global_batch=global_batch, gamma=contention,
+                            skew_s=skew_ms / 1e3)
+    path = calibrate.write_projection(doc, root)
+    print_projection(doc)
+    typer.echo(f"projection: {path}")
+
+
+def print_projection(doc: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    link = doc["link"]
+    where = (f"{doc['layout']['nodes']} node(s)" if "nodes" in doc["layout"]
+             else f"{doc['layout']['workers_per_node']} worker(s) per node")
+    batch = (f"per-worker batch {doc['per_worker_batch']}" if doc["scaling"] == "weak"
+             else f"global batch {doc['global_batch']}")
+    table = Table(title=f"Projected: {doc['model']} ({doc['framework']}), {batch}, {where}, "
+                        f"over {link['name']} ({link['bandwidth_gbps']:.3g} Gb/s, {link['latency_us']:.3g} µs)")
+    for col in ("N", "nodes", "step ms", "low–high ms", "exposed ms", "speedup", "eff."):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in doc["rows"]:
+        table.add_row(str(r["workers"]), str(r["nodes"]), f"{r['step_time_s'] * 1e3:.1f}",
+                      f"{r['step_time_low_s'] * 1e3:.1f}–{r['step_time_high_s'] * 1e3:.1f}",
+                      f"{r['exposed_comm_s'] * 1e3:.1f}",
+                      f"{r['speedup']:.2f}", f"{r['efficiency'] * 100:.0f} %")
+    console = Console()
+    console.print(table)
+    cal = doc["calibration"]
+    comp = cal["compute"]
+    console.print(f"calibration: T_c(b) = {comp['c0_s'] * 1e3:.2f} ms + b × {comp['c1_s_per_image'] * 1e3:.3f} ms "
+                  f"({comp['kind']}, {len(comp['points'])} batch size(s), max residual "
+                  f"{comp['max_rel_residual'] * 100:.0f} %); {len(cal['buckets'])} DDP bucket(s), "
+                  f"{cal['gradient_bytes'] / 1e6:.1f} MB of gradients; contention γ = {cal['contention']['gamma']:.3f}")
+    if comp["kind"] == "proportional" and len(comp["points"]) == 1:
+        console.print("note: one per-worker batch measured, so T_c(b) ∝ b is assumed: a small per-worker batch "
+                      "that underuses a device is not caught (add 1-worker runs at other batch sizes).")
+    for m in doc["measured"]:
+        console.print(f"measured N = {m['workers']} on {m['nodes']} node(s) over its linktest "
+                      f"({m['link']['bandwidth_gbps']:.3g} Gb/s): {_ms(m['measured_step_s'])} vs projected "
+                      f"{_ms(m['projected_step_s'])} ({m['error'] * 100:+.0f} %)")
+    console.print(f"what would help: {doc['what_would_help']}")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms" if seconds < 10 else f"{seconds:.2f} s"
+
+
+def _print_links() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Link presets (bandwidth each way; a linktest over the real link beats any preset)")
+    for col in ("name", "link", "GB/s", "µs", "source"):
+        table.add_column(col)
+    for name, p in links.presets().items():
+        table.add_row(name, p["label"], f"{p['bandwidth_GBps']:g}", f"{p['latency_us']:g}", p["source"])
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("project")(project)
