@@ -28,6 +28,7 @@ from parallel_vision.projection.model import (
     exposed_after_backward,
     fit_allreduce,
     fit_compute,
+    overlap_efficiency,
     project_point,
     ring_allreduce_s,
     tree_allreduce_s,
@@ -57,13 +58,35 @@ def test_overlap_hides_communication_smaller_than_backward() -> None:
     assert exposed_after_backward([Bucket(1, 0.0), Bucket(1, 0.1)], [2.0, 0.5], 1.0) == pytest.approx(1.5)
 
 
+def test_overlap_efficiency_from_a_measured_step_and_its_comm_hook_time() -> None:
+    # T_c 0.3 s, backward 0.2 s; a 3-unit bucket ready at once, a 1-unit one at the end; hook 0.2 s per step:
+    # full overlap exposes 0.05 s (0.15 s ends in time, the last 0.05 s after backward), none 0.2 s.
+    buckets = [Bucket(3, 0.0), Bucket(1, 1.0)]
+    assert overlap_efficiency(buckets, 0.35, 0.3, 0.2) == pytest.approx(1.0)
+    assert overlap_efficiency(buckets, 0.50, 0.3, 0.2) == pytest.approx(0.0)
+    assert overlap_efficiency(buckets, 0.425, 0.3, 0.2) == pytest.approx(0.5)
+    assert overlap_efficiency(buckets, 0.60, 0.3, 0.2) == 0.0 and overlap_efficiency(buckets, 0.2, 0.3, 0.2) == 1.0
+    assert overlap_efficiency([Bucket(1, 1.0)], 0.4, 0.3, 0.1) is None  # nothing to hide: the run cannot tell
+    # φ interpolates the exposed time between the bucket model (φ = 1) and no overlap (φ = 0)
+    fit = ComputeFit(0.0, 0.3 / 64, ((64, 0.3),), "proportional")
+    link = Link("x", 2e7, 0.0)
+    sc = Scenario(2, 2, link, link)
+    full, none, half = (project_point(sc, 64, fit, buckets, overlap=phi) for phi in (1.0, 0.0, 0.5))
+    assert none.step_time_s == pytest.approx(none.compute_s + none.comm_s) == pytest.approx(none.step_time_high_s)
+    assert half.exposed_comm_s == pytest.approx((full.exposed_comm_s + none.exposed_comm_s) / 2)
+    # γ applies to one worker per node only when the nodes share one machine (the emulated validation)
+    assert project_point(sc, 64, fit, buckets, contention=1.5).compute_s == pytest.approx(0.3)
+    assert project_point(sc, 64, fit, buckets, contention=1.5, shared_machine=True).compute_s == pytest.approx(0.45)
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.4, 1.0])
 @pytest.mark.parametrize("bandwidth", [1e6, 1e8, 1e10])
 @pytest.mark.parametrize("workers,nodes", [(2, 2), (4, 1), (8, 2), (32, 32)])
-def test_bounds_ordering_low_point_high(bandwidth: float, workers: int, nodes: int) -> None:
+def test_bounds_ordering_low_point_high(bandwidth: float, workers: int, nodes: int, overlap: float) -> None:
     fit = ComputeFit(0.01, 0.002, ((64, 0.138),), "linear")
     link = Link("x", bandwidth, 20e-6)
     buckets = ddp_buckets(layer_specs("resnet18", 1, 28, 10))
-    p = project_point(Scenario(workers, nodes, link, link), 64, fit, buckets)
+    p = project_point(Scenario(workers, nodes, link, link), 64, fit, buckets, overlap=overlap)
     assert p.step_time_low_s <= p.step_time_s <= p.step_time_high_s
     assert p.step_time_s >= p.compute_s
     assert 0 < p.efficiency <= 1.0 + 1e-12
@@ -126,6 +149,19 @@ def test_a_token_bucket_burst_at_small_sizes_does_not_inflate_the_bandwidth() ->
     assert small.bandwidth_Bps == pytest.approx((65536 - 16384) / 0.4e-3) and small.a_s == 1e-3
 
 
+def test_contention_comes_from_the_pair_control() -> None:
+    def run(batch: int, step: float, control: str | None = None) -> dict:
+        return {"path": f"r{batch}{control}", "summary": {"per_worker_batch": batch, "steps_per_epoch": 4,
+                                                        "mean_epoch_time_excl_warmup_s": 4 * step},
+                "config": {"extra": {"control": control} if control else {}}}
+    fit = fit_compute([(32, 0.1), (64, 0.2)])
+    inputs = calibrate.Inputs(Path("."), "paper_cnn", "torch", 1.0, (1, 28, 28), 10, [run(32, 0.1), run(64, 0.2)],
+                              [], [run(64, 0.26, "pair"), run(64, 0.24, "pair")])
+    gamma, note = calibrate.contention(inputs, fit)
+    assert gamma == pytest.approx(1.25) and "2 run(s)" in note
+    assert calibrate.contention(calibrate.Inputs(**{**vars(inputs), "pairs": []}), fit)[0] == 1.0
+
+
 def test_every_link_preset_has_a_source() -> None:
     table = links.presets()
     assert {"nvlink4", "nvlink5", "pcie4", "pcie5", "10gbe", "25gbe", "100gbe", "ib_hdr", "ib_ndr"} <= set(table)
@@ -144,16 +180,29 @@ def _pvision(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[st
 
 @pytest.fixture(scope="module")
 def bench_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny real bench: 1-worker runs at per-worker batch 32 and 64, 2-worker DDP at 32 each, a linktest."""
+    """A tiny real bench: 1-worker runs at per-worker batch 32 and 64, 2-worker DDP at 32 each, a linktest.
+
+    The four processes run at once (their times are not checked, only that every part is there): most of
+    each is starting Python and torch, so this takes about a third of running them one after another."""
     root = tmp_path_factory.mktemp("proj")
-    common = ["-f", "torch", "-e", "2", "--limit-test", "100", "--threads", "1", "--device", "cpu", "--quiet"]
-    for name, extra in (("single-b32", ["-s", "single", "-b", "32", "--limit-train", "128"]),
-                        ("single-b64", ["-s", "single", "-b", "64", "--limit-train", "256"]),
-                        ("ddp-w2", ["-s", "ddp", "--workers", "2", "-b", "64", "--limit-train", "256"])):
-        out = _pvision("train", *common, *extra, "--out", str(root / name))
-        assert out.returncode == 0, out.stderr[-2000:]
-    out = _pvision("linktest", str(root), "--max-bytes", str(1 << 20), "--repeats", "2")
-    assert out.returncode == 0, out.stderr[-2000:]
+    common = ["-f", "torch", "-e", "2", "--limit-test", "32", "--threads", "1", "--device", "cpu", "--quiet"]
+    jobs = [["train", *common, *extra, "--out", str(root / name)] for name, extra in (
+        ("single-b32", ["-s", "single", "-b", "32", "--limit-train", "64"]),
+        ("single-b64", ["-s", "single", "-b", "64", "--limit-train", "128"]),
+        ("ddp-w2", ["-s", "ddp", "--workers", "2", "-b", "64", "--limit-train", "128"]))]
+    jobs.append(["linktest", str(root), "--max-bytes", str(1 << 20), "--repeats", "2"])
+    env = {**os.environ, "COLUMNS": "160"}
+    procs = [subprocess.Popen([sys.executable, "-m", "parallel_vision", *job], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for job in jobs]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for job, p, (_, err) in zip(jobs, procs, outs, strict=True):
+        assert p.returncode == 0, f"{job[0]} {job[-1]}: {err[-2000:]}"
     return root
 
 
@@ -182,6 +231,12 @@ def test_project_cli_on_recorded_results(bench_root: Path) -> None:
     # the DDP run was measured on this host: its error over the loopback linktest is reported
     assert [m["workers"] for m in doc["measured"]] == [2]
     assert math.isfinite(doc["measured"][0]["error"])
+    # the overlap φ: from that single-host run's comm-hook time where it can tell, else 1 (assumed)
+    ov = doc["calibration"]["overlap"]
+    assert 0.0 <= ov["phi"] <= 1.0 and [r["run"] for r in ov["runs"]] == ["ddp-w2"]
+    assert ov["runs"][0]["hook_comm_per_step_s"] > 0
+    assert doc["measured"][0]["overlap_from_this_run"] == (ov["runs"][0]["overlap"] is not None)
+    assert doc["calibration"]["contention"]["gamma"] == 1.0  # no pair control in this ROOT
     # the report shows it, labelled as projected
     rep = _pvision("report", str(bench_root), "-f", "md")
     assert rep.returncode == 0, rep.stderr

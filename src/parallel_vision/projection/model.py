@@ -11,7 +11,9 @@ One data-parallel step of N workers on K nodes, per-worker batch b (docs/definit
 - each DDP bucket of S bytes costs, over a link of bandwidth B and one-hop latency α,
   ring 2(N−1)/N · S/B + 2(N−1)·α, or tree 2·S/B + 2⌈log2 N⌉·α (the band takes both).
 - overlap: bucket i is ready when backward (2/3 of T_c) has reached its last layer; the buckets are
-  reduced one after another from their ready time; only what ends after backward is exposed.
+  reduced one after another from their ready time; only what ends after backward is exposed. φ ∈ [0, 1],
+  calibrated from a measured DDP run's comm-hook time (`overlap_efficiency`), says how much of that
+  overlap happens: exposed = φ·(the bucket model's) + (1 − φ)·(all of it). φ = 1 without a calibration.
 - bounds: low = full overlap (exposed = max(0, Σ cost − backward)) with the cheaper form per bucket;
   high = no overlap (exposed = Σ cost) with the dearer form. low ≤ point ≤ high by construction.
 
@@ -221,21 +223,49 @@ class Projected:
                 "compute_s": self.compute_s, **self.extra}
 
 
+def overlap_efficiency(buckets: Sequence[Bucket], step_s: float, compute_s: float, hook_s: float,
+                       backward_share: float = BACKWARD_SHARE) -> float | None:
+    """φ: how much of what the bucket model says backward can hide a measured DDP step really hid.
+
+    A run's comm hook gives its all-reduce seconds per step H (launch to completion, summed over buckets);
+    its step exposes E = step − T_c of them. Full overlap (the bucket model, the costs ∝ bucket bytes
+    scaled to sum to H) would expose E_ov; none would expose H. φ = (H − E) ÷ (H − E_ov), clamped to
+    [0, 1]: 1 = backward hid what the model says it can, 0 = nothing was hidden. None when the model
+    itself says there is little to hide (H − E_ov < 2 % of the step): the run cannot tell.
+    """
+    total = sum(b.bytes for b in buckets)
+    if hook_s <= 0 or not total or compute_s <= 0:
+        return None
+    costs = [hook_s * b.bytes / total for b in buckets]
+    hideable = hook_s - exposed_after_backward(buckets, costs, backward_share * compute_s)
+    if hideable < 0.02 * step_s:
+        return None
+    exposed = max(0.0, step_s - compute_s)
+    return min(1.0, max(0.0, (hook_s - exposed) / hideable))
+
+
 def project_point(scenario: Scenario, per_worker_batch: int, compute: ComputeFit, buckets: Sequence[Bucket],
                   *, contention: float = 1.0, skew_s: float = 0.0, bytes_scale: float = 1.0,
-                  reference_batch: int | None = None) -> Projected:
+                  reference_batch: int | None = None, overlap: float = 1.0,
+                  shared_machine: bool = False) -> Projected:
     """One calibrated point and its bounds (module docstring). `bytes_scale` < 1: compressed gradients;
-    `reference_batch`: the 1-worker batch the speedup compares with (default: the per-worker batch, weak)."""
+    `reference_batch`: the 1-worker batch the speedup compares with (default: the per-worker batch, weak);
+    `overlap` φ ∈ [0, 1]: the share of the bucket model's overlap that happens (exposed = φ·the bucket
+    model's + (1 − φ)·all of it); `shared_machine`: the nodes are emulated on one machine, so γ applies
+    even with one worker per node."""
+    if not 0.0 <= overlap <= 1.0:
+        raise ValueError(f"overlap must be in [0, 1]; got {overlap}")
     ref = reference_batch or per_worker_batch
     reference = ref / compute.step_s(ref)
-    tc = compute.step_s(per_worker_batch) * (contention if scenario.per_node > 1 else 1.0)
+    colocated = scenario.per_node > 1 or (shared_machine and scenario.workers > 1)
+    tc = compute.step_s(per_worker_batch) * (contention if colocated else 1.0)
     backward = BACKWARD_SHARE * tc
     n = scenario.workers
     link = bottleneck(scenario.nodes, scenario.inter, scenario.intra)
     sizes = [b.bytes * bytes_scale for b in buckets]
     ring = [ring_allreduce_s(s, n, link) for s in sizes]
     tree = [tree_allreduce_s(s, n, link) for s in sizes]
-    exposed = exposed_after_backward(buckets, ring, backward)
+    exposed = overlap * exposed_after_backward(buckets, ring, backward) + (1 - overlap) * sum(ring)
     skew = skew_s if n > 1 else 0.0
     low = tc + max(0.0, sum(min(r, t) for r, t in zip(ring, tree, strict=True)) - backward) + skew
     high = tc + sum(max(r, t) for r, t in zip(ring, tree, strict=True)) + skew
