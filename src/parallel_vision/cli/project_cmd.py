@@ -119,8 +119,8 @@ def print_projection(doc: dict[str, Any]) -> None:
     console.print(f"calibration: T_c(b) = {comp['c0_s'] * 1e3:.2f} ms + b × {comp['c1_s_per_image'] * 1e3:.3f} ms "
                   f"({comp['kind']}, {len(comp['points'])} batch size(s), max residual "
                   f"{comp['max_rel_residual'] * 100:.0f} %); {len(cal['buckets'])} DDP bucket(s), "
-                  f"{cal['gradient_bytes'] / 1e6:.1f} MB of gradients; contention γ = {cal['contention']['gamma']:.3f}; "
-                  f"overlap φ = {cal['overlap']['phi']:.2f}")
+                  f"{cal['gradient_bytes'] / 1e6:.1f} MB of gradients; "
+                  f"contention γ = {cal['contention']['gamma']:.3f}; overlap φ = {cal['overlap']['phi']:.2f}")
     if comp["kind"] == "proportional" and len(comp["points"]) == 1:
         console.print("note: one per-worker batch measured, so T_c(b) ∝ b is assumed: a small per-worker batch "
                       "that underuses a device is not caught (add 1-worker runs at other batch sizes).")
