@@ -230,7 +230,7 @@ def main() -> None:
                       f"({time.time() - started:.0f} s, load {r['load']})", flush=True)
     record["load_end"] = load()
     record["wall_s"] = time.time() - started
-    dest = HERE / "results" / f"projection-netns-{datetime.now():%Y-%m-%d}.json"
+    dest = HERE / "results" / f"projection-netns-{datetime.now():%Y-%m-%d-%H%M}.json"
     dest.write_text(json.dumps(record, indent=2) + "\n")
     print(table(record))
     print(f"written: {dest}")
