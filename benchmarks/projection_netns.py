@@ -1,7 +1,8 @@
 """Validate `pvision project` on emulated links: two network-namespace hosts, a veth pair shaped with tc.
 
 For each model (paper_cnn, resnet18 on small MNIST subsets):
-  1. calibrate from single-host runs only, every worker 1 thread pinned to its own core (taskset):
+  1. calibrate from single-host runs only, every worker 1 thread pinned to its own core (taskset);
+     γ and φ as `pvision project` takes them (calibrate.overlap → model.reconcile_overlap):
      a. 1-process `single` runs at three per-worker batches (the T_c(b) fit);
      b. the contention control: two independent `single` runs at once, one per core, at the measured
         batch, labelled `extra.control = "pair"` (γ = their step ÷ T_c: the two emulated hosts share
@@ -36,7 +37,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from netns import HostPair, kill_group  # noqa: E402
 from parallel_vision.projection import calibrate  # noqa: E402
 from parallel_vision.projection.linktest import link_of, read_record  # noqa: E402
-from parallel_vision.projection.model import Scenario, overlap_efficiency, project_point  # noqa: E402
+from parallel_vision.projection.model import Scenario, project_point, reconcile_overlap  # noqa: E402
 
 #: model → (per-worker batch of the measured run, steps per epoch, link settings to run)
 PLAN: dict[str, tuple[int, int, tuple[str, ...]]] = {
@@ -240,11 +241,12 @@ def calibration(model_root: Path, model: str, loopback: dict[str, Any]) -> dict[
     """T_c(b), γ from the pair control and φ from the loopback DDP run: single-host measurements only."""
     inputs = calibrate.load_inputs(model_root, model, "torch", 1.0)
     fit = calibrate.compute_fit(inputs)
-    gamma, gamma_note = calibrate.contention(inputs, fit)
+    pair_gamma, gamma_note = calibrate.contention(inputs, fit)
     b = int(loopback["summary"]["per_worker_batch"])
     step, hook = _step(loopback), _hook_per_step(loopback)
-    phi = overlap_efficiency(inputs.buckets, step, fit.step_s(b) * gamma, hook)
-    return {"fit": fit.as_dict(), "gamma": gamma, "gamma_note": gamma_note, "phi": phi,
+    cal = reconcile_overlap(inputs.buckets, step, fit.step_s(b), hook, pair_gamma)
+    return {"fit": fit.as_dict(), "gamma": cal.gamma, "pair_gamma": pair_gamma, "gamma_note": gamma_note,
+            "phi": cal.phi, "how": cal.how,
             "pair_steps_s": [calibrate.step_s(r) for r in inputs.pairs], "loopback_step_s": step,
             "loopback_hook_s": hook, "buckets": [bk.bytes for bk in inputs.buckets]}
 
@@ -288,7 +290,8 @@ def table(record: dict[str, Any]) -> str:
                      f"{r['load']} |")
     for model, c in record["calibration"].items():
         lines.append(f"\n{model}: T_c(b) = {c['fit']['c0_s'] * 1e3:.1f} ms + {c['fit']['c1_s_per_image'] * 1e3:.2f} "
-                     f"ms/image ({c['fit']['kind']}); γ = {c['gamma']:.3f} ({c['gamma_note']}); φ = {c['phi']} "
+                     f"ms/image ({c['fit']['kind']}); pair control γ = {c['pair_gamma']:.3f}, used γ = "
+                     f"{c['gamma']:.3f}, φ = {c['phi']} ({c['how']}) "
                      f"(loopback DDP step {c['loopback_step_s'] * 1e3:.0f} ms, "
                      f"hook {c['loopback_hook_s'] * 1e3:.0f} ms)")
     lines.append(f"\nload average at start {record['load_start']}, at end {record['load_end']}; "

@@ -23,6 +23,7 @@ from parallel_vision.projection.model import (
     Bucket,
     ComputeFit,
     Link,
+    OverlapCalibration,
     Scenario,
     ddp_buckets,
     exposed_after_backward,
@@ -30,6 +31,7 @@ from parallel_vision.projection.model import (
     fit_compute,
     overlap_efficiency,
     project_point,
+    reconcile_overlap,
     ring_allreduce_s,
     tree_allreduce_s,
 )
@@ -67,6 +69,14 @@ def test_overlap_efficiency_from_a_measured_step_and_its_comm_hook_time() -> Non
     assert overlap_efficiency(buckets, 0.425, 0.3, 0.2) == pytest.approx(0.5)
     assert overlap_efficiency(buckets, 0.60, 0.3, 0.2) == 0.0 and overlap_efficiency(buckets, 0.2, 0.3, 0.2) == 1.0
     assert overlap_efficiency([Bucket(1, 1.0)], 0.4, 0.3, 0.1) is None  # nothing to hide: the run cannot tell
+    # γ from a pair control that the DDP run contradicts is re-solved so that the run is reproduced
+    cal = reconcile_overlap(buckets, 0.425, 0.3, 0.2, gamma=1.0)
+    assert (cal.how, cal.gamma, cal.phi) == ("phi", 1.0, pytest.approx(0.5))
+    cal = reconcile_overlap(buckets, 0.425, 0.3, 0.2, gamma=2.0)  # T_c·γ = 0.6 s > the whole step
+    assert cal.how == "gamma_down" and cal.phi == 1.0 and cal.gamma == pytest.approx(1.25)
+    cal = reconcile_overlap(buckets, 0.6, 0.3, 0.2, gamma=1.0)  # exposes more than all of its all-reduce
+    assert cal.how == "gamma_up" and cal.phi == 0.0 and cal.gamma == pytest.approx(0.4 / 0.3)
+    assert reconcile_overlap(buckets, 0.3, 0.3, 0.2, gamma=2.0) == OverlapCalibration(1.0, 1.0, "too_fast")
     # φ interpolates the exposed time between the bucket model (φ = 1) and no overlap (φ = 0)
     fit = ComputeFit(0.0, 0.3 / 64, ((64, 0.3),), "proportional")
     link = Link("x", 2e7, 0.0)

@@ -33,6 +33,7 @@ from parallel_vision.projection.model import (
     fit_compute,
     overlap_efficiency,
     project_point,
+    reconcile_overlap,
     ring_allreduce_s,
 )
 from parallel_vision.results.store import open_store, require_runs
@@ -157,21 +158,34 @@ def overlap_of(run: dict[str, Any], fit: ComputeFit, buckets: list[Bucket], gamm
     return overlap_efficiency(buckets, step_s(run), tc, hook)
 
 
-def overlap(inputs: Inputs, fit: ComputeFit, gamma: float) -> tuple[float, str, list[dict[str, Any]]]:
-    """φ from the ROOT's single-host DDP runs (median), else 1: the bucket model's overlap, assumed."""
+def overlap(inputs: Inputs, fit: ComputeFit, gamma: float, adjust_gamma: bool = True
+            ) -> tuple[float, float, str, list[dict[str, Any]]]:
+    """(φ, γ, note, runs) from the ROOT's single-host DDP runs (medians), else φ = 1 (the bucket model's
+    overlap, assumed) and γ as given. With `adjust_gamma`, a γ that a DDP run contradicts is re-solved
+    from it (model.reconcile_overlap); else φ is only clamped."""
     runs = []
     for r in inputs.ddp:
-        if _nodes(r) != 1:
+        hook = r.get("hook_comm_per_step_s")
+        if _nodes(r) != 1 or hook is None:
             continue  # the runs projected over a linktest are what the projection is checked against
-        phi = overlap_of(r, fit, inputs.buckets, gamma)
-        runs.append({"run": r["path"], "overlap": phi, "hook_comm_per_step_s": r.get("hook_comm_per_step_s"),
+        tc = fit.step_s(int(r["summary"]["per_worker_batch"]))
+        if adjust_gamma:
+            cal = reconcile_overlap(inputs.buckets, step_s(r), tc, hook, gamma)
+            phi, g, how = cal.phi, cal.gamma, cal.how
+        else:
+            phi, g, how = overlap_efficiency(inputs.buckets, step_s(r), tc * gamma, hook), gamma, "phi"
+        runs.append({"run": r["path"], "overlap": phi, "gamma": g, "how": how, "hook_comm_per_step_s": hook,
                      "measured_step_s": step_s(r)})
-    got = [x["overlap"] for x in runs if x["overlap"] is not None]
-    if not got:
-        return 1.0, ("no single-host DDP run with comm-hook times that can tell: φ = 1 (the bucket model's "
-                     "overlap, assumed)"), runs
-    phi = statistics.median(got)
-    return phi, f"from {len(got)} single-host DDP run(s)' comm-hook time: median φ {phi:.2f}", runs
+    told = [x for x in runs if x["overlap"] is not None]
+    if not told:
+        return 1.0, gamma, ("no single-host DDP run with comm-hook times that can tell: φ = 1 (the bucket "
+                            "model's overlap, assumed)"), runs
+    phi = statistics.median(x["overlap"] for x in told)
+    new_gamma = statistics.median(x["gamma"] for x in told)
+    note = f"from {len(told)} single-host DDP run(s)' comm-hook time: median φ {phi:.2f}"
+    if abs(new_gamma - gamma) > 1e-9:
+        note += f"; γ {gamma:.3f} contradicted by them, re-solved to {new_gamma:.3f}"
+    return phi, new_gamma, note, runs
 
 
 def linktest_for(inputs: Inputs, nodes: int) -> dict[str, Any] | None:
@@ -240,7 +254,11 @@ def project(inputs: Inputs, workers: Sequence[int], link: Link, *, nodes: int | 
     gamma_note = "given with --contention"
     if gamma is None:
         gamma, gamma_note = contention(inputs, fit)
-    phi, phi_note, phi_runs = overlap(inputs, fit, gamma)
+    given_gamma = gamma_note == "given with --contention"
+    phi, gamma_fit, phi_note, phi_runs = overlap(inputs, fit, gamma, adjust_gamma=not given_gamma)
+    if gamma_fit != gamma:
+        gamma_note += f"; re-solved to {gamma_fit:.3f} from the single-host DDP run(s) (model.reconcile_overlap)"
+        gamma = gamma_fit
     if overlap_phi is not None:
         phi, phi_note = overlap_phi, "given with --overlap"
     single_host = linktest_for(inputs, 1)

@@ -244,6 +244,56 @@ def overlap_efficiency(buckets: Sequence[Bucket], step_s: float, compute_s: floa
     return min(1.0, max(0.0, (hook_s - exposed) / hideable))
 
 
+@dataclass(frozen=True)
+class OverlapCalibration:
+    """γ and φ that reproduce one measured single-host DDP step (`reconcile_overlap`)."""
+
+    gamma: float
+    phi: float | None
+    """None: the run cannot tell (the bucket model says there is little to hide)."""
+    how: str
+    """'phi' (γ kept, φ solved), 'gamma_down' / 'gamma_up' (φ out of [0, 1] with the given γ: clamped, γ
+    solved), 'cannot_tell' (γ kept, φ None), 'too_fast' (the step is below T_c even at γ = 1)."""
+
+
+def reconcile_overlap(buckets: Sequence[Bucket], step_s: float, compute_s: float, hook_s: float, gamma: float,
+                      backward_share: float = BACKWARD_SHARE) -> OverlapCalibration:
+    """Calibrate φ from a single-host DDP run, keeping the run's own step reproduced.
+
+    The run gives one equation, step = T_c·γ + φ·E_ov + (1 − φ)·H (`overlap_efficiency`), in two unknowns;
+    γ comes from the pair control, φ from this. A pair control measured under another machine load can
+    give a γ this very run contradicts: φ > 1 (the step exposes less than even full overlap would: γ too
+    large) or φ < 0 (more than all of its all-reduce: γ too small). Then φ is clamped to [0, 1] and γ
+    (≥ 1) solved from the equation, so the calibration still reproduces the DDP run it was taken from.
+    """
+    tc = compute_s * gamma
+    phi = overlap_efficiency(buckets, step_s, tc, hook_s, backward_share)
+    if phi is None:
+        return OverlapCalibration(gamma, None, "cannot_tell")
+    total = sum(b.bytes for b in buckets)
+    costs = [hook_s * b.bytes / total for b in buckets]
+    exposed = max(0.0, step_s - tc)
+    hideable = hook_s - exposed_after_backward(buckets, costs, backward_share * tc)
+    raw = (hook_s - exposed) / hideable
+    if 0.0 <= raw <= 1.0:
+        return OverlapCalibration(gamma, raw, "phi")
+    target = 1.0 if raw > 1.0 else 0.0
+
+    def predicted(g: float) -> float:  # increasing in g: T_c·g grows faster than E_ov can shrink
+        e_ov = exposed_after_backward(buckets, costs, backward_share * compute_s * g)
+        return compute_s * g + target * e_ov + (1 - target) * hook_s
+
+    if predicted(1.0) >= step_s:
+        return OverlapCalibration(1.0, target, "too_fast" if target == 1.0 else "gamma_up")
+    lo, hi = 1.0, max(2.0, gamma)
+    while predicted(hi) < step_s:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if predicted(mid) < step_s else (lo, mid)
+    return OverlapCalibration((lo + hi) / 2, target, "gamma_down" if target == 1.0 else "gamma_up")
+
+
 def project_point(scenario: Scenario, per_worker_batch: int, compute: ComputeFit, buckets: Sequence[Bucket],
                   *, contention: float = 1.0, skew_s: float = 0.0, bytes_scale: float = 1.0,
                   reference_batch: int | None = None, overlap: float = 1.0,
