@@ -148,16 +148,6 @@ def contention(inputs: Inputs, fit: ComputeFit) -> tuple[float, str]:
     return gamma, f"from {len(ratios)} run(s) of the pair control: median ratio {statistics.median(ratios):.3f}"
 
 
-def overlap_of(run: dict[str, Any], fit: ComputeFit, buckets: list[Bucket], gamma: float = 1.0) -> float | None:
-    """φ of one DDP run with comm-hook times (model.overlap_efficiency); its workers share the machine,
-    so its compute is T_c·γ. None without hook times or when the run cannot tell."""
-    hook = run.get("hook_comm_per_step_s")
-    if hook is None:
-        return None
-    tc = fit.step_s(int(run["summary"]["per_worker_batch"])) * gamma
-    return overlap_efficiency(buckets, step_s(run), tc, hook)
-
-
 def overlap(inputs: Inputs, fit: ComputeFit, gamma: float, adjust_gamma: bool = True
             ) -> tuple[float, float, str, list[dict[str, Any]]]:
     """(φ, γ, note, runs) from the ROOT's single-host DDP runs (medians), else φ = 1 (the bucket model's
