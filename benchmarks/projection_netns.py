@@ -1,13 +1,19 @@
 """Validate `pvision project` on emulated links: two network-namespace hosts, a veth pair shaped with tc.
 
 For each model (paper_cnn, resnet18 on small MNIST subsets):
-  1. calibrate from single-host runs only: 1-process `single` runs, 1 thread, pinned to one core
-     (taskset), at three per-worker batches (the T_c(b) fit);
+  1. calibrate from single-host runs only, every worker 1 thread pinned to its own core (taskset);
+     γ and φ as `pvision project` takes them (calibrate.overlap → model.reconcile_overlap):
+     a. 1-process `single` runs at three per-worker batches (the T_c(b) fit);
+     b. the contention control: two independent `single` runs at once, one per core, at the measured
+        batch, labelled `extra.control = "pair"` (γ = their step ÷ T_c: the two emulated hosts share
+        this machine's memory and caches, so γ applies to them);
+     c. the overlap control: a 2-worker DDP run over loopback inside one namespace, laid out as the
+        validation is (torchrun, 2 agents, one per core): φ from its comm-hook time (model.overlap_efficiency);
   2. for each link setting (tbf rate on both ends of the veth pair; unshaped = veth as it is; this
      kernel has no netem, so no added delay): `pvision linktest` under torchrun across the two hosts,
      then the measured run: torchrun, 2 nodes × 1 process (each host pinned to its own core), DDP;
-  3. project that N = 2, 2-node step from the 1-process fit + that setting's linktest only, with
-     `projection.calibrate` (the code `pvision project` runs), and compare with the measured step.
+  3. project that N = 2, 2-node step from 1. and that setting's linktest only (projection.model, the code
+     `pvision project` runs), and compare with the measured step.
 Nothing is tuned on the measured points. Needs root, iproute2, tc (tbf) and 2 cores.
 
 Usage:  python benchmarks/projection_netns.py [--out DIR] [--models paper_cnn,resnet18]
@@ -31,7 +37,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from netns import HostPair, kill_group  # noqa: E402
 from parallel_vision.projection import calibrate  # noqa: E402
 from parallel_vision.projection.linktest import link_of, read_record  # noqa: E402
-from parallel_vision.projection.model import Scenario, project_point  # noqa: E402
+from parallel_vision.projection.model import Scenario, project_point, reconcile_overlap  # noqa: E402
 
 #: model → (per-worker batch of the measured run, steps per epoch, link settings to run)
 PLAN: dict[str, tuple[int, int, tuple[str, ...]]] = {
@@ -52,33 +58,48 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+#: tbf's bucket: 128 KB, two GSO super-packets (tbf drops a packet larger than its burst). A burst is
+#: credit the link hands out after an idle spell (refilled in burst/rate: 105 ms at 10 Mbit/s, 1 ms at
+#: 1 Gbit/s), which a real NIC does not give; a fixed small one keeps that credit ≤ 1 % of a step's
+#: traffic at 100 Mbit/s and 1 Gbit/s (rate/50, used before, gave 20 ms of it at every rate: 2.5 MB,
+#: most of paper_cnn's 3.6 MB, at 1 Gbit/s). Queue: `latency 400ms` (limit = rate × 0.4 s + burst).
+TBF_BURST = 128 * 1024
+TBF_LATENCY = "400ms"
+
+
 def shape(pair: HostPair, setting: str) -> str:
-    """tbf on both ends' egress (so both directions); burst ≥ a GSO super-packet (64 KB) or tbf drops it."""
+    """tbf on both ends' egress (so both directions)."""
     for host in pair.hosts:
         subprocess.run(["tc", "-n", host.netns, "qdisc", "del", "dev", host.ifname, "root"], capture_output=True)
         if setting == "unshaped":
             continue
         rate = RATE_BITS[setting]
-        burst = max(128 * 1024, int(rate / 8 / 50))
         subprocess.run(["tc", "-n", host.netns, "qdisc", "add", "dev", host.ifname, "root", "tbf", "rate",
-                        f"{int(rate)}bit", "burst", str(burst), "latency", "400ms"], check=True, capture_output=True)
+                        f"{int(rate)}bit", "burst", str(TBF_BURST), "latency", TBF_LATENCY], check=True,
+                       capture_output=True)
     out = subprocess.run(["tc", "-n", pair.a.netns, "qdisc", "show", "dev", pair.a.ifname], capture_output=True,
                          text=True)
     return out.stdout.strip()
 
 
-def torchrun_both(pair: HostPair, tag: str, args: list[str], log_dir: Path, deadline_s: float) -> None:
-    """`python -m torch.distributed.run … -m parallel_vision ARGS` on both hosts, host a on core 0, b on core 1."""
+def torchrun_both(pair: HostPair, tag: str, args: list[str], log_dir: Path, deadline_s: float,
+                  loopback: bool = False) -> None:
+    """`python -m torch.distributed.run … -m parallel_vision ARGS` on both hosts, host a on core 0, b on core 1.
+    `loopback`: both agents inside host a's namespace, over its loopback (the single-host layout)."""
     procs = []
-    for rank, host in enumerate(pair.hosts):
+    hosts = (pair.a, pair.a) if loopback else pair.hosts
+    addr = "127.0.0.1" if loopback else pair.a.addr
+    for rank, host in enumerate(hosts):
+        local = "127.0.0.1" if loopback else host.addr
+        ifname = "lo" if loopback else host.ifname
         argv = host.command(["taskset", "-c", str(rank), sys.executable, "-m", "torch.distributed.run",
                              "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
-                             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{pair.a.addr}:{RDZV_PORT}",
-                             "--rdzv-id", tag, "--local-addr", host.addr,
+                             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{addr}:{RDZV_PORT}",
+                             "--rdzv-id", tag, "--local-addr", local,
                              "--rdzv-conf", f"is_host={int(rank == 0)},join_timeout=60,read_timeout=30",
                              "-m", "parallel_vision", *args])
         log = open(log_dir / f"{tag}-{rank}.log", "wb")  # noqa: SIM115
-        procs.append((subprocess.Popen(argv, env=_env(GLOO_SOCKET_IFNAME=host.ifname, TP_SOCKET_IFNAME=host.ifname),
+        procs.append((subprocess.Popen(argv, env=_env(GLOO_SOCKET_IFNAME=ifname, TP_SOCKET_IFNAME=ifname),
                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log))
     end = time.monotonic() + deadline_s
     try:
@@ -96,22 +117,61 @@ def torchrun_both(pair: HostPair, tag: str, args: list[str], log_dir: Path, dead
             log.close()
 
 
-def single_run(model: str, batch: int, steps: int, out: Path, log_dir: Path) -> None:
-    args = ["train", "-f", "torch", "-s", "single", "--model", model, "-b", str(batch), "-e", "2",
+def _single_args(model: str, batch: int, steps: int, out: Path) -> list[str]:
+    return ["train", "-f", "torch", "-s", "single", "--model", model, "-b", str(batch), "-e", "2",
             "--limit-train", str(batch * steps), "--limit-test", "64", "--threads", "1", "--device", "cpu",
             "--seed", "0", "--quiet", "--out", str(out)]
+
+
+def single_run(model: str, batch: int, steps: int, out: Path, log_dir: Path) -> None:
     with open(log_dir / f"{out.name}.log", "wb") as log:
-        subprocess.run(["taskset", "-c", "0", sys.executable, "-m", "parallel_vision", *args], env=_env(),
+        subprocess.run(["taskset", "-c", "0", sys.executable, "-m", "parallel_vision",
+                        *_single_args(model, batch, steps, out)], env=_env(),
                        stdout=log, stderr=subprocess.STDOUT, check=True, timeout=600)
 
 
+def pair_runs(model: str, batch: int, steps: int, model_root: Path, log_dir: Path) -> None:
+    """The "two independent runs at once" control: two `single` runs, one per core, started together,
+    labelled `extra.control = "pair"` (what calibrate.contention reads)."""
+    config = model_root / "pair-config.json"
+    config.write_text(json.dumps({"extra": {"control": "pair"}}))
+    procs = []
+    for core, name in enumerate(("pair-a", "pair-b")):
+        log = open(log_dir / f"{model}-{name}.log", "wb")  # noqa: SIM115
+        argv = ["taskset", "-c", str(core), sys.executable, "-m", "parallel_vision",
+                *_single_args(model, batch, steps, model_root / name), "--config", str(config)]
+        procs.append((subprocess.Popen(argv, env=_env(), stdout=log, stderr=subprocess.STDOUT), log))
+    for p, log in procs:
+        p.wait(timeout=600)
+        log.close()
+        if p.returncode:
+            raise RuntimeError(f"{model} pair control failed (rc {p.returncode}): see {log_dir}")
+
+
 def load() -> str:
-    return open("/proc/loadavg").read().split()[:3].__str__()
+    return str([float(x) for x in open("/proc/loadavg").read().split()[:3]])
+
+
+def _hook_per_step(result: dict[str, Any]) -> float:
+    s = result["summary"]
+    steady = result["epochs"][1:] or result["epochs"]
+    return sum(e["comm_time_s"] or 0 for e in steady) / (len(steady) * s["steps_per_epoch"])
+
+
+def _step(result: dict[str, Any]) -> float:
+    s = result["summary"]
+    return s["mean_epoch_time_excl_warmup_s"] / s["steps_per_epoch"]
+
+
+def _ddp_args(model: str, b: int, steps: int, out: Path) -> list[str]:
+    return ["train", "-f", "torch", "-s", "ddp", "--model", model, "-b", str(2 * b), "-e", "2",
+            "--limit-train", str(2 * b * steps), "--limit-test", "64", "--threads", "1",
+            "--device", "cpu", "--seed", "0", "--quiet", "--out", str(out), "--overwrite"]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("/tmp/pvision-projection-netns"))
+    p.add_argument("--out", type=Path, default=Path("/tmp/pvision-projection-netns2"))
     p.add_argument("--models", default="paper_cnn,resnet18")
     args = p.parse_args()
     models = [m for m in args.models.split(",") if m]
@@ -120,8 +180,9 @@ def main() -> None:
     logs.mkdir(parents=True, exist_ok=True)
     started = time.time()
     record: dict[str, Any] = {"started": datetime.now().isoformat(timespec="seconds"), "load_start": load(),
-                              "kernel": os.uname().release, "rows": [], "links": {}}
-    # 1. single-host calibration runs
+                              "kernel": os.uname().release, "tbf": {"burst_bytes": TBF_BURST, "latency": TBF_LATENCY},
+                              "rows": [], "links": {}, "calibration": {}}
+    # 1a, 1b. single-host calibration runs: T_c(b), then the pair control
     for model in models:
         b, steps, _ = PLAN[model]
         for batch in (b // 2, b, 2 * b):
@@ -129,7 +190,22 @@ def main() -> None:
             if not (out / "result.json").exists():
                 single_run(model, batch, steps, out, logs)
                 print(f"{model}: single b={batch} done ({time.time() - started:.0f} s)", flush=True)
+        if not (root / model / "pair-b" / "result.json").exists():
+            pair_runs(model, b, steps, root / model, logs)
+            print(f"{model}: pair control done ({time.time() - started:.0f} s, load {load()})", flush=True)
     with HostPair() as pair:
+        # 1c. the overlap control: single-host DDP over loopback, one core per worker
+        for model in models:
+            b, steps, _ = PLAN[model]
+            out = root / model / "ddp-loopback"
+            torchrun_both(pair, f"{model}-loopback", _ddp_args(model, b, steps, out), logs, 600, loopback=True)
+            loop = json.loads((out / "result.json").read_text())
+            record["calibration"][model] = calibration(root / model, model, loop)
+            c = record["calibration"][model]
+            print(f"{model}: γ {c['gamma']:.3f}, φ {c['phi']} (loopback step {c['loopback_step_s'] * 1e3:.0f} ms, "
+                  f"hook {c['loopback_hook_s'] * 1e3:.0f} ms) ({time.time() - started:.0f} s, load {load()})",
+                  flush=True)
+        # 2, 3. the shaped links
         for setting in SETTINGS:
             wanted = [m for m in models if setting in PLAN[m][2]]
             if not wanted:
@@ -146,52 +222,78 @@ def main() -> None:
             for model in wanted:
                 b, steps, _ = PLAN[model]
                 out = root / model / f"ddp-{setting}"
-                targs = ["train", "-f", "torch", "-s", "ddp", "--model", model, "-b", str(2 * b), "-e", "2",
-                         "--limit-train", str(2 * b * steps), "--limit-test", "64", "--threads", "1",
-                         "--device", "cpu", "--seed", "0", "--quiet", "--out", str(out), "--overwrite"]
-                torchrun_both(pair, f"{model}-{setting}", targs, logs, 600)
+                torchrun_both(pair, f"{model}-{setting}", _ddp_args(model, b, steps, out), logs, 600)
                 measured = json.loads((out / "result.json").read_text())
-                record["rows"].append(compare(root / model, model, setting, measured, rec))
+                record["rows"].append(compare(record["calibration"][model], model, setting, measured, rec))
                 r = record["rows"][-1]
                 print(f"{model} {setting}: measured {r['measured_step_s'] * 1e3:.0f} ms, projected "
                       f"{r['projected_step_s'] * 1e3:.0f} ms ({r['error'] * 100:+.1f} %) "
-                      f"({time.time() - started:.0f} s)", flush=True)
+                      f"({time.time() - started:.0f} s, load {r['load']})", flush=True)
     record["load_end"] = load()
     record["wall_s"] = time.time() - started
-    dest = HERE / "results" / f"projection-netns-{datetime.now():%Y-%m-%d}.json"
+    dest = HERE / "results" / f"projection-netns-{datetime.now():%Y-%m-%d-%H%M}.json"
     dest.write_text(json.dumps(record, indent=2) + "\n")
     print(table(record))
     print(f"written: {dest}")
 
 
-def compare(model_root: Path, model: str, setting: str, measured: dict[str, Any], linkrec: dict[str, Any]
-            ) -> dict[str, Any]:
-    """The projection calibrated from the single-host runs and this setting's linktest only."""
+def calibration(model_root: Path, model: str, loopback: dict[str, Any]) -> dict[str, Any]:
+    """T_c(b), γ from the pair control and φ from the loopback DDP run: single-host measurements only."""
     inputs = calibrate.load_inputs(model_root, model, "torch", 1.0)
     fit = calibrate.compute_fit(inputs)
+    pair_gamma, gamma_note = calibrate.contention(inputs, fit)
+    b = int(loopback["summary"]["per_worker_batch"])
+    step, hook = _step(loopback), _hook_per_step(loopback)
+    cal = reconcile_overlap(inputs.buckets, step, fit.step_s(b), hook, pair_gamma)
+    return {"fit": fit.as_dict(), "gamma": cal.gamma, "pair_gamma": pair_gamma, "gamma_note": gamma_note,
+            "phi": cal.phi, "how": cal.how,
+            "pair_steps_s": [calibrate.step_s(r) for r in inputs.pairs], "loopback_step_s": step,
+            "loopback_hook_s": hook, "buckets": [bk.bytes for bk in inputs.buckets]}
+
+
+def compare(cal: dict[str, Any], model: str, setting: str, measured: dict[str, Any], linkrec: dict[str, Any]
+            ) -> dict[str, Any]:
+    """The projection from the single-host calibration and this setting's linktest only. The two emulated
+    hosts share this machine, so γ applies (shared_machine); φ = 1 where the loopback run cannot tell."""
+    from parallel_vision.models.catalog import layer_specs
+    from parallel_vision.projection.model import ComputeFit, ddp_buckets
+
+    f = cal["fit"]
+    fit = ComputeFit(f["c0_s"], f["c1_s_per_image"], tuple((q["per_worker_batch"], q["step_s"]) for q in f["points"]),
+                     f["kind"])
+    buckets = ddp_buckets(layer_specs(model, 1, 28, 10))
     link = link_of(linkrec, setting)
     b = int(measured["summary"]["per_worker_batch"])
-    p = project_point(Scenario(2, 2, link, link), b, fit, inputs.buckets)
-    s = measured["summary"]
-    m_step = s["mean_epoch_time_excl_warmup_s"] / s["steps_per_epoch"]
-    steady = measured["epochs"][1:] or measured["epochs"]
-    hook = sum(e["comm_time_s"] or 0 for e in steady) / (len(steady) * s["steps_per_epoch"])
+    phi = 1.0 if cal["phi"] is None else cal["phi"]
+    kw = {"contention": cal["gamma"], "shared_machine": True}
+    p = project_point(Scenario(2, 2, link, link), b, fit, buckets, overlap=phi, **kw)
+    p1 = project_point(Scenario(2, 2, link, link), b, fit, buckets, overlap=1.0, **kw)
+    m_step = _step(measured)
     return {"model": model, "setting": setting, "per_worker_batch": b, "measured_step_s": m_step,
             "projected_step_s": p.step_time_s, "low_s": p.step_time_low_s, "high_s": p.step_time_high_s,
             "error": p.step_time_s / m_step - 1, "compute_s": p.compute_s, "exposed_comm_s": p.exposed_comm_s,
-            "modelled_comm_s": p.comm_s, "hook_comm_per_step_s": hook, "fit": fit.as_dict(),
-            "link": link.as_dict()}
+            "modelled_comm_s": p.comm_s, "hook_comm_per_step_s": _hook_per_step(measured), "gamma": cal["gamma"],
+            "phi": phi, "projected_phi1_s": p1.step_time_s, "error_phi1": p1.step_time_s / m_step - 1,
+            "link": link.as_dict(), "load": load()}
 
 
 def table(record: dict[str, Any]) -> str:
     lines = ["| model | link setting | linktest: Gb/s, µs | measured step (ms) | projected (ms) | band (ms) "
-             "| error | T_c (ms) | comm: model / hook (ms) |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| error | T_c·γ (ms) | φ | comm: model / hook (ms) | load (1 min) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in record["rows"]:
         lines.append(f"| {r['model']} | {r['setting']} | {r['link']['bandwidth_gbps']:.3g}, "
                      f"{r['link']['latency_us']:.0f} | {r['measured_step_s'] * 1e3:.0f} | "
                      f"{r['projected_step_s'] * 1e3:.0f} | {r['low_s'] * 1e3:.0f}–{r['high_s'] * 1e3:.0f} | "
-                     f"{r['error'] * 100:+.1f} % | {r['compute_s'] * 1e3:.0f} | {r['modelled_comm_s'] * 1e3:.0f} / "
-                     f"{r['hook_comm_per_step_s'] * 1e3:.0f} |")
+                     f"{r['error'] * 100:+.1f} % | {r['compute_s'] * 1e3:.0f} | {r['phi']:.2f} | "
+                     f"{r['modelled_comm_s'] * 1e3:.0f} / {r['hook_comm_per_step_s'] * 1e3:.0f} | "
+                     f"{r['load']} |")
+    for model, c in record["calibration"].items():
+        lines.append(f"\n{model}: T_c(b) = {c['fit']['c0_s'] * 1e3:.1f} ms + {c['fit']['c1_s_per_image'] * 1e3:.2f} "
+                     f"ms/image ({c['fit']['kind']}); pair control γ = {c['pair_gamma']:.3f}, used γ = "
+                     f"{c['gamma']:.3f}, φ = {c['phi']} ({c['how']}) "
+                     f"(loopback DDP step {c['loopback_step_s'] * 1e3:.0f} ms, "
+                     f"hook {c['loopback_hook_s'] * 1e3:.0f} ms)")
     lines.append(f"\nload average at start {record['load_start']}, at end {record['load_end']}; "
                  f"wall {record['wall_s']:.0f} s")
     return "\n".join(lines)

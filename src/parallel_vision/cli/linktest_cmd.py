@@ -44,7 +44,8 @@ def linktest(
     threads: int = typer.Option(1, "--threads", help="CPU threads per rank."),
     label: str | None = typer.Option(None, "--label", help="A name for this link, kept in the record."),
 ) -> None:
-    """Measure the all-reduce time of the link the engine would use and fit t(S) = a + S/B."""
+    """Measure the all-reduce time of the link the engine would use and fit t(S) = a + S/B (a from the
+    smallest sizes, B from the slope over the sizes ≥ 1 MiB)."""
     if backend not in ("auto", "gloo", "nccl"):
         raise ConfigError(f"--backend must be auto, gloo or nccl; got {backend!r}")
     if not 4 <= min_bytes <= max_bytes:
@@ -97,7 +98,8 @@ def _print(record: dict) -> None:  # type: ignore[type-arg]
     console = Console()
     console.print(table)
     console.print(f"t(S) = {fit['a_s'] * 1e6:.1f} µs + S / {fit['bandwidth_Bps'] / 1e6:.1f} MB/s "
-                  f"(max relative residual {fit['max_rel_residual'] * 100:.0f} %); as a ring: link "
+                  f"(a from the sizes ≤ 64 KiB, B from the slope over the sizes ≥ 1 MiB; max relative residual there "
+                  f"{fit['max_rel_residual'] * 100:.0f} %); as a ring: link "
                   f"{link['bandwidth_gbps']:.3g} Gb/s each way, {link['latency_us']:.1f} µs per hop")
     if record.get("stopped_before_bytes"):
         console.print(f"stopped before {record['stopped_before_bytes']:,} bytes (--budget-s)")

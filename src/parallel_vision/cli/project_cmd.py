@@ -66,6 +66,9 @@ def project(
     contention: float | None = typer.Option(None, "--contention", help="Slowdown of co-located workers γ ≥ 1 "
                                             "[default: from ROOT's pair control, else 1]."),
     skew_ms: float = typer.Option(0.0, "--skew-ms", help="Rank skew added per step (ms)."),
+    overlap: float | None = typer.Option(None, "--overlap", help="Share φ ∈ [0, 1] of the bucket model's "
+                                         "overlap that happens [default: from ROOT's single-host DDP runs' "
+                                         "comm-hook time, else 1]."),
     list_links: bool = typer.Option(False, "--list-links", help="List the link presets with their sources."),
 ) -> None:
     """Project step time, speedup and efficiency to N workers on K nodes; write ROOT/projection.json."""
@@ -74,6 +77,8 @@ def project(
         return
     if contention is not None and not contention >= 1:
         raise ConfigError(f"--contention must be ≥ 1; got {contention}")
+    if overlap is not None and not 0 <= overlap <= 1:
+        raise ConfigError(f"--overlap must be in [0, 1]; got {overlap}")
     for name, value in (("--nodes", nodes), ("--workers-per-node", workers_per_node),
                         ("--per-worker-batch", per_worker_batch), ("--global-batch", global_batch)):
         if value is not None and value < 1:
@@ -83,7 +88,7 @@ def project(
     intra = links.preset(intra_link) if intra_link else None
     doc = calibrate.project(inputs, _workers(workers), inter, nodes=nodes, per_node=workers_per_node, intra=intra,
                             per_worker_batch=per_worker_batch, global_batch=global_batch, gamma=contention,
-                            skew_s=skew_ms / 1e3)
+                            skew_s=skew_ms / 1e3, overlap_phi=overlap)
     path = calibrate.write_projection(doc, root)
     print_projection(doc)
     typer.echo(f"projection: {path}")
@@ -114,7 +119,8 @@ def print_projection(doc: dict[str, Any]) -> None:
     console.print(f"calibration: T_c(b) = {comp['c0_s'] * 1e3:.2f} ms + b × {comp['c1_s_per_image'] * 1e3:.3f} ms "
                   f"({comp['kind']}, {len(comp['points'])} batch size(s), max residual "
                   f"{comp['max_rel_residual'] * 100:.0f} %); {len(cal['buckets'])} DDP bucket(s), "
-                  f"{cal['gradient_bytes'] / 1e6:.1f} MB of gradients; contention γ = {cal['contention']['gamma']:.3f}")
+                  f"{cal['gradient_bytes'] / 1e6:.1f} MB of gradients; "
+                  f"contention γ = {cal['contention']['gamma']:.3f}; overlap φ = {cal['overlap']['phi']:.2f}")
     if comp["kind"] == "proportional" and len(comp["points"]) == 1:
         console.print("note: one per-worker batch measured, so T_c(b) ∝ b is assumed: a small per-worker batch "
                       "that underuses a device is not caught (add 1-worker runs at other batch sizes).")

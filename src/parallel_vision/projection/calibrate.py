@@ -2,7 +2,8 @@
 
 Calibration (docs/projection.md): T_c(b) from the 1-worker runs (one per per-worker batch, steady step time
 = steady epoch time ÷ steps per epoch); the buckets from the model's layer list; contention from runs
-labelled as the "two independent runs at once" control (`extra.control = "pair"`); the link from a
+labelled as the "two independent runs at once" control (`extra.control = "pair"`); the overlap φ from the
+single-host DDP runs' comm-hook time (model.overlap_efficiency); the link from a
 preset, numbers, or the ROOT's linktest. Every N that was also measured (DDP runs in ROOT whose link a
 linktest in ROOT describes) gets its error. Reads the store only; imports no framework.
 """
@@ -30,7 +31,9 @@ from parallel_vision.projection.model import (
     Scenario,
     ddp_buckets,
     fit_compute,
+    overlap_efficiency,
     project_point,
+    reconcile_overlap,
     ring_allreduce_s,
 )
 from parallel_vision.results.store import open_store, require_runs
@@ -145,6 +148,36 @@ def contention(inputs: Inputs, fit: ComputeFit) -> tuple[float, str]:
     return gamma, f"from {len(ratios)} run(s) of the pair control: median ratio {statistics.median(ratios):.3f}"
 
 
+def overlap(inputs: Inputs, fit: ComputeFit, gamma: float, adjust_gamma: bool = True
+            ) -> tuple[float, float, str, list[dict[str, Any]]]:
+    """(φ, γ, note, runs) from the ROOT's single-host DDP runs (medians), else φ = 1 (the bucket model's
+    overlap, assumed) and γ as given. With `adjust_gamma`, a γ that a DDP run contradicts is re-solved
+    from it (model.reconcile_overlap); else φ is only clamped."""
+    runs = []
+    for r in inputs.ddp:
+        hook = r.get("hook_comm_per_step_s")
+        if _nodes(r) != 1 or hook is None:
+            continue  # the runs projected over a linktest are what the projection is checked against
+        tc = fit.step_s(int(r["summary"]["per_worker_batch"]))
+        if adjust_gamma:
+            cal = reconcile_overlap(inputs.buckets, step_s(r), tc, hook, gamma)
+            phi, g, how = cal.phi, cal.gamma, cal.how
+        else:
+            phi, g, how = overlap_efficiency(inputs.buckets, step_s(r), tc * gamma, hook), gamma, "phi"
+        runs.append({"run": r["path"], "overlap": phi, "gamma": g, "how": how, "hook_comm_per_step_s": hook,
+                     "measured_step_s": step_s(r)})
+    told = [x for x in runs if x["overlap"] is not None]
+    if not told:
+        return 1.0, gamma, ("no single-host DDP run with comm-hook times that can tell: φ = 1 (the bucket "
+                            "model's overlap, assumed)"), runs
+    phi = statistics.median(x["overlap"] for x in told)
+    new_gamma = statistics.median(x["gamma"] for x in told)
+    note = f"from {len(told)} single-host DDP run(s)' comm-hook time: median φ {phi:.2f}"
+    if abs(new_gamma - gamma) > 1e-9:
+        note += f"; γ {gamma:.3f} contradicted by them, re-solved to {new_gamma:.3f}"
+    return phi, new_gamma, note, runs
+
+
 def linktest_for(inputs: Inputs, nodes: int) -> dict[str, Any] | None:
     """The newest linktest of this ROOT over `nodes` node(s) (1: the single-host link)."""
     for record in inputs.linktests:
@@ -197,7 +230,8 @@ def layout(workers: int, nodes: int | None, per_node: int | None) -> int:
 
 def project(inputs: Inputs, workers: Sequence[int], link: Link, *, nodes: int | None = None,
             per_node: int | None = None, intra: Link | None = None, per_worker_batch: int | None = None,
-            global_batch: int | None = None, gamma: float | None = None, skew_s: float = 0.0) -> dict[str, Any]:
+            global_batch: int | None = None, gamma: float | None = None, skew_s: float = 0.0,
+            overlap_phi: float | None = None) -> dict[str, Any]:
     """The projection.json document for these worker counts over `link`."""
     if nodes is not None and per_node is not None:
         raise ConfigError("give --nodes or --workers-per-node, not both")
@@ -210,6 +244,13 @@ def project(inputs: Inputs, workers: Sequence[int], link: Link, *, nodes: int | 
     gamma_note = "given with --contention"
     if gamma is None:
         gamma, gamma_note = contention(inputs, fit)
+    given_gamma = gamma_note == "given with --contention"
+    phi, gamma_fit, phi_note, phi_runs = overlap(inputs, fit, gamma, adjust_gamma=not given_gamma)
+    if gamma_fit != gamma:
+        gamma_note += f"; re-solved to {gamma_fit:.3f} from the single-host DDP run(s) (model.reconcile_overlap)"
+        gamma = gamma_fit
+    if overlap_phi is not None:
+        phi, phi_note = overlap_phi, "given with --overlap"
     single_host = linktest_for(inputs, 1)
     if intra is None:
         intra = link_of(single_host, "linktest (this host)") if single_host else link
@@ -222,11 +263,13 @@ def project(inputs: Inputs, workers: Sequence[int], link: Link, *, nodes: int | 
         b = per_worker_batch if global_batch is None else max(1, global_batch // n)
         base = {"scenario": Scenario(n, k, link, intra), "per_worker_batch": b, "compute": fit,
                 "buckets": buckets, "contention": gamma, "skew_s": skew_s,
-                "reference_batch": None if global_batch is None else global_batch}
+                "reference_batch": None if global_batch is None else global_batch, "overlap": phi}
         rows.append(project_point(**base))
         bases.append(base)
     help_line, alternatives = _what_would_help(rows, bases[-1])
-    measured = measured_errors(inputs, fit, buckets, gamma, skew_s)
+    measured = measured_errors(inputs, fit, buckets, gamma, skew_s, phi)
+    for m in measured:  # φ from this very run: its error is not an independent check
+        m["overlap_from_this_run"] = any(x["run"] == m["run"] and x["overlap"] is not None for x in phi_runs)
     return {
         "kind": "projection", "version": PROJECTION_VERSION,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -242,6 +285,7 @@ def project(inputs: Inputs, workers: Sequence[int], link: Link, *, nodes: int | 
             "buckets": [{"bytes": bk.bytes, "ready_fraction": bk.ready_fraction} for bk in buckets],
             "gradient_bytes": inputs.gradient_bytes,
             "contention": {"gamma": gamma, "note": gamma_note, "runs": [r["path"] for r in inputs.pairs]},
+            "overlap": {"phi": phi, "note": phi_note, "runs": phi_runs},
             "skew_s": skew_s,
             "comm_hook": comm_hook_check(inputs, buckets),
         },
@@ -268,7 +312,7 @@ def comm_hook_check(inputs: Inputs, buckets: list[Bucket]) -> list[dict[str, Any
 
 
 def measured_errors(inputs: Inputs, fit: ComputeFit, buckets: list[Bucket], gamma: float,
-                    skew_s: float) -> list[dict[str, Any]]:
+                    skew_s: float, phi: float = 1.0) -> list[dict[str, Any]]:
     """Every DDP run in ROOT projected over the link its linktest measured: measured vs projected."""
     out = []
     for r in inputs.ddp:
@@ -280,7 +324,8 @@ def measured_errors(inputs: Inputs, fit: ComputeFit, buckets: list[Bucket], gamm
         single = linktest_for(inputs, 1)
         intra = link_of(single) if single else link
         b = int(r["summary"]["per_worker_batch"])
-        p = project_point(Scenario(r["workers"], k, link, intra), b, fit, buckets, contention=gamma, skew_s=skew_s)
+        p = project_point(Scenario(r["workers"], k, link, intra), b, fit, buckets, contention=gamma, skew_s=skew_s,
+                          overlap=phi)
         m = step_s(r)
         out.append({"run": r["path"], "workers": r["workers"], "nodes": k, "per_worker_batch": b,
                     "measured_step_s": m, "projected_step_s": p.step_time_s, "step_time_low_s": p.step_time_low_s,

@@ -11,7 +11,9 @@ One data-parallel step of N workers on K nodes, per-worker batch b (docs/definit
 - each DDP bucket of S bytes costs, over a link of bandwidth B and one-hop latency α,
   ring 2(N−1)/N · S/B + 2(N−1)·α, or tree 2·S/B + 2⌈log2 N⌉·α (the band takes both).
 - overlap: bucket i is ready when backward (2/3 of T_c) has reached its last layer; the buckets are
-  reduced one after another from their ready time; only what ends after backward is exposed.
+  reduced one after another from their ready time; only what ends after backward is exposed. φ ∈ [0, 1],
+  calibrated from a measured DDP run's comm-hook time (`overlap_efficiency`), says how much of that
+  overlap happens: exposed = φ·(the bucket model's) + (1 − φ)·(all of it). φ = 1 without a calibration.
 - bounds: low = full overlap (exposed = max(0, Σ cost − backward)) with the cheaper form per bucket;
   high = no overlap (exposed = Σ cost) with the dearer form. low ≤ point ≤ high by construction.
 
@@ -221,21 +223,99 @@ class Projected:
                 "compute_s": self.compute_s, **self.extra}
 
 
+def overlap_efficiency(buckets: Sequence[Bucket], step_s: float, compute_s: float, hook_s: float,
+                       backward_share: float = BACKWARD_SHARE) -> float | None:
+    """φ: how much of what the bucket model says backward can hide a measured DDP step really hid.
+
+    A run's comm hook gives its all-reduce seconds per step H (launch to completion, summed over buckets);
+    its step exposes E = step − T_c of them. Full overlap (the bucket model, the costs ∝ bucket bytes
+    scaled to sum to H) would expose E_ov; none would expose H. φ = (H − E) ÷ (H − E_ov), clamped to
+    [0, 1]: 1 = backward hid what the model says it can, 0 = nothing was hidden. None when the model
+    itself says there is little to hide (H − E_ov < 2 % of the step): the run cannot tell.
+    """
+    total = sum(b.bytes for b in buckets)
+    if hook_s <= 0 or not total or compute_s <= 0:
+        return None
+    costs = [hook_s * b.bytes / total for b in buckets]
+    hideable = hook_s - exposed_after_backward(buckets, costs, backward_share * compute_s)
+    if hideable < 0.02 * step_s:
+        return None
+    exposed = max(0.0, step_s - compute_s)
+    return min(1.0, max(0.0, (hook_s - exposed) / hideable))
+
+
+@dataclass(frozen=True)
+class OverlapCalibration:
+    """γ and φ that reproduce one measured single-host DDP step (`reconcile_overlap`)."""
+
+    gamma: float
+    phi: float | None
+    """None: the run cannot tell (the bucket model says there is little to hide)."""
+    how: str
+    """'phi' (γ kept, φ solved), 'gamma_down' / 'gamma_up' (φ out of [0, 1] with the given γ: clamped, γ
+    solved), 'cannot_tell' (γ kept, φ None), 'too_fast' (the step is below T_c even at γ = 1)."""
+
+
+def reconcile_overlap(buckets: Sequence[Bucket], step_s: float, compute_s: float, hook_s: float, gamma: float,
+                      backward_share: float = BACKWARD_SHARE) -> OverlapCalibration:
+    """Calibrate φ from a single-host DDP run, keeping the run's own step reproduced.
+
+    The run gives one equation, step = T_c·γ + φ·E_ov + (1 − φ)·H (`overlap_efficiency`), in two unknowns;
+    γ comes from the pair control, φ from this. A pair control measured under another machine load can
+    give a γ this very run contradicts: φ > 1 (the step exposes less than even full overlap would: γ too
+    large) or φ < 0 (more than all of its all-reduce: γ too small). Then φ is clamped to [0, 1] and γ
+    (≥ 1) solved from the equation, so the calibration still reproduces the DDP run it was taken from.
+    """
+    tc = compute_s * gamma
+    phi = overlap_efficiency(buckets, step_s, tc, hook_s, backward_share)
+    if phi is None:
+        return OverlapCalibration(gamma, None, "cannot_tell")
+    total = sum(b.bytes for b in buckets)
+    costs = [hook_s * b.bytes / total for b in buckets]
+    exposed = max(0.0, step_s - tc)
+    hideable = hook_s - exposed_after_backward(buckets, costs, backward_share * tc)
+    raw = (hook_s - exposed) / hideable
+    if 0.0 <= raw <= 1.0:
+        return OverlapCalibration(gamma, raw, "phi")
+    target = 1.0 if raw > 1.0 else 0.0
+
+    def predicted(g: float) -> float:  # increasing in g: T_c·g grows faster than E_ov can shrink
+        e_ov = exposed_after_backward(buckets, costs, backward_share * compute_s * g)
+        return compute_s * g + target * e_ov + (1 - target) * hook_s
+
+    if predicted(1.0) >= step_s:
+        return OverlapCalibration(1.0, target, "too_fast" if target == 1.0 else "gamma_up")
+    lo, hi = 1.0, max(2.0, gamma)
+    while predicted(hi) < step_s:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if predicted(mid) < step_s else (lo, mid)
+    return OverlapCalibration((lo + hi) / 2, target, "gamma_down" if target == 1.0 else "gamma_up")
+
+
 def project_point(scenario: Scenario, per_worker_batch: int, compute: ComputeFit, buckets: Sequence[Bucket],
                   *, contention: float = 1.0, skew_s: float = 0.0, bytes_scale: float = 1.0,
-                  reference_batch: int | None = None) -> Projected:
+                  reference_batch: int | None = None, overlap: float = 1.0,
+                  shared_machine: bool = False) -> Projected:
     """One calibrated point and its bounds (module docstring). `bytes_scale` < 1: compressed gradients;
-    `reference_batch`: the 1-worker batch the speedup compares with (default: the per-worker batch, weak)."""
+    `reference_batch`: the 1-worker batch the speedup compares with (default: the per-worker batch, weak);
+    `overlap` φ ∈ [0, 1]: the share of the bucket model's overlap that happens (exposed = φ·the bucket
+    model's + (1 − φ)·all of it); `shared_machine`: the nodes are emulated on one machine, so γ applies
+    even with one worker per node."""
+    if not 0.0 <= overlap <= 1.0:
+        raise ValueError(f"overlap must be in [0, 1]; got {overlap}")
     ref = reference_batch or per_worker_batch
     reference = ref / compute.step_s(ref)
-    tc = compute.step_s(per_worker_batch) * (contention if scenario.per_node > 1 else 1.0)
+    colocated = scenario.per_node > 1 or (shared_machine and scenario.workers > 1)
+    tc = compute.step_s(per_worker_batch) * (contention if colocated else 1.0)
     backward = BACKWARD_SHARE * tc
     n = scenario.workers
     link = bottleneck(scenario.nodes, scenario.inter, scenario.intra)
     sizes = [b.bytes * bytes_scale for b in buckets]
     ring = [ring_allreduce_s(s, n, link) for s in sizes]
     tree = [tree_allreduce_s(s, n, link) for s in sizes]
-    exposed = exposed_after_backward(buckets, ring, backward)
+    exposed = overlap * exposed_after_backward(buckets, ring, backward) + (1 - overlap) * sum(ring)
     skew = skew_s if n > 1 else 0.0
     low = tc + max(0.0, sum(min(r, t) for r, t in zip(ring, tree, strict=True)) - backward) + skew
     high = tc + sum(max(r, t) for r, t in zip(ring, tree, strict=True)) + skew
@@ -244,14 +324,28 @@ def project_point(scenario: Scenario, per_worker_batch: int, compute: ComputeFit
 
 
 # --------------------------------------------------------------------------- linktest fit
+#: Sizes at or below this are latency-bound: α (the fit's `a`) is read from them.
+SMALL_MESSAGE_BYTES = 64 * 1024
+#: Sizes at or above this fix the bandwidth: DDP's smallest bucket (its first, 1 MiB) and up.
+LARGE_MESSAGE_BYTES = FIRST_BUCKET_BYTES
+
+
 @dataclass(frozen=True)
 class AllReduceFit:
-    """t(S) = a + S/B for one all-reduce of S bytes among `workers` ranks, and the link it implies (ring)."""
+    """t(S) = a + S/B for one all-reduce of S bytes among `workers` ranks, and the link it implies (ring).
+
+    Fitted in two regimes (Hockney): `a` from the small, latency-bound sizes, B from the slope over the
+    sizes DDP's buckets have (≥ 1 MiB). `large_intercept_s` is the intercept of that large-size line: below
+    `a` (even negative) when a token bucket (tc tbf) lets the first bytes of every message through at once.
+    """
 
     a_s: float
     bandwidth_Bps: float
     workers: int
     max_rel_residual: float
+    method: str = "two-regime"
+    large_intercept_s: float | None = None
+    sizes_for_bandwidth: tuple[int, ...] = ()
 
     def seconds(self, size: float) -> float:
         return self.a_s + size / self.bandwidth_Bps
@@ -263,27 +357,49 @@ class AllReduceFit:
 
     def as_dict(self) -> dict[str, Any]:
         return {"a_s": self.a_s, "bandwidth_Bps": self.bandwidth_Bps, "workers": self.workers,
-                "max_rel_residual": self.max_rel_residual}
+                "max_rel_residual": self.max_rel_residual, "method": self.method,
+                "large_intercept_s": self.large_intercept_s,
+                "sizes_for_bandwidth": list(self.sizes_for_bandwidth)}
+
+
+def _line(pts: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """Ordinary least squares t = c + k·S in absolute time: (c, k)."""
+    n = len(pts)
+    ms = sum(s for s, _ in pts) / n
+    mt = sum(t for _, t in pts) / n
+    sxx = sum((s - ms) ** 2 for s, _ in pts)
+    k = sum((s - ms) * (t - mt) for s, t in pts) / sxx
+    return mt - k * ms, k
 
 
 def fit_allreduce(points: Sequence[tuple[float, float]], workers: int) -> AllReduceFit:
-    """Fit t = a + S/B to (bytes, seconds) by least squares on relative error (each size counts alike)."""
-    pts = [(float(s), float(t)) for s, t in points if t > 0 and s > 0]
+    """Fit t = a + S/B to (bytes, seconds) in two regimes (Hockney's α-β model, fitted where each term
+    dominates):
+
+    * a (= 2(N−1)·α for a ring): the smallest time among the sizes ≤ 64 KiB. There the bandwidth term is
+      negligible, and the minimum rather than a mean drops the scheduler's stalls on a busy host.
+    * B: 1 / slope of an ordinary least-squares line (absolute time) through the sizes ≥ 1 MiB, the sizes
+      DDP's buckets have. Only the slope is kept: a link that lets small messages through faster (tc tbf's
+      burst, a switch buffer, TCP's initial window) lowers the intercept, not the slope, so it cannot
+      inflate B, which a fit over every size in relative error did (11.8 Mbit/s on a 10 Mbit/s tbf).
+
+    Fallbacks: one large size: B = S ÷ (t − a); none: the two largest sizes measured stand in.
+    """
+    pts = sorted((float(s), float(t)) for s, t in points if t > 0 and s > 0)
     if len(pts) < 2:
         raise ValueError("a linktest fit needs at least two sizes")
-    # minimise Σ ((a + k·S − t) / t)²,  k = 1/B: normal equations in (a, k) with weights 1/t².
-    w = [1 / t ** 2 for _, t in pts]
-    s00 = sum(w)
-    s01 = sum(wi * s for wi, (s, _) in zip(w, pts, strict=True))
-    s11 = sum(wi * s * s for wi, (s, _) in zip(w, pts, strict=True))
-    r0 = sum(wi * t for wi, (_, t) in zip(w, pts, strict=True))
-    r1 = sum(wi * s * t for wi, (s, t) in zip(w, pts, strict=True))
-    det = s00 * s11 - s01 * s01
-    a = (r0 * s11 - r1 * s01) / det
-    k = (s00 * r1 - s01 * r0) / det
-    if a < 0:  # keep the model physical: no negative latency (refit the slope through the origin)
-        a, k = 0.0, r1 / s11
-    if k <= 0:  # latency-bound at every size: a flat line (bandwidth beyond measurement)
-        a, k = r0 / s00, 1e-18
-    residual = max(abs(a + k * s - t) / t for s, t in pts)
-    return AllReduceFit(a, 1 / k, workers, residual)
+    small = [t for s, t in pts if s <= SMALL_MESSAGE_BYTES] or [pts[0][1]]
+    a = min(small)
+    large = [(s, t) for s, t in pts if s >= LARGE_MESSAGE_BYTES]
+    if not large:
+        large = pts[-2:]
+    intercept: float | None = None
+    if len(large) >= 2:
+        intercept, k = _line(large)
+    else:
+        s, t = large[0] if large else pts[-1]
+        k = (t - a) / s
+    if k <= 0:  # no growth with size where it counts: bandwidth beyond measurement
+        k = 1e-18
+    residual = max(abs(a + k * s - t) / t for s, t in large or pts)
+    return AllReduceFit(a, 1 / k, workers, residual, "two-regime", intercept, tuple(int(s) for s, _ in large))

@@ -114,6 +114,16 @@ def _scaling(data: ReportData, figures: set[str]) -> Section:
     return Section("scaling", "Speedup and efficiency", "Speedup & efficiency", blocks)
 
 
+def _phi_gamma(cal: dict) -> str:  # type: ignore[type-arg]
+    """' (φ …, γ …)' where projection.json has them (older files have no φ)."""
+    parts = []
+    if isinstance(cal.get("overlap"), dict):
+        parts.append(f"overlap φ {cal['overlap']['phi']:.2f}")
+    if isinstance(cal.get("contention"), dict):
+        parts.append(f"contention γ {cal['contention']['gamma']:.2f}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def _projected(data: ReportData, figures: set[str]) -> list[Section]:
     """Shown when ROOT has a projection.json (`pvision project ROOT`): projected, never mixed with measured."""
     doc = read_projection(data.root)
@@ -124,7 +134,8 @@ def _projected(data: ReportData, figures: set[str]) -> list[Section]:
         f"PROJECTED, not measured: {doc['model']} over {link['name']} ({link['bandwidth_gbps']:.3g} Gb/s each way, "
         f"{link['latency_us']:.3g} µs), {doc['scaling']} scaling, calibrated from this ROOT's 1-worker runs "
         f"(T_c(b) {cal['compute']['kind']}, {len(cal['compute']['points'])} batch size(s)), the model's "
-        f"{len(cal['buckets'])} DDP bucket(s) and ring all-reduce with overlap; the band is no overlap / full "
+        f"{len(cal['buckets'])} DDP bucket(s) and ring all-reduce with overlap{_phi_gamma(cal)}; the band is "
+        "no overlap / full "
         "overlap with the ring and tree forms (docs/projection.md). Made by `pvision project`; "
         f"{doc['created_at']}.", muted=True)]
     if "projection" in figures:
