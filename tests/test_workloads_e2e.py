@@ -90,6 +90,7 @@ def test_the_report_explains_why_the_models_scale_differently(tmp_path: Path) ->
     section = section[: section.index("\n## ", 1)]
     assert "| wide_mlp | synthetic |" in section and "| resnet18 | synthetic |" in section
     assert "MFU (%)" in section and "All-reduce share (%)" in section
-    verdict = next(line for line in section.splitlines() if "scales best" in line)
+    verdict = next(line for line in section.splitlines() if line.startswith("- Efficiency:"))
     assert "wide_mlp" in verdict and "resnet18" in verdict
+    assert "all-reduce" in verdict and "GFLOP" in verdict or "bytes of gradient per kFLOP" in verdict
     assert "n/a (synthetic)" in report  # accuracy of random labels is not reported as a number
