@@ -70,9 +70,9 @@ def test_zoo_models_train_on_cifar10(cifar: tuple[dict[str, str], object], tmp_p
 
 
 def test_the_report_explains_why_the_models_scale_differently(tmp_path: Path) -> None:
-    """1 vs 2 workers of wide_mlp and resnet18 on synthetic images, then the report's models section."""
+    """1 vs 2 workers of wide_mlp and the paper's CNN on synthetic images, then the report's models section."""
     root = tmp_path / "bench"
-    for model in ("wide_mlp", "resnet18"):
+    for model in ("wide_mlp", "paper_cnn"):
         for strategy, workers in (("single", 1), ("ddp", 2)):
             out = root / "runs" / f"{model}-{strategy}"
             proc = pvision("train", "-s", strategy, "-n", str(workers), "-m", model, "--dataset", "synthetic",
@@ -88,9 +88,9 @@ def test_the_report_explains_why_the_models_scale_differently(tmp_path: Path) ->
     report = (root / "report.md").read_text()
     section = report[report.index("Models: why they scale differently"):]
     section = section[: section.index("\n## ", 1)]
-    assert "| wide_mlp | synthetic |" in section and "| resnet18 | synthetic |" in section
+    assert "| wide_mlp | synthetic |" in section and "| paper_cnn | synthetic |" in section
     assert "MFU (%)" in section and "All-reduce share (%)" in section
     verdict = next(line for line in section.splitlines() if line.startswith("- Efficiency:"))
-    assert "wide_mlp" in verdict and "resnet18" in verdict
+    assert "wide_mlp" in verdict and "paper_cnn" in verdict
     assert "all-reduce" in verdict and "GFLOP" in verdict or "bytes of gradient per kFLOP" in verdict
     assert "n/a (synthetic)" in report  # accuracy of random labels is not reported as a number
