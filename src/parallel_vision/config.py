@@ -382,6 +382,10 @@ def _check_levers(cfg: RunConfig) -> None:
     if cfg.batch_size % (cfg.workers * cfg.grad_accum):
         raise ConfigError(f"global batch {cfg.batch_size} does not divide into {cfg.workers} worker(s) × "
                           f"{cfg.grad_accum} micro-batches (grad_accum)")
+    if cfg.grad_accum > 1 and cfg.framework == "tensorflow" and cfg.strategy != "single":
+        raise ConfigError(f"grad_accum under TensorFlow's {cfg.strategy} strategy is not possible: Keras 3's "
+                          "gradient_accumulation_steps fails under tf.distribute (merge_call inside a cond); "
+                          "use strategy single or the torch engine")
     kind, _, rank = cfg.grad_compression.partition(":")
     if kind not in GRAD_COMPRESSIONS or (rank and kind != "powersgd"):
         raise ConfigError(f"grad_compression must be none, fp16, bf16 or powersgd[:rank]; got {cfg.grad_compression!r}")

@@ -99,7 +99,7 @@ class EpochClock:
         self._begin = self._train_end = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-        self.progress.start_epoch(epoch + 1, self.steps)
+        self.progress.start_epoch(epoch + 1, self.steps * self.cfg.grad_accum)  # fit steps: micro-batches
         self._begin = time.perf_counter()
         self._train_end = 0.0
 
