@@ -1,0 +1,192 @@
+"""The levers (docs/levers.md) as specifications: the LR schedule step by step in both engines, gradient
+accumulation equal to DDP, the bytes a compression hook sends, time to target, and what result.json records.
+
+The framework-free parts run in-process in milliseconds; the torch engine runs (marked slow) train a few steps
+on a real MNIST subset; the Keras schedule is read in a subprocess (TensorFlow never enters this process).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parallel_vision.config import RunConfig
+from parallel_vision.engines import levers
+from parallel_vision.errors import ConfigError
+from parallel_vision.results.schema import target_summary
+
+from tf_probe import run_probe
+
+
+# ------------------------------------------------------------------------------ the schedule, framework-free
+def test_linear_scaling_with_warmup_is_the_documented_schedule_step_by_step() -> None:
+    # lr 0.1 tuned for batch 256; global batch 1024 → ×4 = 0.4; warm-up 2 epochs of 4 steps (n 4096).
+    cfg = RunConfig(optimizer="sgd", lr=0.1, batch_size=1024, lr_scaling="linear", base_batch=256,
+                    warmup_epochs=2, epochs=3, limit_train=4096)
+    rates = levers.lr_sequence(cfg, 4096)
+    expected = [0.1 + 0.3 * (s + 1) / 8 for s in range(8)] + [0.4] * 4  # docs/levers.md, "LR scaling and warm-up"
+    assert len(rates) == 12
+    assert rates == pytest.approx(expected, rel=1e-12)
+    assert rates[7] == pytest.approx(0.4) and levers.effective_lr(cfg) == pytest.approx(0.4)
+
+
+def test_sqrt_scaling_and_warmup_from_zero_without_scaling() -> None:
+    cfg = RunConfig(lr=1e-3, batch_size=1024, lr_scaling="sqrt", base_batch=256)
+    assert levers.effective_lr(cfg) == pytest.approx(2e-3)
+    plain = RunConfig(lr=1e-3, batch_size=512, warmup_epochs=1, epochs=2, limit_train=2048)
+    assert levers.lr_sequence(plain, 2048) == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3])
+    assert not levers.needs_schedule(RunConfig())
+
+
+def test_torch_scheduler_follows_the_schedule_step_by_step() -> None:
+    torch = pytest.importorskip("torch")
+    from parallel_vision.engines.torch import build
+
+    cfg = RunConfig(optimizer="sgd", lr=0.1, batch_size=1024, lr_scaling="linear", base_batch=256,
+                    warmup_epochs=2, epochs=3, limit_train=4096)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    scheduler = build.scheduler(cfg, optimizer, 4096)
+    seen = []
+    for _ in range(12):
+        seen.append(optimizer.param_groups[0]["lr"])  # the rate the step about to be taken uses
+        optimizer.step()
+        scheduler.step()
+    assert seen == pytest.approx(levers.lr_sequence(cfg, 4096), rel=1e-12)
+
+
+@pytest.mark.slow
+def test_keras_schedule_gives_the_same_rates_as_torch_step_by_step() -> None:
+    """Both engines, one framework-free sequence: the Keras schedule (float32) read as its optimiser reads it,
+    with and without gradient accumulation (Keras counts micro-steps)."""
+    for accum in (1, 2):
+        cfg = RunConfig(framework="tensorflow", optimizer="sgd", lr=0.1, batch_size=1024, lr_scaling="linear",
+                        base_batch=256, warmup_epochs=2, epochs=3, limit_train=4096, grad_accum=accum)
+        rates = json.loads(run_probe("lr-sequence", cfg.to_json(), "4096").strip().splitlines()[-1])
+        assert rates == pytest.approx(levers.lr_sequence(cfg, 4096), rel=1e-6)
+
+
+# ------------------------------------------------------------------------------ configuration
+@pytest.mark.parametrize(("changes", "phrase"), [
+    ({"lr_scaling": "linear"}, "needs --base-batch"),
+    ({"base_batch": 256}, "base_batch only applies"),
+    ({"warmup_epochs": 2, "lr_schedule": "onecycle"}, "cannot be combined"),
+    ({"warmup_epochs": 5, "epochs": 2}, "longer than the run"),
+    ({"strategy": "ddp", "workers": 2, "batch_size": 100, "grad_accum": 4}, "does not divide into 2 worker(s) × 4"),
+    ({"grad_compression": "fp16"}, "strategy ddp only"),
+    ({"strategy": "ddp", "workers": 2, "grad_compression": "fp16:2"}, "powersgd[:rank]"),
+    ({"strategy": "ddp", "workers": 2, "grad_compression": "powersgd:x"}, "integer >= 1"),
+    ({"framework": "tensorflow", "strategy": "ddp", "workers": 2, "grad_compression": "fp16"}, "strategy for"),
+    ({"target_accuracy": 0.0}, "(0, 1]"),
+    ({"target_accuracy": True}, "must be a number"),
+])
+def test_levers_refused_in_one_line(changes: dict, phrase: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        RunConfig(**changes)
+    assert phrase in str(info.value) and "\n" not in str(info.value)
+
+
+def test_lever_defaults_keep_the_identity_of_older_runs() -> None:
+    assert RunConfig().identity() == {k: v for k, v in RunConfig().identity().items()}
+    for key in ("lr_scaling", "base_batch", "warmup_epochs", "grad_accum", "grad_compression", "target_accuracy"):
+        assert key not in RunConfig().identity()
+    assert RunConfig(grad_accum=2).identity()["grad_accum"] == 2
+    assert RunConfig(strategy="ddp", workers=2, grad_compression="powersgd:4").compression == ("powersgd", 4)
+    assert RunConfig(strategy="ddp", workers=2, grad_compression="powersgd").compression == ("powersgd", 1)
+
+
+def test_native_bf16_is_read_from_the_cpu_flags() -> None:
+    assert levers.native_bf16("flags\t: fpu sse avx512f avx512_bf16\n")
+    assert levers.native_bf16("flags\t: fpu amx_bf16 amx_tile\n")
+    assert not levers.native_bf16("flags\t: fpu sse avx2\n")
+    assert levers.bf16_refusal(on_gpu=False, cpuinfo="flags : avx2\n") is not None
+    assert levers.bf16_refusal(on_gpu=True, cpuinfo="flags : avx2\n") is None
+
+
+# ------------------------------------------------------------------------------ time to target
+def test_time_to_target_sums_epoch_times_to_the_first_epoch_reaching_it() -> None:
+    epochs = [{"epoch": 1, "epoch_time_s": 10.0, "test_accuracy": 0.97},
+              {"epoch": 2, "epoch_time_s": 8.0, "test_accuracy": 0.991},
+              {"epoch": 3, "epoch_time_s": 8.0, "test_accuracy": 0.989}]
+    assert target_summary(0.99, epochs) == {"target_accuracy": 0.99, "target_reached": True,
+                                            "time_to_target_s": 18.0, "epochs_to_target": 2}
+    assert target_summary(0.995, epochs) == {"target_accuracy": 0.995, "target_reached": False,
+                                             "time_to_target_s": None, "epochs_to_target": None}
+
+
+# ------------------------------------------------------------------------------ the torch engine
+SMALL = {"limit_train": 512, "limit_test": 200, "batch_size": 128, "epochs": 1, "device": "cpu", "dropout": 0.0,
+         "memory_format": "contiguous", "tensorboard": False, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
+         "threads_per_worker": 1}  # one thread in both: 2 threads would split the convolutions' sums differently
+
+
+def _run(data_dir: Path, out: Path, **changes: object) -> dict:
+    from parallel_vision.launch import run
+
+    cfg = RunConfig(**dict(SMALL, data_dir=str(data_dir), out_dir=str(out), **changes))  # type: ignore[arg-type]
+    run(cfg, progress=False)
+    return json.loads((out / "result.json").read_text())
+
+
+def _parameters(out: Path) -> dict[str, np.ndarray]:
+    import torch
+
+    from parallel_vision.models.torch_zoo import build_torch_model
+
+    state = torch.load(out / "model.pt")
+    names = {n for n, _ in build_torch_model("paper_cnn", 1, 28, 10, 0.0).named_parameters()}
+    return {k: v.numpy() for k, v in state.items() if k in names}
+
+
+def _expected_powersgd_bytes(rank: int) -> int:
+    """What torch's PowerSGD all-reduces per step for the paper CNN: each matrix (a parameter viewed as
+    shape[0] × rest) worth compressing — (n + m)·r·2 < n·m, torch's min_compression_rate 2 — as P (n×r) and
+    Q (m×r); every other tensor (biases, BatchNorm, small matrices) uncompressed; fp32."""
+    from parallel_vision.models.torch_zoo import build_torch_model
+
+    elements = 0
+    for _, p in build_torch_model("paper_cnn", 1, 28, 10, 0.0).named_parameters():
+        n = p.shape[0]
+        m = p.numel() // n
+        if p.ndim > 1 and (n + m) * rank * 2 < n * m:
+            elements += (n + m) * rank
+        else:
+            elements += p.numel()
+    return elements * 4
+
+
+@pytest.mark.slow
+def test_grad_accum_equals_ddp_and_compression_changes_the_bytes_sent(data_dir: Path, tmp_path: Path) -> None:
+    """Spec 1: DDP with 2 workers at per-worker batch 64 = one worker with --grad-accum 2 at micro-batch 64
+    (global 128 both, one thread per worker): the same micro-batches through BatchNorm, the same mean gradient, so the same weights
+    (BatchNorm's running statistics differ by design: DDP keeps rank 0's, accumulation sees every micro-batch;
+    they are buffers, not weights). Spec 2: fp16 halves the bytes sent per step, PowerSGD sends P and Q.
+    Also: time to target reached and not reached, and the result records the levers."""
+    ddp = _run(data_dir, tmp_path / "ddp", strategy="ddp", workers=2, target_accuracy=0.05)
+    accum = _run(data_dir, tmp_path / "accum", grad_accum=2, target_accuracy=1.0)
+    a, b = _parameters(tmp_path / "ddp"), _parameters(tmp_path / "accum")
+    assert a.keys() == b.keys() and len(a) == 22
+    for name in a:  # bit for bit: the same micro-batches, gradients halved exactly (÷2), summed in the same order
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert accum["summary"]["micro_batch"] == 64 and ddp["summary"]["micro_batch"] == 64
+
+    assert ddp["summary"]["target_reached"] is True and ddp["summary"]["epochs_to_target"] == 1
+    assert ddp["summary"]["time_to_target_s"] == pytest.approx(ddp["epochs"][0]["epoch_time_s"])
+    assert accum["summary"]["target_reached"] is False and accum["summary"]["time_to_target_s"] is None
+    assert "comm_bytes_per_step" not in accum["summary"]  # nothing is all-reduced by one worker
+
+    params = sum(int(v.size) for v in a.values())
+    plain = ddp["summary"]["comm_bytes_per_step"]
+    assert plain == params * 4  # every fp32 gradient once per step (a bucket's buffer)
+    assert ddp["epochs"][0]["comm_bytes"] == plain * 4  # 4 steps
+
+    fp16 = _run(data_dir, tmp_path / "fp16", strategy="ddp", workers=2, grad_compression="fp16")
+    assert fp16["summary"]["comm_bytes_per_step"] == plain / 2
+    psgd = _run(data_dir, tmp_path / "psgd", strategy="ddp", workers=2, grad_compression="powersgd:1")
+    assert psgd["summary"]["comm_bytes_per_step"] == _expected_powersgd_bytes(1)
+    assert plain / psgd["summary"]["comm_bytes_per_step"] > 50  # the 128×6272 dense layer dominates
+    for result in (fp16, psgd):
+        assert result["epochs"][0]["comm_time_s"] > 0 and math.isfinite(result["summary"]["test_accuracy"])
