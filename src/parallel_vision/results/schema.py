@@ -52,6 +52,10 @@ EPOCH_KEYS = (
     "n_test_evaluated",
 )
 
+#: Epoch keys newer results carry as well (docs/levers.md); older schema-1 files lack them.
+#: comm_bytes: bytes one worker handed to the gradient all-reduce that epoch (torch DDP; null elsewhere).
+OPTIONAL_EPOCH_KEYS = ("comm_bytes",)
+
 #: Keys of the summary block that every complete result has.
 REQUIRED_SUMMARY_KEYS = (
     "test_accuracy",
