@@ -190,3 +190,80 @@ def test_grad_accum_equals_ddp_and_compression_changes_the_bytes_sent(data_dir: 
     assert plain / psgd["summary"]["comm_bytes_per_step"] > 50  # the 128×6272 dense layer dominates
     for result in (fp16, psgd):
         assert result["epochs"][0]["comm_time_s"] > 0 and math.isfinite(result["summary"]["test_accuracy"])
+
+
+# ------------------------------------------------------------------------------ the report
+def _fake_result(root: Path, name: str, *, steady: float, accuracies: list[float], comm_bytes: float | None = None,
+                 **changes: object) -> None:
+    """A complete result.json written the engines' way (summary from the epoch records, target included)."""
+    import uuid
+
+    from parallel_vision.engines.levers import schedule_record
+    from parallel_vision.results.schema import summarise_epochs, write_result
+
+    cfg = RunConfig(**dict({"epochs": 3, "batch_size": 512, "limit_train": 6144, "limit_test": 2000,
+                            "threads_per_worker": 1, "target_accuracy": 0.85}, **changes))  # type: ignore[arg-type]
+    times = [steady * 1.5, steady, steady]
+    ddp = cfg.strategy == "ddp"
+    epochs = [{"epoch": i + 1, "train_loss": 1.0, "train_accuracy": a, "test_loss": 0.5, "test_accuracy": a,
+               "epoch_time_s": t, "images_per_s": 6144 / t, "data_time_s": 0.1, "compute_time_s": t - 0.1,
+               "comm_time_s": 0.3 * t if ddp else None, "eval_time_s": 0.4, "n_train_images": 6144,
+               "n_test_evaluated": 2000, "comm_bytes": comm_bytes * 12 if comm_bytes else None}
+              for i, (t, a) in enumerate(zip(times, accuracies))]
+    summary = summarise_epochs(epochs, total_time_s=sum(times) + 8.0)
+    summary.update({"world_size": cfg.workers, "global_batch": 512, "per_worker_batch": 512 // cfg.workers,
+                    "steps_per_epoch": 12, "n_train": 6144, **schedule_record(cfg, 6144),
+                    **target_summary(0.85, epochs)})
+    if comm_bytes is not None:
+        summary["comm_bytes_per_step"] = comm_bytes
+    data = {"schema_version": 1, "run_id": uuid.uuid4().hex, "status": "complete",
+            "created_at": "2026-01-01T00:00:00+00:00", "config": cfg.to_dict(),
+            "environment": {"host": "h", "code_version": "abc", "cpu_model": "CPU", "torch_threads": 1},
+            "epochs": epochs, "summary": summary, "timing": {}, "classification_report": {},
+            "confusion_matrix": [], "artifacts": {}}
+    write_result(data, root / "runs" / name)
+
+
+def test_report_gives_speedup_to_target_and_one_sentence_per_lever(tmp_path: Path) -> None:
+    from parallel_vision.report import levers as report_levers
+    from parallel_vision.report import tables
+    from parallel_vision.report.data import build_report_data
+
+    ddp = {"strategy": "ddp", "workers": 2}
+    _fake_result(tmp_path, "single", steady=10.0, accuracies=[0.80, 0.86, 0.88])
+    _fake_result(tmp_path, "ddp", steady=6.0, accuracies=[0.80, 0.84, 0.86], comm_bytes=3.6e6, **ddp)
+    _fake_result(tmp_path, "ddp-lr", steady=6.0, accuracies=[0.86, 0.88, 0.89], comm_bytes=3.6e6, lr_scaling="linear",
+                 base_batch=256, warmup_epochs=1, **ddp)
+    _fake_result(tmp_path, "ddp-psgd", steady=5.0, accuracies=[0.70, 0.80, 0.82], comm_bytes=6.7e4,
+                 grad_compression="powersgd:1", **ddp)
+    data = build_report_data(tmp_path)
+
+    [row] = data.strong  # the lever runs differ from the 1-worker run in more than workers: no scaling row
+    assert row.speedup_to_target is not None
+    assert row.speedup_to_target.median == pytest.approx((15 + 10) / (9 + 6 + 6))
+    assert "Speedup to target" in tables.scaling_table(data.strong, "strong").headers
+
+    rows = report_levers.lever_rows(data)
+    assert [r.group.config.get("grad_compression") for r in rows][0] == "none"  # the reference first
+    text = report_levers.sentences(data)
+    assert len(text) == 3 and text[-1] == report_levers.NO_PROJECTION
+    lr, psgd = text[0], text[1]
+    assert lr.startswith("linear LR scaling (lr 0.002) with 1-epoch warm-up") and "buys 12.0 s to 85.0 %" in lr
+    assert "PowerSGD rank 1 compression" in psgd and "never reaches 85.0 %" in psgd and "×0.0186" in psgd
+    table = tables.levers_table(rows)
+    assert "not reached" in [line[6] for line in table.rows]
+
+    from parallel_vision.report import write_report
+
+    write_report(tmp_path, formats=("md",))
+    markdown = (tmp_path / "report.md").read_text()
+    assert "What each lever buys" in markdown and "buys 12.0 s to 85.0 %" in markdown
+
+
+def test_speedup_to_target_says_not_reached(tmp_path: Path) -> None:
+    from parallel_vision.report.data import build_report_data
+
+    _fake_result(tmp_path, "single", steady=10.0, accuracies=[0.80, 0.86, 0.88])
+    _fake_result(tmp_path, "ddp", steady=6.0, accuracies=[0.80, 0.81, 0.82], strategy="ddp", workers=2)
+    [row] = build_report_data(tmp_path).strong
+    assert row.speedup_to_target is None and row.target_text == "not reached (2 workers)"
