@@ -219,8 +219,10 @@ def _fake_result(root: Path, name: str, *, steady: float, accuracies: list[float
     data = {"schema_version": 1, "run_id": uuid.uuid4().hex, "status": "complete",
             "created_at": "2026-01-01T00:00:00+00:00", "config": cfg.to_dict(),
             "environment": {"host": "h", "code_version": "abc", "cpu_model": "CPU", "torch_threads": 1},
-            "epochs": epochs, "summary": summary, "timing": {}, "classification_report": {},
-            "confusion_matrix": [], "artifacts": {}}
+            "epochs": epochs, "summary": summary, "timing": {},
+            "classification_report": {str(c): {"precision": 0.9, "recall": 0.9, "f1-score": 0.9, "support": 200}
+                                      for c in range(10)},
+            "confusion_matrix": [[200 if i == j else 0 for j in range(10)] for i in range(10)], "artifacts": {}}
     write_result(data, root / "runs" / name)
 
 
