@@ -50,7 +50,8 @@ SYNTHETIC_DEFAULT_SHAPE = {"image_size": 32, "channels": 3, "classes": 10}
 #: existed keep their identity (and de-duplicate against new runs of the same configuration).
 IDENTITY_OPTIONAL = {"init": "framework", "model": "paper_cnn", "augment": False, "image_size": None,
                      "channels": None, "classes": None, "lr_scaling": "none", "base_batch": None,
-                     "warmup_epochs": 0, "grad_accum": 1, "grad_compression": "none", "target_accuracy": None}
+                     "warmup_epochs": 0, "grad_accum": 1, "grad_compression": "none", "target_accuracy": None,
+                     "stop_at_target": False}
 ENGINE_NAMES = {"torch": "torch", "tensorflow": "TensorFlow"}
 
 
@@ -95,6 +96,8 @@ class RunConfig:
     """`fp16`, `bf16`, `powersgd[:rank]`: gradients compressed for the DDP all-reduce (torch's hooks)."""
     target_accuracy: float | None = None
     """Record the training time to the end of the first epoch whose test accuracy reaches this (0 < A <= 1)."""
+    stop_at_target: bool = False
+    """End training after the first epoch that reaches `target_accuracy` (the run is complete then)."""
     dropout: float = 0.25
     """The paper does not state its dropout rate; 0.25 is ours, the same in both frameworks."""
     init: InitMode = "framework"
@@ -364,6 +367,12 @@ def validate(cfg: RunConfig) -> None:
     _check_levers(cfg)
 
 
+def reached_target(cfg: RunConfig, test_accuracy: float | None) -> bool:
+    """Whether a finished epoch with this test accuracy ends a `stop_at_target` run."""
+    return bool(cfg.stop_at_target and cfg.target_accuracy is not None and test_accuracy is not None
+                and test_accuracy >= cfg.target_accuracy)
+
+
 def _check_levers(cfg: RunConfig) -> None:
     """The levers of docs/levers.md: LR scaling and warm-up, accumulation, compression, time to target."""
     _check_choice("lr_scaling", cfg.lr_scaling, get_args(LrScaling))
@@ -394,6 +403,8 @@ def _check_levers(cfg: RunConfig) -> None:
     if kind != "none" and cfg.strategy != "ddp":
         raise ConfigError(f"grad_compression applies to strategy ddp only (a DDP communication hook); "
                           f"strategy is {cfg.strategy}")
+    if cfg.stop_at_target and cfg.target_accuracy is None:
+        raise ConfigError("stop_at_target needs --target-accuracy")
     if cfg.target_accuracy is not None:
         if isinstance(cfg.target_accuracy, bool) or not isinstance(cfg.target_accuracy, (int, float)):
             raise ConfigError(f"target_accuracy must be a number; got {cfg.target_accuracy!r}")

@@ -96,6 +96,8 @@ def train(
                                          "powersgd[:rank]: torch DDP communication hooks."),
     target_accuracy: float | None = typer.Option(None, "--target-accuracy", help="Record the training time to the "
                                                  "first epoch whose test accuracy reaches A (e.g. 0.99)."),
+    stop_at_target: bool = typer.Option(D.stop_at_target, "--stop-at-target", help="End training once "
+                                        "--target-accuracy is reached."),
     seed: int = typer.Option(D.seed, "--seed"),
     model: str = typer.Option(D.model, "--model", "-m", help="paper_cnn, resnet18 or wide_mlp (docs/models.md)."),
     dataset: str = typer.Option(D.dataset, "--dataset", help="mnist, fashion-mnist, kmnist, cifar10 or synthetic "

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from parallel_vision.config import RunConfig
+from parallel_vision.config import RunConfig, reached_target
 from parallel_vision.engines.common import EpochProgress, epoch_record, steps_per_epoch
 from parallel_vision.engines.torch import build
 from parallel_vision.engines.torch.data import epoch_permutation, eval_shard, load_data, shard_slice
@@ -150,6 +150,8 @@ class Trainer(Resumable):
             progress.end_epoch(record)
             on_epoch(record)
             self.end_of_epoch(epoch)
+            if reached_target(self.cfg, record["test_accuracy"]):  # the same accuracy on every rank: all stop
+                break
 
     def run_epoch(self, epoch: int, progress: EpochProgress) -> dict[str, Any]:
         cfg = self.cfg
