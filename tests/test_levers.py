@@ -82,6 +82,7 @@ def test_keras_schedule_gives_the_same_rates_as_torch_step_by_step() -> None:
     ({"framework": "tensorflow", "strategy": "ddp", "workers": 2, "grad_compression": "fp16"}, "strategy for"),
     ({"target_accuracy": 0.0}, "(0, 1]"),
     ({"target_accuracy": True}, "must be a number"),
+    ({"stop_at_target": True}, "needs --target-accuracy"),
 ])
 def test_levers_refused_in_one_line(changes: dict, phrase: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -91,7 +92,8 @@ def test_levers_refused_in_one_line(changes: dict, phrase: str) -> None:
 
 def test_lever_defaults_keep_the_identity_of_older_runs() -> None:
     assert RunConfig().identity() == {k: v for k, v in RunConfig().identity().items()}
-    for key in ("lr_scaling", "base_batch", "warmup_epochs", "grad_accum", "grad_compression", "target_accuracy"):
+    for key in ("lr_scaling", "base_batch", "warmup_epochs", "grad_accum", "grad_compression", "target_accuracy",
+                "stop_at_target"):
         assert key not in RunConfig().identity()
     assert RunConfig(grad_accum=2).identity()["grad_accum"] == 2
     assert RunConfig(strategy="ddp", workers=2, grad_compression="powersgd:4").compression == ("powersgd", 4)
@@ -165,7 +167,9 @@ def test_grad_accum_equals_ddp_and_compression_changes_the_bytes_sent(data_dir: 
     (BatchNorm's running statistics differ by design: DDP keeps rank 0's, accumulation sees every micro-batch;
     they are buffers, not weights). Spec 2: fp16 halves the bytes sent per step, PowerSGD sends P and Q.
     Also: time to target reached and not reached, and the result records the levers."""
-    ddp = _run(data_dir, tmp_path / "ddp", strategy="ddp", workers=2, target_accuracy=0.05)
+    # 2 epochs, but --stop-at-target ends it after the first (which reaches 5 %): the same training as `accum`
+    ddp = _run(data_dir, tmp_path / "ddp", strategy="ddp", workers=2, target_accuracy=0.05, stop_at_target=True,
+               epochs=2)
     accum = _run(data_dir, tmp_path / "accum", grad_accum=2, target_accuracy=1.0)
     a, b = _parameters(tmp_path / "ddp"), _parameters(tmp_path / "accum")
     assert a.keys() == b.keys() and len(a) == 22
@@ -174,6 +178,7 @@ def test_grad_accum_equals_ddp_and_compression_changes_the_bytes_sent(data_dir: 
     assert accum["summary"]["micro_batch"] == 64 and ddp["summary"]["micro_batch"] == 64
 
     assert ddp["summary"]["target_reached"] is True and ddp["summary"]["epochs_to_target"] == 1
+    assert ddp["status"] == "complete" and len(ddp["epochs"]) == 1
     assert ddp["summary"]["time_to_target_s"] == pytest.approx(ddp["epochs"][0]["epoch_time_s"])
     assert accum["summary"]["target_reached"] is False and accum["summary"]["time_to_target_s"] is None
     assert "comm_bytes_per_step" not in accum["summary"]  # nothing is all-reduced by one worker
