@@ -274,3 +274,15 @@ def test_speedup_to_target_says_not_reached(tmp_path: Path) -> None:
     _fake_result(tmp_path, "ddp", steady=6.0, accuracies=[0.80, 0.81, 0.82], strategy="ddp", workers=2)
     [row] = build_report_data(tmp_path).strong
     assert row.speedup_to_target is None and row.target_text == "not reached (2 workers)"
+
+
+def test_levers_preset_plans_each_lever_where_the_engine_honours_it() -> None:
+    from parallel_vision.bench.matrix import expand
+    from parallel_vision.bench.presets import LEVER_VARIANTS, get_preset
+
+    plan = expand(get_preset("levers"), cores=2)
+    assert [p.cfg.extra.get("lever") for p in plan if p.cfg] == [None, None] + [label for label, _ in LEVER_VARIANTS]
+    assert all(p.cfg and p.cfg.target_accuracy == 0.85 and p.error is None for p in plan)
+    both = expand(get_preset("levers").replace(frameworks=("torch", "tensorflow")), cores=2)
+    tf = [p.cfg.extra.get("lever") for p in both if p.cfg and p.cfg.framework == "tensorflow"]
+    assert tf == [None, None, "lr-linear-warmup", "bf16"]  # Mirrored: no accumulation, no DDP hooks
