@@ -18,7 +18,6 @@ from parallel_vision.config import RunConfig
 from parallel_vision.engines import levers
 from parallel_vision.errors import ConfigError
 from parallel_vision.results.schema import target_summary
-
 from tf_probe import run_probe
 
 
@@ -163,7 +162,8 @@ def _expected_powersgd_bytes(rank: int) -> int:
 @pytest.mark.slow
 def test_grad_accum_equals_ddp_and_compression_changes_the_bytes_sent(data_dir: Path, tmp_path: Path) -> None:
     """Spec 1: DDP with 2 workers at per-worker batch 64 = one worker with --grad-accum 2 at micro-batch 64
-    (global 128 both, one thread per worker): the same micro-batches through BatchNorm, the same mean gradient, so the same weights
+    (global 128 both, one thread per worker): the same micro-batches through BatchNorm, the same mean gradient, so
+    the same weights
     (BatchNorm's running statistics differ by design: DDP keeps rank 0's, accumulation sees every micro-batch;
     they are buffers, not weights). Spec 2: fp16 halves the bytes sent per step, PowerSGD sends P and Q.
     Also: time to target reached and not reached, and the result records the levers."""
@@ -214,7 +214,7 @@ def _fake_result(root: Path, name: str, *, steady: float, accuracies: list[float
                "epoch_time_s": t, "images_per_s": 6144 / t, "data_time_s": 0.1, "compute_time_s": t - 0.1,
                "comm_time_s": 0.3 * t if ddp else None, "eval_time_s": 0.4, "n_train_images": 6144,
                "n_test_evaluated": 2000, "comm_bytes": comm_bytes * 12 if comm_bytes else None}
-              for i, (t, a) in enumerate(zip(times, accuracies))]
+              for i, (t, a) in enumerate(zip(times, accuracies, strict=True))]
     summary = summarise_epochs(epochs, total_time_s=sum(times) + 8.0)
     summary.update({"world_size": cfg.workers, "global_batch": 512, "per_worker_batch": 512 // cfg.workers,
                     "steps_per_epoch": 12, "n_train": 6144, **schedule_record(cfg, 6144),

@@ -19,9 +19,9 @@ import numpy as np
 from parallel_vision.atomic import atomic_write_bytes, disk_full, is_disk_full
 from parallel_vision.config import RunConfig
 from parallel_vision.engines.common import launch_time, peak_rss_mib, steps_per_epoch
+from parallel_vision.engines.levers import schedule_record
 from parallel_vision.engines.metrics import classification_outputs
 from parallel_vision.engines.workload import workload_record
-from parallel_vision.engines.levers import schedule_record
 from parallel_vision.results.schema import SCHEMA_VERSION, TIMING_KEYS, summarise_epochs, target_summary, write_result
 
 PREDICTIONS_FILE = "predictions.npy"

@@ -136,7 +136,8 @@ def sentence(row: LeverRow, target: float | None) -> str:
         else:
             facts.append(f"neither run reaches {goal}")
     if row.epoch_time and ref.epoch_time:
-        facts.append(f"steady epoch {ref.epoch_time:.2f} → {row.epoch_time:.2f} s ({_change(ref.epoch_time, row.epoch_time)})")
+        facts.append(f"steady epoch {ref.epoch_time:.2f} → {row.epoch_time:.2f} s "
+                     f"({_change(ref.epoch_time, row.epoch_time)})")
     if row.comm_bytes is not None and ref.comm_bytes is not None:
         facts.append(f"all-reduce {ref.comm_bytes / 1e6:.3g} → {row.comm_bytes / 1e6:.3g} MB per step per worker "
                      f"(×{row.comm_bytes / ref.comm_bytes:.3g})")

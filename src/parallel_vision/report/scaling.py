@@ -170,7 +170,9 @@ def target_speedup_text(baseline: Point, point: Point, speedup: Spread | None) -
     if missing:
         return "not reached (" + ", ".join(missing) + ")"
     assert speedup is not None
-    return f"{speedup.median:.2f}" if not speedup.has_range else f"{speedup.median:.2f} [{speedup.lo:.2f}–{speedup.hi:.2f}]"
+    if not speedup.has_range:
+        return f"{speedup.median:.2f}"
+    return f"{speedup.median:.2f} [{speedup.lo:.2f}–{speedup.hi:.2f}]"
 
 
 def _metric(p: Point, mode: str) -> Spread:

@@ -75,8 +75,8 @@ class Section:
 
 def sections(data: ReportData, figures: set[str]) -> list[Section]:
     """Every section of the report, in order (the headline and warnings come before them)."""
-    return [_runs(data), _scaling(data, figures), *_models(data), *_levers(data), *_timing(data), _comparison(data), _paper(data),
-            _classification(data), *_environment(data)]
+    return [_runs(data), _scaling(data, figures), *_models(data), *_levers(data), *_timing(data), _comparison(data),
+            _paper(data), _classification(data), *_environment(data)]
 
 
 def _runs(data: ReportData) -> Section:

@@ -66,7 +66,8 @@ def scheduler(cfg: RunConfig, optim: torch.optim.Optimizer, n_train: int) -> LRS
         return None
     steps = steps_per_epoch(n_train, cfg.batch_size)
     if cfg.lr_schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=levers.effective_lr(cfg), total_steps=steps * cfg.epochs)
+        return torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=levers.effective_lr(cfg),
+                                                   total_steps=steps * cfg.epochs)
     return torch.optim.lr_scheduler.LambdaLR(optim, lambda step: levers.lr_at(cfg, step, steps) / cfg.lr)
 
 

@@ -7,8 +7,8 @@ import os
 import torch
 
 from parallel_vision.config import RunConfig, usable_cores
-from parallel_vision.engines.levers import bf16_refusal
 from parallel_vision.engines.common import pin_to_cores
+from parallel_vision.engines.levers import bf16_refusal
 from parallel_vision.errors import ConfigError
 
 

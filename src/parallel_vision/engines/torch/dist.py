@@ -181,7 +181,8 @@ def _compression_hook(kind: str, rank: int | None, group: Any) -> tuple[Any, Cal
         return group, default_hooks.bf16_compress_hook
     # start_powerSGD_iter=2, the smallest torch allows with error feedback: steps 1 and 2 are plain all-reduces.
     state = powerSGD_hook.PowerSGDState(process_group=group, matrix_approximation_rank=int(rank or 1),
-                                        start_powerSGD_iter=POWERSGD_PLAIN_STEPS, use_error_feedback=True, warm_start=True)
+                                        start_powerSGD_iter=POWERSGD_PLAIN_STEPS, use_error_feedback=True,
+                                        warm_start=True)
     return state, powerSGD_hook.powerSGD_hook
 
 
