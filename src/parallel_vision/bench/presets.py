@@ -148,7 +148,9 @@ PRESETS: dict[str, BenchSpec] = {
         scaling="strong",
         reference=False,
         levers=LEVER_VARIANTS,
-        target_accuracy=0.85,
+        # 0.90, not 0.85: on this subset the plain runs are at 84.8–85.0 % after epoch 2, so an 85 % target
+        # flips between epoch 2 and 3 on noise; by epoch 3 they are at 91–96 %.
+        target_accuracy=0.90,
     ),
 }
 
@@ -161,7 +163,7 @@ PRESET_DESCRIPTIONS = {
     "models": "paper_cnn, resnet18 and wide_mlp (compute-bound to communication-bound), 1 vs 2 workers in both "
     "frameworks, 1,024 training / 500 test MNIST images, 2 epochs, batch 128",
     "levers": "torch 1 worker vs 2 (ddp) plain and with LR scaling + warm-up, gradient accumulation, fp16 and PowerSGD "
-    "compression, bf16 and two combinations; 6,144 training / 2,000 test images, 3 epochs, batch 512, time to 85 %",
+    "compression, bf16 and two combinations; 6,144 training / 2,000 test images, 3 epochs, batch 512, time to 90 %",
 }
 
 

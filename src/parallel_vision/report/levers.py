@@ -13,6 +13,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from parallel_vision.bench.machine import BUSY_CORES
 from parallel_vision.report.data import ConfigGroup, ReportData, target_stats
 from parallel_vision.report.scaling import Spread
 
@@ -121,7 +122,7 @@ def sentence(row: LeverRow, target: float | None) -> str:
     ref = _row(row.reference, None) if row.reference is not None else None
     if ref is None:
         return f"{row.lever}: no lever-free run with the same settings to compare it with."
-    what = f"{row.lever} ({row.group.label} vs {ref.group.label})"
+    what = f"{row.lever} on {row.group.label}, against the same run without levers"
     facts = []
     goal = f"{target * 100:.1f} %" if target is not None else "the target"
     if row.target_missed is not None and ref.target_missed is not None:
@@ -145,7 +146,17 @@ def sentence(row: LeverRow, target: float | None) -> str:
         facts.append(f"all-reduce time {ref.comm_time:.2f} → {row.comm_time:.2f} s per epoch")
     if row.accuracy is not None and ref.accuracy is not None:
         facts.append(f"final accuracy {ref.accuracy * 100:.2f} → {row.accuracy * 100:.2f} %")
-    return f"{what}: " + "; ".join(facts) + "."
+    busy = _busy(row.group) + _busy(ref.group)
+    caveat = (f" Timing caveat: other processes used ≥ {BUSY_CORES:g} cores during "
+              + " and ".join(sorted(set(busy))) + ", so the time differences may be the machine's, not the lever's."
+              if busy else "")
+    return f"{what}: " + "; ".join(facts) + "." + caveat
+
+
+def _busy(g: ConfigGroup) -> list[str]:
+    """This configuration's label when another process loaded the machine while one of its runs trained."""
+    loaded = any((r.get("other_cores") or 0) >= BUSY_CORES for r in g.runs)
+    return [f"{g.label} ({describe(g.config)})"] if loaded else []
 
 
 def sentences(data: ReportData) -> list[str]:
