@@ -146,17 +146,16 @@ def sentence(row: LeverRow, target: float | None) -> str:
         facts.append(f"all-reduce time {ref.comm_time:.2f} → {row.comm_time:.2f} s per epoch")
     if row.accuracy is not None and ref.accuracy is not None:
         facts.append(f"final accuracy {ref.accuracy * 100:.2f} → {row.accuracy * 100:.2f} %")
-    busy = _busy(row.group) + _busy(ref.group)
+    loaded = [name for name, g in (("this run", row.group), ("the run without levers", ref.group)) if _busy(g)]
     caveat = (f" Timing caveat: other processes used ≥ {BUSY_CORES:g} cores during "
-              + " and ".join(sorted(set(busy))) + ", so the time differences may be the machine's, not the lever's."
-              if busy else "")
+              + ("both runs" if len(loaded) == 2 else loaded[0]) + ", so the time differences may be the machine's, "
+              "not the lever's." if loaded else "")
     return f"{what}: " + "; ".join(facts) + "." + caveat
 
 
-def _busy(g: ConfigGroup) -> list[str]:
-    """This configuration's label when another process loaded the machine while one of its runs trained."""
-    loaded = any((r.get("other_cores") or 0) >= BUSY_CORES for r in g.runs)
-    return [f"{g.label} ({describe(g.config)})"] if loaded else []
+def _busy(g: ConfigGroup) -> bool:
+    """Whether another process loaded the machine while one of this configuration's runs trained."""
+    return any((r.get("other_cores") or 0) >= BUSY_CORES for r in g.runs)
 
 
 def sentences(data: ReportData) -> list[str]:
