@@ -131,6 +131,24 @@ CONFIG_CASES = [
     ("unknown-precision", {"precision": "fp8"}, ["precision must be one of fp32, bf16, fp16", "'fp8'"]),
     ("unknown-device", {"device": "tpu"}, ["device must be one of auto, cpu, cuda", "'tpu'"]),
     ("unknown-lr-schedule", {"lr_schedule": "cosine"}, ["lr_schedule must be one of", "'cosine'"]),
+    # the levers (docs/levers.md)
+    ("lr-scaling-without-base-batch", {"lr_scaling": "linear"}, ["lr_scaling linear needs --base-batch"]),
+    ("unknown-lr-scaling", {"lr_scaling": "cubic", "base_batch": 64}, ["lr_scaling must be one of none, linear, sqrt"]),
+    ("warmup-with-onecycle", {"warmup_epochs": 1, "lr_schedule": "onecycle"},
+     ["warmup_epochs cannot be combined with lr_schedule onecycle"]),
+    ("grad-accum-not-dividing", {"strategy": "ddp", "workers": 2, "batch_size": 256, "grad_accum": 3},
+     ["global batch 256 does not divide into 2 worker(s) × 3 micro-batches"]),
+    ("grad-accum-tf-mirrored", {"framework": "tensorflow", "strategy": "mirrored", "workers": 2, "grad_accum": 2},
+     ["grad_accum under TensorFlow's mirrored strategy is not possible"]),
+    ("grad-compression-on-tensorflow", {"framework": "tensorflow", "grad_compression": "fp16"},
+     ["grad_compression applies to the torch engine only"]),
+    ("grad-compression-without-ddp", {"grad_compression": "powersgd"},
+     ["grad_compression applies to strategy ddp only"]),
+    ("unknown-grad-compression", {"strategy": "ddp", "workers": 2, "grad_compression": "int8"},
+     ["grad_compression must be none, fp16, bf16 or powersgd[:rank]", "'int8'"]),
+    ("powersgd-rank-0", {"strategy": "ddp", "workers": 2, "grad_compression": "powersgd:0"},
+     ["the PowerSGD rank must be an integer >= 1"]),
+    ("target-accuracy-percent", {"target_accuracy": 99}, ["target_accuracy must be in (0, 1]", "0.99 for 99 %"]),
 ]
 
 

@@ -65,7 +65,25 @@ def run_under_tf_config(data_dir: str, out: str) -> None:
     print("tensorflow imported:", "tensorflow" in sys.modules)
 
 
+def lr_sequence(config_json: str, n_train: str) -> None:
+    """The learning rate Keras applies at each optimiser step of CONFIG under the TF engine's schedule: the
+    schedule read at the micro-step of each update (s·K + K − 1), as the optimiser reads it."""
+    import keras
+
+    from parallel_vision.config import RunConfig
+    from parallel_vision.engines.common import steps_per_epoch
+    from parallel_vision.engines.tensorflow.model import make_optimizer
+
+    cfg = RunConfig.from_json(config_json)
+    optimizer = make_optimizer(keras, cfg, int(n_train))
+    steps = steps_per_epoch(int(n_train), cfg.batch_size) * cfg.epochs
+    k = cfg.grad_accum
+    rate = optimizer._learning_rate
+    print(json.dumps([float(rate(s * k + k - 1)) for s in range(steps)] if callable(rate) else [float(rate)] * steps))
+
+
 PROBES: dict[str, Callable[..., None]] = {
+    "lr-sequence": lr_sequence,
     "model-summary": model_summary,
     "predict": predict,
     "run-under-tf-config": run_under_tf_config,

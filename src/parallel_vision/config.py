@@ -25,6 +25,10 @@ MemoryFormat = Literal["channels_last", "contiguous"]
 LrSchedule = Literal["constant", "onecycle"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 InitMode = Literal["framework", "aligned"]
+LrScaling = Literal["none", "linear", "sqrt"]
+#: --grad-compression: torch DDP communication hooks ("powersgd:R" picks the rank; plain "powersgd" is rank 1).
+GRAD_COMPRESSIONS = ("none", "fp16", "bf16", "powersgd")
+POWERSGD_DEFAULT_RANK = 1
 
 STRATEGIES: dict[str, tuple[str, ...]] = {
     "torch": ("single", "dp", "ddp"),
@@ -49,7 +53,9 @@ SYNTHETIC_DEFAULT_SHAPE = {"image_size": 32, "channels": 3, "classes": 10}
 #: New fields whose default value is left out of a run's identity, so runs recorded before they
 #: existed keep their identity (and de-duplicate against new runs of the same configuration).
 IDENTITY_OPTIONAL = {"init": "framework", "model": "paper_cnn", "augment": False, "image_size": None,
-                     "channels": None, "classes": None}
+                     "channels": None, "classes": None, "lr_scaling": "none", "base_batch": None,
+                     "warmup_epochs": 0, "grad_accum": 1, "grad_compression": "none", "target_accuracy": None,
+                     "stop_at_target": False}
 ENGINE_NAMES = {"torch": "torch", "tensorflow": "TensorFlow", "jax": "JAX"}
 
 
@@ -81,6 +87,21 @@ class RunConfig:
     lr_schedule: LrSchedule = only("torch", "constant")
     """`onecycle`: PyTorch's OneCycleLR to `lr` over the run (torch only; the fast GPU schedule)."""
     label_smoothing: float = only("torch", 0.0)
+    lr_scaling: LrScaling = "none"
+    """`linear` / `sqrt`: the learning rate actually used is `lr` × (batch_size ÷ base_batch), or its square
+    root (Goyal et al., arXiv:1706.02677). `lr` is the rate tuned for `base_batch` (docs/levers.md)."""
+    base_batch: int | None = None
+    """The global batch `lr` was tuned for (needed by `lr_scaling`)."""
+    warmup_epochs: int = 0
+    """Gradual warm-up: the rate ramps linearly, step by step, to its scaled value over this many epochs."""
+    grad_accum: int = 1
+    """Micro-batches per optimiser step on each worker: each takes batch_size ÷ (workers × grad_accum)."""
+    grad_compression: str = only("torch", "none", "it is a torch DDP communication hook")
+    """`fp16`, `bf16`, `powersgd[:rank]`: gradients compressed for the DDP all-reduce (torch's hooks)."""
+    target_accuracy: float | None = None
+    """Record the training time to the end of the first epoch whose test accuracy reaches this (0 < A <= 1)."""
+    stop_at_target: bool = False
+    """End training after the first epoch that reaches `target_accuracy` (the run is complete then)."""
     dropout: float = 0.25
     """The paper does not state its dropout rate; 0.25 is ours, the same in both frameworks."""
     init: InitMode = "framework"
@@ -137,6 +158,19 @@ class RunConfig:
     @property
     def per_worker_batch(self) -> int:
         return self.batch_size // self.workers
+
+    @property
+    def micro_batch(self) -> int:
+        """Images one worker pushes through forward and backward at a time (per-worker batch ÷ grad_accum)."""
+        return self.batch_size // (self.workers * self.grad_accum)
+
+    @property
+    def compression(self) -> tuple[str, int | None]:
+        """`grad_compression` parsed: (kind, PowerSGD rank or None)."""
+        kind, _, rank = self.grad_compression.partition(":")
+        if kind == "powersgd":
+            return kind, int(rank) if rank else POWERSGD_DEFAULT_RANK
+        return kind, None
 
     @property
     def is_distributed(self) -> bool:
@@ -334,3 +368,53 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("strategy 'dp' (nn.DataParallel) needs >= 2 CUDA devices; --device cpu was given")
     if not isinstance(cfg.extra, dict):
         raise ConfigError("extra must be a mapping of labels")
+    _check_levers(cfg)
+
+
+def reached_target(cfg: RunConfig, test_accuracy: float | None) -> bool:
+    """Whether a finished epoch with this test accuracy ends a `stop_at_target` run."""
+    return bool(cfg.stop_at_target and cfg.target_accuracy is not None and test_accuracy is not None
+                and test_accuracy >= cfg.target_accuracy)
+
+
+def _check_levers(cfg: RunConfig) -> None:
+    """The levers of docs/levers.md: LR scaling and warm-up, accumulation, compression, time to target."""
+    _check_choice("lr_scaling", cfg.lr_scaling, get_args(LrScaling))
+    _check_int("warmup_epochs", cfg.warmup_epochs, 0)
+    _check_int("grad_accum", cfg.grad_accum, 1)
+    if cfg.base_batch is not None:
+        _check_int("base_batch", cfg.base_batch, 1)
+    if cfg.lr_scaling != "none" and cfg.base_batch is None:
+        raise ConfigError(f"lr_scaling {cfg.lr_scaling} needs --base-batch (the global batch lr was tuned for)")
+    if cfg.lr_scaling == "none" and cfg.base_batch is not None:
+        raise ConfigError("base_batch only applies with --lr-scaling linear or sqrt")
+    if cfg.warmup_epochs and cfg.lr_schedule == "onecycle":
+        raise ConfigError("warmup_epochs cannot be combined with lr_schedule onecycle (it has its own warm-up)")
+    if cfg.warmup_epochs > cfg.epochs:
+        raise ConfigError(f"warmup_epochs {cfg.warmup_epochs} is longer than the run ({cfg.epochs} epochs)")
+    if cfg.batch_size % (cfg.workers * cfg.grad_accum):
+        raise ConfigError(f"global batch {cfg.batch_size} does not divide into {cfg.workers} worker(s) × "
+                          f"{cfg.grad_accum} micro-batches (grad_accum)")
+    if cfg.grad_accum > 1 and cfg.framework == "tensorflow" and cfg.strategy != "single":
+        raise ConfigError(f"grad_accum under TensorFlow's {cfg.strategy} strategy is not possible: Keras 3's "
+                          "gradient_accumulation_steps fails under tf.distribute (merge_call inside a cond); "
+                          "use strategy single or the torch engine")
+    if cfg.grad_accum > 1 and cfg.framework == "jax":
+        raise ConfigError("grad_accum is not implemented in the JAX engine (its jitted step takes one whole global "
+                          "batch); use the torch engine, or TensorFlow's single strategy")
+    kind, _, rank = cfg.grad_compression.partition(":")
+    if kind not in GRAD_COMPRESSIONS or (rank and kind != "powersgd"):
+        raise ConfigError(f"grad_compression must be none, fp16, bf16 or powersgd[:rank]; got {cfg.grad_compression!r}")
+    if rank and not (rank.isdigit() and int(rank) >= 1):
+        raise ConfigError(f"the PowerSGD rank must be an integer >= 1; got {rank!r}")
+    if kind != "none" and cfg.strategy != "ddp":
+        raise ConfigError(f"grad_compression applies to strategy ddp only (a DDP communication hook); "
+                          f"strategy is {cfg.strategy}")
+    if cfg.stop_at_target and cfg.target_accuracy is None:
+        raise ConfigError("stop_at_target needs --target-accuracy")
+    if cfg.target_accuracy is not None:
+        if isinstance(cfg.target_accuracy, bool) or not isinstance(cfg.target_accuracy, (int, float)):
+            raise ConfigError(f"target_accuracy must be a number; got {cfg.target_accuracy!r}")
+        if not 0.0 < cfg.target_accuracy <= 1.0:
+            raise ConfigError(f"target_accuracy must be in (0, 1] (a fraction: 0.99 for 99 %); "
+                              f"got {cfg.target_accuracy!r}")

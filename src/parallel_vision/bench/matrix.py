@@ -93,13 +93,21 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
     by_identity: dict[str, PlannedRun] = {}
 
     def add(framework: str, strategy: str, workers: int, batch: int, threads: int | None,
-            mode: str | None, role: str, model: str) -> None:
+            mode: str | None, role: str, model: str, lever: tuple[str, dict[str, Any]] | None = None) -> None:
         base: dict[str, Any] = {
             "framework": framework, "strategy": strategy, "workers": workers, "batch_size": batch,
             "epochs": spec.epochs, "limit_train": spec.limit_train, "limit_test": spec.limit_test,
             "data_dir": spec.data_dir, "device": spec.device, "init": spec.init, "model": model,
             "dataset": spec.dataset,
         }
+        if spec.target_accuracy is not None:
+            base["target_accuracy"] = spec.target_accuracy
+        if lever is not None:
+            base.update(lever[1])
+            try:
+                RunConfig(**base)  # type: ignore[arg-type]
+            except ConfigError:
+                return  # this framework or strategy does not honour the lever: no run (docs/levers.md)
         if threads is not None:
             # mirrored / dp replicas share one process: its pool gets threads × replicas.
             base["threads_per_worker"] = threads * workers if strategy in SHARED_PROCESS else threads
@@ -117,6 +125,9 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
             name += "-sgd"
         if spec.init != "framework":
             name += f"-init-{spec.init}"
+        if lever is not None:
+            name += f"-{lever[0]}"
+            extra["lever"] = lever[0]
         describe = {k: base[k] for k in ("model", "framework", "strategy", "workers", "batch_size")}
         try:
             cfg = RunConfig(**base, extra=extra)  # type: ignore[arg-type]
@@ -147,6 +158,11 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
                     for mode in modes:
                         batch = spec.batch_size if mode == "strong" else spec.batch_size * workers
                         add(framework, strategy, workers, batch, per_worker_threads, mode, "scaling", model)
+            for lever in spec.levers:
+                for workers in sorted(n for n in spec.workers if n > 1):
+                    for strategy in multi_strategies(framework, spec.strategies):
+                        add(framework, strategy, workers, spec.batch_size, per_worker_threads, None, "lever", model,
+                            lever)
             chosen = spec.reference_frameworks
             wants_reference = spec.reference and (chosen is None or framework in chosen)
             if wants_reference and on_cpu and per_worker_threads is not None and per_worker_threads < cores:

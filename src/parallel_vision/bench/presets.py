@@ -52,6 +52,11 @@ class BenchSpec:
     models: tuple[str, ...] = ("paper_cnn",)
     """Every model of the zoo named here runs the whole matrix (docs/models.md)."""
     dataset: str = "mnist"
+    levers: tuple[tuple[str, dict[str, Any]], ...] = ()
+    """(label, RunConfig changes) run on top of every N>1 configuration (docs/levers.md); a framework that
+    refuses a lever's change simply does not get that run."""
+    target_accuracy: float | None = None
+    """Every run records its time to this test accuracy (RunConfig.target_accuracy)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> BenchSpec:
@@ -64,8 +69,23 @@ class BenchSpec:
         d["workers"] = list(self.workers)
         d["models"] = list(self.models)
         d["reference_frameworks"] = list(self.reference_frameworks) if self.reference_frameworks else None
+        d["levers"] = [[label, dict(changes)] for label, changes in self.levers]
         return d
 
+
+#: The `levers` preset's batch: global 512, 256 per worker at N = 2; Adam 1e-3 counts as tuned for 256, the
+#: per-worker batch, so linear scaling doubles the rate at 2 workers (docs/levers.md).
+LEVERS_BATCH = 512
+LEVER_VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("lr-linear-warmup", {"lr_scaling": "linear", "base_batch": LEVERS_BATCH // 2, "warmup_epochs": 1}),
+    ("accum2", {"grad_accum": 2}),
+    ("fp16-comm", {"grad_compression": "fp16"}),
+    ("powersgd1", {"grad_compression": "powersgd:1"}),
+    ("bf16", {"precision": "bf16"}),
+    ("lr-linear-warmup+fp16-comm", {"lr_scaling": "linear", "base_batch": LEVERS_BATCH // 2, "warmup_epochs": 1,
+                                    "grad_compression": "fp16"}),
+    ("accum2+powersgd1", {"grad_accum": 2, "grad_compression": "powersgd:1"}),
+)
 
 PRESETS: dict[str, BenchSpec] = {
     # The README's main job: does 2-worker data parallelism beat 1 worker here, in both frameworks?
@@ -120,6 +140,24 @@ PRESETS: dict[str, BenchSpec] = {
         scaling="strong",
         reference=False,
     ),
+    # What each lever buys: 1 worker, then 2 workers plain and with each lever alone and in two combinations,
+    # all recording the time to a declared target on a declared subset (torch: every lever; TensorFlow
+    # mirrored: the levers it honours — LR scaling/warm-up and bf16 — when --frameworks adds it).
+    "levers": BenchSpec(
+        preset="levers",
+        frameworks=("torch",),
+        workers=(1, 2),
+        epochs=3,
+        batch_size=LEVERS_BATCH,
+        limit_train=6144,
+        limit_test=2000,
+        scaling="strong",
+        reference=False,
+        levers=LEVER_VARIANTS,
+        # 0.90, not 0.85: on this subset the plain runs are at 84.8–85.0 % after epoch 2, so an 85 % target
+        # flips between epoch 2 and 3 on noise; by epoch 3 they are at 91–96 %.
+        target_accuracy=0.90,
+    ),
 }
 
 PRESET_DESCRIPTIONS = {
@@ -130,6 +168,8 @@ PRESET_DESCRIPTIONS = {
     "scaling": "1, 2, … workers up to the machine's devices (or cores), strong and weak scaling",
     "models": "paper_cnn, resnet18 and wide_mlp (compute-bound to communication-bound), 1 vs 2 workers in both "
     "frameworks, 512 training / 500 test MNIST images, 3 epochs, batch 128",
+    "levers": "torch 1 worker vs 2 (ddp) plain and with LR scaling + warm-up, gradient accumulation, fp16 and PowerSGD "
+    "compression, bf16 and two combinations; 6,144 training / 2,000 test images, 3 epochs, batch 512, time to 90 %",
 }
 
 

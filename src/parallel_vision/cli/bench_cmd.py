@@ -41,7 +41,7 @@ FRAMEWORK_ALIASES = {"torch": "torch", "pytorch": "torch", "tensorflow": "tensor
 
 
 def bench(
-    preset: str | None = typer.Option(None, "--preset", "-p", help="quick | paper | scaling | models (default "
+    preset: str | None = typer.Option(None, "--preset", "-p", help="quick | paper | scaling | models | levers (default "
                                          "quick when no matrix option is given)."),
     models: str | None = typer.Option(None, "--models", help="Comma list of models, e.g. "
                                       "paper_cnn,resnet18,wide_mlp (docs/models.md)."),
@@ -67,6 +67,9 @@ def bench(
                                              "run on every core (the best single-process baseline)."),
     as_published: bool = typer.Option(False, "--as-published", help="Use the optimiser the paper describes: "
                                       "SGD (lr 0.01, momentum 0.9) for PyTorch single and DataParallel."),
+    target_accuracy: float | None = typer.Option(None, "--target-accuracy", help="Every run records its time to "
+                                                 "this test accuracy; the report adds speedup to target "
+                                                 "(preset levers: 0.85)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     init: str = typer.Option("framework", "--init", help="framework (each framework's defaults) or aligned "
                              "(identical initial weights and optimiser constants; docs/definitions.md)."),
@@ -117,6 +120,8 @@ def bench(
         changes["limit_test"] = limit_test or None
     if as_published:
         changes["as_published"] = True
+    if target_accuracy is not None:
+        changes["target_accuracy"] = target_accuracy
     changes["device"] = device
     changes["init"] = init
     if data_dir is not None:

@@ -52,6 +52,11 @@ def _summary_table(result) -> None:  # type: ignore[no-untyped-def]
         ("mean epoch time", f"{s['mean_epoch_time_s']:.2f} s (warm-up epoch {s['warmup_epoch_time_s']:.2f} s, "
                             f"steady {s['mean_epoch_time_excl_warmup_s']:.2f} s)"),
         ("throughput", f"{s['images_per_s']:.0f} images/s"),
+        *([("time to target", f"{s['time_to_target_s']:.1f} s ({s['epochs_to_target']} epochs) to "
+                               f"{s['target_accuracy'] * 100:.2f} %" if s.get("target_reached") else
+                               f"not reached ({s['target_accuracy'] * 100:.2f} %)")] if "target_reached" in s else []),
+        *([("all-reduce bytes / step", f"{s['comm_bytes_per_step'] / 1e6:.3f} MB per worker")]
+          if s.get("comm_bytes_per_step") is not None else []),
         ("training time", f"{s['train_time_s']:.1f} s over {s['epochs_completed']} epochs"),
         ("total time", f"{s['total_time_s']:.1f} s from launch"),
         ("output", str(result.out_dir)),
@@ -80,6 +85,19 @@ def train(
     lr_schedule: str = typer.Option(D.lr_schedule, "--lr-schedule", help="constant or onecycle (torch)."),
     label_smoothing: float = typer.Option(D.label_smoothing, "--label-smoothing",
                                           help="Cross-entropy label smoothing (torch)."),
+    lr_scaling: str = typer.Option(D.lr_scaling, "--lr-scaling", help="none, linear or sqrt: scale --lr by "
+                                   "(batch ÷ --base-batch) or its root (docs/levers.md)."),
+    base_batch: int | None = typer.Option(None, "--base-batch", help="The global batch --lr was tuned for."),
+    warmup_epochs: int = typer.Option(D.warmup_epochs, "--warmup-epochs", help="Gradual warm-up to the (scaled) "
+                                      "rate over K epochs, step by step (Goyal et al.)."),
+    grad_accum: int = typer.Option(D.grad_accum, "--grad-accum", help="Micro-batches per optimiser step; --batch-size "
+                                   "stays the global batch per step."),
+    grad_compression: str = typer.Option(D.grad_compression, "--grad-compression", help="none, fp16, bf16 or "
+                                         "powersgd[:rank]: torch DDP communication hooks."),
+    target_accuracy: float | None = typer.Option(None, "--target-accuracy", help="Record the training time to the "
+                                                 "first epoch whose test accuracy reaches A (e.g. 0.99)."),
+    stop_at_target: bool = typer.Option(D.stop_at_target, "--stop-at-target", help="End training once "
+                                        "--target-accuracy is reached."),
     seed: int = typer.Option(D.seed, "--seed"),
     model: str = typer.Option(D.model, "--model", "-m", help="paper_cnn, resnet18 or wide_mlp (docs/models.md)."),
     dataset: str = typer.Option(D.dataset, "--dataset", help="mnist, fashion-mnist, kmnist, cifar10 or synthetic "

@@ -83,8 +83,10 @@ def epoch_record(
     data_time_s: float,
     comm_time_s: float | None,
     eval_time_s: float,
+    comm_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """One epoch's row, the same keys from both frameworks (see results.schema.EPOCH_KEYS)."""
+    """One epoch's row, the same keys from both frameworks (see results.schema.EPOCH_KEYS), and `comm_bytes`:
+    the bytes one worker handed to the gradient all-reduce this epoch (torch DDP; None where not measured)."""
     compute = max(0.0, epoch_time_s - data_time_s)
     return {
         "epoch": epoch,
@@ -100,6 +102,7 @@ def epoch_record(
         "eval_time_s": float(eval_time_s),
         "n_train_images": int(n_train_images),
         "n_test_evaluated": int(n_test_evaluated),
+        "comm_bytes": None if comm_bytes is None else int(comm_bytes),
     }
 
 

@@ -5,19 +5,49 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from parallel_vision.config import RunConfig
+from parallel_vision.engines import levers
 from parallel_vision.models import init as model_init
 from parallel_vision.models.keras_zoo import build_keras_model, load_canonical
 
 
-def make_optimizer(keras: Any, cfg: RunConfig) -> Any:
+def lr_schedule(keras: Any, cfg: RunConfig, n_train: int) -> Any:
+    """The learning rate of every optimiser step, `engines.levers.lr_sequence` (the numbers the torch engine
+    uses too), as a Keras LearningRateSchedule; the plain `lr` when nothing changes it.
+
+    Keras calls a schedule with its raw iteration counter, which counts micro-steps under gradient
+    accumulation; the update of optimiser step s happens at micro-step s·K + K − 1, so step = counter ÷ K."""
+    if not levers.needs_schedule(cfg):
+        return cfg.lr
+    table = np.asarray(levers.lr_sequence(cfg, n_train), dtype=np.float32)
+    accumulation = cfg.grad_accum
+
+    class StepTable(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step: Any) -> Any:
+            index = keras.ops.floor_divide(keras.ops.cast(step, "int64"), accumulation)
+            index = keras.ops.minimum(index, len(table) - 1)
+            return keras.ops.take(keras.ops.convert_to_tensor(table), index)
+
+        def get_config(self) -> dict[str, Any]:
+            return {"lr_sequence": table.tolist(), "grad_accum": accumulation}
+
+    return StepTable()
+
+
+def make_optimizer(keras: Any, cfg: RunConfig, n_train: int = 0) -> Any:
     """Adam or SGD as configured. Keras applies weight decay decoupled (AdamW-style), unlike torch.
-    Adam's epsilon is Keras' 1e-7, or torch's 1e-8 under `init="aligned"` (models/init.py)."""
+    Adam's epsilon is Keras' 1e-7, or torch's 1e-8 under `init="aligned"` (models/init.py).
+    The rate follows `lr_schedule` (LR scaling, warm-up); `grad_accum` > 1 is Keras' own
+    `gradient_accumulation_steps` (the mean of the micro-batches' gradients, one update per K micro-steps)."""
     decay = cfg.weight_decay or None
+    rate = lr_schedule(keras, cfg, n_train)
+    accumulate = {"gradient_accumulation_steps": cfg.grad_accum} if cfg.grad_accum > 1 else {}
     if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=cfg.lr, weight_decay=decay,
-                                     epsilon=model_init.adam_epsilon(cfg.framework, cfg.init))
-    return keras.optimizers.SGD(learning_rate=cfg.lr, momentum=cfg.momentum, weight_decay=decay)
+        return keras.optimizers.Adam(learning_rate=rate, weight_decay=decay,
+                                     epsilon=model_init.adam_epsilon(cfg.framework, cfg.init), **accumulate)
+    return keras.optimizers.SGD(learning_rate=rate, momentum=cfg.momentum, weight_decay=decay, **accumulate)
 
 
 def build_model(cfg: RunConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:

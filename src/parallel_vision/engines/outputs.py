@@ -19,9 +19,10 @@ import numpy as np
 from parallel_vision.atomic import atomic_write_bytes, disk_full, is_disk_full
 from parallel_vision.config import RunConfig
 from parallel_vision.engines.common import launch_time, peak_rss_mib, steps_per_epoch
+from parallel_vision.engines.levers import schedule_record
 from parallel_vision.engines.metrics import classification_outputs
 from parallel_vision.engines.workload import workload_record
-from parallel_vision.results.schema import SCHEMA_VERSION, TIMING_KEYS, summarise_epochs, write_result
+from parallel_vision.results.schema import SCHEMA_VERSION, TIMING_KEYS, summarise_epochs, target_summary, write_result
 
 PREDICTIONS_FILE = "predictions.npy"
 TB_DIR = "tb"
@@ -43,8 +44,10 @@ def build_result(
     extra: dict[str, Any] | None = None,
     peak_rss_per_worker_mib: list[float] | None = None,
     restarts: int = 0,
+    summary_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the RunResult dict; every derived number is computed here, once, for both engines."""
+    """Assemble the RunResult dict; every derived number is computed here, once, for both engines.
+    `summary_extra`: what only the engine knows (e.g. torch DDP's comm_bytes_per_step)."""
     total = time.time() - launch_time()
     summary: dict[str, Any] = {}
     if epochs:
@@ -61,6 +64,10 @@ def build_result(
             "restarts": restarts,  # how often torchrun restarted the group (0 for any other launch)
         }
     )
+    summary.update(schedule_record(cfg, n_train))  # the learning rate actually used, accumulation
+    if cfg.target_accuracy is not None:
+        summary.update(target_summary(cfg.target_accuracy, epochs))
+    summary.update(summary_extra or {})
     outputs = classification_outputs(y_true, y_pred, class_names) if len(y_pred) else {}
     result = {
         "schema_version": SCHEMA_VERSION,
@@ -133,6 +140,7 @@ def write_run(
     peak_rss_per_worker_mib: list[float] | None = None,
     kept: str | None = None,
     restarts: int = 0,
+    summary_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write OUT/result.json (and, for a complete run, OUT/predictions.npy); return the result.
 
@@ -153,7 +161,7 @@ def write_run(
         cfg, environment=environment, epochs=records, timing=timing, y_true=labels,
         y_pred=predictions if predictions is not None else np.empty(0, dtype=np.int64),
         class_names=class_names, world_size=world_size, n_train=n_train, artifacts=artifacts, status=status,
-        extra=extra, peak_rss_per_worker_mib=peak_rss_per_worker_mib, restarts=restarts,
+        extra=extra, peak_rss_per_worker_mib=peak_rss_per_worker_mib, restarts=restarts, summary_extra=summary_extra,
     )
     save_result(result, out, kept=kept)
     return result

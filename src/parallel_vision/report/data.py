@@ -326,9 +326,19 @@ def _point(g: ConfigGroup) -> Point | None:
     t, x = g.stats.get("mean_epoch_time_excl_warmup_s"), g.stats.get("images_per_s_excl_warmup")
     if t is None or x is None:
         return None
+    target, missed = target_stats(g)
     return Point(key=g.key, label=g.label, framework=g.framework, strategy=g.strategy, workers=g.workers,
                  global_batch=g.global_batch, per_worker_batch=g.per_worker_batch, threads=g.threads,
-                 family=g.family, time=t, throughput=x)
+                 family=g.family, time=t, throughput=x, target=target, target_missed=missed)
+
+
+def target_stats(g: ConfigGroup) -> tuple[Spread | None, int | None]:
+    """Time to target over the repeats that reached it, and how many never did (None: no target declared)."""
+    summaries = [r["summary"] for r in g.runs if "target_reached" in r["summary"]]
+    if not summaries:
+        return None, None
+    reached = [s["time_to_target_s"] for s in summaries if s.get("target_reached")]
+    return spread(reached), len(summaries) - len(reached)
 
 
 def _paper_rows(groups: list[ConfigGroup], strong: list[ScalingRow]) -> list[dict[str, Any]]:

@@ -10,6 +10,9 @@
 - Baseline: the same framework's 1-worker run with the same threads per worker
   (and the same everything else); the speedup against the best (fastest)
   single-process run of that framework, whatever its threads, is given too.
+- Speedup to target: T_target(1) / T_target(N), T_target = training time to the end of the first epoch
+  whose test accuracy reaches the declared target (`summary.time_to_target_s`); a configuration with a
+  repeat that never reached it is "not reached", never dropped.
 - Repeats: medians, with the min–max range. A ratio's range pairs the extremes:
   S_strong ∈ [min T(1) / max T(N), max T(1) / min T(N)].
 """
@@ -39,6 +42,10 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
                  "1-worker run, whatever its thread count."),
     ("Threads per worker", "a process's CPU threads ÷ the replicas it hosts (single, ddp, multiworker: "
                            "1 replica per process; mirrored, dp: all replicas share one process)."),
+    ("Time to target", "with --target-accuracy A: training time (epoch times summed, evaluation excluded) to "
+                       "the end of the first epoch whose full-test-set accuracy reaches A (summary.time_to_target_s)."),
+    ("Speedup to target", "T_target(1) ÷ T_target(N), beside the epoch-time speedup: what N workers buy in time "
+                          "to the same accuracy. A run that never reached the target is shown as not reached."),
     ("Repeats", "medians over repeats, with the min–max range; a ratio's range pairs the extremes, "
                 "e.g. S ∈ [min T(1) ÷ max T(N), max T(1) ÷ min T(N)]."),
     ("Test metrics", "every test image evaluated exactly once, whatever the number of workers."),
@@ -123,6 +130,14 @@ class Point:
     """Every other identity field (epochs, data, optimiser, …): only equal families are compared."""
     time: Spread
     throughput: Spread
+    target: Spread | None = None
+    """Time to the target accuracy over the repeats that reached it (None: no target, or none reached)."""
+    target_missed: int | None = None
+    """Repeats that never reached the target; None when the runs declared no target."""
+
+    @property
+    def target_reached(self) -> bool:
+        return self.target is not None and not self.target_missed
 
 
 @dataclass(frozen=True)
@@ -135,10 +150,29 @@ class ScalingRow:
     efficiency: Spread
     best: Point
     speedup_vs_best: Spread
+    speedup_to_target: Spread | None = None
 
     @property
     def workers(self) -> int:
         return self.point.workers
+
+    @property
+    def target_text(self) -> str:
+        """Speedup to target as the table shows it: the ratio, "not reached (1 / N workers)", or "—"."""
+        return target_speedup_text(self.baseline, self.point, self.speedup_to_target)
+
+
+def target_speedup_text(baseline: Point, point: Point, speedup: Spread | None) -> str:
+    if point.target_missed is None and baseline.target_missed is None:
+        return "—"
+    missing = [f"{q.workers} worker{'s' if q.workers > 1 else ''}" for q in (baseline, point)
+               if not q.target_reached]
+    if missing:
+        return "not reached (" + ", ".join(missing) + ")"
+    assert speedup is not None
+    if not speedup.has_range:
+        return f"{speedup.median:.2f}"
+    return f"{speedup.median:.2f} [{speedup.lo:.2f}–{speedup.hi:.2f}]"
 
 
 def _metric(p: Point, mode: str) -> Spread:
@@ -176,9 +210,12 @@ def scaling_rows(points: Sequence[Point], mode: str) -> list[ScalingRow]:
         else:
             best = max(candidates, key=lambda q: q.throughput.median)
         s = _speedup(baseline, p, mode)
+        to_target = (ratio_spread(baseline.target, p.target) if baseline.target_reached and p.target_reached
+                     and baseline.target is not None and p.target is not None else None)
         rows.append(ScalingRow(
             mode=mode, point=p, baseline=baseline, same_threads=bool(same), speedup=s,
             efficiency=scale_spread(s, 1.0 / p.workers), best=best, speedup_vs_best=_speedup(best, p, mode),
+            speedup_to_target=to_target,
         ))
     rows.sort(key=lambda r: (r.point.framework, r.point.strategy, r.point.workers))
     return rows

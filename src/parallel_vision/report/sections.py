@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from parallel_vision.projection.calibrate import read_projection
-from parallel_vision.report import compare, tables, workloads
+from parallel_vision.report import compare, levers, tables, workloads
 from parallel_vision.report.data import ReportData
 from parallel_vision.report.paper import paper_numbers, scaling_sentence
 from parallel_vision.report.scaling import DEFINITIONS
@@ -77,7 +77,7 @@ class Section:
 def sections(data: ReportData, figures: set[str]) -> list[Section]:
     """Every section of the report, in order (the headline and warnings come before them)."""
     return [_runs(data), _scaling(data, figures), *_projected(data, figures),  # projected: docs/projection.md
-            *_models(data), *_timing(data), _comparison(data), _paper(data),
+            *_models(data), *_levers(data), *_timing(data), _comparison(data), _paper(data),
             _classification(data), *_environment(data)]
 
 
@@ -173,6 +173,23 @@ def _models(data: ReportData) -> list[Section]:
         blocks.append(Text("Synthetic data: random labels on random pixels measure throughput only; their accuracy "
                            "is not meaningful and is not reported.", muted=True))
     return [Section("models", "Models: why they scale differently", "Models", blocks)]
+
+
+def _levers(data: ReportData) -> list[Section]:
+    """Shown when a run pulled a lever (docs/levers.md)."""
+    rows = levers.lever_rows(data)
+    if not any(levers.levers_of(r.group.config) for r in rows):
+        return []
+    blocks: list[Block] = [
+        Text("Each lever run beside the run without levers that has the same settings otherwise. All-reduce: "
+             "seconds per steady epoch and bytes each worker hands to all-reduce per optimiser step (PyTorch DDP, "
+             "measured in the communication hook; docs/levers.md). Time to target: training time to the end of the "
+             "first epoch whose test accuracy reaches the declared target.", muted=True),
+        TableBlock(tables.levers_table(rows)),
+        Heading("What each lever buys"),
+        Bullets(levers.sentences(data)),
+    ]
+    return [Section("levers", "Levers: what each one buys", "Levers", blocks)]
 
 
 def _timing(data: ReportData) -> list[Section]:

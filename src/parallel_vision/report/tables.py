@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parallel_vision.report.data import FRAMEWORK_NAMES, STRATEGY_NAMES, ConfigGroup, ReportData
+from parallel_vision.report.levers import LeverRow, target_text
 from parallel_vision.report.paper import by_key, paper_numbers
 from parallel_vision.report.scaling import ScalingRow, Spread
 from parallel_vision.report.workloads import ModelRow
@@ -161,6 +162,8 @@ def scaling_table(rows: list[ScalingRow], mode: str) -> Table:
     unit = "s" if mode == "strong" else "img/s"
     headers = ["Configuration", "N", "Baseline (1 worker)", "Same threads / worker", f"{metric}(1) ({unit})",
                f"{metric}(N) ({unit})", "Speedup S(N)", "Efficiency E(N) (%)", "S vs best single-process"]
+    with_target = any(r.target_text != "—" for r in rows)
+    headers += ["Speedup to target"] if with_target else []
     out, colors = [], []
     for r in rows:
         m1 = r.baseline.time if mode == "strong" else r.baseline.throughput
@@ -171,9 +174,22 @@ def scaling_table(rows: list[ScalingRow], mode: str) -> Table:
             r.point.label, str(r.workers), r.baseline.label, "yes" if r.same_threads else "NO",
             fspread(m1, digits, thousands=mode != "strong"), fspread(mn, digits, thousands=mode != "strong"),
             fspread(r.speedup), fspread(r.efficiency, 1, 100.0), best,
-        ])
+        ] + ([r.target_text] if with_target else []))
         colors.append(None)
-    return Table(headers, out, colors, "lrllrrrrl")
+    return Table(headers, out, colors, "lrllrrrrl" + ("r" if with_target else ""))
+
+
+def levers_table(rows: list[LeverRow]) -> Table:
+    """One row per configuration: what each lever moved (docs/levers.md)."""
+    headers = ["Configuration", "Levers", "Workers", "Steady epoch T (s)", "All-reduce (s / epoch)",
+               "All-reduce MB / step / worker", "Time to target (s)", "Final accuracy (%)"]
+    out, colors = [], []
+    for r in rows:
+        out.append([r.group.label, r.lever, str(r.group.workers), fnum(r.epoch_time), fnum(r.comm_time),
+                    fnum(r.comm_bytes / 1e6 if r.comm_bytes is not None else None, 3), target_text(r),
+                    fnum(r.accuracy, 2, 100.0)])
+        colors.append(r.group.color)
+    return Table(headers, out, colors, "llr" + "r" * 5)
 
 
 def models_table(rows: list[ModelRow], peak_gflops: float | None) -> Table:

@@ -52,6 +52,10 @@ EPOCH_KEYS = (
     "n_test_evaluated",
 )
 
+#: Epoch keys newer results carry as well (docs/levers.md); older schema-1 files lack them.
+#: comm_bytes: bytes one worker handed to the gradient all-reduce that epoch (torch DDP; null elsewhere).
+OPTIONAL_EPOCH_KEYS = ("comm_bytes",)
+
 #: Keys of the summary block that every complete result has.
 REQUIRED_SUMMARY_KEYS = (
     "test_accuracy",
@@ -73,6 +77,11 @@ REQUIRED_SUMMARY_KEYS = (
 )
 #: Summary keys the engines write as well; not required of older schema-1 files that predate them.
 SUMMARY_KEYS = REQUIRED_SUMMARY_KEYS + ("peak_rss_mib_per_worker", "restarts")
+#: Optional summary keys of the levers (docs/levers.md): present when the run used the option, else absent.
+#: target_*: with --target-accuracy; comm_bytes_per_step: torch DDP; lr_effective etc.: every new result.
+LEVER_SUMMARY_KEYS = ("target_accuracy", "target_reached", "time_to_target_s", "epochs_to_target",
+                      "comm_bytes_per_step", "lr_effective", "lr_schedule_used", "warmup_steps", "grad_accum",
+                      "micro_batch")
 
 #: Keys of the timing block (set-up costs kept out of the epoch clock).
 TIMING_KEYS = (
@@ -114,6 +123,20 @@ def summarise_epochs(epochs: list[dict[str, Any]], total_time_s: float) -> dict[
         "total_time_s": total_time_s,
         "epochs_completed": len(epochs),
     }
+
+
+def target_summary(target: float, epochs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Time to accuracy: the training time (sum of epoch times, evaluation excluded) up to the end of the first
+    epoch whose full-test-set accuracy reaches `target`, and that epoch's number; None (and `target_reached`
+    False) when no finished epoch reached it."""
+    elapsed = 0.0
+    for record in epochs:
+        elapsed += float(record["epoch_time_s"])
+        accuracy = record.get("test_accuracy")
+        if accuracy is not None and float(accuracy) >= target:
+            return {"target_accuracy": target, "target_reached": True, "time_to_target_s": elapsed,
+                    "epochs_to_target": int(record["epoch"])}
+    return {"target_accuracy": target, "target_reached": False, "time_to_target_s": None, "epochs_to_target": None}
 
 
 def _finite_or_none(value: Any) -> Any:

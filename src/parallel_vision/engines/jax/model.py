@@ -77,10 +77,10 @@ def build(run: JaxRun, data: Data, feeder: Feeder) -> Model:
     with run.timed("model_build_s"):
         with run.placement.distribution.scope():
             net = build_model(cfg, data.input_shape, len(run.class_names))
-            optimizer = make_optimizer(keras, cfg)
+            optimizer = make_optimizer(keras, cfg, run.n_train)
             optimizer.build(net.trainable_variables)
         host = build_model(cfg, data.input_shape, len(run.class_names))
-        host.compile(optimizer=make_optimizer(keras, cfg))
+        host.compile(optimizer=make_optimizer(keras, cfg, run.n_train))
         host.optimizer.build(host.trainable_variables)
         if cfg.init == "framework":  # the seeded draws of the net (identical in every process), read on the host
             load_into_host_model(host, net)

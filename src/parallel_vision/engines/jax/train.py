@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from parallel_vision.config import reached_target
 from parallel_vision.engines.common import EpochProgress, epoch_record
 from parallel_vision.engines.jax import backup as jax_backup
 from parallel_vision.engines.jax.data import Data, Feeder, epoch_order, test_batches
@@ -106,6 +107,8 @@ def fit(run: JaxRun, model: Model, data: Data, feeder: Feeder) -> Stopped | None
                 progress.end_epoch(record)
                 tensorboard.log(record)
                 back_up(run, model, number)
+                if reached_target(cfg, record["test_accuracy"]):
+                    break  # --stop-at-target: this epoch reached --target-accuracy; the run is complete
     except KeyboardInterrupt:  # multiworker (no handler), or a second Ctrl-C
         return Stopped(exit_code=130, signal_name="SIGINT")
     finally:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from parallel_vision.config import reached_target
 from parallel_vision.engines.common import EpochProgress, epoch_record
 from parallel_vision.engines.outputs import TB_DIR, tensorboard_disk_full
 from parallel_vision.engines.signals import StopRequest
@@ -99,7 +100,7 @@ class EpochClock:
         self._begin = self._train_end = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-        self.progress.start_epoch(epoch + 1, self.steps)
+        self.progress.start_epoch(epoch + 1, self.steps * self.cfg.grad_accum)  # fit steps: micro-batches
         self._begin = time.perf_counter()
         self._train_end = 0.0
 
@@ -163,5 +164,8 @@ def make_callback(keras: Any, clock: EpochClock) -> Any:
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             clock.on_epoch_end(epoch, logs)
+            if clock.records and clock.records[-1]["epoch"] == epoch + 1 and reached_target(
+                    clock.cfg, clock.records[-1]["test_accuracy"]):
+                self.model.stop_training = True  # every worker evaluated the same accuracy: all stop
 
     return _Callback()

@@ -44,6 +44,7 @@ def make_dataset(
     seed: int,
     shard_policy: Any,
     augment: bool = False,
+    take: int | None = None,
 ) -> Any:
     """The input pipeline (see the module docstring). `images` are NHWC uint8; `mean`/`std` per channel.
 
@@ -64,6 +65,8 @@ def make_dataset(
     if train:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch, drop_remainder=True)
+        if take is not None:  # micro-batches: only whole optimiser steps (steps × grad_accum of them)
+            ds = ds.take(take)
     else:
         ds = ds.batch(batch, drop_remainder=False)
     if augment:
@@ -139,8 +142,12 @@ def load_data(run: TFRun) -> Data:
     policy = shard.DATA if cfg.strategy == "multiworker" else shard.OFF
 
     def train_data() -> Any:
-        return make_dataset(tf, x_train, y_train, mean=mean, std=std, batch=cfg.batch_size, train=True,
-                            seed=cfg.seed, shard_policy=policy, augment=cfg.augment)
+        # With grad_accum K each fit step is one micro-batch of batch_size ÷ K (global over the replicas); Keras
+        # updates the weights every K of them, so batch_size stays the global batch per optimiser step.
+        micro = cfg.batch_size // cfg.grad_accum
+        take = steps_per_epoch(len(x_train), cfg.batch_size) * cfg.grad_accum if cfg.grad_accum > 1 else None
+        return make_dataset(tf, x_train, y_train, mean=mean, std=std, batch=micro, train=True,
+                            seed=cfg.seed, shard_policy=policy, augment=cfg.augment, take=take)
 
     data_times = probe_pipeline(train_data())  # a separate pipeline: training's cache starts cold too
     train = train_data()

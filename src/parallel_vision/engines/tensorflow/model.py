@@ -40,7 +40,7 @@ def compiled_model(run: TFRun, input_shape: tuple[int, ...]) -> Any:
     with run.placement.strategy.scope():
         model = build_model(cfg, input_shape, len(run.class_names))
         model.compile(
-            optimizer=make_optimizer(keras, cfg),
+            optimizer=make_optimizer(keras, cfg, run.n_train),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"), sample_count_metric(keras)],
             jit_compile=bool(cfg.jit_compile),

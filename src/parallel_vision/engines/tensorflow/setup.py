@@ -30,6 +30,7 @@ from typing import Any
 from parallel_vision import envvars
 from parallel_vision.config import RunConfig
 from parallel_vision.engines.common import launch_time, pin_to_cores
+from parallel_vision.engines.levers import bf16_refusal
 from parallel_vision.engines.tensorflow.cluster import ClusterTask, cluster_from_env
 from parallel_vision.errors import ConfigError
 
@@ -122,6 +123,8 @@ def place(tf: Any, cfg: RunConfig, cluster: ClusterTask | None) -> Placement:
     use_gpu = bool(gpus) and cfg.device != "cpu"
     if cfg.precision == "fp16" and not use_gpu:
         raise ConfigError("precision fp16 needs a GPU; use bf16 or fp32 on CPU")
+    if cfg.precision == "bf16" and (refusal := bf16_refusal(use_gpu)):
+        raise ConfigError(refusal)
 
     in_process_replicas = cfg.workers if cfg.strategy == "mirrored" else 1
     intra = cfg.resolved_threads()

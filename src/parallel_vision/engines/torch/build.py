@@ -15,6 +15,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from parallel_vision.config import RunConfig
+from parallel_vision.engines import levers
 from parallel_vision.engines.common import steps_per_epoch
 from parallel_vision.engines.torch.dist import CommTimer
 from parallel_vision.engines.torch.sync_batchnorm import convert_sync_batchnorm
@@ -42,7 +43,7 @@ def wrap(model: nn.Module, cfg: RunConfig, device: torch.device, comm: CommTimer
             model = convert_sync_batchnorm(model, device.type)
         ids = [device.index] if device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        comm.attach(model)  # type: ignore[arg-type]
+        comm.attach(model, cfg)  # type: ignore[arg-type]
     elif cfg.strategy == "dp":
         model = nn.DataParallel(model, device_ids=list(range(cfg.workers)))
     return model
@@ -59,11 +60,15 @@ def optimizer(cfg: RunConfig, model: nn.Module, device: torch.device) -> torch.o
 
 
 def scheduler(cfg: RunConfig, optim: torch.optim.Optimizer, n_train: int) -> LRScheduler | None:
-    """One-cycle over the whole run, or None for a constant learning rate (checkpoints record None)."""
-    if cfg.lr_schedule == "constant":
+    """One-cycle over the whole run to the scaled rate; the framework-free warm-up / scaled constant rate of
+    `engines.levers.lr_at` as a LambdaLR; or None for the plain constant `lr` (checkpoints record None)."""
+    if not levers.needs_schedule(cfg):
         return None
-    steps = steps_per_epoch(n_train, cfg.batch_size) * cfg.epochs
-    return torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=cfg.lr, total_steps=steps)
+    steps = steps_per_epoch(n_train, cfg.batch_size)
+    if cfg.lr_schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=levers.effective_lr(cfg),
+                                                   total_steps=steps * cfg.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optim, lambda step: levers.lr_at(cfg, step, steps) / cfg.lr)
 
 
 def autocast(cfg: RunConfig, device: torch.device) -> Callable[[], Any]:

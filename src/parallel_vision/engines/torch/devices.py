@@ -8,6 +8,7 @@ import torch
 
 from parallel_vision.config import RunConfig, usable_cores
 from parallel_vision.engines.common import pin_to_cores
+from parallel_vision.engines.levers import bf16_refusal
 from parallel_vision.errors import ConfigError
 
 
@@ -43,6 +44,8 @@ def check_devices(cfg: RunConfig) -> None:
             )
     if cfg.precision == "fp16" and not cuda:
         raise ConfigError("fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    if cfg.precision == "bf16" and (refusal := bf16_refusal(cuda)):
+        raise ConfigError(refusal)
 
 
 def set_threads(cfg: RunConfig, local_rank: int) -> None:

@@ -7,6 +7,7 @@ state behind them are `resume.Resumable`'s.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from parallel_vision.config import RunConfig
+from parallel_vision.config import RunConfig, reached_target
 from parallel_vision.engines.common import EpochProgress, epoch_record, steps_per_epoch
 from parallel_vision.engines.torch import build
 from parallel_vision.engines.torch.data import epoch_permutation, eval_shard, load_data, shard_slice
@@ -60,6 +61,7 @@ class Trainer(Resumable):
         self.forward = torch.compile(self.model, mode=cfg.compile_mode) if cfg.compile else self.model
 
         self.records: list[dict[str, Any]] = []
+        self.step_bytes: list[int] = []  # bytes this worker handed to all-reduce, per optimiser step (DDP)
         self.start_epoch = 0
         self.last_predictions: np.ndarray | None = None  # rank 0's; None on the other ranks
         self.final_eval_needed = False
@@ -103,15 +105,38 @@ class Trainer(Resumable):
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs may be overwritten now
         self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
-            logits = self.forward(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
-        self.scaler.scale(loss).backward()  # fp32/bf16: a disabled scaler, loss.backward() and step() as they are
+        k = self.cfg.grad_accum
+        if k == 1:
+            with self.autocast():
+                logits = self.forward(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
+            self.scaler.scale(loss).backward()  # fp32/bf16: a disabled scaler, loss.backward() and step() as they are
+        else:
+            loss, logits = self._accumulate(x, y, k)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.scheduler is not None:
             self.scheduler.step()
         return loss, logits
+
+    def _accumulate(self, x: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradient accumulation: k micro-batches of this worker's batch, each loss divided by k so the summed
+        gradient is the whole batch's mean; under DDP the first k − 1 backward passes skip the all-reduce
+        (`no_sync`), the last one reduces the accumulated gradient once."""
+        micro = x.shape[0] // k
+        losses, outputs = [], []
+        no_sync = getattr(self.model, "no_sync", None)
+        for i in range(k):
+            part = slice(i * micro, (i + 1) * micro)
+            context = no_sync() if no_sync is not None and i < k - 1 else contextlib.nullcontext()
+            with context:
+                with self.autocast():
+                    logits = self.forward(x[part])
+                    loss = F.cross_entropy(logits, y[part], label_smoothing=self.cfg.label_smoothing)
+                self.scaler.scale(loss / k).backward()
+            losses.append(loss.detach())
+            outputs.append(logits.detach())
+        return torch.stack(losses).mean(), torch.cat(outputs)
 
     # -- epochs ---------------------------------------------------------------------------
     def fit(self, progress: EpochProgress, on_epoch: Callable[[dict[str, Any]], None] = lambda record: None) -> None:
@@ -125,6 +150,8 @@ class Trainer(Resumable):
             progress.end_epoch(record)
             on_epoch(record)
             self.end_of_epoch(epoch)
+            if reached_target(self.cfg, record["test_accuracy"]):  # the same accuracy on every rank: all stop
+                break
 
     def run_epoch(self, epoch: int, progress: EpochProgress) -> dict[str, Any]:
         cfg = self.cfg
@@ -147,6 +174,8 @@ class Trainer(Resumable):
         if first:
             progress.advance(first)
         self.comm.take()
+        self.comm.take_bytes()
+        first_step_record = len(self.step_bytes)
         synchronize(self.device)
         self._paused = 0.0
         start = time.perf_counter()
@@ -156,6 +185,8 @@ class Trainer(Resumable):
             x, y = self.train.batch(idx, key=(epoch, step, self.dist.rank))
             data_time += time.perf_counter() - t
             loss, logits = self._step(x, y)
+            if self.comm.measured:
+                self.step_bytes.append(self.comm.take_bytes())
             loss_sum += loss.detach().double() * y.shape[0]
             correct += (logits.detach().argmax(1) == y).sum()
             progress.advance()
@@ -195,6 +226,7 @@ class Trainer(Resumable):
             data_time_s=data_time,
             comm_time_s=comm_time,
             eval_time_s=eval_time,
+            comm_bytes=sum(self.step_bytes[first_step_record:]) if self.comm.measured else None,
         )
 
     def end_of_epoch(self, epoch: int) -> None:

@@ -14,6 +14,7 @@ import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,6 +23,7 @@ from parallel_vision.engines.common import peak_rss_mib
 from parallel_vision.engines.outputs import TB_DIR, tensorboard_disk_full, write_run
 from parallel_vision.engines.provenance import host_environment
 from parallel_vision.engines.torch import checkpoint
+from parallel_vision.engines.torch.dist import steady_steps
 
 if TYPE_CHECKING:
     from parallel_vision.engines.torch.loop import Trainer
@@ -161,5 +163,13 @@ def write_outputs(trainer: Trainer, out: Path, status: str) -> None:
         environment=environment(trainer), labels=trainer.test.labels.cpu().numpy(),
         predictions=trainer.last_predictions, class_names=trainer.test.class_names,
         world_size=trainer.dist.world_size, n_train=trainer.train.n, artifacts=artifacts, extra=extra,
-        peak_rss_per_worker_mib=rss, kept=kept, restarts=restarts,
+        peak_rss_per_worker_mib=rss, kept=kept, restarts=restarts, summary_extra=lever_summary(trainer),
     )
+
+
+def lever_summary(trainer: Trainer) -> dict[str, Any]:
+    """comm_bytes_per_step: the median over the run's optimiser steps of the bytes one worker handed to the
+    gradient all-reduce, PowerSGD's uncompressed first steps left out (dist.steady_steps). DDP only."""
+    if not trainer.step_bytes:
+        return {}
+    return {"comm_bytes_per_step": float(np.median(steady_steps(trainer.cfg.grad_compression, trainer.step_bytes)))}
