@@ -26,7 +26,7 @@ def lr_schedule(keras: Any, cfg: RunConfig, n_train: int) -> Any:
 
     class StepTable(keras.optimizers.schedules.LearningRateSchedule):
         def __call__(self, step: Any) -> Any:
-            index = keras.ops.floor_divide(keras.ops.cast(step, "int64"), accumulation)
+            index = keras.ops.floor_divide(keras.ops.cast(step, "int32"), accumulation)  # int32: JAX without x64
             index = keras.ops.minimum(index, len(table) - 1)
             return keras.ops.take(keras.ops.convert_to_tensor(table), index)
 
