@@ -82,6 +82,8 @@ def test_keras_schedule_gives_the_same_rates_as_torch_step_by_step() -> None:
     ({"target_accuracy": 0.0}, "(0, 1]"),
     ({"target_accuracy": True}, "must be a number"),
     ({"stop_at_target": True}, "needs --target-accuracy"),
+    ({"framework": "jax", "grad_accum": 2, "batch_size": 512}, "not implemented in the JAX engine"),
+    ({"framework": "jax", "strategy": "dp", "workers": 2, "grad_compression": "fp16"}, "applies to the torch engine"),
 ])
 def test_levers_refused_in_one_line(changes: dict, phrase: str) -> None:
     with pytest.raises(ConfigError) as info:
