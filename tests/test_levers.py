@@ -269,6 +269,14 @@ def test_report_gives_speedup_to_target_and_one_sentence_per_lever(tmp_path: Pat
     markdown = (tmp_path / "report.md").read_text()
     assert "What each lever buys" in markdown and "buys 12.0 s to 85.0 %" in markdown
 
+    # With a projection in ROOT, the slow-link line quotes its recommendation beside the measured compression.
+    help_line = "At N = 8, 61 % of the step is exposed communication; 4× gradient compression helps most (+120 %)."
+    (tmp_path / "projection.json").write_text(json.dumps({"kind": "projection", "link": {"name": "1gbe"},
+                                                          "what_would_help": help_line}))
+    last = report_levers.sentences(build_report_data(tmp_path))[-1]
+    assert last.startswith(f"Projection over 1gbe (docs/projection.md): {help_line}")
+    assert "powersgd:1 compression changed the steady epoch" in last
+
 
 def test_speedup_to_target_says_not_reached(tmp_path: Path) -> None:
     from parallel_vision.report.data import build_report_data

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from parallel_vision.bench.machine import BUSY_CORES
+from parallel_vision.projection.calibrate import read_projection
 from parallel_vision.report.data import ConfigGroup, ReportData, target_stats
 from parallel_vision.report.scaling import Spread
 
@@ -21,9 +22,27 @@ from parallel_vision.report.scaling import Spread
 LEVER_FIELDS = ("lr_scaling", "base_batch", "warmup_epochs", "grad_accum", "grad_compression", "precision")
 _DEFAULTS = {"lr_scaling": "none", "base_batch": None, "warmup_epochs": 0, "grad_accum": 1,
              "grad_compression": "none", "precision": "fp32"}
-#: Slow-link recommendation: it would come from a communication projection, which does not exist yet.
-NO_PROJECTION = ("Which lever suits a slow link is not said here: that would come from a projection of "
-                 "communication time over link speeds, which this tool does not have yet.")
+#: Slow-link recommendation without a projection in ROOT: how to get one.
+NO_PROJECTION = ("Which lever suits a slow link is a question for the projection: run `pvision project ROOT --link "
+                 "1gbe` (or your link) and the report adds its recommendation here (docs/projection.md).")
+
+
+def slow_link_line(data: ReportData) -> str:
+    """The projection's recommendation for the link it was asked about, beside what compression did in the
+    measured runs (whose link is this machine's, usually much faster): the two are never mixed up."""
+    projection = read_projection(data.root)
+    if projection is None or not projection.get("what_would_help"):
+        return NO_PROJECTION
+    link = (projection.get("link") or {}).get("name", "the projected link")
+    line = f"Projection over {link} (docs/projection.md): {projection['what_would_help']}"
+    for r in lever_rows(data):
+        ref = _row(r.reference, None) if r.reference is not None else None
+        if ref and ref.epoch_time and r.epoch_time and r.group.config.get("grad_compression", "none") != "none":
+            line += (f" Measured here, over this machine's own link, {r.group.config['grad_compression']} "
+                     f"compression changed the steady epoch {_change(ref.epoch_time, r.epoch_time)}; a projection "
+                     "for a slower link and a measurement on a fast one answer different questions.")
+            break
+    return line
 
 
 def levers_of(config: dict[str, Any]) -> dict[str, Any]:
@@ -162,4 +181,4 @@ def sentences(data: ReportData) -> list[str]:
     rows = [r for r in lever_rows(data) if r.reference is not None or levers_of(r.group.config)]
     targets = {r["summary"].get("target_accuracy") for g in data.groups for r in g.runs} - {None}
     target = next(iter(targets)) if len(targets) == 1 else None
-    return [sentence(r, target) for r in rows if levers_of(r.group.config)] + [NO_PROJECTION]
+    return [sentence(r, target) for r in rows if levers_of(r.group.config)] + [slow_link_line(data)]
