@@ -246,7 +246,10 @@ def test_project_cli_on_recorded_results(bench_root: Path) -> None:
     assert 0.0 <= ov["phi"] <= 1.0 and [r["run"] for r in ov["runs"]] == ["ddp-w2"]
     assert ov["runs"][0]["hook_comm_per_step_s"] > 0
     assert doc["measured"][0]["overlap_from_this_run"] == (ov["runs"][0]["overlap"] is not None)
-    assert doc["calibration"]["contention"]["gamma"] == 1.0  # no pair control in this ROOT
+    contention = doc["calibration"]["contention"]
+    assert contention["runs"] == []  # no pair control in this ROOT: γ starts at 1 …
+    # … and stays there unless the single-host DDP run contradicts it (a loaded machine), which the note says
+    assert contention["gamma"] == 1.0 or "re-solved to" in contention["note"], contention
     # the report shows it, labelled as projected
     rep = _pvision("report", str(bench_root), "-f", "md")
     assert rep.returncode == 0, rep.stderr
