@@ -67,6 +67,7 @@ def test_single_one_epoch_full_schema_and_loadable_model(data_dir: Path, tmp_pat
     preds = np.load(out / "predictions.npy")
     assert np.mean(preds == _test_labels(data_dir, 500)) == pytest.approx(data["summary"]["test_accuracy"])
     assert data["summary"]["test_accuracy"] > 0.25  # well above chance (0.1) after 8 steps
+    assert data["environment"]["fused_bn_blocks"] == 2  # the CPU default: both pooled blocks fused
     state = torch.load(out / "model.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state)
     model = PaperCNN()
@@ -122,6 +123,10 @@ def test_same_seed_gives_same_metrics(data_dir: Path, tmp_path: Path) -> None:
     assert [a.epochs[0][k] for k in keys] == [b.epochs[0][k] for k in keys]
     c = run(_cfg(data_dir, tmp_path / "c", limit_train=512, tensorboard=False, seed=1), progress=False)
     assert c.epochs[0]["train_loss"] != a.epochs[0]["train_loss"]
+    # The reference BatchNorm/ReLU/pool modules train to the same numbers as the fused default, bit for bit.
+    d = run(_cfg(data_dir, tmp_path / "d", limit_train=512, tensorboard=False, fused_bn=False), progress=False)
+    assert [d.epochs[0][k] for k in keys] == [a.epochs[0][k] for k in keys]
+    assert json.loads((tmp_path / "d" / "result.json").read_text())["environment"]["fused_bn_blocks"] == 0
 
 
 def test_dp_without_gpus_is_a_clear_error(data_dir: Path, tmp_path: Path) -> None:

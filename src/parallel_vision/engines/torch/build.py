@@ -20,6 +20,7 @@ from parallel_vision.engines.common import steps_per_epoch
 from parallel_vision.engines.torch.dist import CommTimer
 from parallel_vision.engines.torch.sync_batchnorm import convert_sync_batchnorm
 from parallel_vision.models import init as model_init
+from parallel_vision.models.torch_fused import BatchNormReLUMaxPool2d, fuse_bn_relu_pool
 from parallel_vision.models.torch_zoo import build_torch_model, load_canonical
 
 
@@ -33,7 +34,20 @@ def build_model(cfg: RunConfig, image_shape: tuple[int, int, int], classes: int,
     model = model.to(device)
     if cfg.memory_format == "channels_last":
         model = model.to(memory_format=torch.channels_last)
+    if uses_fused_bn(cfg, device):
+        fuse_bn_relu_pool(model)
     return model
+
+
+def uses_fused_bn(cfg: RunConfig, device: torch.device) -> bool:
+    """`fused_bn` where it was measured and applies: CPU (on CUDA the reference modules run cuDNN's
+    BatchNorm), no torch.compile (which fuses by itself), no sync_batchnorm (which swaps BatchNorm out)."""
+    return cfg.fused_bn and device.type == "cpu" and not cfg.compile and not cfg.sync_batchnorm
+
+
+def fused_bn_blocks(model: nn.Module) -> int:
+    """How many BatchNorm → ReLU → max-pool runs of `model` train as one fused step (recorded in result.json)."""
+    return sum(isinstance(m, BatchNormReLUMaxPool2d) for m in model.modules())
 
 
 def wrap(model: nn.Module, cfg: RunConfig, device: torch.device, comm: CommTimer) -> nn.Module:

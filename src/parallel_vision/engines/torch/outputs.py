@@ -22,7 +22,7 @@ from parallel_vision.atomic import atomic_write_bytes
 from parallel_vision.engines.common import peak_rss_mib
 from parallel_vision.engines.outputs import TB_DIR, tensorboard_disk_full, write_run
 from parallel_vision.engines.provenance import host_environment
-from parallel_vision.engines.torch import checkpoint
+from parallel_vision.engines.torch import build, checkpoint
 from parallel_vision.engines.torch.dist import steady_steps
 
 if TYPE_CHECKING:
@@ -136,6 +136,7 @@ def environment(trainer: Trainer) -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(),
             "backend": trainer.dist.backend,
             "world_size": trainer.dist.world_size,
+            "fused_bn_blocks": build.fused_bn_blocks(trainer.bare_model),
         }
     )
     return env
