@@ -6,7 +6,8 @@ Two views of the same runs:
     --poll-s seconds) and keeps each one's VmHWM (the kernel's peak RSS) and its largest VmRSS.
     For ddp this also shows the engine process that spawns the workers (it holds no data).
 Variants (alternating over --repeats rounds): torch single (2 threads), torch ddp (2 workers x 1
-thread), both again with malloc_tuning off (how much does keeping freed memory raise the peak?),
+thread), both again with malloc_tuning off (how much does keeping freed memory raise the peak?), ddp
+with the reference BatchNorm/ReLU/pool modules instead of the fused step (`fused_bn` off),
 and with --with-tf the TensorFlow engine single.
 
 Usage:  python benchmarks/memory.py [--epochs 1] [--repeats 1] [--with-tf] [--only ddp]
@@ -123,6 +124,8 @@ def main() -> None:
                                                 malloc_tuning=False),
         "torch ddp, malloc_tuning off": dict(common, framework="torch", strategy="ddp", workers=2,
                                              threads_per_worker=1, malloc_tuning=False),
+        "torch ddp, reference BatchNorm": dict(common, framework="torch", strategy="ddp", workers=2,
+                                               threads_per_worker=1, fused_bn=False),
     }
     if args.with_tf:
         variants["tensorflow single (2 threads)"] = dict(common, framework="tensorflow", strategy="single",
