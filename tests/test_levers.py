@@ -110,6 +110,34 @@ def test_native_bf16_is_read_from_the_cpu_flags() -> None:
 
 
 # ------------------------------------------------------------------------------ time to target
+def test_precision_auto_picks_bf16_only_where_it_was_measured_faster() -> None:
+    native, plain = "flags : avx512f avx512_bf16\n", "flags : avx2 avx512f\n"
+    assert levers.auto_precision("torch", on_gpu=False, cpuinfo=native)[0] == "bf16"
+    assert levers.auto_precision("torch", on_gpu=False, cpuinfo=plain)[0] == "fp32"
+    assert levers.auto_precision("torch", on_gpu=True, gpu_bf16=True)[0] == "bf16"
+    assert levers.auto_precision("torch", on_gpu=True, gpu_bf16=False)[0] == "fp32"
+    for framework in ("tensorflow", "jax"):
+        assert levers.auto_precision(framework, on_gpu=False, cpuinfo=native)[0] == "fp32"
+    cfg = levers.resolve_precision(RunConfig(framework="tensorflow", precision="auto"), on_gpu=False)
+    assert cfg.precision == "fp32" and "bf16 was measured faster only with the PyTorch engine" in \
+        cfg.extra["precision_auto"]
+    explicit = RunConfig(precision="bf16")
+    assert levers.resolve_precision(explicit, on_gpu=False) is explicit
+
+
+@pytest.mark.slow
+def test_precision_auto_run_records_the_choice(data_dir: Path, tmp_path: Path) -> None:
+    from parallel_vision.launch import run
+
+    out = tmp_path / "auto"
+    run(RunConfig(precision="auto", limit_train=512, limit_test=200, batch_size=256, epochs=1, device="cpu",
+                  tensorboard=False, data_dir=str(data_dir), out_dir=str(out)), progress=False)
+    config = json.loads((out / "result.json").read_text())["config"]
+    expected = "bf16" if levers.native_bf16() else "fp32"
+    assert config["precision"] == expected
+    assert config["extra"]["precision_auto"].startswith(f"auto: {expected}")
+
+
 def test_time_to_target_sums_epoch_times_to_the_first_epoch_reaching_it() -> None:
     epochs = [{"epoch": 1, "epoch_time_s": 10.0, "test_accuracy": 0.97},
               {"epoch": 2, "epoch_time_s": 8.0, "test_accuracy": 0.991},

@@ -19,7 +19,7 @@ from parallel_vision.errors import ConfigError
 Framework = Literal["torch", "tensorflow", "jax"]
 Strategy = Literal["single", "dp", "ddp", "mirrored", "multiworker"]
 Optimizer = Literal["adam", "sgd"]
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["fp32", "bf16", "fp16", "auto"]
 Device = Literal["auto", "cpu", "cuda"]
 MemoryFormat = Literal["channels_last", "contiguous"]
 LrSchedule = Literal["constant", "onecycle"]
@@ -129,6 +129,8 @@ class RunConfig:
     """CPU threads per worker; None means cores ÷ workers."""
     device: Device = "auto"
     precision: Precision = "fp32"
+    """`auto`: bf16 where it was measured faster at the same accuracy (the PyTorch engine on a GPU or a
+    CPU with native bfloat16), else fp32; the engine records the choice and why (`extra.precision_auto`)."""
     memory_format: MemoryFormat = only("torch", "channels_last")
     fused_bn: bool = only("torch", True)
     """On CPU, run each BatchNorm → ReLU → 2×2 max-pool as one autograd step that keeps 28 % less for

@@ -115,7 +115,8 @@ def train(
     threads: int | None = typer.Option(None, "--threads", help="CPU threads per worker (default cores ÷ "
                                           "processes)."),
     device: str = typer.Option(D.device, "--device", help="auto, cpu or cuda."),
-    precision: str = typer.Option(D.precision, "--precision", help="fp32, bf16 or fp16 (CUDA)."),
+    precision: str = typer.Option(D.precision, "--precision", help="fp32, bf16, fp16 (CUDA) or auto (bf16 where "
+                                   "measured faster: PyTorch on GPUs and CPUs with native bfloat16; recorded)."),
     memory_format: str = typer.Option(D.memory_format, "--memory-format", help="channels_last or contiguous."),
     fused_bn: bool = typer.Option(D.fused_bn, "--fused-bn/--reference-bn",
                                   help="CPU: BatchNorm→ReLU→max-pool as one fused autograd step (same gradients, "

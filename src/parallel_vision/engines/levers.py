@@ -8,6 +8,7 @@ engines use the same learning rate at every step; `tests/test_levers.py` checks 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -104,3 +105,29 @@ def bf16_refusal(on_gpu: bool, cpuinfo: str | None = None) -> str | None:
         return None
     return ("precision bf16 on a CPU without native bfloat16 (no avx512_bf16/amx_bf16 in /proc/cpuinfo) would be "
             "emulated and slow; use fp32")
+
+
+def auto_precision(framework: str, on_gpu: bool, gpu_bf16: bool = False,
+                   cpuinfo: str | None = None) -> tuple[str, str]:
+    """What `--precision auto` trains in, and why: bf16 only where it was measured faster at the same
+    accuracy (docs/performance.md, "bf16 on CPUs"); fp32, the reference, everywhere else."""
+    if framework != "torch":
+        return "fp32", (f"auto: fp32, the reference; bf16 was measured faster only with the PyTorch engine, "
+                        f"not with {framework}")
+    if on_gpu:
+        if gpu_bf16:
+            return "bf16", "auto: bf16 autocast on a GPU with bfloat16 support (faster than fp32 on an H100)"
+        return "fp32", "auto: fp32; this GPU has no bfloat16 support"
+    if native_bf16(cpuinfo):
+        return "bf16", ("auto: bf16 autocast, this CPU computes bfloat16 natively (avx512_bf16/amx_bf16); "
+                        "measured ~2x faster than fp32 at the same full-MNIST accuracy on such a CPU")
+    return "fp32", "auto: fp32; this CPU has no native bfloat16 (emulated bf16 ran at 0.36x fp32)"
+
+
+def resolve_precision(cfg: RunConfig, on_gpu: bool, gpu_bf16: bool = False) -> RunConfig:
+    """`cfg` with `precision='auto'` replaced by the choice, the reason kept in `extra['precision_auto']`
+    (result.json's config records both); any other precision unchanged."""
+    if cfg.precision != "auto":
+        return cfg
+    chosen, why = auto_precision(cfg.framework, on_gpu, gpu_bf16)
+    return dataclasses.replace(cfg, precision=chosen, extra={**cfg.extra, "precision_auto": why})

@@ -22,9 +22,10 @@ import torch
 
 from parallel_vision.config import RunConfig
 from parallel_vision.engines.common import EpochProgress
+from parallel_vision.engines.levers import resolve_precision
 from parallel_vision.engines.signals import StopRequest
 from parallel_vision.engines.torch import checkpoint
-from parallel_vision.engines.torch.devices import backend, check_devices, set_threads
+from parallel_vision.engines.torch.devices import backend, check_devices, cuda_wanted, set_threads
 from parallel_vision.engines.torch.dist import Dist, restarted_torchrun_store, run_in_group, spawn
 from parallel_vision.engines.torch.loop import Stopped, Trainer
 from parallel_vision.engines.torch.outputs import TensorBoard, write_outputs
@@ -33,6 +34,8 @@ from parallel_vision.errors import ConfigError, RunInterrupted
 
 def train_and_evaluate(cfg: RunConfig) -> None:
     """Run `cfg` to completion in this process (and its spawned workers); rank 0 writes the result."""
+    cuda = cuda_wanted(cfg)
+    cfg = resolve_precision(cfg, on_gpu=cuda, gpu_bf16=cuda and torch.cuda.is_bf16_supported())
     check_devices(cfg)
     if cfg.strategy != "ddp":
         _train(cfg, Dist())
