@@ -1,15 +1,17 @@
-"""How close does our PyTorch engine get to this CPU's fp32 GEMM rate, and what does each lever buy?
+"""How close does our PyTorch engine get to this CPU's GEMM rate, and what does each lever buy?
 
 In one run, alternating (ABC…CBA order, so slow drift cancels):
-  * the machine's fp32 GEMM rate: `torch.mm` of 4096x4096 matrices on 1 and 2 threads, best of
-    --gemm-reps, each in a fresh process;
+  * the machine's GEMM rates: `torch.mm` of 4096x4096 matrices in fp32 on 1 and --threads threads
+    and in bf16 on --threads threads (several times the fp32 rate where the CPU has AVX512-BF16 or
+    AMX, far below it where bf16 is emulated), best of --gemm-reps, each in a fresh process;
   * our engine (`launch.run`, child processes as `pvision train`) at batch 2048 on --threads
     threads, steady images/s (epochs 2..E; epoch 1 is the warm-up epoch) x 180 MFLOP per image
     (3 x 59.9 MFLOP forward, the issue's yardstick; the FLOPs actually counted by
-    torch.utils.flop_counter are printed beside it) -> ratio to the GEMM rate (goal >= 0.65);
-  * each lever switched away from the engine's default, one at a time: contiguous memory
-    format, malloc_tuning off, pin_threads on, torch.compile on (compile time reported apart),
-    bf16 autocast.
+    torch.utils.flop_counter are printed beside it) -> ratio to the GEMM rate of the same
+    precision (goal >= 0.65): fp32 runs against the fp32 GEMM, bf16 autocast against the bf16 GEMM;
+  * each lever switched away from the engine's default, one at a time: the reference BatchNorm
+    modules instead of the fused step, contiguous memory format, malloc_tuning off, pin_threads on,
+    torch.compile on (compile time reported apart), bf16 autocast.
 
 `--format-accuracy` instead trains full MNIST for 3 epochs in channels_last and contiguous
 (alternating, per seed) and reports speed AND final test accuracy of both, plus a gradient
@@ -37,6 +39,7 @@ import _common as C  # noqa: E402
 
 #: Each lever: (name, the RunConfig changes that switch it away from the engine's default).
 LEVERS: dict[str, dict[str, Any]] = {
+    "reference_bn": {"fused_bn": False},
     "contiguous": {"memory_format": "contiguous"},
     "no_malloc_tuning": {"malloc_tuning": False},
     "pin_threads": {"pin_threads": True},
@@ -48,19 +51,21 @@ LEVERS: dict[str, dict[str, Any]] = {
 
 
 # --------------------------------------------------------------------------- in a fresh process
-def _gemm_worker(threads: int, size: int, reps: int) -> None:
+def _gemm_worker(threads: int, size: int, reps: int, dtype_name: str = "fp32") -> None:
     import torch
 
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
     torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    c = torch.empty(size, size)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    c = torch.empty(size, size, dtype=dtype)
     torch.mm(a, b, out=c)  # warm-up: MKL/oneDNN set-up, page faults
     rates = []
     for _ in range(reps):
         t = time.perf_counter()
         torch.mm(a, b, out=c)
         rates.append(2 * size**3 / (time.perf_counter() - t) / 1e9)
-    print(json.dumps({"threads": torch.get_num_threads(), "size": size, "gflops": rates, "best": max(rates)}))
+    print(json.dumps({"threads": torch.get_num_threads(), "size": size, "dtype": dtype_name, "gflops": rates,
+                      "best": max(rates)}))
 
 
 def _flop_worker() -> None:
@@ -195,7 +200,7 @@ def base_config(args: argparse.Namespace) -> dict[str, Any]:
         "framework": "torch", "strategy": "single", "workers": 1, "batch_size": args.batch_size,
         "epochs": args.epochs, "limit_train": args.limit_train, "limit_test": args.limit_test,
         "threads_per_worker": args.threads, "seed": args.seed, "memory_format": "channels_last",
-        "malloc_tuning": True, "pin_threads": False, "compile": False, "precision": "fp32",
+        "fused_bn": True, "malloc_tuning": True, "pin_threads": False, "compile": False, "precision": "fp32",
     }
 
 
@@ -213,19 +218,21 @@ def levers_run(args: argparse.Namespace, record: dict[str, Any]) -> None:
     base = base_config(args)
     names = ["default"] + [n for n in args.levers]
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
-    gemm: dict[int, list[dict[str, Any]]] = {1: [], args.threads: []}
+    gemm: dict[str, list[dict[str, Any]]] = {"fp32/1": [], f"fp32/{args.threads}": [], f"bf16/{args.threads}": []}
     machine_states = []
     first = True
     for rnd in range(args.repeats):
         order = names if rnd % 2 == 0 else list(reversed(names))
-        for threads in sorted(gemm):
+        for key in gemm:
+            dtype, threads = key.split("/")
             g, state = C.measured(
-                lambda t=threads: _subprocess(["--_gemm", str(t), str(args.gemm_size), str(args.gemm_reps)], t),
+                lambda t=threads, d=dtype: _subprocess(["--_gemm", t, str(args.gemm_size), str(args.gemm_reps), d],
+                                                       int(t)),
                 first=first, enabled=not args.no_wait)
             first = False
             g["machine"] = state
-            gemm[threads].append(g)
-            print(f"  round {rnd + 1}: GEMM {threads} thread(s): best {g['best']:.1f} GFLOP/s "
+            gemm[key].append(g)
+            print(f"  round {rnd + 1}: GEMM {dtype} {threads} thread(s): best {g['best']:.1f} GFLOP/s "
                   f"(load1 {state['load1']})", flush=True)
         for name in order:
             cfg = dict(base, **(LEVERS.get(name, {})))
@@ -247,12 +254,13 @@ def levers_run(args: argparse.Namespace, record: dict[str, Any]) -> None:
                   flush=True)
 
     flops = _subprocess(["--_flops"], 1)
-    gemm_best = {t: C.spread(g["best"] for g in gemm[t]) for t in gemm}
-    peak = gemm_best[args.threads]["median"]
+    gemm_best = {key: C.spread(g["best"] for g in gemm[key]) for key in gemm}
+    fp32_key = f"fp32/{args.threads}"
+    peak = gemm_best[fp32_key]["median"]
     default_rates = [r["images_per_s"] for r in runs["default"]]  # None where a run failed
     ratio_per_round = [
         r * C.TRAIN_FLOP_PER_IMAGE / 1e9 / g["best"]
-        for r, g in zip(default_rates, gemm[args.threads], strict=False) if r
+        for r, g in zip(default_rates, gemm[fp32_key], strict=False) if r
     ]
     summary: dict[str, Any] = {
         "gemm_gflops_best": {str(t): s for t, s in gemm_best.items()},
@@ -265,15 +273,17 @@ def levers_run(args: argparse.Namespace, record: dict[str, Any]) -> None:
     }
     for name in args.levers:
         rates = [r["images_per_s"] for r in runs[name]]
+        matching = f"{LEVERS[name].get('precision', 'fp32')}/{args.threads}"  # the GEMM of the lever's precision
         summary["levers"][name] = {
             "change": LEVERS[name],
             "images_per_s": C.spread(rates),
             "ratio_to_default": C.paired_ratios(rates, default_rates),
             "compile_s": C.spread(r["compile_s"] for r in runs[name] if r["compile_s"] is not None),
             "test_accuracy": C.spread(r["test_accuracy"] for r in runs[name]),
+            "gemm": matching,
             "ratio_to_gemm": C.spread(
                 r * C.TRAIN_FLOP_PER_IMAGE / 1e9 / g["best"]
-                for r, g in zip(rates, gemm[args.threads], strict=False) if r),
+                for r, g in zip(rates, gemm[matching], strict=False) if r),
         }
     record.update({"base_config": base, "runs": runs, "gemm_runs": {str(k): v for k, v in gemm.items()},
                    "summary": summary,
@@ -282,11 +292,11 @@ def levers_run(args: argparse.Namespace, record: dict[str, Any]) -> None:
 
     counted = flops["forward_flop_per_image"] + flops["backward_flop_per_image"]
     C.print_table(
-        f"fp32 GEMM (torch.mm {args.gemm_size}^3), best of {args.gemm_reps} per round, {args.repeats} round(s)",
-        ["threads", "GFLOP/s median [min-max of rounds]"],
-        [[t, C.fmt_spread(s, 1)] for t, s in gemm_best.items()],
+        f"GEMM (torch.mm {args.gemm_size}^3), best of {args.gemm_reps} per round, {args.repeats} round(s)",
+        ["precision/threads", "GFLOP/s median [min-max of rounds]"],
+        [[key, C.fmt_spread(s, 1)] for key, s in gemm_best.items()],
     )
-    rows = [["default (channels_last, malloc on, no pin, eager, fp32)",
+    rows = [["default (fused BN, channels_last, malloc on, no pin, eager, fp32)",
              C.fmt_spread(summary["engine_images_per_s"], 1), "1.000", "-",
              C.fmt_spread(C.spread(r["test_accuracy"] for r in runs["default"]), 4)]]
     for name in args.levers:
@@ -307,7 +317,7 @@ def levers_run(args: argparse.Namespace, record: dict[str, Any]) -> None:
           + f"  [rounds: {', '.join(f'{v:.3f}' for v in ratio_per_round)}]")
     for name, lv in summary["levers"].items():
         if lv["ratio_to_gemm"]["median"] is not None:
-            print(f"  {name}: ratio to GEMM {C.fmt_spread(lv['ratio_to_gemm'], 3)}")
+            print(f"  {name}: ratio to the {lv['gemm']} GEMM {C.fmt_spread(lv['ratio_to_gemm'], 3)}")
     lo, hi = record["load1_range"]
     print(f"load1 before runs: {lo:.2f}..{hi:.2f}; written {path.relative_to(C.ROOT)}")
 
@@ -363,7 +373,7 @@ def format_accuracy_run(args: argparse.Namespace, record: dict[str, Any]) -> Non
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--_gemm":
-        _gemm_worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+        _gemm_worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:6])
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--_flops":
         _flop_worker()
