@@ -19,6 +19,7 @@ check of both formats against an fp64 reference on one real batch.
 
 Usage:  python benchmarks/ceiling.py [--repeats 2] [--limit-train 8192] [--epochs 3]
         python benchmarks/ceiling.py --format-accuracy [--seeds 0 1]
+        python benchmarks/ceiling.py --precision-accuracy [--seeds 0 1] [--format-epochs 3]
         python benchmarks/ceiling.py --profile        (per-operator time of one training step)
 Writes benchmarks/results/ceiling-<date>.json (or ceiling-format-<date>.json); prints a table last.
 """
@@ -371,6 +372,42 @@ def format_accuracy_run(args: argparse.Namespace, record: dict[str, Any]) -> Non
     print(f"written {path.relative_to(C.ROOT)}")
 
 
+def precision_accuracy_run(args: argparse.Namespace, record: dict[str, Any]) -> None:
+    """fp32 against bf16 autocast on full MNIST: speed and final test accuracy, alternating per seed, the
+    figures `--precision auto` is decided from (engines/levers.auto_precision)."""
+    scratch = C.scratch_dir(args.keep)
+    names = ("fp32", "bf16")
+    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    first = True
+    for i, seed in enumerate(args.seeds):
+        for name in names if i % 2 == 0 else tuple(reversed(names)):
+            cfg = dict(base_config(args), precision=name, seed=seed, limit_train=None, limit_test=None,
+                       epochs=args.format_epochs)
+            run, state = C.measured(lambda c=cfg: C.run_engine(scratch, **c), first=first, enabled=not args.no_wait)
+            first = False
+            row = engine_row(run)
+            row["machine"], row["seed"] = state, seed
+            runs[name].append(row)
+            print(f"  seed {seed}: {name} {row['images_per_s']:6.1f} img/s, test acc {row['test_accuracy']:.4f} "
+                  f"per epoch {[round(a, 4) for a in row['test_accuracy_per_epoch']]} (load1 {state['load1']})",
+                  flush=True)
+    rates = {n: [r["images_per_s"] for r in runs[n]] for n in names}
+    summary = {n: {"images_per_s": C.spread(rates[n]), "test_accuracy": C.spread(r["test_accuracy"] for r in runs[n])}
+               for n in names}
+    summary["bf16_speed_ratio"] = C.paired_ratios(rates["bf16"], rates["fp32"])
+    record.update({"runs": runs, "summary": summary})
+    path = C.write_json("ceiling-precision", record)
+    C.print_table(
+        f"Full MNIST, {args.format_epochs} epochs, batch {args.batch_size}, {args.threads} threads, "
+        f"seeds {args.seeds} (alternating)",
+        ["precision", "img/s (epochs 2..) median [range]", "final test acc per seed"],
+        [[n, C.fmt_spread(summary[n]["images_per_s"], 1), ", ".join(f"{r['test_accuracy']:.4f}" for r in runs[n])]
+         for n in names],
+    )
+    print(f"bf16 / fp32 speed (paired): {C.fmt_spread(summary['bf16_speed_ratio'], 3)}")
+    print(f"written {path.relative_to(C.ROOT)}")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--_gemm":
         _gemm_worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:6])
@@ -397,8 +434,11 @@ def main() -> None:
     p.add_argument("--gemm-reps", type=int, default=5)
     p.add_argument("--format-accuracy", action="store_true",
                    help="full-MNIST channels_last vs contiguous speed and accuracy instead of the levers")
+    p.add_argument("--precision-accuracy", action="store_true",
+                   help="full-MNIST fp32 vs bf16 autocast speed and accuracy instead of the levers")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--format-epochs", type=int, default=3)
+    p.add_argument("--format-epochs", type=int, default=3,
+                   help="epochs of the full-MNIST runs of --format-accuracy and --precision-accuracy")
     p.add_argument("--grad-batch", type=int, default=2048)
     p.add_argument("--profile", action="store_true",
                    help="torch.profiler breakdown of the engine's training step (channels_last, contiguous)")
@@ -411,6 +451,8 @@ def main() -> None:
         profile_run(args, record)
     elif args.format_accuracy:
         format_accuracy_run(args, record)
+    elif args.precision_accuracy:
+        precision_accuracy_run(args, record)
     else:
         levers_run(args, record)
 
