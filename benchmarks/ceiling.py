@@ -156,21 +156,22 @@ def _profile_worker(cfg_json: str, steps: int) -> None:
     for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:25]:
         rows.append({"op": e.key, "calls": e.count, "self_cpu_ms_per_step": e.self_cpu_time_total / 1e3 / steps})
     total = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e3 / steps
-    print(json.dumps({"config": {k: getattr(cfg, k) for k in ("memory_format", "precision", "compile", "batch_size")},
+    keys = ("memory_format", "fused_bn", "precision", "compile", "batch_size")
+    print(json.dumps({"config": {k: getattr(cfg, k) for k in keys},
                       "threads": torch.get_num_threads(), "step_ms_profiled": wall * 1e3 / steps,
                       "self_cpu_ms_per_step_total": total, "top_ops": rows}))
 
 
 def profile_run(args: argparse.Namespace, record: dict[str, Any]) -> None:
-    """Where one training step's time goes, per operator, for the default and the contiguous format."""
+    """Where one training step's time goes, per operator, for the default and each `--profile-variants` lever."""
     from parallel_vision.config import RunConfig
     from parallel_vision.launch.environment import child_environment
 
     out: dict[str, Any] = {}
     first = True
-    for fmt_name in ("channels_last", "contiguous"):
+    for fmt_name in args.profile_variants:
         need = (args.profile_steps + 2) * args.batch_size
-        cfg = RunConfig(**dict(base_config(args), memory_format=fmt_name, tensorboard=False, device="cpu",
+        cfg = RunConfig(**dict(base_config(args), **LEVERS.get(fmt_name, {}), tensorboard=False, device="cpu",
                                limit_train=max(args.limit_train, need), data_dir=os.environ.get("PVISION_DATA_DIR")))
         env = child_environment(cfg, progress=False)
         res, state = C.measured(lambda c=cfg, e=env: C.run_json_subprocess(
@@ -443,6 +444,8 @@ def main() -> None:
     p.add_argument("--profile", action="store_true",
                    help="torch.profiler breakdown of the engine's training step (channels_last, contiguous)")
     p.add_argument("--profile-steps", type=int, default=3)
+    p.add_argument("--profile-variants", nargs="+", default=["default", "reference_bn"],
+                   choices=["default", *LEVERS], help="what --profile compares (default: default reference_bn)")
     p.add_argument("--no-wait", action="store_true", help="measure even on a busy machine (recorded)")
     p.add_argument("--keep", action="store_true", help="keep the engine runs' output folders")
     args = p.parse_args()
