@@ -80,8 +80,8 @@ def test_engine_specific_fields_say_so_and_are_refused_elsewhere() -> None:
     assert engine_only("lr") is None and engine_only("batch_size") is None
     assert len(FIELD_ENGINE) >= 9
     other = {"torch": "tensorflow", "tensorflow": "torch"}
-    changed = {"lr_schedule": "onecycle", "label_smoothing": 0.1, "memory_format": "contiguous", "fused_bn": False, "compile": True,
-               "compile_mode": "reduce-overhead", "malloc_tuning": False, "jit_compile": True,
+    changed = {"lr_schedule": "onecycle", "label_smoothing": 0.1, "memory_format": "contiguous", "fused_bn": False,
+               "compile": True, "compile_mode": "reduce-overhead", "malloc_tuning": False, "jit_compile": True,
                "sync_batchnorm": True, "checkpoint_every": 5, "master_port": 29500, "grad_compression": "fp16"}
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     for name, engine in FIELD_ENGINE.items():

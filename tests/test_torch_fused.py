@@ -59,6 +59,15 @@ def test_fused_block_gradient_equals_reference_module_gradient_exactly() -> None
         assert torch.equal(ref, new)
 
 
+def _paper_cnn_pair(seed: int, layout: torch.memory_format = torch.channels_last) -> tuple[nn.Module, nn.Module]:
+    """The paper CNN with the reference modules, and a copy of it (same weights) with the fused step."""
+    torch.manual_seed(seed)
+    reference = build_torch_model("paper_cnn").to(memory_format=layout)
+    fused = copy.deepcopy(reference)
+    assert fuse_bn_relu_pool(fused) == 2
+    return reference, fused
+
+
 def _real_batch(data_dir: Path, n: int, layout: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
     from parallel_vision.data import load
 
@@ -70,10 +79,7 @@ def _real_batch(data_dir: Path, n: int, layout: torch.memory_format) -> tuple[to
 @pytest.mark.parametrize("layout", LAYOUTS, ids=["channels_last", "contiguous"])
 def test_paper_cnn_trains_bit_identically_fused_and_reference(data_dir: Path, layout: torch.memory_format) -> None:
     """Three Adam steps on real MNIST batches: losses, every weight and every BatchNorm buffer equal exactly."""
-    torch.manual_seed(0)
-    reference = build_torch_model("paper_cnn").to(memory_format=layout)
-    fused = copy.deepcopy(reference)
-    assert fuse_bn_relu_pool(fused) == 2
+    reference, fused = _paper_cnn_pair(0, layout)
     x, y = _real_batch(data_dir, 3 * 128, layout)
     losses = []
     for model in (reference, fused):
@@ -99,10 +105,7 @@ def test_paper_cnn_trains_bit_identically_fused_and_reference(data_dir: Path, la
 
 
 def test_bf16_autocast_matches_reference() -> None:
-    torch.manual_seed(2)
-    reference = build_torch_model("paper_cnn").to(memory_format=torch.channels_last)
-    fused = copy.deepcopy(reference)
-    fuse_bn_relu_pool(fused)
+    reference, fused = _paper_cnn_pair(2)
     x = torch.randn(32, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (32,))
     grads = []
@@ -118,10 +121,7 @@ def test_bf16_autocast_matches_reference() -> None:
 
 def test_keeps_less_for_backward() -> None:
     """What autograd holds after the forward pass: the full-size ReLU outputs of the pooled blocks are gone."""
-    torch.manual_seed(0)
-    reference = build_torch_model("paper_cnn").to(memory_format=torch.channels_last)
-    fused = copy.deepcopy(reference)
-    fuse_bn_relu_pool(fused)
+    reference, fused = _paper_cnn_pair(0)
     x = torch.randn(64, 1, 28, 28).contiguous(memory_format=torch.channels_last)
 
     def saved_bytes(model: nn.Module) -> int:
