@@ -97,13 +97,20 @@ def test_ddp_with_syncbn_matches_single_device_weights(data_dir: Path, tmp_path:
     full-size steps) and contiguous tensors (PyTorch's channels_last BatchNorm on
     CPU computes its statistics with ~1e-4 relative error: see docs/performance.md).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch
 
     common = dict(limit_train=768, batch_size=256, dropout=0.0, tensorboard=False, threads_per_worker=1,
                   optimizer="sgd", lr=0.05, memory_format="contiguous")
-    run(_cfg(data_dir, tmp_path / "s", **common), progress=False)
-    run(_cfg(data_dir, tmp_path / "d", strategy="ddp", workers=2, sync_batchnorm=True, **common),
-        progress=False)
+    # The three runs train at once, each started by launch.run in its own thread: one thread per worker, so
+    # their numbers do not depend on what else runs, and most of each run is starting Python and torch.
+    configs = [_cfg(data_dir, tmp_path / "s", **common),
+               _cfg(data_dir, tmp_path / "d", strategy="ddp", workers=2, sync_batchnorm=True, **common),
+               _cfg(data_dir, tmp_path / "n", strategy="ddp", workers=2, **common)]
+    with ThreadPoolExecutor(len(configs)) as pool:
+        for future in [pool.submit(run, cfg, progress=False) for cfg in configs]:
+            future.result()
     single = torch.load(tmp_path / "s" / "model.pt", weights_only=True)
     ddp = torch.load(tmp_path / "d" / "model.pt", weights_only=True)
     assert single.keys() == ddp.keys()
@@ -111,7 +118,6 @@ def test_ddp_with_syncbn_matches_single_device_weights(data_dir: Path, tmp_path:
         if value.is_floating_point():
             torch.testing.assert_close(ddp[key], value, rtol=1e-3, atol=1e-4)
     # Without synchronised statistics each replica normalises its own shard: a different computation.
-    run(_cfg(data_dir, tmp_path / "n", strategy="ddp", workers=2, **common), progress=False)
     plain = torch.load(tmp_path / "n" / "model.pt", weights_only=True)
     assert _max_weight_diff(plain, single) > 10 * _max_weight_diff(ddp, single)
 
