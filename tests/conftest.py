@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,6 +39,28 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared datasets not found at {path} (set PVISION_DATA_DIR)")
     return path
+
+
+@pytest.fixture(scope="session")
+def trained(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Any]:
+    """trained(**config) -> RunResult: one real `launch.run` of `config` on the shared datasets, trained
+    once per session and reused by every test that asks for the same configuration (tests/shared_runs.py
+    names the ones several files share). Callers only read the run's folder, never change it."""
+    from parallel_vision.config import RunConfig
+    from parallel_vision.launch import run
+
+    cache: dict[str, Any] = {}
+
+    def train(**config: Any) -> Any:
+        key = json.dumps(config, sort_keys=True)
+        if key not in cache:  # a failed run is not cached: the next test asking for it fails on its own
+            out = tmp_path_factory.mktemp("trained") / "run"
+            result = run(RunConfig(**config, data_dir=str(data_dir), out_dir=str(out)), progress=False)
+            assert result.out_dir == out
+            cache[key] = result
+        return cache[key]
+
+    return train
 
 
 def _idx_bytes(array: np.ndarray) -> bytes:

@@ -4,6 +4,9 @@ For one short run of each strategy: `summary.test_accuracy` must equal, exactly,
 recomputed from `predictions.npy`, from the confusion matrix, and from the saved model reloaded
 in a fresh process. (TensorFlow's Mirrored and MultiWorkerMirrored once reported replica-local
 BatchNorm statistics that differed from the saved model's: 23.16 % reported vs 23.83 % saved.)
+
+The runs are the engine files' own (tests/shared_runs.py: 7-8 steps each; 500, 499 and, for multiworker,
+1000 test images), trained once per session and checked here too.
 """
 
 from __future__ import annotations
@@ -13,41 +16,39 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from parallel_vision.config import RunConfig
 from parallel_vision.data import load
-from parallel_vision.launch import run
+from shared_runs import TF_MIRRORED, TF_MULTIWORKER, TF_SMALL, TORCH_DDP, TORCH_SMALL  # tests/ on sys.path
 
 pytestmark = pytest.mark.slow
 
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
+NO_TF = pytest.mark.skipif(not HAS_TF, reason="no TensorFlow")
 CASES = [
-    ("torch", "single", 1),
-    ("torch", "ddp", 2),
-    pytest.param("tensorflow", "single", 1, marks=pytest.mark.skipif(not HAS_TF, reason="no TensorFlow")),
-    pytest.param("tensorflow", "mirrored", 2, marks=pytest.mark.skipif(not HAS_TF, reason="no TensorFlow")),
-    pytest.param("tensorflow", "multiworker", 2, marks=pytest.mark.skipif(not HAS_TF, reason="no TensorFlow")),
+    pytest.param(TORCH_SMALL, id="torch-single-1"),
+    pytest.param(TORCH_DDP, id="torch-ddp-2"),
+    pytest.param(TF_SMALL, id="tensorflow-single-1", marks=NO_TF),
+    pytest.param(TF_MIRRORED, id="tensorflow-mirrored-2", marks=NO_TF),
+    pytest.param(TF_MULTIWORKER, id="tensorflow-multiworker-2", marks=NO_TF),
 ]
-N_TEST = 1000
 
 
-@pytest.mark.parametrize(("framework", "strategy", "workers"), CASES)
-def test_reported_accuracy_is_the_saved_models(data_dir: Path, tmp_path: Path, framework: str, strategy: str,
-                                               workers: int) -> None:
-    out = tmp_path / f"{framework}-{strategy}"
-    cfg = RunConfig(framework=framework, strategy=strategy, workers=workers, epochs=1,  # type: ignore[arg-type]
-                    batch_size=512, limit_train=4096, limit_test=N_TEST, data_dir=str(data_dir),
-                    out_dir=str(out), tensorboard=False)
-    run(cfg, progress=False)
-    data = json.loads((out / "result.json").read_text())
+@pytest.mark.parametrize("config", CASES)
+def test_reported_accuracy_is_the_saved_models(data_dir: Path, trained: Any, config: dict[str, Any]) -> None:
+    result = trained(**config)
+    out, data = result.out_dir, result.data
+    assert (data["config"]["framework"], data["config"]["strategy"]) == (
+        config.get("framework", "torch"), config.get("strategy", "single"))
+    n_test = config["limit_test"]
     reported = data["summary"]["test_accuracy"]
-    labels = load("mnist", "test", data_dir)[1][:N_TEST]
+    labels = load("mnist", "test", data_dir)[1][:n_test]
 
     predictions = np.load(out / "predictions.npy")
-    assert predictions.shape == (N_TEST,)
+    assert predictions.shape == (n_test,)
     assert reported == float(np.mean(predictions == labels))
     matrix = np.asarray(data["confusion_matrix"])
     assert reported == float(np.trace(matrix) / matrix.sum())

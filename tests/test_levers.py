@@ -162,6 +162,18 @@ def _run(data_dir: Path, out: Path, **changes: object) -> dict:
     return json.loads((out / "result.json").read_text())
 
 
+def _run_all(data_dir: Path, runs: dict[str, tuple[Path, dict[str, object]]]) -> dict[str, dict]:
+    """Several `_run`s at once, each in a thread (launch.run only waits on its engine processes there).
+
+    One thread per worker and nothing timed is compared, so running them side by side changes no assertion;
+    most of each run is starting Python and torch, so this takes about half of running them in turn."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(runs)) as pool:
+        futures = {name: pool.submit(_run, data_dir, out, **changes) for name, (out, changes) in runs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
 def _parameters(out: Path) -> dict[str, np.ndarray]:
     import torch
 
@@ -197,10 +209,15 @@ def test_grad_accum_equals_ddp_and_compression_changes_the_bytes_sent(data_dir: 
     (BatchNorm's running statistics differ by design: DDP keeps rank 0's, accumulation sees every micro-batch;
     they are buffers, not weights). Spec 2: fp16 halves the bytes sent per step, PowerSGD sends P and Q.
     Also: time to target reached and not reached, and the result records the levers."""
-    # 2 epochs, but --stop-at-target ends it after the first (which reaches 5 %): the same training as `accum`
-    ddp = _run(data_dir, tmp_path / "ddp", strategy="ddp", workers=2, target_accuracy=0.05, stop_at_target=True,
-               epochs=2)
-    accum = _run(data_dir, tmp_path / "accum", grad_accum=2, target_accuracy=1.0)
+    # 2 epochs, but --stop-at-target ends `ddp` after the first (which reaches 5 %): the same training as `accum`
+    results = _run_all(data_dir, {
+        "ddp": (tmp_path / "ddp", {"strategy": "ddp", "workers": 2, "target_accuracy": 0.05, "stop_at_target": True,
+                                   "epochs": 2}),
+        "accum": (tmp_path / "accum", {"grad_accum": 2, "target_accuracy": 1.0}),
+        "fp16": (tmp_path / "fp16", {"strategy": "ddp", "workers": 2, "grad_compression": "fp16"}),
+        "psgd": (tmp_path / "psgd", {"strategy": "ddp", "workers": 2, "grad_compression": "powersgd:1"}),
+    })
+    ddp, accum, fp16, psgd = (results[name] for name in ("ddp", "accum", "fp16", "psgd"))
     a, b = _parameters(tmp_path / "ddp"), _parameters(tmp_path / "accum")
     assert a.keys() == b.keys() and len(a) == 22
     for name in a:  # bit for bit: the same micro-batches, gradients halved exactly (÷2), summed in the same order
@@ -218,9 +235,7 @@ def test_grad_accum_equals_ddp_and_compression_changes_the_bytes_sent(data_dir: 
     assert plain == params * 4  # every fp32 gradient once per step (a bucket's buffer)
     assert ddp["epochs"][0]["comm_bytes"] == plain * 4  # 4 steps
 
-    fp16 = _run(data_dir, tmp_path / "fp16", strategy="ddp", workers=2, grad_compression="fp16")
     assert fp16["summary"]["comm_bytes_per_step"] == plain / 2
-    psgd = _run(data_dir, tmp_path / "psgd", strategy="ddp", workers=2, grad_compression="powersgd:1")
     assert psgd["summary"]["comm_bytes_per_step"] == _expected_powersgd_bytes(1)
     assert plain / psgd["summary"]["comm_bytes_per_step"] > 50  # the 128×6272 dense layer dominates
     for result in (fp16, psgd):

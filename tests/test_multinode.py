@@ -147,12 +147,18 @@ def _pvision(*args: str) -> list[str]:
     return [sys.executable, "-m", "parallel_vision", "train", *args]
 
 
-def _single_host(args: list[str], out: Path, log: Path) -> dict[str, Any]:
-    """The same configuration as one `pvision train` on this host (workers on loopback)."""
-    with open(log, "wb") as handle:
-        proc = subprocess.run(_pvision(*args, "--out", str(out)), env=_env(), stdout=handle,
-                              stderr=subprocess.STDOUT, timeout=RUN_DEADLINE_S, start_new_session=True)
-    assert proc.returncode == 0, log.read_text()[-3000:]
+def _single_host(args: list[str], out: Path, log: Path, nodes: list[Node]) -> Node:
+    """The same configuration as one `pvision train` on this host (workers on loopback), started beside the
+    two-host run (only results are compared, never times: starting both at once overlaps their start-up);
+    `nodes` stops it at the end, pass or fail. Read it with `_single_host_result`."""
+    node = Node("single-host", _pvision(*args, "--out", str(out)), _env(), log)
+    nodes.append(node)
+    return node
+
+
+def _single_host_result(node: Node, out: Path) -> dict[str, Any]:
+    _wait([node], RUN_DEADLINE_S)
+    assert node.proc.returncode == 0, node.text()[-3000:]
     return json.loads((out / "result.json").read_text())
 
 
@@ -283,8 +289,11 @@ def test_torchrun_two_hosts_matches_single_host_ddp(
 ) -> None:
     args = [*SMALL, "--data-dir", str(data_dir)]
     outs = _torch_nodes(hosts, nodes, tmp_path, args)
-    _wait(nodes, RUN_DEADLINE_S)
-    assert [n.proc.returncode for n in nodes] == [0, 0], _tails(nodes)
+    two_hosts = list(nodes)
+    single = _single_host(["--framework", "torch", "--strategy", "ddp", "--workers", "2", *args],
+                          tmp_path / "single", tmp_path / "single.log", nodes)
+    _wait(two_hosts, RUN_DEADLINE_S)
+    assert [n.proc.returncode for n in two_hosts] == [0, 0], _tails(two_hosts)
     # Global rank 0 (host a: the lower address sorts first in the rendezvous) alone wrote.
     assert not outs[1].exists(), f"rank 1 created {outs[1]}"
     two = json.loads((outs[0] / "result.json").read_text())
@@ -293,8 +302,7 @@ def test_torchrun_two_hosts_matches_single_host_ddp(
     assert two["environment"]["backend"] == "gloo" and two["environment"]["world_size"] == 2
     assert two["elastic"]["run_id"] == hosts.tag and two["elastic"]["restart_count"] == 0
     assert two["config"]["extra"] == {"nodes": 2, "processes_per_node": 1}
-    one = _single_host(["--framework", "torch", "--strategy", "ddp", "--workers", "2", *args],
-                       tmp_path / "single", tmp_path / "single.log")
+    one = _single_host_result(single, tmp_path / "single")
     _same_shape(two, one, 300)
     assert _compare("torch ddp", two, one) <= 0.05
 
@@ -333,16 +341,18 @@ def test_tf_config_two_hosts_matches_single_host_multiworker(
 ) -> None:
     args = [*SMALL, "--data-dir", str(data_dir)]
     outs = _tf_nodes(hosts, nodes, tmp_path, args)
-    _wait(nodes, RUN_DEADLINE_S)
-    assert [n.proc.returncode for n in nodes] == [0, 0], _tails(nodes)
+    two_hosts = list(nodes)
+    single = _single_host(["--framework", "tensorflow", "--strategy", "multiworker", "--workers", "2", *args],
+                          tmp_path / "single", tmp_path / "single.log", nodes)
+    _wait(two_hosts, RUN_DEADLINE_S)
+    assert [n.proc.returncode for n in two_hosts] == [0, 0], _tails(two_hosts)
     assert not outs[1].exists(), f"worker 1 created {outs[1]}"
     two = json.loads((outs[0] / "result.json").read_text())
     assert sorted(p.name for p in outs[0].iterdir()) == ["config.json", "model.keras", "predictions.npy",
                                                           "result.json", "tb"]
     assert two["environment"]["cluster"] == {"worker": [f"{h.addr}:{TF_PORT}" for h in hosts.hosts]}
     assert two["environment"]["num_replicas_in_sync"] == 2
-    one = _single_host(["--framework", "tensorflow", "--strategy", "multiworker", "--workers", "2", *args],
-                       tmp_path / "single", tmp_path / "single.log")
+    one = _single_host_result(single, tmp_path / "single")
     _same_shape(two, one, 300)
     assert _compare("tf multiworker", two, one) <= 0.05
 

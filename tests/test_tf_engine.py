@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from parallel_vision.config import RunConfig  # noqa: E402
 from parallel_vision.launch import run  # noqa: E402
 from parallel_vision.results import schema  # noqa: E402
+from shared_runs import TF_MIRRORED, TF_MULTIWORKER, TF_SMALL  # noqa: E402
 from tf_probe import run_probe  # noqa: E402
 
 pytestmark = [
@@ -28,14 +29,7 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="TensorFlow is not installed"),
 ]
 
-SMALL = {
-    "framework": "tensorflow",
-    "limit_train": 2000,
-    "limit_test": 500,
-    "batch_size": 256,
-    "epochs": 1,
-    "tensorboard": True,
-}
+SMALL = TF_SMALL  # 2000 images in 7 steps of 256, 500 test images (tests/shared_runs.py)
 
 
 def _cfg(data_dir: Path, out: Path, **changes: Any) -> RunConfig:
@@ -105,11 +99,9 @@ def test_keras_model_is_fig2_with_906186_parameters() -> None:
 
 # --------------------------------------------------------------------------- single
 @pytest.fixture(scope="module")
-def single_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    out = tmp_path_factory.mktemp("tf") / "single"
-    result = run(_cfg(data_dir, out), progress=False)
-    assert result.out_dir == out
-    return out, result.data
+def single_run(trained: Any) -> tuple[Path, dict[str, Any]]:
+    result = trained(**SMALL)  # trained once per session (test_accuracy_contract.py checks it too)
+    return result.out_dir, result.data
 
 
 def test_single_one_epoch_full_schema_and_loadable_model(
@@ -135,11 +127,11 @@ def test_single_same_seed_twice_gives_the_same_numbers(
 
 
 # --------------------------------------------------------------------------- mirrored
-def test_mirrored_over_two_logical_cpus(data_dir: Path, tmp_path: Path) -> None:
+def test_mirrored_over_two_logical_cpus(data_dir: Path, trained: Any) -> None:
     # 500 test images at eval batch 2000 split 500/0 over the two replicas: the empty part
     # must neither crash nor count, and every image is still evaluated exactly once.
-    out = tmp_path / "mirrored"
-    run(_cfg(data_dir, out, strategy="mirrored", workers=2, device="cpu", eval_batch_size=2000), progress=False)
+    assert TF_MIRRORED["eval_batch_size"] == 2000 and TF_MIRRORED["limit_test"] == 500
+    out = trained(**TF_MIRRORED).out_dir  # trained once per session (test_accuracy_contract.py checks it too)
     data = _check_full_schema(out, n_test=500, n_train_images=7 * 256)
     env = data["environment"]
     assert env["devices"] == ["/cpu:0", "/cpu:1"] and env["num_replicas_in_sync"] == 2
@@ -149,22 +141,21 @@ def test_mirrored_over_two_logical_cpus(data_dir: Path, tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- multiworker
-def test_multiworker_two_local_workers_write_exactly_one_result(data_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "mw"
-    cfg = _cfg(data_dir, out, strategy="multiworker", workers=2, limit_train=512, limit_test=150,
-               batch_size=128, eval_batch_size=100, tensorboard=False)
-    run(cfg, progress=False)
+def test_multiworker_two_local_workers_write_exactly_one_result(trained: Any) -> None:
+    # 1000 test images in eval batches of 300: the last batch is partial (tests/shared_runs.py)
+    assert (TF_MULTIWORKER["limit_test"], TF_MULTIWORKER["eval_batch_size"]) == (1000, 300)
+    out = trained(**TF_MULTIWORKER).out_dir  # trained once per session (test_accuracy_contract.py checks it too)
     assert [p.relative_to(out) for p in out.rglob("result.json")] == [Path("result.json")]
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
         "config.json", "model.keras", "predictions.npy", "result.json"
     ]
     data = json.loads((out / "result.json").read_text())
     assert data["status"] == "complete"
-    assert data["summary"]["world_size"] == 2 and data["summary"]["n_test_evaluated"] == 150
-    assert data["epochs"][0]["n_train_images"] == 4 * 128
+    assert data["summary"]["world_size"] == 2 and data["summary"]["n_test_evaluated"] == 1000
+    assert data["epochs"][0]["n_train_images"] == 8 * 512
     assert data["environment"]["num_replicas_in_sync"] == 2
     assert len(data["environment"]["cluster"]["worker"]) == 2
-    assert np.load(out / "predictions.npy").shape == (150,)
+    assert np.load(out / "predictions.npy").shape == (1000,)
     for log in (out / "logs").glob("worker-*.log"):  # the other worker stays quiet
         assert "Traceback" not in log.read_text()
 

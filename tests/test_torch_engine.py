@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,11 +17,11 @@ from parallel_vision.config import RunConfig  # noqa: E402
 from parallel_vision.errors import ConfigError  # noqa: E402
 from parallel_vision.launch import run  # noqa: E402
 from parallel_vision.results import schema  # noqa: E402
+from shared_runs import TORCH_DDP, TORCH_SMALL  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-SMALL = {"limit_train": 2048, "limit_test": 500, "batch_size": 256, "epochs": 1, "tensorboard": True,
-         "device": "cpu"}  # CPU even where a GPU is present: the ddp tests need 2 workers
+SMALL = TORCH_SMALL  # CPU even where a GPU is present: the ddp tests need 2 workers (tests/shared_runs.py)
 
 
 def _cfg(data_dir: Path, out: Path, **changes: object) -> RunConfig:
@@ -54,13 +55,13 @@ def _test_labels(data_dir: Path, n: int) -> np.ndarray:
     return load("mnist", "test", data_dir)[1][:n]
 
 
-def test_single_one_epoch_full_schema_and_loadable_model(data_dir: Path, tmp_path: Path) -> None:
+def test_single_one_epoch_full_schema_and_loadable_model(data_dir: Path, trained: Any) -> None:
     import torch
 
     from parallel_vision.models.torch_cnn import PaperCNN
 
-    out = tmp_path / "single"
-    result = run(_cfg(data_dir, out), progress=False)
+    result = trained(**SMALL)  # trained once per session (test_accuracy_contract.py checks it too)
+    out = result.out_dir
     data = _check_full_schema(out, 500)
     assert result.summary == data["summary"]
     # The predictions are in test-set order: accuracy recomputed from them equals the reported one.
@@ -74,10 +75,10 @@ def test_single_one_epoch_full_schema_and_loadable_model(data_dir: Path, tmp_pat
     model.load_state_dict(state)
 
 
-def test_ddp_two_workers_evaluates_each_test_image_exactly_once(data_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "ddp"
+def test_ddp_two_workers_evaluates_each_test_image_exactly_once(data_dir: Path, trained: Any) -> None:
     # 499 test images: not divisible by 2, so padding or dropping would show.
-    run(_cfg(data_dir, out, strategy="ddp", workers=2, limit_test=499), progress=False)
+    assert TORCH_DDP["limit_test"] == 499
+    out = trained(**TORCH_DDP).out_dir  # trained once per session (test_accuracy_contract.py checks it too)
     data = _check_full_schema(out, 499)
     assert data["summary"]["world_size"] == 2 and data["summary"]["per_worker_batch"] == 128
     preds = np.load(out / "predictions.npy")
@@ -97,13 +98,20 @@ def test_ddp_with_syncbn_matches_single_device_weights(data_dir: Path, tmp_path:
     full-size steps) and contiguous tensors (PyTorch's channels_last BatchNorm on
     CPU computes its statistics with ~1e-4 relative error: see docs/performance.md).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch
 
     common = dict(limit_train=768, batch_size=256, dropout=0.0, tensorboard=False, threads_per_worker=1,
                   optimizer="sgd", lr=0.05, memory_format="contiguous")
-    run(_cfg(data_dir, tmp_path / "s", **common), progress=False)
-    run(_cfg(data_dir, tmp_path / "d", strategy="ddp", workers=2, sync_batchnorm=True, **common),
-        progress=False)
+    # The three runs train at once, each started by launch.run in its own thread: one thread per worker, so
+    # their numbers do not depend on what else runs, and most of each run is starting Python and torch.
+    configs = [_cfg(data_dir, tmp_path / "s", **common),
+               _cfg(data_dir, tmp_path / "d", strategy="ddp", workers=2, sync_batchnorm=True, **common),
+               _cfg(data_dir, tmp_path / "n", strategy="ddp", workers=2, **common)]
+    with ThreadPoolExecutor(len(configs)) as pool:
+        for future in [pool.submit(run, cfg, progress=False) for cfg in configs]:
+            future.result()
     single = torch.load(tmp_path / "s" / "model.pt", weights_only=True)
     ddp = torch.load(tmp_path / "d" / "model.pt", weights_only=True)
     assert single.keys() == ddp.keys()
@@ -111,7 +119,6 @@ def test_ddp_with_syncbn_matches_single_device_weights(data_dir: Path, tmp_path:
         if value.is_floating_point():
             torch.testing.assert_close(ddp[key], value, rtol=1e-3, atol=1e-4)
     # Without synchronised statistics each replica normalises its own shard: a different computation.
-    run(_cfg(data_dir, tmp_path / "n", strategy="ddp", workers=2, **common), progress=False)
     plain = torch.load(tmp_path / "n" / "model.pt", weights_only=True)
     assert _max_weight_diff(plain, single) > 10 * _max_weight_diff(ddp, single)
 

@@ -1,0 +1,28 @@
+"""Real training runs that more than one test file asserts on: each is trained once per session by the
+`trained` fixture (tests/conftest.py), which keys its cache by the configuration, so a file that asks for
+another configuration gets its own run, never a look-alike.
+
+The engine files check their schema and strategies on these runs; test_accuracy_contract.py checks that the
+accuracy each one reports is the saved model's.
+"""
+
+from __future__ import annotations
+
+#: The TensorFlow engine's small run (test_tf_engine.py): 2000 images in 7 steps of 256, 500 test images.
+TF_SMALL: dict[str, object] = {"framework": "tensorflow", "limit_train": 2000, "limit_test": 500, "batch_size": 256,
+                               "epochs": 1, "tensorboard": True}
+#: 500 test images at eval batch 2000 split 500/0 over the two replicas: the empty part must neither crash
+#: nor count.
+TF_MIRRORED: dict[str, object] = dict(TF_SMALL, strategy="mirrored", workers=2, device="cpu", eval_batch_size=2000)
+#: Two local workers, 4096 images in 8 steps of 512, 1000 test images in eval batches of 300 (the last one
+#: partial): long enough for replica-local BatchNorm statistics to drift apart if they were ever reported.
+TF_MULTIWORKER: dict[str, object] = {"framework": "tensorflow", "strategy": "multiworker", "workers": 2,
+                                     "limit_train": 4096, "limit_test": 1000, "batch_size": 512,
+                                     "eval_batch_size": 300, "epochs": 1, "tensorboard": False}
+
+#: The PyTorch engine's small run (test_torch_engine.py): 2048 images in 8 steps of 256, 500 test images; CPU
+#: even where a GPU is present (the ddp runs need 2 workers).
+TORCH_SMALL: dict[str, object] = {"limit_train": 2048, "limit_test": 500, "batch_size": 256, "epochs": 1,
+                                  "tensorboard": True, "device": "cpu"}
+#: 499 test images: not divisible by 2, so padding or dropping would show.
+TORCH_DDP: dict[str, object] = dict(TORCH_SMALL, strategy="ddp", workers=2, limit_test=499)
