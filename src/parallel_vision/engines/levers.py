@@ -120,7 +120,7 @@ def auto_precision(framework: str, on_gpu: bool, gpu_bf16: bool = False,
         return "fp32", "auto: fp32; this GPU has no bfloat16 support"
     if native_bf16(cpuinfo):
         return "bf16", ("auto: bf16 autocast, this CPU computes bfloat16 natively (avx512_bf16/amx_bf16); "
-                        "measured ~2x faster than fp32 at the same full-MNIST accuracy on such a CPU")
+                        "measured 1.5-1.7x fp32 at the same full-MNIST accuracy on such a CPU")
     return "fp32", "auto: fp32; this CPU has no native bfloat16 (emulated bf16 ran at 0.36x fp32)"
 
 
