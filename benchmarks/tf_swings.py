@@ -84,18 +84,28 @@ def _worker(epochs: int, limit_train: int, batch: int, threads: int) -> None:
     class Probe(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):  # type: ignore[no-untyped-def]
             self.r0, self.t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-            self.gc0, self.steal0, self.steps = tuple(gc_time), _steal_ticks(), []
+            self.gc0, self.steal0, self.steps, self.marks = tuple(gc_time), _steal_ticks(), [], []
 
         def on_train_batch_begin(self, batch, logs=None):  # type: ignore[no-untyped-def]
             self.s0 = time.perf_counter()
+            self.marks.append(("begin", self.s0 - self.t0))
 
         def on_train_batch_end(self, batch, logs=None):  # type: ignore[no-untyped-def]
-            self.steps.append(round(time.perf_counter() - self.s0, 3))
+            now = time.perf_counter()
+            self.steps.append(round(now - self.s0, 3))
+            self.marks.append(("end", now - self.t0))
 
         def on_epoch_end(self, epoch, logs=None):  # type: ignore[no-untyped-def]
             r1 = resource.getrusage(resource.RUSAGE_SELF)
+            epoch_s = time.perf_counter() - self.t0
+            begins = [t for kind, t in self.marks if kind == "begin"]
+            ends = [t for kind, t in self.marks if kind == "end"]
             epochs_out.append({
-                "epoch_s": time.perf_counter() - self.t0,
+                "epoch_s": epoch_s,
+                # where the time outside the steps is: before the first, between them, after the last
+                "before_first_step_s": begins[0] if begins else None,
+                "between_steps_s": sum(b - e for b, e in zip(begins[1:], ends[:-1], strict=False)),
+                "after_last_step_s": epoch_s - ends[-1] if ends else None,
                 "user_s": r1.ru_utime - self.r0.ru_utime, "sys_s": r1.ru_stime - self.r0.ru_stime,
                 "minflt": r1.ru_minflt - self.r0.ru_minflt,
                 "nvcsw": r1.ru_nvcsw - self.r0.ru_nvcsw, "nivcsw": r1.ru_nivcsw - self.r0.ru_nivcsw,
@@ -146,12 +156,14 @@ def main() -> None:
                 rows.append([name, r["round"], i + 1, f"{e['epoch_s']:.1f}", f"{e['epoch_s'] / fast:.2f}",
                              f"{e['user_s']:.1f}", f"{e['sys_s']:.1f}", e["minflt"], e["nivcsw"],
                              f"{e['gc_s']:.2f}", f"{e['steal_s']:.1f}",
-                             f"{statistics.median(e['step_s']):.2f}/{max(e['step_s']):.2f}"])
+                             f"{statistics.median(e['step_s']):.2f}/{max(e['step_s']):.2f}",
+                             f"{e['before_first_step_s']:.1f}/{e['between_steps_s']:.1f}/{e['after_last_step_s']:.1f}"])
     record["runs"] = runs
     path = C.write_json("tf_swings", record)
     C.print_table(f"Plain Keras fit, {args.limit_train} images, batch {args.batch_size}, {args.threads} threads",
                   ["variant", "round", "epoch", "wall s", "x fastest", "user s", "sys s", "minor faults",
-                   "invol. csw", "gc s", "steal s", "step s median/max"], rows)
+                   "invol. csw", "gc s", "steal s", "step s median/max", "outside steps: before/between/after"],
+                  rows)
     print(f"written {path.relative_to(C.ROOT)}")
 
 
