@@ -8,7 +8,9 @@ work (page faults: sys time and minflt; GC: gc_s); one whose CPU time does not r
 
 Variants (alternating over --repeats rounds): `default`; `malloc_tuned` (the glibc settings our
 PyTorch engine uses: no mmap for big blocks, no trimming); `gc_off` (gc.freeze + disable);
-`inter_op_1` (one inter-op thread); `onednn_off` (TF_ENABLE_ONEDNN_OPTS=0).
+`inter_op_1` (one inter-op thread); `onednn_off` (TF_ENABLE_ONEDNN_OPTS=0); `tf_data` (the arrays fed as
+our TF engine feeds them: one tf.data pipeline, shuffle(n, reshuffle_each_iteration) → batch → prefetch,
+instead of Keras' array adapter).
 
 Usage:  python benchmarks/tf_swings.py [--epochs 10] [--limit-train 8192] [--repeats 1] [--only default ...]
 Writes benchmarks/results/tf_swings-<date>.json; prints a table last.
@@ -37,6 +39,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "gc_off": {"SWINGS_GC_OFF": "1"},
     "inter_op_1": {"SWINGS_INTER_OP": "1"},
     "onednn_off": {"TF_ENABLE_ONEDNN_OPTS": "0"},
+    "tf_data": {"SWINGS_TF_DATA": "1"},
 }
 
 
@@ -114,7 +117,12 @@ def _worker(epochs: int, limit_train: int, batch: int, threads: int) -> None:
                 "max_rss_mib": r1.ru_maxrss / 1024,
             })
 
-    model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[Probe()])
+    if os.environ.get("SWINGS_TF_DATA"):
+        data = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0, reshuffle_each_iteration=True)
+                .batch(batch).prefetch(tf.data.AUTOTUNE))
+        model.fit(data, epochs=epochs, verbose=0, callbacks=[Probe()])
+    else:
+        model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[Probe()])
     print(json.dumps({"epochs": epochs_out, "tf_version": tf.__version__}))
 
 
