@@ -10,7 +10,8 @@ Variants (alternating over --repeats rounds): `default`; `malloc_tuned` (the gli
 PyTorch engine uses: no mmap for big blocks, no trimming); `gc_off` (gc.freeze + disable);
 `inter_op_1` (one inter-op thread); `onednn_off` (TF_ENABLE_ONEDNN_OPTS=0); `tf_data` (the arrays fed as
 our TF engine feeds them: one tf.data pipeline, shuffle(n, reshuffle_each_iteration) → batch → prefetch,
-instead of Keras' array adapter).
+instead of Keras' array adapter); `tf_data_repeat` (that pipeline repeated, with `steps_per_epoch`, so one
+iterator serves every epoch).
 
 Usage:  python benchmarks/tf_swings.py [--epochs 10] [--limit-train 8192] [--repeats 1] [--only default ...]
 Writes benchmarks/results/tf_swings-<date>.json; prints a table last.
@@ -40,6 +41,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "inter_op_1": {"SWINGS_INTER_OP": "1"},
     "onednn_off": {"TF_ENABLE_ONEDNN_OPTS": "0"},
     "tf_data": {"SWINGS_TF_DATA": "1"},
+    "tf_data_repeat": {"SWINGS_TF_DATA": "repeat"},
 }
 
 
@@ -119,8 +121,12 @@ def _worker(epochs: int, limit_train: int, batch: int, threads: int) -> None:
 
     if os.environ.get("SWINGS_TF_DATA"):
         data = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0, reshuffle_each_iteration=True)
-                .batch(batch).prefetch(tf.data.AUTOTUNE))
-        model.fit(data, epochs=epochs, verbose=0, callbacks=[Probe()])
+                .batch(batch, drop_remainder=True))
+        steps = None
+        if os.environ["SWINGS_TF_DATA"] == "repeat":
+            data, steps = data.repeat(), len(x) // batch
+        model.fit(data.prefetch(tf.data.AUTOTUNE), epochs=epochs, steps_per_epoch=steps, verbose=0,
+                  callbacks=[Probe()])
     else:
         model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[Probe()])
     print(json.dumps({"epochs": epochs_out, "tf_version": tf.__version__}))
