@@ -2,9 +2,9 @@
 
 Identical for every strategy: in-memory uint8 arrays → normalise once ((x/255 − mean)/std,
 float32, NHWC) → cache → seeded shuffle reshuffled every epoch → batch(GLOBAL batch,
-drop_remainder=True) → prefetch. The strategy splits each global batch over its replicas;
-`multiworker` shards by DATA (every worker reads the same shuffled order and keeps its share),
-so all strategies take the same `steps_per_epoch` global steps.
+drop_remainder=True) → repeat (one iterator for the whole fit) → prefetch. The strategy splits each
+global batch over its replicas; `multiworker` shards by DATA (every worker reads the same shuffled
+order and keeps its share), so all strategies take the same `steps_per_epoch` global steps.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def make_dataset(
     shard_policy: Any,
     augment: bool = False,
     take: int | None = None,
+    repeat: bool = False,
 ) -> Any:
     """The input pipeline (see the module docstring). `images` are NHWC uint8; `mean`/`std` per channel.
 
@@ -67,6 +68,8 @@ def make_dataset(
         ds = ds.batch(batch, drop_remainder=True)
         if take is not None:  # micro-batches: only whole optimiser steps (steps × grad_accum of them)
             ds = ds.take(take)
+        if repeat:  # one iterator for every epoch (fit's steps_per_epoch cuts the epochs): a fresh iterator at
+            ds = ds.repeat()  # each epoch start sometimes waited ~2 steps idle (docs/performance.md, round 2)
     else:
         ds = ds.batch(batch, drop_remainder=False)
     if augment:
@@ -141,16 +144,16 @@ def load_data(run: TFRun) -> Data:
     shard = tf.data.experimental.AutoShardPolicy
     policy = shard.DATA if cfg.strategy == "multiworker" else shard.OFF
 
-    def train_data() -> Any:
+    def train_data(repeat: bool = False) -> Any:
         # With grad_accum K each fit step is one micro-batch of batch_size ÷ K (global over the replicas); Keras
         # updates the weights every K of them, so batch_size stays the global batch per optimiser step.
         micro = cfg.batch_size // cfg.grad_accum
         take = steps_per_epoch(len(x_train), cfg.batch_size) * cfg.grad_accum if cfg.grad_accum > 1 else None
         return make_dataset(tf, x_train, y_train, mean=mean, std=std, batch=micro, train=True,
-                            seed=cfg.seed, shard_policy=policy, augment=cfg.augment, take=take)
+                            seed=cfg.seed, shard_policy=policy, augment=cfg.augment, take=take, repeat=repeat)
 
-    data_times = probe_pipeline(train_data())  # a separate pipeline: training's cache starts cold too
-    train = train_data()
+    data_times = probe_pipeline(train_data())  # a separate, finite pipeline: training's cache starts cold too
+    train = train_data(repeat=True)
     test = make_dataset(tf, x_test, y_test, mean=mean, std=std, batch=cfg.eval_batch_size, train=False,
                         seed=cfg.seed, shard_policy=policy)
     run.class_names, run.n_train = class_names, len(x_train)

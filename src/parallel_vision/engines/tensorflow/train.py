@@ -33,6 +33,7 @@ def fit(run: TFRun, model: Any, data: Data) -> Stopped | None:
         try:
             if run.start_epoch < cfg.epochs:
                 model.fit(data.train, epochs=cfg.epochs, initial_epoch=run.start_epoch, verbose=0, shuffle=False,
+                          steps_per_epoch=data.steps * cfg.grad_accum,  # fit steps are micro-batches
                           callbacks=[make_callback(run.keras, clock)])
         except KeyboardInterrupt:  # multiworker (no handler), or a second Ctrl-C
             return Stopped(exit_code=130, signal_name="SIGINT")
