@@ -57,9 +57,12 @@ class _BatchNormReLUMaxPool(torch.autograd.Function):
         x, weight, running_mean, running_var, mean, invstd, pooled, indices = ctx.saved_tensors
         # The incoming gradient in the input's layout: otherwise ATen's pool backward converts the
         # full-size gradient to contiguous and back (two full-size copies after a Flatten).
-        grad_pooled = grad_pooled.contiguous(memory_format=_layout(x))
-        grad_pooled = torch.ops.aten.threshold_backward(grad_pooled, pooled, 0)  # ReLU, on the pooled size
-        grad_z = torch.ops.aten.max_pool2d_with_indices_backward(grad_pooled, x, *_POOL, indices.long())
+        grad = grad_pooled.contiguous(memory_format=_layout(x))
+        grad = torch.ops.aten.threshold_backward(grad, pooled, 0)  # ReLU, on the pooled size
+        grad_z = torch.ops.aten.max_pool2d_with_indices_backward(grad, x, *_POOL, indices.long())
+        # Freed before BatchNorm's backward, where this step's memory peaks (benchmarks/memory_timeline.py):
+        # the incoming gradient stays referenced by autograd until we return, our pooled-size copies need not.
+        del grad
         grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
             grad_z, x, weight, running_mean, running_var, mean, invstd, True, ctx.eps,
             [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
