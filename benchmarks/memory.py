@@ -8,7 +8,7 @@ Two views of the same runs:
 Variants (alternating over --repeats rounds): torch single (2 threads), torch ddp (2 workers x 1
 thread), both again with malloc_tuning off (how much does keeping freed memory raise the peak?), ddp
 with the reference BatchNorm/ReLU/pool modules instead of the fused step (`fused_bn` off),
-and with --with-tf the TensorFlow engine single.
+ddp with glibc mapping only the blocks of >= 100 MiB, and with --with-tf the TensorFlow engine single.
 
 Usage:  python benchmarks/memory.py [--epochs 1] [--repeats 1] [--with-tf] [--only ddp]
 Writes benchmarks/results/memory-<date>.json; prints a table last.
@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 GOAL_MIB = 1.5 * 1024
+GOAL_VARIANT = "torch ddp (2 x 1 thread)"
 
 
 def _status_kib(pid: int, keys: tuple[str, ...] = ("VmHWM", "VmRSS")) -> dict[str, int]:
@@ -61,11 +62,21 @@ def watched_run(scratch: Path, poll_s: float, **cfg: Any) -> dict[str, Any]:
     """Run the engine in a thread while polling every descendant's VmHWM/VmRSS."""
     box: dict[str, Any] = {}
 
+    env = cfg.pop("_env", {})  # glibc variables for the engine's children (the launcher passes ours through)
+
     def target() -> None:
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
         try:
             box["run"] = C.run_engine(scratch, **cfg)
         except Exception as exc:  # noqa: BLE001 - reported below
             box["error"] = exc
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     seen: dict[int, dict[str, Any]] = {}
     thread = threading.Thread(target=target)
@@ -126,6 +137,11 @@ def main() -> None:
                                              threads_per_worker=1, malloc_tuning=False),
         "torch ddp, reference BatchNorm": dict(common, framework="torch", strategy="ddp", workers=2,
                                                threads_per_worker=1, fused_bn=False),
+        # glibc maps blocks of >= 100 MiB (here the 196 MiB full-size maps of the second conv block) and keeps
+        # the rest in its untrimmed heap: which of the two settings' costs each block size carries.
+        "torch ddp, mmap >= 100 MiB": dict(common, framework="torch", strategy="ddp", workers=2, threads_per_worker=1,
+                                           malloc_tuning=False, _env={"MALLOC_MMAP_THRESHOLD_": str(100 * 2**20),
+                                                                      "MALLOC_TRIM_THRESHOLD_": str(2**36)}),
     }
     if args.with_tf:
         variants["tensorflow single (2 threads)"] = dict(common, framework="tensorflow", strategy="single",
@@ -145,23 +161,27 @@ def main() -> None:
             print(f"  round {rnd + 1}: {name:32s} reported {row['reported_peak_rss_mib_per_worker']} MiB, "
                   f"VmHWM {row['external_vm_hwm_mib_per_worker']} MiB (load1 {state['load1']})", flush=True)
 
-    rows, worst = [], 0.0
+    rows, worst = [], {}
     for name in names:
         for r in runs[name]:
             rep = [v for v in (r["reported_peak_rss_mib_per_worker"] or []) if v is not None]
             ext = r["external_vm_hwm_mib_per_worker"]
-            worst_here = max(rep + ext) if rep + ext else 0.0
-            worst = max(worst, worst_here)
+            worst[name] = max([worst.get(name, 0.0), *rep, *ext])
             others = [f"{p['label']} {p['vm_hwm_mib']:.0f}" for p in r["other_processes"]]
             rows.append([name, ", ".join(f"{v:.0f}" for v in rep), ", ".join(f"{v:.0f}" for v in ext),
                          "; ".join(others) or "-", f"{r['images_per_s']:.0f}", f"{r['test_accuracy']:.4f}"])
     record.update({"variants": variants, "runs": runs,
-                   "summary": {"worst_worker_peak_mib": worst, "goal_mib": GOAL_MIB, "met": worst <= GOAL_MIB}})
+                   "summary": {"worst_worker_peak_mib_per_variant": worst, "goal_variant": GOAL_VARIANT,
+                               "goal_mib": GOAL_MIB,
+                               "met": worst[GOAL_VARIANT] <= GOAL_MIB if GOAL_VARIANT in worst else None}})
     path = C.write_json("memory", record)
     C.print_table(
         f"Peak resident memory per worker, MiB (full MNIST unless limited, {args.epochs} epoch(s), batch 2048)",
         ["variant", "reported (ru_maxrss)", "external VmHWM", "other processes (VmHWM)", "img/s", "test acc"], rows)
-    print(C.goal_line("worst worker peak", worst / 1024, 1.5, higher_is_better=False, unit=" GiB"))
+    # The goal is about what a user gets by default: ddp x 2 at batch 2048 with every setting left alone.
+    print(C.goal_line(f"worst worker peak of '{GOAL_VARIANT}' (the defaults)",
+                      worst[GOAL_VARIANT] / 1024 if GOAL_VARIANT in worst else None, 1.5,
+                      higher_is_better=False, unit=" GiB"))
     print(f"written {path.relative_to(C.ROOT)}")
 
 
