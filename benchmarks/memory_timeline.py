@@ -11,8 +11,9 @@ and reports side by side, per setting:
   * from `torch.profiler`'s memory events over --profile-steps steps: the peak of live tensor bytes
     above the step boundary, the operation at that peak, every tensor alive at it (size and the
     operation that allocated it), and the allocation sizes of a step;
-  * what a caching allocator that reuses freed blocks by exact size (no splitting) would have to hold
-    for the same allocation trace: whether such an allocator would keep the speed without the heap.
+  * what two caching allocators would hold for the same allocation trace of blocks >= 1 MiB: one that reuses
+    freed blocks by exact size only, and a separate large-block pool that places first-fit, splits and merges
+    (whether a better allocator alone, keeping the speed, could bring the worker under the goal).
 
 Usage:  python benchmarks/memory_timeline.py [--batch 1024] [--steps 6] [--reference-bn]
 Writes benchmarks/results/memory_timeline-<date>.json; prints the tables last.
@@ -21,6 +22,7 @@ Writes benchmarks/results/memory_timeline-<date>.json; prints the tables last.
 from __future__ import annotations
 
 import argparse
+import bisect
 import collections
 import json
 import os
@@ -69,6 +71,41 @@ def _innermost(ops: list[dict[str, Any]], ts: float, prefix: str = "") -> str:
     return best["name"] if best else "-"
 
 
+def pooled_extent(events: list[tuple[int, int]]) -> int:
+    """Replay (address, +bytes | -bytes) events of blocks >= BIG through a pool of their own that places each block
+    first-fit at the lowest free offset, splits what is left and merges neighbours on free (what a caching
+    allocator with a separate large-block pool does); returns the pool's highest extent in bytes."""
+    free: list[tuple[int, int]] = []  # (offset, size), sorted, never adjacent
+    placed: dict[int, tuple[int, int]] = {}
+    top = extent = 0
+    for addr, nbytes in events:
+        if nbytes > 0:
+            fit = next((i for i, (_, size) in enumerate(free) if size >= nbytes), None)
+            if fit is None:
+                if free and sum(free[-1]) == top:  # grow the free block at the top instead of leaving it
+                    offset, _ = free.pop()
+                else:
+                    offset = top
+                top = offset + nbytes
+            else:
+                offset, size = free.pop(fit)
+                if size > nbytes:
+                    free.insert(fit, (offset + nbytes, size - nbytes))
+            placed[addr] = (offset, nbytes)
+            extent = max(extent, top)
+        elif addr in placed:
+            offset, size = placed.pop(addr)
+            i = bisect.bisect(free, (offset, 0))
+            if i > 0 and sum(free[i - 1]) == offset:
+                offset, size = free[i - 1][0], free[i - 1][1] + size
+                free.pop(i - 1)
+                i -= 1
+            if i < len(free) and offset + size == free[i][0]:
+                size += free.pop(i)[1]
+            free.insert(i, (offset, size))
+    return extent
+
+
 def analyse_trace(trace: dict[str, Any]) -> dict[str, Any]:
     """Live tensor bytes over the profiled steps (relative to the first step boundary), the peak and what is
     alive at it, the allocation sizes, and what an exact-size block cache would hold."""
@@ -79,8 +116,11 @@ def analyse_trace(trace: dict[str, Any]) -> dict[str, Any]:
     cache: collections.Counter[int] = collections.Counter()
     held = held_peak = 0
     sizes: collections.Counter[int] = collections.Counter()
+    big_events: list[tuple[int, int]] = []
     for e in mem:
         nbytes, addr = e["args"]["Bytes"], e["args"]["Addr"]
+        if abs(nbytes) >= BIG:  # a free reports the block's size, negated
+            big_events.append((addr, nbytes))
         if nbytes > 0:
             live += nbytes
             alive[addr] = (nbytes, e["ts"])
@@ -111,6 +151,7 @@ def analyse_trace(trace: dict[str, Any]) -> dict[str, Any]:
         "alive_at_peak_small_mib": sum(s for s, _ in alive_at_peak.values() if s < BIG) / MIB,
         "allocations_per_step": {f"{s / MIB:.1f}": n for s, n in sorted(sizes.items(), reverse=True)},
         "exact_size_cache_holds_mib": held_peak / MIB,
+        "large_block_pool_extent_mib": pooled_extent(big_events) / MIB,
     }
 
 
@@ -231,11 +272,11 @@ def main() -> None:
         last = r["steps"][-1]
         rows.append([setting, f"{r['steady_step_s']:.2f}", f"{last['in_use_mib']:.0f}", f"{last['heap_mib']:.0f}",
                      f"{r['trace']['live_peak_mib']:.0f}", f"{r['trace']['exact_size_cache_holds_mib']:.0f}",
-                     f"{r['after_eval']['vm_hwm_mib']:.0f}"])
+                     f"{r['trace']['large_block_pool_extent_mib']:.0f}", f"{r['after_eval']['vm_hwm_mib']:.0f}"])
     path_name = "reference modules" if args.reference_bn else "fused step"
     C.print_table(f"One worker, batch {args.batch}, 1 thread, {path_name} (MiB; live: tensors above the step start)",
                   ["allocator", "s/step", "heap in use", "heap held", "live peak in step",
-                   "exact-size cache would hold", "VmHWM"], rows)
+                   "exact-size cache would hold", "first-fit pool would span", "VmHWM"], rows)
     tuned = results["tuned"]
     print(f"\nstep time tuned / glibc: {tuned['steady_step_s'] / results['glibc']['steady_step_s']:.2f}; "
           f"model + grads + Adam {tuned['model_grads_adam_mib']:.0f} MiB, data {tuned['data_mib']:.0f} MiB, "
