@@ -115,6 +115,7 @@ class CommTimer:
         self.bytes = 0
         self.measured = False
         self.compression = "none"
+        self.hook: _Compressed | None = None
 
     def attach(self, model: torch.nn.parallel.DistributedDataParallel, cfg: RunConfig | None = None) -> None:
         kind, rank = cfg.compression if cfg is not None else ("none", None)
@@ -125,9 +126,33 @@ class CommTimer:
             group = dist.new_group()  # every rank calls wrap(), so every rank makes it, in the same order
             _count_allreduce_on(group, self)
             state, hook = _compression_hook(kind, rank, group)
-            model.register_comm_hook(_Compressed(self, state, hook, serialise=kind == "powersgd"),
-                                     _timed_compressed_hook)
+            self.hook = _Compressed(self, state, hook, serialise=kind == "powersgd")
+            model.register_comm_hook(self.hook, _timed_compressed_hook)
         self.measured = True
+
+    def hook_state_dict(self) -> dict[str, Any] | None:
+        """The compression hook's training state on this rank, as CPU copies (None for a stateless hook).
+
+        PowerSGD's state is what the next step depends on: the step counter (plain all-reduces until
+        `start_powerSGD_iter`), each bucket's error feedback (this rank's own residual) and its warm-started
+        Q. P is recomputed every step and the stats counters change nothing, so they are left out; the
+        numpy generator that seeds Q is used once per bucket, before Q exists, so Q stands for it.
+        """
+        state = self.hook.inner_state if self.hook is not None else None
+        if not isinstance(state, _powersgd_state_type()):
+            return None
+        copy = {i: t.detach().to("cpu", copy=True) for i, t in state.error_dict.items()}
+        q = {i: t.detach().to("cpu", copy=True) for i, t in state.q_memory_dict.items()}
+        return {"kind": "powersgd", "iter": int(state.iter), "error_dict": copy, "q_memory_dict": q}
+
+    def load_hook_state_dict(self, saved: dict[str, Any] | None, device: torch.device) -> None:
+        """Put `hook_state_dict()`'s record back (None: a checkpoint without one keeps the fresh state)."""
+        state = self.hook.inner_state if self.hook is not None else None
+        if saved is None or not isinstance(state, _powersgd_state_type()):
+            return
+        state.iter = int(saved["iter"])
+        state.error_dict = {int(i): t.to(device, copy=True) for i, t in saved["error_dict"].items()}
+        state.q_memory_dict = {int(i): t.to(device, copy=True) for i, t in saved["q_memory_dict"].items()}
 
     def take(self) -> float:
         seconds, self.seconds = self.seconds, 0.0
@@ -169,6 +194,12 @@ def steady_steps(compression: str, step_bytes: list[int]) -> list[int]:
     if compression.startswith("powersgd") and len(step_bytes) > POWERSGD_PLAIN_STEPS:
         return step_bytes[POWERSGD_PLAIN_STEPS:]
     return step_bytes
+
+
+def _powersgd_state_type() -> type:
+    from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import PowerSGDState
+
+    return PowerSGDState
 
 
 def _compression_hook(kind: str, rank: int | None, group: Any) -> tuple[Any, Callable[..., Any]]:

@@ -72,6 +72,7 @@ class Trainer(Resumable):
         # How often all ranks agree on "stop?" and "finite?": every step on the CPU (a tiny gloo
         # all-reduce), every 16 steps on CUDA (each check is a host sync).
         self.poll_every = 1 if self.device.type == "cpu" else 16
+        self.warmed_up = False
         if cfg.compile or self.device.type == "cuda":
             self._warm_up()
 
@@ -82,6 +83,7 @@ class Trainer(Resumable):
         recording, cuDNN's algorithm search and the optimiser's first-step set-up; the
         state is then put back, so the timed run is exactly the run it would have been.
         """
+        self.warmed_up = True  # first: the restore below must not ask for another warm-up
         state = self.state_dict()
         # DataParallel's replicas draw their dropout from every GPU's generator, not just this one's.
         replicas = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None

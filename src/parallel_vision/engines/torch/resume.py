@@ -33,7 +33,7 @@ from parallel_vision.errors import EngineError, PVisionError
 if TYPE_CHECKING:
     from parallel_vision.config import RunConfig
     from parallel_vision.engines.torch.data import DeviceData
-    from parallel_vision.engines.torch.dist import Dist
+    from parallel_vision.engines.torch.dist import CommTimer, Dist
 
 
 class Resumable:
@@ -47,12 +47,18 @@ class Resumable:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     scaler: torch.amp.GradScaler
+    comm: CommTimer
     records: list[dict[str, Any]]
     start_epoch: int
     last_predictions: np.ndarray | None
     final_eval_needed: bool
     _partial: dict[str, Any] | None
     _paused: float
+    warmed_up: bool
+
+    def _warm_up(self) -> None:
+        """loop.Trainer's: a few real steps outside the clock, then the state from before them restored."""
+        raise NotImplementedError
 
     def _init_checkpoints(self) -> None:
         """Off until `enable_checkpoints` (a bare Trainer, as in the tests, writes nothing)."""
@@ -76,6 +82,7 @@ class Resumable:
             "scheduler": copy.deepcopy(self.scheduler.state_dict()) if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict() or None,  # a disabled scaler has no state
             "rng": checkpoint.rng_state(self.device.type == "cuda"),
+            "comm_hook": self.comm.hook_state_dict(),  # PowerSGD's error feedback and Q: this rank's own
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -84,12 +91,17 @@ class Resumable:
         `state` stays usable: the optimiser and schedule would otherwise adopt its tensors and lists
         (`Optimizer.load_state_dict` keeps a tensor already on the right device) and update them in place.
         """
+        if state.get("comm_hook") is not None and not self.warmed_up:
+            # DDP lays its buckets out anew after its first step, and PowerSGD's state is per bucket: a fresh
+            # model takes (and then undoes) its warm-up steps first, so the state lands on the layout it came from.
+            self._warm_up()
         self.bare_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(copy.deepcopy(state["scheduler"]))
         self.scaler.load_state_dict(state["scaler"] or {})
         self.optimizer.zero_grad(set_to_none=True)
+        self.comm.load_hook_state_dict(state.get("comm_hook"), self.device)
         checkpoint.set_rng_state(state["rng"])
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -122,6 +134,7 @@ class Resumable:
         floats = [v for v in state["model"].values() if v.is_floating_point()]
         mine = {
             "rng": state["rng"],
+            "comm_hook": state["comm_hook"],
             "loss_sum": sums["loss_sum"].detach().cpu().clone() if sums else None,
             "correct": sums["correct"].detach().cpu().clone() if sums else None,
             "finite": bool(torch.stack([torch.isfinite(v).all() for v in floats]).all()),
@@ -147,7 +160,7 @@ class Resumable:
                 "records": [dict(r) for r in self.records],
                 "partial": None if sums is None else {k: float(sums[k]) for k in
                                                       ("data_time_s", "epoch_time_s", "comm_time_s")},
-                "ranks": [{k: r[k] for k in ("rng", "loss_sum", "correct")} for r in ranks],
+                "ranks": [{k: r[k] for k in ("rng", "comm_hook", "loss_sum", "correct")} for r in ranks],
                 "predictions": None if predictions is None else torch.from_numpy(np.asarray(predictions)),
                 "elastic_run_id": os.environ.get("TORCHELASTIC_RUN_ID"),
                 "reliability": json.loads(json.dumps(self.reliability)),
@@ -213,4 +226,5 @@ class Resumable:
             print(f"pvision: resuming{why} from {where} ({self.out / checkpoint.CHECKPOINT_FILE}{note})",
                   file=sys.stderr, flush=True)
         # Last: nothing may draw a random number between here and the next training step.
-        self.load_state_dict({k: ckpt[k] for k in ("model", "optimizer", "scheduler", "scaler")} | {"rng": mine["rng"]})
+        self.load_state_dict({k: ckpt[k] for k in ("model", "optimizer", "scheduler", "scaler")}
+                             | {"rng": mine["rng"], "comm_hook": mine.get("comm_hook")})  # older files: no hook state
