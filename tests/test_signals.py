@@ -1,6 +1,7 @@
 """SIGTERM/SIGINT to `pvision train`: the step ends, a checkpoint and a partial result are written,
 the command exits 143/130 with one line, and `--resume` finishes the run (bit-identical to the
-uninterrupted run whenever test_resume.py has made that run in the same session).
+uninterrupted run: single whenever test_resume.py has made that run in the same session, DDP with
+PowerSGD always, against a straight run made here).
 
 Only the `pvision train` process is signalled (not its process group), so passing the signal on is
 tested too: launcher → engine process → (DDP) spawned workers, which agree on the step to stop at.
@@ -26,6 +27,7 @@ from test_resume import (  # noqa: E402
     job_list,
     result,
     start,
+    straight_run,
     train_argv,
     wait_for_checkpoint,
 )
@@ -62,6 +64,12 @@ def _stop_and_resume(data_dir: Path, tmp_path: Path, jobs: list[Job], signum: in
     assert not (stopped / "model.pt").exists()
     ckpt = torch.load(stopped / "checkpoint.pt", weights_only=True)
     assert (ckpt["epoch"], ckpt["step"]) >= (0, 3) and len(partial["epochs"]) == len(ckpt["records"])
+    hooks = [r.get("comm_hook") for r in ckpt["ranks"]]
+    if "--grad-compression" in strategy:  # PowerSGD's state, each rank's own, its compressed steps begun
+        assert all(h is not None and h["iter"] >= 3 and h["error_dict"] and h["q_memory_dict"] for h in hooks), hooks
+        assert not torch.equal(*(next(iter(h["error_dict"].values())) for h in hooks))  # the ranks' residuals differ
+    else:
+        assert hooks == [None] * len(hooks)
 
     code, text = finish(jobs, train_argv(data_dir, stopped, *strategy, "--resume"), tmp_path / "resumed.log")
     assert code == 0, text
@@ -83,5 +91,12 @@ def test_sigterm_single_exits_143_and_resumes(data_dir: Path, tmp_path: Path, jo
 
 
 @pytest.mark.timeout(300)
-def test_sigint_ddp_exits_130_and_resumes(data_dir: Path, tmp_path: Path, jobs: list[Job]) -> None:
-    _stop_and_resume(data_dir, tmp_path, jobs, signal.SIGINT, "--strategy", "ddp", "--workers", "2")
+def test_sigint_ddp_powersgd_exits_130_and_resumes_bit_identical(data_dir: Path, tmp_path: Path,
+                                                                 tmp_path_factory: pytest.TempPathFactory,
+                                                                 jobs: list[Job]) -> None:
+    """DDP x 2 with PowerSGD, stopped after its compressed steps began: its step counter, each rank's error
+    feedback and the warm-started Q travel in the checkpoint, so the resumed run equals an uninterrupted one
+    (made here; plain DDP's exact resume is test_resume.py's SIGKILL test)."""
+    strategy = ("--strategy", "ddp", "--workers", "2", "--grad-compression", "powersgd:1")
+    straight_run(data_dir, tmp_path_factory, jobs, *strategy)
+    _stop_and_resume(data_dir, tmp_path, jobs, signal.SIGINT, *strategy)

@@ -142,8 +142,9 @@ def test_state_dict_round_trips_a_trainer_exactly(make_trainer: Any) -> None:
 
 def test_state_dict_has_the_checkpoint_layout(make_trainer: Any) -> None:
     state = make_trainer(lr_schedule="constant").state_dict()
-    assert set(state) == {"model", "optimizer", "scheduler", "scaler", "rng"}
+    assert set(state) == {"model", "optimizer", "scheduler", "scaler", "rng", "comm_hook"}
     assert state["scheduler"] is None and state["scaler"] is None  # as every checkpoint records them
+    assert state["comm_hook"] is None  # no compression hook: nothing of the communication is training state
     assert all(v.device.type == "cpu" for v in state["model"].values())
     assert set(state["rng"]) == {"torch", "cuda", "numpy", "python"}
 
