@@ -1,9 +1,10 @@
 """The Trainer's state, and checkpoints built on it: one `state_dict()` / `load_state_dict()` pair.
 
 `state_dict()` is everything the next training step depends on in this process: weights (with
-BatchNorm statistics), optimiser, schedule, scaler and RNG. The warm-up restores it after its
-compile/autotune steps; a checkpoint is every rank's state (rank 0's weights, every rank's RNG) plus
-where the run stands (epoch, step, partial-epoch sums, the epoch records); a resume loads it back.
+BatchNorm statistics), optimiser, schedule, scaler, RNG and the compression hook's state (PowerSGD).
+The warm-up restores it after its compile/autotune steps; a checkpoint is every rank's state (rank 0's
+weights, every rank's RNG and hook state) plus where the run stands (epoch, step, partial-epoch sums,
+the epoch records); a resume loads it back.
 
 Reliability (docs/reliability.md): a checkpoint at every epoch end and every `checkpoint_every`
 steps makes a resumed run continue bit for bit; nothing non-finite is ever written, so a divergence
