@@ -129,3 +129,29 @@ def test_comparison_directions_follow_the_numbers() -> None:
     a, b = Spread(120.0, 90.0, 130.0, 3), Spread(100.0, 95.0, 125.0, 3)
     assert not compare.resolved(a, b)
     assert compare.resolved(Spread(120.0, 118.0, 122.0, 3), Spread(100.0, 99.0, 101.0, 3))
+
+
+def test_the_dataparallel_claim_is_checked_on_pytorch_dataparallel_only() -> None:
+    """The paper's 'DataParallel gives no speedup' is about torch.nn.DataParallel: a JAX `dp` row must not answer it
+    (a quick bench on a CPU once printed JAX's S = 2.38 under it), and torch's skip reason must."""
+    from types import SimpleNamespace
+
+    jax_rows = scaling_rows([_pt("jax-single", "jax", "single", 1, 512, 1, 45.8),
+                             _pt("jax-dp2", "jax", "dp", 2, 512, 1, 19.3)], STRONG)
+    assert len(jax_rows) == 1
+    skipped = [{"strategy": "dp", "framework": "torch", "reason": "DataParallel needs 2 CUDA GPUs; 0 visible"}]
+    lines = [line for line in compare.paper_claim_sentences(SimpleNamespace(strong=jax_rows, skipped=skipped))
+             if "DataParallel" in line]
+    assert lines == ["Paper: DataParallel gives no speedup over 1 GPU — not testable here: "
+                     "DataParallel needs 2 CUDA GPUs; 0 visible"]
+
+    torch_rows = scaling_rows([_pt("torch-single", "torch", "single", 1, 512, 1, 10.0),
+                               _pt("torch-dp2", "torch", "dp", 2, 512, 1, 8.0)], STRONG)
+    lines = [line for line in compare.paper_claim_sentences(SimpleNamespace(strong=jax_rows + torch_rows, skipped=[]))
+             if "DataParallel" in line]
+    assert lines == ["Paper: DataParallel gives no speedup over 1 GPU. Here, PyTorch DataParallel ×2: S = 1.25 "
+                     "against torch-single."]
+    lines = [line for line in compare.paper_claim_sentences(SimpleNamespace(strong=jax_rows, skipped=[]))
+             if "DataParallel" in line]
+    assert lines == ["Paper: DataParallel gives no speedup over 1 GPU — not measured in these results "
+                     "(no PyTorch DataParallel run)."]

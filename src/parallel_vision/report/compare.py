@@ -291,14 +291,18 @@ def paper_claim_sentences(data: ReportData) -> list[str]:
             out.append(f"Paper: 'Data Parallelism in Tensorflow is superior to Pytorch due to high scaling'. "
                        f"Here, E({a.workers}) = {100 * a.efficiency.median:.0f} % (TensorFlow Mirrored) vs "
                        f"{100 * b.efficiency.median:.0f} % (PyTorch DDP): {verdict}.")
-    dp = [s for s in data.skipped if (s.get("strategy") == "dp")]
-    dp_runs = [r for r in strong if r.point.strategy == "dp"]
+    # The claim is about PyTorch's nn.DataParallel; JAX's `dp` (one process, several devices) is another thing.
+    dp = [s for s in data.skipped if s.get("strategy") == "dp" and s.get("framework") == "torch"]
+    dp_runs = [r for r in strong if r.point.framework == "torch" and r.point.strategy == "dp"]
     if dp_runs:
-        r = dp_runs[0]
-        out.append(f"Paper: DataParallel gives no speedup over 1 GPU. Here, DataParallel ×{r.workers}: "
-                   f"S = {r.speedup.median:.2f}.")
+        r = max(dp_runs, key=lambda r: r.workers)
+        out.append(f"Paper: DataParallel gives no speedup over 1 GPU. Here, PyTorch DataParallel ×{r.workers}: "
+                   f"S = {r.speedup.median:.2f} against {r.baseline.label}.")
     elif dp:
         out.append(f"Paper: DataParallel gives no speedup over 1 GPU — not testable here: {dp[0]['reason']}")
+    else:
+        out.append("Paper: DataParallel gives no speedup over 1 GPU — not measured in these results "
+                   "(no PyTorch DataParallel run).")
     return out
 
 
