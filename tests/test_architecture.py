@@ -127,11 +127,28 @@ def test_framework_free_packages_never_import_a_framework(package: str) -> None:
     assert offenders == []
 
 
-def test_every_engine_package_serves_the_strategies_the_config_accepts() -> None:
-    from parallel_vision.config import STRATEGIES
+def test_every_framework_of_the_strategy_table_has_an_engine_package() -> None:
+    from parallel_vision import strategies
     from parallel_vision.engines import registry
 
-    assert {name: spec.strategies for name, spec in registry.engines().items()} == STRATEGIES
+    assert sorted(registry.engines()) == sorted(strategies.frameworks())
+    for name, spec in registry.engines().items():
+        assert spec.strategies == strategies.strategies_of(name)
     for spec in registry.engines().values():
         module, _, _function = spec.entry.partition(":")
         assert (SRC / Path(*module.split("."))).with_suffix(".py").exists(), spec.entry
+
+
+def test_no_call_of_our_own_code_passes_more_than_five_arguments_by_position() -> None:
+    """Long positional calls are where arguments get swapped silently: past five, name them."""
+    trees = {path: ast.parse(path.read_text()) for path in (SRC / PACKAGE).rglob("*.py")}
+    ours = {node.name for tree in trees.values() for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    offenders = []
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and len(node.args) > 5:
+                name = getattr(node.func, "id", None) or getattr(node.func, "attr", "")
+                if name in ours:
+                    offenders.append(f"{path.relative_to(SRC)}:{node.lineno} {name}")
+    assert offenders == []

@@ -88,3 +88,21 @@ def test_engine_specific_fields_say_so_and_are_refused_elsewhere() -> None:
         assert name in fields and name in changed, name
         with pytest.raises(ConfigError, match=f"{name} applies to the .* engine only"):
             RunConfig(framework=other[engine], **{name: changed[name]})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("changes", "stored"), [
+    ({}, "dd8c9dffa01def8a"),
+    ({"framework": "tensorflow", "strategy": "mirrored", "workers": 2, "epochs": 3, "limit_train": 4096,
+      "out_dir": "/x", "extra": {"preset": "quick"}}, "f2c8141af318fdf7"),
+    ({"framework": "jax", "strategy": "dp", "workers": 2, "model": "wide_mlp", "dataset": "synthetic",
+      "image_size": 16, "channels": 1, "classes": 5}, "1c3d8006c8a551ba"),
+    ({"strategy": "ddp", "workers": 2, "lr_scaling": "linear", "base_batch": 256, "warmup_epochs": 1,
+      "grad_accum": 2, "grad_compression": "powersgd:2", "target_accuracy": 0.99, "stop_at_target": True,
+      "fused_bn": False, "checkpoint_every": 5, "master_port": 29400}, "25c81dbbe128f765"),
+])
+def test_identity_hashes_of_stored_runs_do_not_move(changes: dict, stored: str) -> None:
+    """The hashes results databases hold (computed by the code before RunConfig was split into sections):
+    reordering fields or moving identity rules into field metadata must not change them."""
+    from parallel_vision.results.rows import identity_hash
+
+    assert identity_hash(RunConfig(**changes)) == stored

@@ -20,14 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from parallel_vision import strategies as table
 from parallel_vision.bench.presets import AS_PUBLISHED_SGD, BenchSpec
-from parallel_vision.config import KNOWN_DATASETS, KNOWN_MODELS, STRATEGIES, RunConfig
+from parallel_vision.config import KNOWN_DATASETS, KNOWN_MODELS, RunConfig
 from parallel_vision.errors import ConfigError
 from parallel_vision.models.init import INIT_MODES
 
-DEFAULT_MULTI = {"torch": ("ddp",), "tensorflow": ("mirrored",), "jax": ("dp",)}
-#: Strategies whose replicas share one process (and so its thread pool).
-SHARED_PROCESS = ("mirrored", "dp")
 SHORT = {"torch": "torch", "tensorflow": "tf", "jax": "jax"}
 
 
@@ -49,18 +47,16 @@ class PlannedRun:
 
 
 def multi_strategies(framework: str, requested: tuple[str, ...] | None) -> tuple[str, ...]:
-    """The N>1 strategies to run for one framework."""
-    if not requested:
-        return DEFAULT_MULTI[framework]
-    chosen = tuple(s for s in requested if s in STRATEGIES[framework] and s != "single")
-    return chosen or DEFAULT_MULTI[framework]
+    """The N>1 strategies to run for one framework: those requested that it has, else its bench default."""
+    chosen = tuple(s for s in requested or () if (spec := table.lookup(framework, s)) and spec.multi)
+    return chosen or table.bench_defaults(framework)
 
 
 def check_spec(spec: BenchSpec) -> None:
     for fw in spec.frameworks:
-        if fw not in STRATEGIES:
-            raise ConfigError(f"unknown framework {fw!r}; choose from {', '.join(STRATEGIES)}")
-    known = {s for v in STRATEGIES.values() for s in v}
+        if fw not in table.frameworks():
+            raise ConfigError(f"unknown framework {fw!r}; choose from {', '.join(table.frameworks())}")
+    known = table.all_names()
     for s in spec.strategies or ():
         if s not in known:
             raise ConfigError(f"unknown strategy {s!r}; choose from {', '.join(sorted(known))}")
@@ -110,7 +106,8 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
                 return  # this framework or strategy does not honour the lever: no run (docs/levers.md)
         if threads is not None:
             # mirrored / dp replicas share one process: its pool gets threads × replicas.
-            base["threads_per_worker"] = threads * workers if strategy in SHARED_PROCESS else threads
+            shared = table.get(framework, strategy).shares_process
+            base["threads_per_worker"] = threads * workers if shared else threads
         if spec.as_published and framework == "torch" and strategy in ("single", "dp"):
             base.update(AS_PUBLISHED_SGD)
         extra: dict[str, Any] = {"preset": spec.preset or "custom", "role": role}
@@ -134,7 +131,8 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
         except ConfigError as exc:
             key = "error:" + name
             if key not in by_identity:
-                planned = PlannedRun(name, 1, None, [mode] if mode else [], role, str(exc), describe)
+                planned = PlannedRun(name=name, repeat=1, cfg=None, scaling=[mode] if mode else [], role=role,
+                                     error=str(exc), describe=describe)
                 by_identity[key] = planned
                 templates.append(planned)
             return
@@ -146,7 +144,8 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
             if role == "scaling":
                 planned.role = "scaling"
             return
-        planned = PlannedRun(name, 1, cfg, [mode] if mode else [], role, None, describe)
+        planned = PlannedRun(name=name, repeat=1, cfg=cfg, scaling=[mode] if mode else [], role=role, error=None,
+                             describe=describe)
         by_identity[key] = planned
         templates.append(planned)
 
@@ -157,16 +156,19 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
                 for strategy in strategies:
                     for mode in modes:
                         batch = spec.batch_size if mode == "strong" else spec.batch_size * workers
-                        add(framework, strategy, workers, batch, per_worker_threads, mode, "scaling", model)
+                        add(framework=framework, strategy=strategy, workers=workers, batch=batch,
+                            threads=per_worker_threads, mode=mode, role="scaling", model=model)
             for lever in spec.levers:
                 for workers in sorted(n for n in spec.workers if n > 1):
                     for strategy in multi_strategies(framework, spec.strategies):
-                        add(framework, strategy, workers, spec.batch_size, per_worker_threads, None, "lever", model,
-                            lever)
+                        add(framework=framework, strategy=strategy, workers=workers, batch=spec.batch_size,
+                            threads=per_worker_threads, mode=None, role="lever", model=model,
+                            lever=lever)
             chosen = spec.reference_frameworks
             wants_reference = spec.reference and (chosen is None or framework in chosen)
             if wants_reference and on_cpu and per_worker_threads is not None and per_worker_threads < cores:
-                add(framework, "single", 1, spec.batch_size, cores, None, "reference", model)
+                add(framework=framework, strategy="single", workers=1, batch=spec.batch_size, threads=cores, mode=None,
+                    role="reference", model=model)
 
     plan: list[PlannedRun] = []
     for repeat in range(1, spec.repeats + 1):
@@ -177,5 +179,6 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
             if cfg is not None:
                 labels = dict(cfg.extra, repeat=repeat, scaling="+".join(t.scaling) or None)
                 cfg = cfg.replace(extra={k: v for k, v in labels.items() if v is not None})
-            plan.append(PlannedRun(t.name, repeat, cfg, list(t.scaling), t.role, t.error, t.describe))
+            plan.append(PlannedRun(name=t.name, repeat=repeat, cfg=cfg, scaling=list(t.scaling), role=t.role,
+                                   error=t.error, describe=t.describe))
     return plan

@@ -197,7 +197,7 @@ class Bench:
                 f"{planned.run_name}")
         if planned.cfg is not None and planned.cfg.threads_per_worker is not None:
             n = planned.cfg.threads_per_worker
-            per = "per process" if planned.cfg.strategy in ("mirrored", "dp") else "per worker"
+            per = "per process" if planned.cfg.strategy_spec.shares_process else "per worker"
             head += f" ({n} thread{'s' if n > 1 else ''} {per})"
         return head
 
@@ -260,7 +260,8 @@ class Bench:
         except (EngineError, PVisionError) as exc:
             self.failed(i, _first_line(exc), log_file)
             return
-        self.record(i, folder, result, time.monotonic() - t0, meter.others_cores(), idle_load, load)
+        self.record(i=i, folder=folder, result=result, seconds=time.monotonic() - t0, others=meter.others_cores(),
+                    idle_load=idle_load, load=load)
 
     def failed(self, i: int, reason: str, log_file: Path) -> None:
         planned = self.plan_runs[i]

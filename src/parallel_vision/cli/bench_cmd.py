@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from parallel_vision import strategies as table
 from parallel_vision.bench.machine import gpu_count
 from parallel_vision.bench.matrix import expand
 from parallel_vision.bench.presets import BenchSpec, get_preset, resolve_workers
@@ -47,10 +48,11 @@ def bench(
                                       "paper_cnn,resnet18,wide_mlp (docs/models.md)."),
     dataset: str | None = typer.Option(None, "--dataset", help="mnist, fashion-mnist, kmnist, cifar10 or "
                                        "synthetic."),
-    frameworks: str | None = typer.Option(None, "--frameworks", help="Comma list: torch,tensorflow,jax."),
-    strategies: str | None = typer.Option(None, "--strategies", help="Strategies for N>1 workers, e.g. "
-                                             "ddp,dp,mirrored,multiworker (default ddp for torch, mirrored "
-                                             "for tensorflow; 1 worker is always 'single')."),
+    frameworks: str | None = typer.Option(None, "--frameworks", help="Comma list: "
+                                          f"{','.join(table.frameworks())}."),
+    strategies: str | None = typer.Option(None, "--strategies", help=f"Strategies for N>1 workers, e.g. "
+                                          f"{','.join(n for n in table.all_names() if n != 'single')} "
+                                          f"(default {table.bench_default_help()}; 1 worker is always 'single')."),
     workers: str | None = typer.Option(None, "--workers", help="Comma list of worker counts, e.g. 1,2."),
     repeats: int | None = typer.Option(None, "--repeats", "-r", help="Runs per configuration."),
     scaling: str | None = typer.Option(None, "--scaling", help="strong (global batch fixed), weak "

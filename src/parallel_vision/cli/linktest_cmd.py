@@ -54,7 +54,8 @@ def linktest(
         raise ConfigError("--repeats must be ≥ 1 and --budget-s > 0")
     root = Path(root).absolute()
     root.mkdir(parents=True, exist_ok=True)
-    cmd = rank_command(root, min_bytes, max_bytes, repeats, budget_s, backend, label)
+    cmd = rank_command(root=root, min_bytes=min_bytes, max_bytes=max_bytes, repeats=repeats, budget_s=budget_s,
+                       backend=backend, label=label)
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(max(1, threads))

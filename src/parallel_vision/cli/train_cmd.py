@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from parallel_vision import strategies
 from parallel_vision.config import RunConfig
 from parallel_vision.data.paths import absolute
 from parallel_vision.errors import ConfigError
@@ -68,11 +69,11 @@ def _summary_table(result) -> None:  # type: ignore[no-untyped-def]
 
 def train(
     ctx: typer.Context,
-    framework: str = typer.Option(D.framework, "--framework", "-f", help="torch, tensorflow or jax."),
-    strategy: str = typer.Option(D.strategy, "--strategy", "-s", help="torch: single|dp|ddp; tensorflow: "
-                                 "single|mirrored|multiworker; jax: single|dp|multiworker."),
-    workers: int | None = typer.Option(None, "--workers", "-n", help="Replicas: processes (ddp, multiworker) or "
-                                       "devices [default: 1, or the world size torchrun / TF_CONFIG set up]."),
+    framework: str = typer.Option(D.framework, "--framework", "-f", help=", ".join(strategies.frameworks()) + "."),
+    strategy: str = typer.Option(D.strategy, "--strategy", "-s", help=strategies.cli_help()),
+    workers: int | None = typer.Option(None, "--workers", "-n", help=f"Replicas: processes "
+                                       f"({strategies.per_worker_names()}) or devices [default: 1, or the world "
+                                       "size torchrun / TF_CONFIG set up]."),
     epochs: int = typer.Option(D.epochs, "--epochs", "-e"),
     batch_size: int = typer.Option(D.batch_size, "--batch-size", "-b", help="Global batch, split evenly over workers."),
     lr: float = typer.Option(D.lr, "--lr"),

@@ -54,15 +54,15 @@ def dataset_info(
         counts = np.bincount(labels, minlength=spec.num_classes)
         splits.append(
             SplitInfo(
-                part.name,
-                images.shape,
-                str(images.dtype),
-                str(labels.dtype),
-                tuple(int(c) for c in counts),
-                mean,
-                std,
-                channel_mean,
-                channel_std,
+                split=part.name,
+                images_shape=images.shape,
+                images_dtype=str(images.dtype),
+                labels_dtype=str(labels.dtype),
+                class_counts=tuple(int(c) for c in counts),
+                pixel_mean=mean,
+                pixel_std=std,
+                channel_mean=channel_mean,
+                channel_std=channel_std,
             )
         )
     return DatasetInfo(spec, root, tuple(splits))

@@ -134,7 +134,8 @@ def rotation_examples(
         colour,
         "Colour images: all three channels are rotated alike, and the summed intensity is over all channels.",
     )
-    return AnalysisResult("rotation", "Rotation", numbers, caption, {"rotation": fig}, [table], input=source, note=note)
+    return AnalysisResult(key="rotation", title="Rotation", numbers=numbers, caption=caption, figures={"rotation": fig},
+                          tables=[table], input=source, note=note)
 
 
 def augmentation_examples(

@@ -140,5 +140,6 @@ def pixel_correlation(
     )
     source, note = luminance_input(colour)
     return AnalysisResult(
-        "correlation", "Pixel correlation", numbers, caption, {"correlation": fig}, [table], input=source, note=note
+        key="correlation", title="Pixel correlation",
+        numbers=numbers, caption=caption, figures={"correlation": fig}, tables=[table], input=source, note=note
     )

@@ -174,12 +174,12 @@ def pca_analysis(
     source, note = _vector_note(images)
     table = Table(["variance", "components"], [[f"{t}%", n] for t, n in needed.items()])
     return AnalysisResult(
-        "pca",
-        "Principal component analysis (PCA)",
-        numbers,
-        caption,
-        {"pca_variance": curve, "pca_components": eigfig, "pca_scatter": scatter},
-        [table],
+        key="pca",
+        title="Principal component analysis (PCA)",
+        numbers=numbers,
+        caption=caption,
+        figures={"pca_variance": curve, "pca_components": eigfig, "pca_scatter": scatter},
+        tables=[table],
         extras={"pca": pca},
         input=source,
         note=note,
@@ -327,12 +327,12 @@ def pca_reconstruction(
     )
     source, note = _vector_note(test_images)
     return AnalysisResult(
-        "reconstruction",
-        "PCA reconstruction",
-        numbers,
-        caption,
-        {"reconstruction": fig},
-        [table],
+        key="reconstruction",
+        title="PCA reconstruction",
+        numbers=numbers,
+        caption=caption,
+        figures={"reconstruction": fig},
+        tables=[table],
         input=source,
         note=note,
     )

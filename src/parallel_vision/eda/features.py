@@ -126,7 +126,8 @@ def edge_detection(
         title=f"Edge density by class ({n:,} random training images)",
     )
     source, note = luminance_input(colour)
-    return AnalysisResult("edges", "Edge detection", numbers, caption, {"edges": fig}, [table], input=source, note=note)
+    return AnalysisResult(key="edges", title="Edge detection", numbers=numbers, caption=caption, figures={"edges": fig},
+                          tables=[table], input=source, note=note)
 
 
 def hog_length(
@@ -245,5 +246,6 @@ def hog_features(
     )
     source, note = colour_input(colour, HOG_COLOUR_NOTE)
     return AnalysisResult(
-        "hog", "Histogram of oriented gradients (HOG)", numbers, caption, {"hog": fig}, [table], input=source, note=note
+        key="hog", title="Histogram of oriented gradients (HOG)",
+        numbers=numbers, caption=caption, figures={"hog": fig}, tables=[table], input=source, note=note
     )

@@ -163,5 +163,6 @@ def normality_tests(
     table = Table(["variable", "test", "n", "statistic", "interpretation"], rows)
     source, note = luminance_input(colour, NONZERO_REFUSED)
     return AnalysisResult(
-        "normality", "Normality tests", numbers, caption, {"normality": fig}, [table], input=source, note=note
+        key="normality", title="Normality tests",
+        numbers=numbers, caption=caption, figures={"normality": fig}, tables=[table], input=source, note=note
     )

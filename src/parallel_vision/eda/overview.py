@@ -98,7 +98,8 @@ def overview(
         colour, "Colour images: counts and format do not depend on colour; the shape includes the 3 RGB channels."
     )
     return AnalysisResult(
-        "overview", "Overview", numbers, caption, {"class_balance": fig}, [table], input=source, note=note
+        key="overview", title="Overview",
+        numbers=numbers, caption=caption, figures={"class_balance": fig}, tables=[table], input=source, note=note
     )
 
 

@@ -304,7 +304,8 @@ def run_eda(opts: EdaOptions, progress: bool = True) -> EdaReport:
         atomic_write_bytes(html_path, render_html(doc, results, images, tables_of(results)).encode())
         bar.advance("done")
     timings["total"] = time.perf_counter() - t_start
-    return EdaReport(out, html_path, json_path, figures, results, timings, samples)
+    return EdaReport(out_dir=out, html_path=html_path, json_path=json_path, figures=figures, results=results,
+                     timings=timings, summary=samples)
 
 
 def tables_of(results: dict[str, AnalysisResult]) -> dict[str, list[Table]]:

@@ -242,12 +242,12 @@ def descriptive_stats(
         "with per-channel maps and histograms.",
     )
     return AnalysisResult(
-        "descriptive",
-        "Descriptive statistics",
-        numbers,
-        caption,
-        {"pixel_maps": maps, "pixel_histogram": hfig},
-        tables,
+        key="descriptive",
+        title="Descriptive statistics",
+        numbers=numbers,
+        caption=caption,
+        figures={"pixel_maps": maps, "pixel_histogram": hfig},
+        tables=tables,
         input=source,
         note=note,
     )
@@ -319,7 +319,8 @@ def intensity_boxplots(images: np.ndarray, labels: np.ndarray, class_names: Sequ
     )
     source, note = luminance_input(colour)
     return AnalysisResult(
-        "boxplots", "Pixel intensity box plots", numbers, caption, {"boxplots": fig}, [table], input=source, note=note
+        key="boxplots", title="Pixel intensity box plots",
+        numbers=numbers, caption=caption, figures={"boxplots": fig}, tables=[table], input=source, note=note
     )
 
 

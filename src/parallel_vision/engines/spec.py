@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from parallel_vision.strategies import strategies_of
+
 if TYPE_CHECKING:
     from parallel_vision.config import RunConfig
 
@@ -67,12 +69,16 @@ class EngineSpec:
     """One framework's engine, as the launcher sees it."""
 
     framework: str
-    strategies: tuple[str, ...]
     entry: str
     """`module:function` that runs a RunConfig in the current process (imports the framework)."""
     resume: ResumeFiles
     cluster: ClusterEnv | None = None
     """How its multi-process strategy is described by environment variables (None: no such hook)."""
+
+    @property
+    def strategies(self) -> tuple[str, ...]:
+        """The strategies this engine serves: its framework's rows of the strategy table."""
+        return strategies_of(self.framework)
 
     def load_entry(self) -> Callable[[RunConfig], None]:
         """Import the training code (and so the framework): only ever inside an engine process."""

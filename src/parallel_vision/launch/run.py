@@ -1,9 +1,9 @@
 """Turn a RunConfig into engine processes; the calling process never imports a framework.
 
-- `single`, `dp`, `ddp`, `mirrored`: one child process (`ddp` spawns its own
-  workers inside it with `torch.multiprocessing.spawn`, the paper's way).
-- `multiworker`: N children, each with a generated `TF_CONFIG` (or the engine's own cluster variables,
-  EngineSpec.cluster) on free loopback ports.
+The strategy table (`strategies.py`) says how: a strategy whose per-worker processes the engine starts
+(`ddp`, through `torch.multiprocessing.spawn`, the paper's way) or that runs in one process (`single`, `dp`,
+`mirrored`) gets one child; one whose processes the launcher starts (`multiworker`) gets N children, each
+with its engine's cluster variables (EngineSpec.cluster) on free loopback ports.
 - Under `torchrun` (or a user-provided `TF_CONFIG`), the launcher's process *is* the
   worker the external engine made, so the engine runs right here.
 
@@ -45,7 +45,7 @@ def run(
 ) -> RunResult:
     """Run one configuration to completion in child process(es) and return its result."""
     launch_time = time.time()
-    if cfg.strategy in ("ddp", "multiworker") and cfg.device != "cuda" and not external_cluster(cfg):
+    if cfg.is_distributed and cfg.device != "cuda" and not external_cluster(cfg):
         cores = usable_cores()
         if cfg.device == "cpu" and cfg.workers > cores:
             raise ConfigError(
@@ -65,7 +65,7 @@ def run(
 
     env = child_environment(cfg, progress)
     env[envvars.LAUNCH_TIME] = repr(launch_time)
-    if cfg.strategy == "multiworker":
+    if cfg.strategy_spec.spawner == "launcher":
         run_multiworker(cfg, config_path, env, out)
     else:
         run_children([(engine_command(config_path), env)], out, log_file)

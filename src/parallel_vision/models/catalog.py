@@ -125,18 +125,18 @@ def _resnet18(channels: int, image_size: int, classes: int) -> list[LayerSpec]:
         return LayerSpec(name, "conv", (cout, cin, k, k), bias=False, stride=stride, padding=pad,
                          out_size=(out, out)), out
 
-    stem, size = conv("conv1", 64, channels, 3, 1, image_size)
+    stem, size = conv(name="conv1", cout=64, cin=channels, k=3, stride=1, size=image_size)
     specs = [stem, LayerSpec("bn1", "bn", (64,))]
     in_planes = 64
     for stage, planes, first_stride in RESNET18_STAGES:
         for block in range(2):
             p = f"layer{stage}.{block}."
             stride = first_stride if block == 0 else 1
-            c1, out = conv(p + "conv1", planes, in_planes, 3, stride, size)
-            c2, _ = conv(p + "conv2", planes, planes, 3, 1, out)
+            c1, out = conv(name=p + "conv1", cout=planes, cin=in_planes, k=3, stride=stride, size=size)
+            c2, _ = conv(name=p + "conv2", cout=planes, cin=planes, k=3, stride=1, size=out)
             specs += [c1, LayerSpec(p + "bn1", "bn", (planes,)), c2, LayerSpec(p + "bn2", "bn", (planes,))]
             if stride != 1 or in_planes != planes:  # 1×1 conv + BN projection shortcut
-                sc, _ = conv(p + "shortcut.0", planes, in_planes, 1, stride, size)
+                sc, _ = conv(name=p + "shortcut.0", cout=planes, cin=in_planes, k=1, stride=stride, size=size)
                 specs += [sc, LayerSpec(p + "shortcut.1", "bn", (planes,))]
             in_planes, size = planes, out
     specs.append(LayerSpec("linear", "dense", (classes, in_planes)))  # after global average pooling

@@ -131,8 +131,9 @@ def load_inputs(root: str | Path, model: str | None = None, framework: str = "to
                            + " to fit the compute time from")
     w = singles[0].get("workload") or {}
     shape = tuple(w.get("input_shape") or (1, 28, 28))
-    return Inputs(root, model, framework, threads, (int(shape[0]), int(shape[1]), int(shape[2])),
-                  int(w.get("classes") or 10), singles, ddp, pairs, linktests)
+    return Inputs(root=root, model=model, framework=framework, threads=threads,
+                  input_shape=(int(shape[0]), int(shape[1]), int(shape[2])),
+                  classes=int(w.get("classes") or 10), singles=singles, ddp=ddp, pairs=pairs, linktests=linktests)
 
 
 def compute_fit(inputs: Inputs) -> ComputeFit:
@@ -267,7 +268,7 @@ def project(inputs: Inputs, workers: Sequence[int], link: Link, *, nodes: int | 
         rows.append(project_point(**base))
         bases.append(base)
     help_line, alternatives = _what_would_help(rows, bases[-1])
-    measured = measured_errors(inputs, fit, buckets, gamma, skew_s, phi)
+    measured = measured_errors(inputs=inputs, fit=fit, buckets=buckets, gamma=gamma, skew_s=skew_s, phi=phi)
     for m in measured:  # φ from this very run: its error is not an independent check
         m["overlap_from_this_run"] = any(x["run"] == m["run"] and x["overlap"] is not None for x in phi_runs)
     return {

@@ -320,7 +320,9 @@ def project_point(scenario: Scenario, per_worker_batch: int, compute: ComputeFit
     low = tc + max(0.0, sum(min(r, t) for r, t in zip(ring, tree, strict=True)) - backward) + skew
     high = tc + sum(max(r, t) for r, t in zip(ring, tree, strict=True)) + skew
     point = tc + exposed + skew
-    return Projected(n, scenario.nodes, per_worker_batch, tc, point, low, high, exposed, sum(ring), reference)
+    return Projected(workers=n, nodes=scenario.nodes, per_worker_batch=per_worker_batch, compute_s=tc,
+                     step_time_s=point, step_time_low_s=low, step_time_high_s=high, exposed_comm_s=exposed,
+                     comm_s=sum(ring), reference_images_per_s=reference)
 
 
 # --------------------------------------------------------------------------- linktest fit
@@ -402,4 +404,5 @@ def fit_allreduce(points: Sequence[tuple[float, float]], workers: int) -> AllRed
     if k <= 0:  # no growth with size where it counts: bandwidth beyond measurement
         k = 1e-18
     residual = max(abs(a + k * s - t) / t for s, t in large or pts)
-    return AllReduceFit(a, 1 / k, workers, residual, "two-regime", intercept, tuple(int(s) for s, _ in large))
+    return AllReduceFit(a_s=a, bandwidth_Bps=1 / k, workers=workers, max_rel_residual=residual, method="two-regime",
+                        large_intercept_s=intercept, sizes_for_bandwidth=tuple(int(s) for s, _ in large))

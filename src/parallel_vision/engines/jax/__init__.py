@@ -22,7 +22,6 @@ def _layout() -> dict[str, int]:
 
 ENGINE = EngineSpec(
     framework="jax",
-    strategies=("single", "dp", "multiworker"),
     entry="parallel_vision.engines.jax.engine:train_and_evaluate",
     resume=ResumeFiles(present=backup.present, describe=backup.describe, remove=backup.remove),
     cluster=ClusterEnv(

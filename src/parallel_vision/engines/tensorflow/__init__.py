@@ -12,7 +12,6 @@ from parallel_vision.engines.tensorflow import backup
 
 ENGINE = EngineSpec(
     framework="tensorflow",
-    strategies=("single", "mirrored", "multiworker"),
     entry="parallel_vision.engines.tensorflow.engine:train_and_evaluate",
     resume=ResumeFiles(present=backup.present, describe=backup.describe, remove=backup.remove),
 )

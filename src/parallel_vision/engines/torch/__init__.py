@@ -12,7 +12,6 @@ from parallel_vision.engines.torch import checkpoint
 
 ENGINE = EngineSpec(
     framework="torch",
-    strategies=("single", "dp", "ddp"),
     entry="parallel_vision.engines.torch.engine:train_and_evaluate",
     resume=ResumeFiles(present=checkpoint.present, describe=checkpoint.describe, remove=checkpoint.remove,
                        auto_resume=checkpoint.elastic_auto_resume),
