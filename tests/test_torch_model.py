@@ -26,3 +26,11 @@ def test_forward_gives_logits_per_class() -> None:
 def test_other_image_sizes_and_channels_fit() -> None:
     model = PaperCNN(in_channels=3, image_size=32, num_classes=100).eval()
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
+
+
+def test_the_torch_engine_has_code_for_every_torch_row_of_the_strategy_table() -> None:
+    """A strategy declared in the table without its engine code (or the reverse) fails here, not in a run."""
+    from parallel_vision import strategies
+    from parallel_vision.engines.torch.build import WRAPPERS
+
+    assert tuple(WRAPPERS) == strategies.strategies_of("torch")

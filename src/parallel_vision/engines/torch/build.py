@@ -50,17 +50,27 @@ def fused_bn_blocks(model: nn.Module) -> int:
     return sum(isinstance(m, BatchNormReLUMaxPool2d) for m in model.modules())
 
 
-def wrap(model: nn.Module, cfg: RunConfig, device: torch.device, comm: CommTimer) -> nn.Module:
-    """The strategy: DDP (gradients all-reduced, timed by `comm`), DataParallel, or the model itself."""
-    if cfg.strategy == "ddp":
-        if cfg.sync_batchnorm:
-            model = convert_sync_batchnorm(model, device.type)
-        ids = [device.index] if device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        comm.attach(model, cfg)  # type: ignore[arg-type]
-    elif cfg.strategy == "dp":
-        model = nn.DataParallel(model, device_ids=list(range(cfg.workers)))
+def _ddp(model: nn.Module, cfg: RunConfig, device: torch.device, comm: CommTimer) -> nn.Module:
+    """DistributedDataParallel: gradients all-reduced per bucket, timed by `comm` (and compressed by its hook)."""
+    if cfg.sync_batchnorm:
+        model = convert_sync_batchnorm(model, device.type)
+    ids = [device.index] if device.type == "cuda" else None
+    model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    comm.attach(model, cfg)  # type: ignore[arg-type]
     return model
+
+
+#: The engine code of each torch row of the strategy table (a test keeps the keys equal to the table's).
+WRAPPERS: dict[str, Callable[[nn.Module, RunConfig, torch.device, CommTimer], nn.Module]] = {
+    "single": lambda model, cfg, device, comm: model,
+    "dp": lambda model, cfg, device, comm: nn.DataParallel(model, device_ids=list(range(cfg.workers))),
+    "ddp": _ddp,
+}
+
+
+def wrap(model: nn.Module, cfg: RunConfig, device: torch.device, comm: CommTimer) -> nn.Module:
+    """The strategy: the model wrapped as `cfg.strategy` says (WRAPPERS)."""
+    return WRAPPERS[cfg.strategy](model, cfg, device, comm)
 
 
 def optimizer(cfg: RunConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:

@@ -35,7 +35,7 @@ def check_devices(cfg: RunConfig) -> None:
             )
         if cfg.workers > gpus:
             raise ConfigError(f"{cfg.workers} workers requested but only {gpus} CUDA devices are visible")
-    if cfg.strategy == "ddp" and "LOCAL_WORLD_SIZE" not in os.environ:
+    if cfg.is_distributed and "LOCAL_WORLD_SIZE" not in os.environ:
         if cuda and cfg.workers > gpus:
             raise ConfigError(f"{cfg.workers} workers requested but only {gpus} CUDA devices are visible")
         if not cuda and cfg.workers > usable_cores():
@@ -61,9 +61,10 @@ def set_threads(cfg: RunConfig, local_rank: int) -> None:
 
 
 def choose_device(cfg: RunConfig, local_rank: int) -> torch.device:
-    """This worker's device: its own GPU under `ddp`, GPU 0 (the DataParallel root) otherwise, or the CPU."""
+    """This worker's device: its own GPU under a process-per-worker strategy (`ddp`), GPU 0 (the DataParallel
+    root) otherwise, or the CPU."""
     if cuda_wanted(cfg):
-        index = local_rank if cfg.strategy == "ddp" else 0
+        index = local_rank if cfg.is_distributed else 0
         torch.cuda.set_device(index)
         # Fixed shapes: let cuDNN pick the fastest kernels (during the warm-up, outside the clock).
         torch.backends.cudnn.benchmark = not cfg.deterministic

@@ -37,7 +37,7 @@ def train_and_evaluate(cfg: RunConfig) -> None:
     cuda = cuda_wanted(cfg)
     cfg = resolve_precision(cfg, on_gpu=cuda, gpu_bf16=cuda and torch.cuda.is_bf16_supported())
     check_devices(cfg)
-    if cfg.strategy != "ddp":
+    if not cfg.is_distributed:
         _train(cfg, Dist())
     elif "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # torchrun made us: we are one worker
         world = int(os.environ["WORLD_SIZE"])
