@@ -17,8 +17,8 @@ import typer
 
 from parallel_vision.errors import ConfigError
 from parallel_vision.launch.cluster import under_torchrun
-from parallel_vision.launch.ports import free_port
 from parallel_vision.launch.processes import run_children
+from parallel_vision.ports import free_port
 from parallel_vision.projection.linktest import LINKTEST_FILE, read_record
 
 RANK_MODULE = "parallel_vision.engines.torch.linktest"

@@ -20,7 +20,7 @@ from parallel_vision.config import RunConfig
 from parallel_vision.engines import registry
 from parallel_vision.engines.signals import StopRequest
 from parallel_vision.errors import EngineError, PVisionError, RunInterrupted, error_type
-from parallel_vision.launch.ports import free_port
+from parallel_vision.ports import free_port
 
 
 def engine_command(config_path: Path) -> list[str]:

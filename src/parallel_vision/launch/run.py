@@ -27,8 +27,8 @@ from parallel_vision.errors import ConfigError, EngineError, PVisionError
 from parallel_vision.launch.cluster import external_cluster, first_lines, is_writer, node_layout, worker_name
 from parallel_vision.launch.environment import child_environment
 from parallel_vision.launch.outdir import CONFIG_FILE, prepare_out_dir
-from parallel_vision.launch.ports import check_port_free
 from parallel_vision.launch.processes import engine_command, run_children, run_multiworker
+from parallel_vision.ports import check_port_free
 from parallel_vision.results.run_result import RunResult
 
 
