@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from parallel_vision.engines.provenance import MATRIX_FLAGS, cpu_flags, host_environment, native_bf16
+from parallel_vision.provenance import MATRIX_FLAGS, cpu_flags, host_environment, native_bf16
 
 
 def _kernel_flags() -> set[str]:

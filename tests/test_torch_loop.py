@@ -20,12 +20,12 @@ torch = pytest.importorskip("torch")
 
 from parallel_vision.config import RunConfig  # noqa: E402
 from parallel_vision.engines.common import EpochProgress  # noqa: E402
-from parallel_vision.engines.signals import StopRequest  # noqa: E402
 from parallel_vision.engines.torch import checkpoint, loop  # noqa: E402
 from parallel_vision.engines.torch.data import DeviceData  # noqa: E402
 from parallel_vision.engines.torch.dist import Dist  # noqa: E402
 from parallel_vision.engines.torch.loop import Stopped, Trainer  # noqa: E402
 from parallel_vision.results import schema  # noqa: E402
+from parallel_vision.signals import StopRequest  # noqa: E402
 
 N_TRAIN, N_TEST = 256, 100
 TORCH_PACKAGE = Path(loop.__file__).parent

@@ -18,9 +18,9 @@ from pathlib import Path
 from parallel_vision import envvars
 from parallel_vision.config import RunConfig
 from parallel_vision.engines import registry
-from parallel_vision.engines.signals import StopRequest
 from parallel_vision.errors import EngineError, PVisionError, RunInterrupted, error_type
 from parallel_vision.ports import free_port
+from parallel_vision.signals import StopRequest
 
 
 def engine_command(config_path: Path) -> list[str]:

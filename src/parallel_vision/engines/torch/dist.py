@@ -21,10 +21,10 @@ import torch.distributed as dist
 
 from parallel_vision import envvars
 from parallel_vision.config import RunConfig
-from parallel_vision.engines.signals import StopRequest, exit_code_in
 from parallel_vision.engines.torch import checkpoint
 from parallel_vision.errors import ConfigError, EngineError, PVisionError, RunInterrupted
 from parallel_vision.ports import free_port
+from parallel_vision.signals import StopRequest, exit_code_in
 
 #: What a worker runs once its process group is up: `body(cfg, dist, stop)`.
 Body = Callable[[RunConfig, "Dist", StopRequest | None], None]

@@ -23,13 +23,13 @@ import torch
 from parallel_vision.config import RunConfig
 from parallel_vision.engines.common import EpochProgress
 from parallel_vision.engines.levers import resolve_precision
-from parallel_vision.engines.signals import StopRequest
 from parallel_vision.engines.torch import checkpoint
 from parallel_vision.engines.torch.devices import backend, check_devices, cuda_wanted, set_threads
 from parallel_vision.engines.torch.dist import Dist, restarted_torchrun_store, run_in_group, spawn
 from parallel_vision.engines.torch.loop import Stopped, Trainer
 from parallel_vision.engines.torch.outputs import TensorBoard, write_outputs
 from parallel_vision.errors import ConfigError, RunInterrupted
+from parallel_vision.signals import StopRequest
 
 
 def train_and_evaluate(cfg: RunConfig) -> None:

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from parallel_vision.engines.common import steps_per_epoch
-from parallel_vision.engines.provenance import code_version
-from parallel_vision.engines.signals import StopRequest
 from parallel_vision.engines.torch import checkpoint
 from parallel_vision.engines.torch.devices import synchronize
 from parallel_vision.errors import EngineError, PVisionError
+from parallel_vision.provenance import code_version
+from parallel_vision.signals import StopRequest
 
 if TYPE_CHECKING:
     from parallel_vision.config import RunConfig
