@@ -2,10 +2,11 @@
 
 - `single`, `dp`, `ddp`, `mirrored`: one child process (`ddp` spawns its own
   workers inside it with `torch.multiprocessing.spawn`, the paper's way).
-- `multiworker`: N children, each with a generated `TF_CONFIG` (or the engine's own cluster variables,
-  EngineSpec.cluster) on free loopback ports.
-- Under `torchrun` (or a user-provided `TF_CONFIG`), the launcher's process *is* the
-  worker the external engine made, so the engine runs right here.
+- `multiworker`: N children, each with the engine's own cluster variables (EngineSpec.cluster: a
+  generated `TF_CONFIG`, KERAS_DISTRIBUTION_*) on free loopback ports.
+- Under `torchrun` (or a user-provided `TF_CONFIG`, …: a job the engine's EngineSpec.cluster finds
+  in the environment), the launcher's process *is* the worker the external launcher made, so the
+  engine runs right here.
 
 The data are verified here, once, and the children get the verified absolute folder.
 """
