@@ -38,7 +38,7 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------- machine
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, SIMD flags, memory and the package versions that decide the numbers."""
-    from parallel_vision.engines.provenance import cpu_flags, cpu_model, memory_gib, package_versions
+    from parallel_vision.provenance import cpu_flags, cpu_model, memory_gib, package_versions
 
     versions = package_versions()
     for name in ("pytorch-lightning", "pillow", "py-spy"):

@@ -1,5 +1,7 @@
-"""The package's import graph: no cycles (function-level imports included), and a launcher that never
-loads a framework.
+"""The package's import graph: no cycles (function-level imports included), a launcher that never
+loads a framework, and imports that follow the layers (cli/bench/report → launch → engines →
+framework-free basics): engine-process code never reaches up into the launcher, and the launcher
+knows no engine's own package, only `engines.spec`/`engines.registry`.
 
 The graph is read from the source with `ast`, so an import hidden inside a function counts as much
 as one at the top of a module. `from pkg import sub` is an edge to the submodule `pkg.sub`; any other
@@ -152,3 +154,45 @@ def test_no_call_of_our_own_code_passes_more_than_five_arguments_by_position() -
                 if name in ours:
                     offenders.append(f"{path.relative_to(SRC)}:{node.lineno} {name}")
     assert offenders == []
+
+
+#: Each engine's own package: the code that runs inside its engine process (it may import the framework).
+ENGINE_PACKAGES = tuple(f"{PACKAGE}.engines.{name}" for name in ("torch", "tensorflow", "jax", "keras"))
+#: The layers above the engines: an engine process never reaches up into them.
+ABOVE_ENGINES = tuple(f"{PACKAGE}.{name}" for name in ("launch", "cli", "bench", "report"))
+
+
+def _within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Imports that run against the layers (function-level imports included): `engines/` reaching up into
+    `launch`, `cli`, `bench` or `report`, and `launch/` reaching into an engine's own package (only the
+    framework-free engine modules such as `engines.spec` and `engines.registry` are allowed there)."""
+    found = []
+    for module, imported in sorted(graph.items()):
+        if _within(module, (f"{PACKAGE}.engines",)):
+            found += [f"{module} -> {m}" for m in sorted(imported) if _within(m, ABOVE_ENGINES)]
+        if _within(module, (f"{PACKAGE}.launch",)):
+            found += [f"{module} -> {m}" for m in sorted(imported) if _within(m, ENGINE_PACKAGES)]
+    return found
+
+
+def test_the_layer_checker_sees_an_upward_and_a_sideways_import() -> None:
+    graph = {
+        f"{PACKAGE}.engines.torch.dist": {f"{PACKAGE}.launch.ports", f"{PACKAGE}.errors"},
+        f"{PACKAGE}.engines.levers": {f"{PACKAGE}.cli"},
+        f"{PACKAGE}.launch.cluster": {f"{PACKAGE}.engines.tensorflow.cluster", f"{PACKAGE}.engines.spec"},
+        f"{PACKAGE}.launch.run": {f"{PACKAGE}.engines.registry", f"{PACKAGE}.engines.tensorflow_like"},
+    }
+    assert layer_violations(graph) == [
+        f"{PACKAGE}.engines.levers -> {PACKAGE}.cli",
+        f"{PACKAGE}.engines.torch.dist -> {PACKAGE}.launch.ports",
+        f"{PACKAGE}.launch.cluster -> {PACKAGE}.engines.tensorflow.cluster",
+    ]
+
+
+def test_imports_follow_the_layers() -> None:
+    """cli/bench/report → launch → engines → framework-free basics: never the other way round."""
+    assert layer_violations(import_graph()) == []

@@ -166,7 +166,7 @@ def test_a_pickle_payload_is_refused_and_never_runs(data_dir: Path, tmp_path: Pa
 @pytest.mark.timeout(30)
 def test_spawn_rendezvous_listens_on_loopback_only() -> None:
     from parallel_vision.engines.torch.dist import loopback_store
-    from parallel_vision.launch.ports import free_port
+    from parallel_vision.ports import free_port
 
     port = free_port()
     store = loopback_store(0, 1, port)

@@ -159,10 +159,14 @@ def test_sizes_read_like_a_person_would_write_them() -> None:
 
 def test_disk_full_error_reaches_the_launcher_as_itself() -> None:
     """An engine process reports errors by class name; the launcher and the DDP spawn parent look it up."""
-    from parallel_vision.errors import error_type
-    from parallel_vision.launch.child import report_error
+    from parallel_vision.errors import ConfigError, EngineError, error_type, known_error
+    from parallel_vision.failure import report_error
 
     assert error_type("DiskFullError") is DiskFullError
+    # One lookup for every boundary: bare or qualified (a DDP worker's traceback) names, None/EngineError else.
+    assert known_error("parallel_vision.errors.DiskFullError") is DiskFullError
+    assert known_error("ConfigError") is ConfigError
+    assert known_error("OSError") is None and error_type("OSError") is EngineError
     assert report_error(DiskFullError("no space left on device writing x (~1 B); kept")) == 2
 
 

@@ -20,12 +20,12 @@ torch = pytest.importorskip("torch")
 
 from parallel_vision.config import RunConfig  # noqa: E402
 from parallel_vision.engines.common import EpochProgress  # noqa: E402
-from parallel_vision.engines.signals import StopRequest  # noqa: E402
 from parallel_vision.engines.torch import checkpoint, loop  # noqa: E402
 from parallel_vision.engines.torch.data import DeviceData  # noqa: E402
 from parallel_vision.engines.torch.dist import Dist  # noqa: E402
 from parallel_vision.engines.torch.loop import Stopped, Trainer  # noqa: E402
 from parallel_vision.results import schema  # noqa: E402
+from parallel_vision.signals import StopRequest  # noqa: E402
 
 N_TRAIN, N_TEST = 256, 100
 TORCH_PACKAGE = Path(loop.__file__).parent
@@ -186,3 +186,20 @@ def test_a_run_stopped_mid_epoch_resumes_bit_for_bit(make_trainer: Any, tmp_path
     weights = zip(whole.bare_model.state_dict().items(), resumed.bare_model.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for (_, a), b in weights)
     assert np.array_equal(resumed.last_predictions, whole.last_predictions)
+
+
+def test_a_spawned_workers_error_keeps_its_class_and_a_signal_its_name() -> None:
+    """The DDP spawn parent turns a worker's last traceback line back into our error (errors.known_error);
+    a stop names its signal through signals.name, 'signal N' for one without a name."""
+    from parallel_vision import signals
+    from parallel_vision.engines.torch.dist import worker_error
+    from parallel_vision.errors import ConfigError, EngineError, RunInterrupted
+
+    error = worker_error("Traceback ...\nparallel_vision.errors.ConfigError: bad batch")
+    assert type(error) is ConfigError and str(error) == "bad batch"
+    stopped = worker_error("parallel_vision.errors.RunInterrupted: stopped by SIGTERM at epoch 1 step 3")
+    assert type(stopped) is RunInterrupted and stopped.exit_code == 143
+    other = worker_error("ValueError: nope")
+    assert type(other) is EngineError and str(other) == "a DDP worker failed: ValueError: nope"
+    assert worker_error("ConfigError: unqualified").args == ("a DDP worker failed: ConfigError: unqualified",)
+    assert [signals.name(s) for s in (signal.SIGINT, signal.SIGTERM, 9999)] == ["SIGINT", "SIGTERM", "signal 9999"]

@@ -52,8 +52,15 @@ class RunInterrupted(PVisionError):
         self.exit_code = exit_code
 
 
+def known_error(name: str) -> type[PVisionError] | None:
+    """The error class named `name` (`ConfigError`, or qualified: `parallel_vision.errors.ConfigError`),
+    None if it is none of ours: the one lookup every process boundary uses (the launcher reading a
+    child's error file, the DDP spawn parent reading a worker's traceback, ranks sharing a resume error)."""
+    known = {cls.__name__: cls for cls in PVisionError.__subclasses__()}
+    return known.get(name.rsplit(".", 1)[-1])
+
+
 def error_type(name: str) -> type[PVisionError]:
     """The error class a child process named in its error report (EngineError if unknown), so an
     expected failure keeps its type and exit code across the process boundary."""
-    known = {cls.__name__: cls for cls in PVisionError.__subclasses__()}
-    return known.get(name.rsplit(".", 1)[-1], EngineError)
+    return known_error(name) or EngineError

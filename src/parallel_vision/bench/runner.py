@@ -47,8 +47,8 @@ from parallel_vision.bench.records import (
 from parallel_vision.config import usable_cores
 from parallel_vision.data.paths import absolute
 from parallel_vision.data.ready import ensure_dataset
-from parallel_vision.engines.provenance import code_version
 from parallel_vision.errors import ConfigError, DiskFullError, EngineError, PVisionError, RunInterrupted
+from parallel_vision.provenance import code_version
 from parallel_vision.results.run_result import RunResult
 from parallel_vision.results.schema import RESULT_FILE
 from parallel_vision.results.store import BENCH_RUN_FILE, identity_hash, open_store

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from parallel_vision.engines.provenance import host_environment
+from parallel_vision.provenance import host_environment
 
 TORCH_PROBE = """
 import json, torch

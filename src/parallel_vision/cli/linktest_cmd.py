@@ -16,9 +16,9 @@ from pathlib import Path
 import typer
 
 from parallel_vision.errors import ConfigError
-from parallel_vision.launch.cluster import under_torchrun
-from parallel_vision.launch.ports import free_port
+from parallel_vision.launch.cluster import cluster_env
 from parallel_vision.launch.processes import run_children
+from parallel_vision.ports import free_port
 from parallel_vision.projection.linktest import LINKTEST_FILE, read_record
 
 RANK_MODULE = "parallel_vision.engines.torch.linktest"
@@ -61,9 +61,10 @@ def linktest(
         env[var] = str(max(1, threads))
     scratch = Path(tempfile.mkdtemp(prefix="pvision-linktest-"))
     try:
-        if under_torchrun():  # this process is torchrun's worker: its one rank process joins the job
+        torchrun = cluster_env("torch", "ddp")  # the torch engine's EngineSpec.cluster: a torchrun job
+        if torchrun is not None:  # this process is torchrun's worker: its one rank process joins the job
             run_children([(cmd, env)], scratch, None)
-            if os.environ.get("RANK", "0") != "0":
+            if not torchrun.is_writer(None):
                 return
         else:
             if workers < 2:

@@ -1,6 +1,6 @@
 """The levers of data-parallel training, framework-free (docs/levers.md): the learning rate each optimiser
 step uses (LR scaling and Goyal et al.'s gradual warm-up), what result.json records about them, and whether
-this CPU computes bfloat16 natively.
+this CPU computes bfloat16 natively (`provenance.native_bf16`, the answer result.json records too).
 
 Every engine adapts `lr_at` (torch: a LambdaLR; Keras: a LearningRateSchedule over the same numbers), so both
 engines use the same learning rate at every step; `tests/test_levers.py` checks it step by step.
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Any
 
 from parallel_vision.config import RunConfig
 from parallel_vision.engines.common import steps_per_epoch
+from parallel_vision.provenance import native_bf16
 
 
 def scale_factor(cfg: RunConfig) -> float:
@@ -81,24 +81,6 @@ def schedule_record(cfg: RunConfig, n_train: int) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- bfloat16 on the CPU
-#: /proc/cpuinfo flags that mean bfloat16 arithmetic in hardware (AVX-512 BF16, AMX tiles).
-NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU computes bfloat16 natively (x86 flags in /proc/cpuinfo; False when unreadable)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.partition(":")[2].split())
-    return any(flag in flags for flag in NATIVE_BF16_FLAGS) or "bf16" in flags  # "bf16": ARM's feature name
-
-
 def bf16_refusal(on_gpu: bool, cpuinfo: str | None = None) -> str | None:
     """The one-line reason a CPU run cannot use bf16 (emulated bfloat16 is many times slower), or None."""
     if on_gpu or native_bf16(cpuinfo):

@@ -40,10 +40,11 @@ class ResumeFiles:
 class ClusterEnv:
     """How an engine's multi-process strategy reads its job from environment variables (framework-free).
 
-    Our launcher sets them for local workers (`worker_environment`); a user's cluster sets the same ones on
-    every host, and the launcher then runs the engine in its own process as one worker of that job.
-    (The TensorFlow engine's TF_CONFIG is handled by `launch/cluster.py` directly, as it was before this
-    hook existed; an engine that defines `cluster` needs no launcher change.)
+    A user's cluster (torchrun, a TF_CONFIG on every host, Keras' KERAS_DISTRIBUTION_* variables) sets them
+    in each process, and the launcher then runs the engine in its own process as one worker of that job.
+    Where our launcher starts the workers itself (`multiworker`), it sets the same variables for each local
+    worker (`worker_environment`). An engine that defines `cluster` needs no launcher change: the launcher
+    asks only these fields (`launch/cluster.py`).
     """
 
     strategy: str
@@ -58,10 +59,17 @@ class ClusterEnv:
     """{'nodes': …, 'processes_per_node': …} for the record, or {}."""
     describe_worker: Callable[[], str]
     """'process 1 of 2', for a one-line error."""
-    worker_environment: Callable[[list[str], int], dict[str, str]]
-    """The variables for worker `index` of a local run whose workers listen on `addresses`."""
     variables: str
     """The variables' names, for messages."""
+    worker_environment: Callable[[list[str], int], dict[str, str]] | None = None
+    """The variables for worker `index` of a local run whose workers listen on `addresses`; None when the
+    launcher never starts this strategy's workers itself (torch's `ddp` spawns them inside its engine process)."""
+    describe_world: Callable[[int], str] | None = None
+    """What a job of N processes is called in the --workers mismatch error ('torchrun started WORLD_SIZE=2
+    processes'); None: '{variables} describes N process(es)'."""
+
+    def world_phrase(self, size: int) -> str:
+        return self.describe_world(size) if self.describe_world else f"{self.variables} describes {size} process(es)"
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from pathlib import Path
 from parallel_vision import envvars
 from parallel_vision.config import RunConfig
 from parallel_vision.engines import registry
-from parallel_vision.engines.signals import StopRequest
 from parallel_vision.errors import EngineError, PVisionError, RunInterrupted, error_type
-from parallel_vision.launch.ports import free_port
+from parallel_vision.ports import free_port
+from parallel_vision.signals import StopRequest
 
 
 def engine_command(config_path: Path) -> list[str]:
@@ -45,15 +45,14 @@ def raise_child_error(error_file: Path, returncode: int, what: str) -> None:
 def run_multiworker(cfg: RunConfig, config_path: Path, env: dict[str, str], out: Path) -> None:
     ports = [free_port() for _ in range(cfg.workers)]
     addresses = [f"127.0.0.1:{p}" for p in ports]
-    hook = registry.get(cfg.framework).cluster  # the engine's own variables; else TF_CONFIG
+    hook = registry.get(cfg.framework).cluster  # the engine's own variables (TF_CONFIG, KERAS_DISTRIBUTION_*)
+    if hook is None or hook.strategy != cfg.strategy or hook.worker_environment is None:
+        raise EngineError(f"the {cfg.framework} engine declares no cluster variables for its {cfg.strategy} workers "
+                          "(EngineSpec.cluster.worker_environment)")
     jobs = []
     for index in range(cfg.workers):
         worker_env = dict(env)
-        if hook is not None:
-            worker_env.update(hook.worker_environment(addresses, index))
-        else:
-            worker_env["TF_CONFIG"] = json.dumps({"cluster": {"worker": addresses},
-                                                  "task": {"type": "worker", "index": index}})
+        worker_env.update(hook.worker_environment(addresses, index))
         if index:
             worker_env[envvars.PROGRESS] = "0"
         jobs.append((engine_command(config_path), worker_env))

@@ -3,9 +3,10 @@
 The strategy table (`strategies.py`) says how: a strategy whose per-worker processes the engine starts
 (`ddp`, through `torch.multiprocessing.spawn`, the paper's way) or that runs in one process (`single`, `dp`,
 `mirrored`) gets one child; one whose processes the launcher starts (`multiworker`) gets N children, each
-with its engine's cluster variables (EngineSpec.cluster) on free loopback ports.
-- Under `torchrun` (or a user-provided `TF_CONFIG`), the launcher's process *is* the
-  worker the external engine made, so the engine runs right here.
+with the engine's own cluster variables (EngineSpec.cluster: a generated `TF_CONFIG`, KERAS_DISTRIBUTION_*)
+on free loopback ports. Under `torchrun` (or a user-provided `TF_CONFIG`, …: a job the engine's
+EngineSpec.cluster finds in the environment), the launcher's process *is* the worker the external launcher
+made, so the engine runs right here.
 
 The data are verified here, once, and the children get the verified absolute folder.
 """
@@ -27,8 +28,8 @@ from parallel_vision.errors import ConfigError, EngineError, PVisionError
 from parallel_vision.launch.cluster import external_cluster, first_lines, is_writer, node_layout, worker_name
 from parallel_vision.launch.environment import child_environment
 from parallel_vision.launch.outdir import CONFIG_FILE, prepare_out_dir
-from parallel_vision.launch.ports import check_port_free
 from parallel_vision.launch.processes import engine_command, run_children, run_multiworker
+from parallel_vision.ports import check_port_free
 from parallel_vision.results.run_result import RunResult
 
 

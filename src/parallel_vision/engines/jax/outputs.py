@@ -26,8 +26,8 @@ from parallel_vision.engines.jax import backup as jax_backup
 from parallel_vision.engines.jax.setup import JaxRun
 from parallel_vision.engines.keras_backup import keras_bytes
 from parallel_vision.engines.outputs import write_run
-from parallel_vision.engines.provenance import host_environment
 from parallel_vision.errors import RunInterrupted
+from parallel_vision.provenance import host_environment
 
 MODEL_FILE = "model.keras"
 STRATEGY_NAMES = {

@@ -35,9 +35,9 @@ from parallel_vision.engines.jax.outputs import Stopped
 from parallel_vision.engines.jax.resume import back_up
 from parallel_vision.engines.jax.setup import JaxRun
 from parallel_vision.engines.outputs import TB_DIR, tensorboard_disk_full
-from parallel_vision.engines.signals import StopRequest
 from parallel_vision.engines.tbevents import ScalarWriter
 from parallel_vision.errors import EngineError
+from parallel_vision.signals import StopRequest
 
 TB_SCALARS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "epoch_time_s", "images_per_s")
 

@@ -33,11 +33,11 @@ import numpy as np
 from parallel_vision.config import reached_target
 from parallel_vision.engines.common import EpochProgress, epoch_record
 from parallel_vision.engines.outputs import TB_DIR, tensorboard_disk_full
-from parallel_vision.engines.signals import StopRequest
 from parallel_vision.engines.tensorflow import backup as tf_backup
 from parallel_vision.engines.tensorflow.data import Data
 from parallel_vision.engines.tensorflow.setup import TFRun
 from parallel_vision.errors import EngineError
+from parallel_vision.signals import StopRequest
 
 TB_SCALARS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "epoch_time_s", "images_per_s")
 

@@ -2,7 +2,9 @@
 
 Framework-free on purpose: a malformed cluster description becomes a one-line
 ConfigError in milliseconds instead of a TensorFlow stack trace (or a hang)
-seconds later, and the checks can be tested without importing TensorFlow.
+seconds later, and the checks can be tested without importing TensorFlow. The
+launcher reads it through `EngineSpec.cluster` (this package's `__init__.py`):
+`present`, `layout`, `describe_worker` and `worker_environment` below.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from parallel_vision.errors import ConfigError
+
+#: The variable a TensorFlow cluster describes itself in (one JSON object per process).
+TF_CONFIG = "TF_CONFIG"
 
 #: Job types MultiWorkerMirroredStrategy trains with. `ps` and `evaluator` belong to
 #: other strategies / side-car evaluation and are refused rather than ignored.
@@ -129,4 +134,34 @@ def parse_tf_config(text: str | None, workers: int | None) -> ClusterTask:
 
 
 def cluster_from_env(workers: int | None) -> ClusterTask:
-    return parse_tf_config(os.environ.get("TF_CONFIG"), workers)
+    return parse_tf_config(os.environ.get(TF_CONFIG), workers)
+
+
+def present() -> bool:
+    """Did a user's cluster describe a TensorFlow job in this process's environment? (Set at all: an empty
+    TF_CONFIG is then refused by `parse_tf_config` in one line, not ignored.)"""
+    return TF_CONFIG in os.environ
+
+
+def layout() -> dict[str, int]:
+    """{'nodes': hosts, 'processes_per_node': …} of the chief and workers, for the record ({} if unreadable)."""
+    try:
+        addresses = cluster_from_env(None).addresses
+        hosts = {_host(a) for a in addresses}
+        return {"nodes": len(hosts), "processes_per_node": -(-len(addresses) // len(hosts))}
+    except ConfigError:
+        return {}
+
+
+def describe_worker() -> str:
+    """'TF_CONFIG task worker 1', for a one-line error ('this worker' if TF_CONFIG cannot be read)."""
+    try:
+        task = json.loads(os.environ.get(TF_CONFIG, "")).get("task", {})
+        return f"TF_CONFIG task {task.get('type')} {task.get('index')}"
+    except (json.JSONDecodeError, AttributeError):
+        return "this worker"
+
+
+def worker_environment(addresses: list[str], index: int) -> dict[str, str]:
+    """What our launcher sets for worker `index` of a local multi-process run (loopback addresses)."""
+    return {TF_CONFIG: json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})}

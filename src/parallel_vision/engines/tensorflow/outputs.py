@@ -18,10 +18,10 @@ import numpy as np
 
 from parallel_vision.atomic import atomic_write_bytes
 from parallel_vision.engines.outputs import write_run
-from parallel_vision.engines.provenance import host_environment
 from parallel_vision.engines.tensorflow import backup as tf_backup
 from parallel_vision.engines.tensorflow.setup import TFRun
 from parallel_vision.errors import RunInterrupted
+from parallel_vision.provenance import host_environment
 
 MODEL_FILE = "model.keras"
 STRATEGY_NAMES = {

@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from parallel_vision.engines.common import EpochProgress
-from parallel_vision.engines.signals import StopRequest
 from parallel_vision.engines.tensorflow.clock import EpochClock, TensorBoard, make_callback
 from parallel_vision.engines.tensorflow.data import Data
 from parallel_vision.engines.tensorflow.evaluate import make_evaluator
 from parallel_vision.engines.tensorflow.outputs import Stopped
 from parallel_vision.engines.tensorflow.resume import back_up
 from parallel_vision.engines.tensorflow.setup import TFRun
+from parallel_vision.signals import StopRequest
 
 
 def fit(run: TFRun, model: Any, data: Data) -> Stopped | None:

@@ -1,18 +1,30 @@
 """The PyTorch engine: `single`, `dp` (nn.DataParallel) and `ddp` (DistributedDataParallel).
 
-Importing this package loads no framework: it only describes the engine to the launcher.
-`engine.py` (the entry; with `loop`, `resume`, `dist`, `data`, `devices`, `build` and `outputs`,
-the training code, which imports torch) runs inside the engine process.
+Importing this package loads no framework: it only describes the engine to the launcher (`cluster.py`:
+a torchrun job, read from the environment). `engine.py` (the entry; with `loop`, `resume`, `dist`,
+`data`, `devices`, `build` and `outputs`, the training code, which imports torch) runs inside the
+engine process.
 """
 
 from __future__ import annotations
 
-from parallel_vision.engines.spec import EngineSpec, ResumeFiles
-from parallel_vision.engines.torch import checkpoint
+from parallel_vision.engines.spec import ClusterEnv, EngineSpec, ResumeFiles
+from parallel_vision.engines.torch import checkpoint, cluster
 
 ENGINE = EngineSpec(
     framework="torch",
     entry="parallel_vision.engines.torch.engine:train_and_evaluate",
     resume=ResumeFiles(present=checkpoint.present, describe=checkpoint.describe, remove=checkpoint.remove,
                        auto_resume=checkpoint.elastic_auto_resume),
+    # A torchrun job; no worker_environment: our launcher starts one `ddp` process, which spawns the ranks.
+    cluster=ClusterEnv(
+        strategy="ddp",
+        present=cluster.under_torchrun,
+        world_size=cluster.world_size,
+        is_writer=cluster.is_writer,
+        layout=cluster.layout,
+        describe_worker=cluster.describe_worker,
+        variables=cluster.VARIABLES,
+        describe_world=cluster.describe_world,
+    ),
 )

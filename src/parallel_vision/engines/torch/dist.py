@@ -21,10 +21,10 @@ import torch.distributed as dist
 
 from parallel_vision import envvars
 from parallel_vision.config import RunConfig
-from parallel_vision.engines.signals import StopRequest, exit_code_in
 from parallel_vision.engines.torch import checkpoint
-from parallel_vision.errors import ConfigError, EngineError, PVisionError, RunInterrupted
-from parallel_vision.launch.ports import free_port
+from parallel_vision.errors import ConfigError, EngineError, PVisionError, RunInterrupted, known_error
+from parallel_vision.ports import free_port
+from parallel_vision.signals import StopRequest, exit_code_in
 
 #: What a worker runs once its process group is up: `body(cfg, dist, stop)`.
 Body = Callable[[RunConfig, "Dist", StopRequest | None], None]
@@ -346,7 +346,7 @@ def worker_error(trace: str) -> PVisionError:
     """The worker's own error class and message when it was an expected failure, else an EngineError."""
     last = trace.strip().splitlines()[-1] if trace.strip() else "unknown error"
     name, _, message = last.partition(": ")
-    cls = {c.__name__: c for c in PVisionError.__subclasses__()}.get(name.rsplit(".", 1)[-1])
+    cls = known_error(name)
     if cls is RunInterrupted and name.startswith("parallel_vision.errors."):
         return RunInterrupted(message, exit_code=exit_code_in(message))
     if cls is not None and name.startswith("parallel_vision.errors."):

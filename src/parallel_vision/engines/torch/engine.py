@@ -15,21 +15,21 @@ a non-finite loss stops the run before a bad checkpoint can replace the last goo
 from __future__ import annotations
 
 import os
-import signal
 from pathlib import Path
 
 import torch
 
+from parallel_vision import signals
 from parallel_vision.config import RunConfig
 from parallel_vision.engines.common import EpochProgress
 from parallel_vision.engines.levers import resolve_precision
-from parallel_vision.engines.signals import StopRequest
 from parallel_vision.engines.torch import checkpoint
 from parallel_vision.engines.torch.devices import backend, check_devices, cuda_wanted, set_threads
 from parallel_vision.engines.torch.dist import Dist, restarted_torchrun_store, run_in_group, spawn
 from parallel_vision.engines.torch.loop import Stopped, Trainer
 from parallel_vision.engines.torch.outputs import TensorBoard, write_outputs
 from parallel_vision.errors import ConfigError, RunInterrupted
+from parallel_vision.signals import StopRequest
 
 
 def train_and_evaluate(cfg: RunConfig) -> None:
@@ -68,9 +68,9 @@ def _train(cfg: RunConfig, dist: Dist, stop: StopRequest | None = None) -> None:
             dist.barrier()  # nobody leaves (and gets the group torn down) before rank 0 has written
             where = (f"after epoch {stopped.epoch} of {cfg.epochs}" if stopped.step == 0 else
                      f"at epoch {stopped.epoch + 1} step {stopped.step}")
-            raise RunInterrupted(f"stopped by {signal_name(trainer._stop_signum)} {where}; checkpoint and partial "
+            raise RunInterrupted(f"stopped by {signals.name(trainer._stop_signum)} {where}; checkpoint and partial "
                                  f"result.json kept in {out}; continue with --resume",
-                                 exit_code=128 + trainer._stop_signum) from None
+                                 exit_code=signals.exit_code(trainer._stop_signum)) from None
         finally:
             board.close(quiet=True)  # a no-op after the close above
         if trainer.final_eval_needed:  # resumed after the last epoch from a checkpoint without predictions
@@ -79,9 +79,3 @@ def _train(cfg: RunConfig, dist: Dist, stop: StopRequest | None = None) -> None:
         if dist.master:
             checkpoint.remove(out)  # the run is finished: model.pt holds its weights
 
-
-def signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from parallel_vision.engines.torch.dist import timeout
-from parallel_vision.launch.child import report_error
+from parallel_vision.failure import report_error
 from parallel_vision.projection.linktest import make_record, sweep_sizes, write_record
 
 

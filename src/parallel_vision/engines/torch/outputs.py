@@ -21,9 +21,9 @@ from torch import nn
 from parallel_vision.atomic import atomic_write_bytes
 from parallel_vision.engines.common import peak_rss_mib
 from parallel_vision.engines.outputs import TB_DIR, tensorboard_disk_full, write_run
-from parallel_vision.engines.provenance import host_environment
 from parallel_vision.engines.torch import build, checkpoint
 from parallel_vision.engines.torch.dist import steady_steps
+from parallel_vision.provenance import host_environment
 
 if TYPE_CHECKING:
     from parallel_vision.engines.torch.loop import Trainer

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from parallel_vision.engines.common import steps_per_epoch
-from parallel_vision.engines.provenance import code_version
-from parallel_vision.engines.signals import StopRequest
 from parallel_vision.engines.torch import checkpoint
 from parallel_vision.engines.torch.devices import synchronize
-from parallel_vision.errors import EngineError, PVisionError
+from parallel_vision.errors import EngineError, PVisionError, error_type
+from parallel_vision.provenance import code_version
+from parallel_vision.signals import StopRequest
 
 if TYPE_CHECKING:
     from parallel_vision.config import RunConfig
@@ -192,8 +192,7 @@ class Resumable:
                 error = (type(exc).__name__, str(exc))
         ckpt, error = self.dist.broadcast_object((ckpt, error))
         if error is not None:
-            cls = {c.__name__: c for c in PVisionError.__subclasses__()}.get(error[0], EngineError)
-            raise cls(error[1])
+            raise error_type(error[0])(error[1])
         if ckpt is None:
             return False
         self._continue_from(ckpt)

@@ -31,7 +31,11 @@ def exit_code(signum: int) -> int:
 
 
 def name(signum: int) -> str:
-    return signal.Signals(signum).name
+    """'SIGINT', 'SIGTERM', … ('signal N' for a number the platform has no name for)."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def exit_code_in(message: str, default: int = 130) -> int:

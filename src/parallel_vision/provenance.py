@@ -67,24 +67,41 @@ MATRIX_FLAGS = ("fma", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf1
                 "amx_bf16", "amx_int8", "amx_fp16")
 
 
+def cpu_features(cpuinfo: str | None = None) -> set[str]:
+    """Every CPU feature /proc/cpuinfo lists (x86's `flags` lines, ARM's `Features` lines); `cpuinfo`: its
+    text, for tests. Empty when it cannot be read."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return set()
+    found: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith(("flags", "Features")):
+            found.update(line.partition(":")[2].split())
+    return found
+
+
 def cpu_flags() -> list[str]:
     """The SIMD features that decide CPU training speed (AVX-512, VNNI, native bf16/fp16, AMX), as the
     kernel reports them; machines differ, so they are recorded with every result, never assumed."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return [f for f in MATRIX_FLAGS if f in flags]
-    except OSError:
-        pass
-    return []
+    features = cpu_features()
+    return [f for f in MATRIX_FLAGS if f in features]
 
 
-def native_bf16(flags: list[str] | None = None) -> bool:
-    """Does this CPU multiply bf16 natively (AVX512-BF16 or AMX-BF16)? Without it bf16 autocast is emulated
-    and slower than fp32 (measured 0.36× on a machine without it; docs/performance.md)."""
-    flags = cpu_flags() if flags is None else flags
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+#: CPU features that mean bfloat16 arithmetic in hardware: AVX-512 BF16 and AMX tiles on x86, and ARM's
+#: BF16 extension (`bf16` on the `Features` line).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def native_bf16(cpuinfo: str | None = None) -> bool:
+    """Does this CPU multiply bf16 natively (AVX512-BF16, AMX-BF16, ARM BF16)? Without it bf16 autocast is
+    emulated and slower than fp32 (measured 0.36× on a machine without it; docs/performance.md).
+
+    The one answer for both `--precision auto` (engines/levers.py) and result.json's `cpu_native_bf16`;
+    `cpuinfo`: /proc/cpuinfo's text, for tests (False when it cannot be read)."""
+    features = cpu_features(cpuinfo)
+    return any(flag in features for flag in NATIVE_BF16_FLAGS)
 
 
 def memory_gib() -> float | None:

@@ -1,4 +1,8 @@
-"""Loopback ports for a spawned run's rendezvous: a free one, or a check that the user's is free."""
+"""Loopback ports for a spawned run's rendezvous: a free one, or a check that the user's is free.
+
+Framework-free and beside `errors.py` because both sides use it: the launcher (a multiworker run's
+addresses, a user's --master-port) and an engine process (the DDP spawn rendezvous).
+"""
 
 from __future__ import annotations
 
