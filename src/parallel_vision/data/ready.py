@@ -52,7 +52,8 @@ def ensure_dataset(dataset: str | DatasetSpec, data_dir: str | os.PathLike[str] 
     default_root = data_dir is None and not os.environ.get(DATA_DIR_ENV)
     if root.exists() or not default_root:  # the user cache is ours to create; a named folder must exist
         require_readable_dir(root)
-    statuses = check_files(spec, found.raw)
+    raw = found.raw
+    statuses = check_files(spec, raw)
     damaged = [s for s in statuses if s.present and not s.ok]
     if damaged:
         bad = damaged[0]
@@ -61,5 +62,5 @@ def ensure_dataset(dataset: str | DatasetSpec, data_dir: str | os.PathLike[str] 
             " or point --data-dir / PVISION_DATA_DIR at a verified copy)"
         )
     missing = [f for f, s in zip(spec.files, statuses, strict=True) if not s.present]
-    download(spec, found.raw, missing)
+    download(spec, raw, missing)
     return found
