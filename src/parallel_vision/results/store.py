@@ -278,10 +278,14 @@ class Store:
         return int(self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
 
     def find(self, key: str) -> dict[str, Any]:
-        """One run by run_id, a unique run_id prefix, or its folder name."""
+        """One run by run_id, a unique run_id prefix, or its folder name.
+
+        The prefix is matched literally (`%` and `_` are characters, not LIKE wildcards), ignoring ASCII case.
+        """
         rows = self.conn.execute(
-            "SELECT * FROM runs WHERE run_id = ? OR name = ? OR run_id LIKE ? ORDER BY created_at",
-            (key, key, key.replace("%", "").replace("_", r"\_") + "%"),
+            "SELECT * FROM runs WHERE run_id = ? OR name = ? OR lower(substr(run_id, 1, ?)) = lower(?) "
+            "ORDER BY created_at",
+            (key, key, len(key), key),
         ).fetchall()
         exact = [r for r in rows if r["run_id"] == key or r["name"] == key]
         rows = exact or rows
