@@ -31,10 +31,6 @@ class VerifiedDataset:
     """The absolute data root holding <dataset>/raw/ (what workers get as their data_dir)."""
 
     @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
     def raw(self) -> Path:
         """The folder holding the dataset's files."""
         return raw_dir(self.root, self.spec.name)
@@ -48,11 +44,10 @@ def ensure_dataset(dataset: str | DatasetSpec, data_dir: str | os.PathLike[str] 
     """
     spec = get_dataset(dataset)
     root = absolute(resolve_data_dir(data_dir))
-    found = VerifiedDataset(spec, root)
     default_root = data_dir is None and not os.environ.get(DATA_DIR_ENV)
     if root.exists() or not default_root:  # the user cache is ours to create; a named folder must exist
         require_readable_dir(root)
-    raw = found.raw
+    raw = raw_dir(root, spec.name)
     statuses = check_files(spec, raw)
     damaged = [s for s in statuses if s.present and not s.ok]
     if damaged:
@@ -63,4 +58,4 @@ def ensure_dataset(dataset: str | DatasetSpec, data_dir: str | os.PathLike[str] 
         )
     missing = [f for f, s in zip(spec.files, statuses, strict=True) if not s.present]
     download(spec, raw, missing)
-    return found
+    return VerifiedDataset(spec, root)
