@@ -277,7 +277,7 @@ def test_runs_and_report_commands(bench: SimpleNamespace, tmp_path: Path) -> Non
     for name in final:
         assert name in listed.stdout
     name, run_id = next(iter(final.items()))
-    shown = cli("runs", "show", run_id[:10], "--root", str(bench.root), "--json")
+    shown = cli("runs", "show", run_id[:10], str(bench.root), "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["run_id"] == run_id
     exported = cli("runs", "export", "--csv", str(tmp_path / "runs.csv"), str(bench.root))
     assert exported.returncode == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import shutil
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -96,3 +97,26 @@ def test_load_downloads_missing_files(server: str, tmp_path: Path, monkeypatch: 
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="missing from"):
         load(spec, "test", tmp_path / "empty", download=False)
+
+
+def test_readiness_checks_each_file_once_and_fetches_only_the_missing_one(
+        server: str, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from parallel_vision.data.ready import VerifiedDataset, ensure_dataset
+
+    raw = tmp_path / "mnist" / "raw"
+    shutil.copytree(data_dir / "mnist" / "raw", raw)
+    (raw / NAMES[0]).unlink()
+    verify_module = sys.modules["parallel_vision.data.verify"]  # the package's `verify` is the function
+    hashed: list[str] = []
+    real = verify_module.hash_file
+
+    def counting(path: Path, algorithm: str) -> str:
+        hashed.append(path.name)
+        return real(path, algorithm)
+
+    monkeypatch.setattr(verify_module, "hash_file", counting)
+    monkeypatch.setenv("PVISION_MIRRORS", server + "good/")
+    ready = ensure_dataset("mnist", tmp_path)
+    assert ready == VerifiedDataset(MNIST, tmp_path) and ready.raw == raw
+    assert sorted(hashed) == NAMES[1:]  # the present files once each; the fetched one while it streamed
+    assert listing(raw) == NAMES and all(s.ok for s in verify("mnist", tmp_path))

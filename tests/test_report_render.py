@@ -7,6 +7,7 @@ aggregation and rendering: every number shown follows from the result files by t
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,22 @@ def test_rendered_tables_show_ranges_and_both_modes(root: Path) -> None:
     assert "min–max ranges do not overlap" in page  # the tie rule for repeated measurements
     assert "TensorFlow" in sentences and "PyTorch" in sentences
 
+
+
+def test_the_report_reads_projection_json_once(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ROOT's files are read into ReportData once; figures, sections and levers take the projection from it."""
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    reads: list[Path] = []
+    real = Path.read_text
+
+    def counting(self: Path, *args: Any, **kwargs: Any) -> str:
+        if self.name == "projection.json":
+            reads.append(self)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    write_report(tmp_path, formats=("html", "md", "text"))
+    assert reads == [tmp_path / "projection.json"]
 
 def test_large_accuracy_gap_under_framework_init_names_the_cause(tmp_path: Path) -> None:
     from parallel_vision.report import compare

@@ -179,3 +179,30 @@ def test_skip_records_are_indexed(tmp_path: Path) -> None:
     skip.unlink()
     with open_store(tmp_path) as store:
         assert store.skipped() == []
+
+
+def test_a_run_id_prefix_is_matched_literally(tmp_path: Path) -> None:
+    a = make_result(tmp_path / "runs" / "a-r1")
+    make_result(tmp_path / "runs" / "b-r1", strategy="ddp", workers=2)
+    with open_store(tmp_path) as store:
+        assert store.find(a["run_id"][:-1])["run_id"] == a["run_id"]
+        assert store.find(a["run_id"][:-1].upper())["run_id"] == a["run_id"]  # hex ids: case does not matter
+        assert store.find("a-r1")["run_id"] == a["run_id"]
+        for key in ("%", "_", "%%", a["run_id"][:4] + "%", "_" + a["run_id"][1:]):  # not wildcards
+            with pytest.raises(ResultsError, match="no run"):
+                store.find(key)
+
+
+def test_runs_show_takes_root_as_its_last_argument_and_still_accepts_the_old_option(tmp_path: Path) -> None:
+    a = make_result(tmp_path / "root" / "runs" / "a-r1")
+    new = _cli("runs", "show", a["run_id"][:8], "root", "--json", cwd=tmp_path)
+    assert new.returncode == 0 and new.stderr == "", new.stderr
+    assert json.loads(new.stdout)["run_id"] == a["run_id"]
+    old = _cli("runs", "show", a["run_id"][:8], "--root", "root", "--json", cwd=tmp_path)
+    assert old.returncode == 0 and old.stdout == new.stdout
+    assert old.stderr.strip().splitlines() == [
+        f"pvision: warning: --root is deprecated; give the results folder as the last argument: "
+        f"pvision runs show {a['run_id'][:8]} root"]
+    wildcard = _cli("runs", "show", "%", "root", cwd=tmp_path)
+    assert wildcard.returncode == 2 and wildcard.stderr.strip().splitlines() == [
+        f"pvision: error: no run '%' in {Path('root') / DB_FILE}"]

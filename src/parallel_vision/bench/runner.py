@@ -104,7 +104,7 @@ def run_bench(
 def prepare_data(plan: list[PlannedRun], data_dir: str | None) -> list[PlannedRun]:
     """Verify (or fetch, once) every dataset the plan needs before the first run; hand each run the
     verified absolute folder. A dataset that cannot be had stops the bench here, in one line."""
-    roots = {name: str(ensure_dataset(name, data_dir))
+    roots = {name: str(ensure_dataset(name, data_dir).root)
              for name in sorted({p.cfg.dataset for p in plan if p.cfg is not None}) if name != "synthetic"}
     return [dataclasses.replace(p, cfg=p.cfg.replace(data_dir=roots.get(p.cfg.dataset)))
             if p.cfg is not None else p for p in plan]

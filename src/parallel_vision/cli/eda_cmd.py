@@ -52,7 +52,7 @@ def eda(
         out_dir=absolute(out if out is not None else Path(f"eda-{dataset}")),
         tsne_sample=sample,
         seed=seed,
-        data_dir=ensure_dataset(dataset, data_dir),  # verified (or fetched) once, before any analysis
+        data_dir=ensure_dataset(dataset, data_dir).root,  # verified (or fetched) once, before any analysis
     )
     report = run_eda(opts, progress=progress)
     pca = report.results["pca"].numbers["components_needed"]

@@ -1,4 +1,8 @@
-"""`pvision runs`: list, show, export and rebuild the results database of a folder."""
+"""`pvision runs`: list, show, export and rebuild the results database of a folder.
+
+Every subcommand takes the folder as its last argument, ROOT, as `pvision report ROOT` does
+(`list`, `show` and `export` default to $PVISION_RESULTS_DIR, else the working directory).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import typer
 
 from parallel_vision import envvars
 from parallel_vision.atomic import atomic_write_bytes
+from parallel_vision.errors import ConfigError
 from parallel_vision.report.text import make_console
 from parallel_vision.results.store import open_store, require_runs
 from parallel_vision.results.store import rebuild as rebuild_store
@@ -32,8 +37,25 @@ def _g(value: float | None) -> str:
     return "—" if value is None else format(value, "g")
 
 
+#: Help for the optional ROOT argument of `list`, `show` and `export`.
+_ROOT_HELP = "Results folder (default $PVISION_RESULTS_DIR or .)."
+
+
 def _root(root: Path | None) -> Path:
     return root or Path(os.environ.get(envvars.RESULTS_DIR, "."))
+
+
+def _old_root_option(root: Path | None, option: Path | None, command: str) -> Path | None:
+    """ROOT from the argument, or from the deprecated `--root ROOT` option (one notice on stderr).
+    `command`: the subcommand and its other arguments, to show the new form."""
+    if option is None:
+        return root
+    if root is not None and root != option:
+        raise ConfigError(f"two results folders given ({root} and --root {option}); give one, as the last "
+                          f"argument: pvision runs {command} ROOT")
+    typer.echo(f"pvision: warning: --root is deprecated; give the results folder as the last argument: "
+               f"pvision runs {command} {option}", err=True)
+    return option
 
 
 def _open(root: Path | None):  # type: ignore[no-untyped-def]
@@ -49,7 +71,7 @@ def _open(root: Path | None):  # type: ignore[no-untyped-def]
 
 @runs_app.command("list")
 def list_runs(
-    root: Path | None = typer.Argument(None, help="Results folder (default $PVISION_RESULTS_DIR or .)."),
+    root: Path | None = typer.Argument(None, help=_ROOT_HELP),
     all_runs: bool = typer.Option(False, "--all", help="Include incomplete runs."),
 ) -> None:
     """One line per stored run."""
@@ -80,15 +102,16 @@ def list_runs(
 
 @runs_app.command("show")
 def show(
-    run: str = typer.Argument(..., help="run_id (or a unique prefix) or run folder name."),
-    root: Path | None = typer.Option(None, "--root", help="Results folder (default $PVISION_RESULTS_DIR "
-                                     "or .)."),
+    run: str = typer.Argument(..., help="run_id (or a unique prefix, matched literally) or run folder name."),
+    root: Path | None = typer.Argument(None, help=_ROOT_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the stored row as JSON."),
+    root_option: Path | None = typer.Option(None, "--root", hidden=True, help="Deprecated: give ROOT as the "
+                                            "argument."),
 ) -> None:
     """Configuration, summary and epochs of one run."""
     from rich.table import Table
 
-
+    root = _old_root_option(root, root_option, f"show {run}")
     with _open(root) as store:
         r = store.find(run)
         epochs = store.epochs(r["run_id"])
@@ -128,7 +151,7 @@ def show(
 @runs_app.command("export")
 def export(
     csv_file: Path = typer.Option(..., "--csv", help="CSV file to write (one row per run)."),
-    root: Path | None = typer.Argument(None, help="Results folder (default $PVISION_RESULTS_DIR or .)."),
+    root: Path | None = typer.Argument(None, help=_ROOT_HELP),
     all_runs: bool = typer.Option(False, "--all", help="Include incomplete runs."),
 ) -> None:
     """Write every stored run as one CSV row."""

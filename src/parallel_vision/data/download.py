@@ -77,10 +77,24 @@ def fetch(
     """
     spec = get_dataset(dataset)
     raw = raw_dir(resolve_data_dir(data_dir), spec.name)
-    urls = tuple(mirrors) if mirrors else (mirrors_from_environment(spec.name) or spec.mirrors)
     todo = [f for f in spec.files if not file_status(spec.name, spec.splits_of(f), raw / f.name, f).ok]
-    if not todo:
+    return download(spec, raw, todo, mirrors=mirrors, progress=progress)
+
+
+def download(
+    spec: DatasetSpec,
+    raw: Path,
+    files: Sequence[FileSpec],
+    *,
+    mirrors: Sequence[str] | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Download `files` of `spec` (already known to be missing or damaged) into the raw folder `raw`,
+    each verified before it lands; return their paths. The caller has looked the catalogue up and checked
+    what is there, so nothing is resolved or hashed twice."""
+    if not files:
         return []
+    urls = tuple(mirrors) if mirrors else (mirrors_from_environment(spec.name) or spec.mirrors)
     try:
         raw.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -95,11 +109,11 @@ def fetch(
         console=console,
         disable=not (progress and console.is_terminal),  # no bar debris in logs or captured stderr
     ) as bar:
-        for f in todo:
+        for f in files:
             tried = _download(f, raw / f.name, urls, bar, bar.add_task(f"{spec.name}/{f.name}", total=f.size))
             if tried:
                 raise DataError(unavailable_message(spec.name, raw, f.name, tried))
-    return [raw / f.name for f in todo]
+    return [raw / f.name for f in files]
 
 
 def mirrors_from_environment(dataset: str) -> tuple[str, ...]:

@@ -91,5 +91,9 @@ def verify(dataset: str | DatasetSpec, data_dir: str | os.PathLike[str] | None =
     spec = get_dataset(dataset)
     root = resolve_data_dir(data_dir)
     require_readable_dir(root)
-    raw = raw_dir(root, spec.name)
+    return check_files(spec, raw_dir(root, spec.name))
+
+
+def check_files(spec: DatasetSpec, raw: Path) -> list[FileStatus]:
+    """Per-file status of every file of `spec` in its raw folder `raw` (each file stat'ed and hashed once)."""
     return [file_status(spec.name, spec.splits_of(f), raw / f.name, f) for f in spec.files]

@@ -38,7 +38,7 @@ def ensure_data(cfg: RunConfig) -> Path | None:
     (None for `synthetic`, which the engine generates and no file holds)."""
     if cfg.dataset == "synthetic":
         return None
-    return ensure_dataset(cfg.dataset, cfg.data_dir)
+    return ensure_dataset(cfg.dataset, cfg.data_dir).root
 
 
 def run(

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from parallel_vision.report.data import FRAMEWORK_NAMES, STRATEGY_NAMES, ConfigGroup, ReportData
+from parallel_vision.report.data import ReportData
+from parallel_vision.report.groups import FRAMEWORK_NAMES, STRATEGY_NAMES, ConfigGroup
 from parallel_vision.report.scaling import ScalingRow, Spread
 
 #: Relative difference below which two single-repeat measurements are called "about the same".

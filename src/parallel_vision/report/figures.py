@@ -12,8 +12,8 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-from parallel_vision.projection.calibrate import read_projection
-from parallel_vision.report.data import FRAMEWORK_NAMES, STRATEGY_NAMES, ReportData
+from parallel_vision.report.data import ReportData
+from parallel_vision.report.groups import FRAMEWORK_NAMES, STRATEGY_NAMES
 
 DPI = 100
 
@@ -163,7 +163,7 @@ def scaling(data: ReportData) -> Figure | None:
 
 def projection(data: ReportData) -> Figure | None:
     """The projected curve and its band (dashed, shaded) with the measured points (markers) on the same axes."""
-    doc = read_projection(data.root)
+    doc = data.projection
     if doc is None or not doc.get("rows"):
         return None
     plt = _plt()

@@ -6,7 +6,7 @@ import base64
 import html
 from collections.abc import Sequence
 
-from parallel_vision.report import compare, tables
+from parallel_vision.report import compare, provenance, tables
 from parallel_vision.report.data import ReportData
 from parallel_vision.report.figures import Figure
 from parallel_vision.report.sections import (
@@ -126,7 +126,7 @@ def render_block(block: Block, figs: dict[str, Figure]) -> str:
 
 def render(data: ReportData, figures: list[Figure]) -> str:
     figs = {f.name: f for f in figures}
-    preset = tables.presets_text(data)
+    preset = provenance.presets_text(data)
     parts: list[str] = [
         f"<header><h1>Parallel Vision — data-parallel training report</h1>"
         f"<p class='sub'>{_e(data.root.resolve())} · bench <b>{_e(preset)}</b> · "

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from parallel_vision.bench.machine import BUSY_CORES
-from parallel_vision.projection.calibrate import read_projection
-from parallel_vision.report.data import ConfigGroup, ReportData, target_stats
+from parallel_vision.report.data import ReportData
+from parallel_vision.report.groups import ConfigGroup, target_stats
 from parallel_vision.report.scaling import Spread
 
 #: Config fields that are levers; a lever run differs from its reference in these only.
@@ -30,7 +30,7 @@ NO_PROJECTION = ("Which lever suits a slow link is a question for the projection
 def slow_link_line(data: ReportData) -> str:
     """The projection's recommendation for the link it was asked about, beside what compression did in the
     measured runs (whose link is this machine's, usually much faster): the two are never mixed up."""
-    projection = read_projection(data.root)
+    projection = data.projection
     if projection is None or not projection.get("what_would_help"):
         return NO_PROJECTION
     link = (projection.get("link") or {}).get("name", "the projected link")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from parallel_vision.report import compare, tables
+from parallel_vision.report import compare, provenance, tables
 from parallel_vision.report.data import ReportData
 from parallel_vision.report.figures import Figure
 from parallel_vision.report.sections import Block, Bullets, Details, FigureBlock, Heading, TableBlock, Text, sections
@@ -56,7 +56,7 @@ def render_block(block: Block, figs: dict[str, Figure]) -> str:
 def render(data: ReportData, figures: list[Figure]) -> str:
     figs = {f.name: f for f in figures}
     out = ["# Parallel Vision — data-parallel training report\n",
-           f"Bench **{tables.presets_text(data)}** · {len(data.groups)} configurations, "
+           f"Bench **{provenance.presets_text(data)}** · {len(data.groups)} configurations, "
            f"{data.environment['runs']} runs · {data.environment['cpu_model']} · generated {data.generated_at}\n"]
     head = compare.headline(data)
     if head:

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from parallel_vision.projection.calibrate import read_projection
-from parallel_vision.report import compare, levers, tables, workloads
+from parallel_vision.report import compare, levers, provenance, tables, workloads
 from parallel_vision.report.data import ReportData
 from parallel_vision.report.paper import paper_numbers, scaling_sentence
 from parallel_vision.report.scaling import DEFINITIONS
@@ -126,7 +125,7 @@ def _phi_gamma(cal: dict) -> str:  # type: ignore[type-arg]
 
 def _projected(data: ReportData, figures: set[str]) -> list[Section]:
     """Shown when ROOT has a projection.json (`pvision project ROOT`): projected, never mixed with measured."""
-    doc = read_projection(data.root)
+    doc = data.projection
     if doc is None:
         return []
     link, cal = doc["link"], doc["calibration"]
@@ -246,7 +245,7 @@ def _classification(data: ReportData) -> Section:
 def _environment(data: ReportData) -> list[Section]:
     return [
         Section("environment", "Environment and provenance", "Environment",
-                [TableBlock(tables.environment_table(data), swatches=False)]),
+                [TableBlock(provenance.environment_table(data), swatches=False)]),
         Section("definitions", "Definitions", "Definitions", [Terms(DEFINITIONS)]),
         Section("all-runs", "All runs", "All runs", [
             TableBlock(tables.runs_table(data)),

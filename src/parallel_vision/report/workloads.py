@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from parallel_vision.report.data import FRAMEWORK_NAMES, STRATEGY_NAMES, ConfigGroup, ReportData
+from parallel_vision.report.data import ReportData
+from parallel_vision.report.groups import FRAMEWORK_NAMES, STRATEGY_NAMES, ConfigGroup
 from parallel_vision.report.scaling import ScalingRow
 
 

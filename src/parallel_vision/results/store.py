@@ -28,6 +28,15 @@ from parallel_vision.atomic import disk_full
 from parallel_vision.config import RunConfig
 from parallel_vision.errors import PVisionError, ResultsError
 from parallel_vision.projection.linktest import LINKTEST_FILE, read_record
+from parallel_vision.results.files import BENCH_RUN_FILE as BENCH_RUN_FILE  # re-exported: the bench writes it
+from parallel_vision.results.files import (
+    SyncReport,
+    bench_record,
+    combined_mtime,
+    find_result_files,
+    is_sqlite,
+    rel_path,
+)
 from parallel_vision.results.rows import (
     CONFIG_COLUMNS,
     SCHEMA,
@@ -45,17 +54,6 @@ from parallel_vision.results.sqlite_full import DB_KEPT, WAL_OVERHEAD_BYTES, dis
 
 DB_FILE = "results.sqlite"
 SKIPPED_DIR = "skipped"
-
-#: Written by `pvision bench` beside result.json: how busy the machine was while the run trained.
-BENCH_RUN_FILE = "bench_run.json"
-
-
-def _bench_record(run_dir: Path) -> dict[str, Any]:
-    try:
-        record = json.loads((Path(run_dir) / BENCH_RUN_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return record if isinstance(record, dict) else {}
 
 
 class Store:
@@ -107,21 +105,17 @@ class Store:
         summary = data.get("summary") or {}
         env = data.get("environment") or {}
         extra = cfg.get("extra") or {}
-        try:
-            rel = str(run_dir.resolve().relative_to(self.root.resolve()))
-        except ValueError:
-            rel = str(run_dir.resolve())
         result_file = run_dir / RESULT_FILE
         try:
             stat = result_file.stat()
-            mtime, size = _combined_mtime(run_dir, stat.st_mtime_ns), stat.st_size
+            mtime, size = combined_mtime(run_dir, stat.st_mtime_ns), stat.st_size
         except OSError:
             mtime, size = None, None
-        bench = _bench_record(run_dir)
+        bench = bench_record(run_dir)
         row: dict[str, Any] = {
             "run_id": data["run_id"],
             "name": run_dir.name,
-            "path": rel,
+            "path": rel_path(run_dir, self.root),
             "status": data["status"],
             "created_at": data.get("created_at"),
             "code_version": env.get("code_version"),
@@ -198,10 +192,10 @@ class Store:
         seen_paths: set[str] = set()
         for result_file in find_result_files(self.root):
             run_dir = result_file.parent
-            rel = _rel(run_dir, self.root)
+            rel = rel_path(run_dir, self.root)
             seen_paths.add(rel)
             stat = result_file.stat()
-            mtime = _combined_mtime(run_dir, stat.st_mtime_ns)
+            mtime = combined_mtime(run_dir, stat.st_mtime_ns)
             row = known.get(rel)
             unchanged = row is not None and (row["result_mtime_ns"], row["result_size"]) == (mtime, stat.st_size)
             if unchanged:
@@ -210,7 +204,7 @@ class Store:
                 data = read_result(result_file)
                 RunConfig.from_dict(data["config"])
             except PVisionError as exc:
-                report.unreadable.append(f"{_rel(result_file, self.root)}: {str(exc).splitlines()[0]}")
+                report.unreadable.append(f"{rel_path(result_file, self.root)}: {str(exc).splitlines()[0]}")
                 continue
             if row is not None and row["run_id"] != data["run_id"]:
                 self.delete_run(row["run_id"])
@@ -227,7 +221,7 @@ class Store:
                 self.insert_skip(record, skip_file)
                 skip_names.add(record["name"])
             except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-                report.unreadable.append(f"{_rel(skip_file, self.root)}: {exc}")
+                report.unreadable.append(f"{rel_path(skip_file, self.root)}: {exc}")
         for (name,) in self.conn.execute("SELECT name FROM skipped").fetchall():
             if name not in skip_names:
                 self.delete_skip(name)
@@ -242,11 +236,11 @@ class Store:
                 continue
             try:
                 rec = read_record(path)
-                rows.append((_rel(path, self.root), rec.get("backend"), rec.get("world_size"), rec.get("nodes"),
+                rows.append((rel_path(path, self.root), rec.get("backend"), rec.get("world_size"), rec.get("nodes"),
                              rec.get("label"), rec.get("created_at"), rec["fit"]["a_s"], rec["fit"]["bandwidth_Bps"],
                              json.dumps(rec, sort_keys=True)))
             except (PVisionError, KeyError, TypeError) as exc:
-                report.unreadable.append(f"{_rel(path, self.root)}: {str(exc).splitlines()[0]}")
+                report.unreadable.append(f"{rel_path(path, self.root)}: {str(exc).splitlines()[0]}")
         with self.transaction() as conn:
             conn.execute("DELETE FROM linktests")
             conn.executemany("INSERT INTO linktests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
@@ -278,10 +272,14 @@ class Store:
         return int(self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
 
     def find(self, key: str) -> dict[str, Any]:
-        """One run by run_id, a unique run_id prefix, or its folder name."""
+        """One run by run_id, a unique run_id prefix, or its folder name.
+
+        The prefix is matched literally (`%` and `_` are characters, not LIKE wildcards), ignoring ASCII case.
+        """
         rows = self.conn.execute(
-            "SELECT * FROM runs WHERE run_id = ? OR name = ? OR run_id LIKE ? ORDER BY created_at",
-            (key, key, key.replace("%", "").replace("_", r"\_") + "%"),
+            "SELECT * FROM runs WHERE run_id = ? OR name = ? OR lower(substr(run_id, 1, ?)) = lower(?) "
+            "ORDER BY created_at",
+            (key, key, len(key), key),
         ).fetchall()
         exact = [r for r in rows if r["run_id"] == key or r["name"] == key]
         rows = exact or rows
@@ -301,43 +299,6 @@ class Store:
         return decode_run(row) if row else None
 
 
-class SyncReport:
-    """What a sync changed, and the files it could not read."""
-
-    def __init__(self) -> None:
-        self.added = 0
-        self.removed = 0
-        self.unreadable: list[str] = []
-
-
-def _combined_mtime(run_dir: Path, result_mtime_ns: int) -> int:
-    """result.json's mtime, or bench_run.json's when newer: a change to either re-indexes the run."""
-    try:
-        return max(result_mtime_ns, (Path(run_dir) / BENCH_RUN_FILE).stat().st_mtime_ns)
-    except OSError:
-        return result_mtime_ns
-
-
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(root.resolve()))
-    except ValueError:
-        return str(path.resolve())
-
-
-def find_result_files(root: Path) -> list[Path]:
-    """result.json files at ROOT, ROOT/*/ and ROOT/*/*/ (hidden folders skipped)."""
-    root = Path(root)
-    found: list[Path] = []
-    for pattern in (RESULT_FILE, f"*/{RESULT_FILE}", f"*/*/{RESULT_FILE}"):
-        for path in root.glob(pattern):
-            if any(part.startswith(".") for part in path.relative_to(root).parts[:-1]):
-                continue
-            if path.is_file():
-                found.append(path)
-    return sorted(found)
-
-
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
     conn.row_factory = sqlite3.Row
@@ -346,16 +307,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
-
-
-def _is_sqlite(path: Path) -> bool:
-    """True for an empty file or one that starts with SQLite's header."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except OSError:
-        return False
-    return head == b"" or head == b"SQLite format 3\x00"
 
 
 def open_store(
@@ -378,7 +329,7 @@ def open_store(
         raise ResultsError(f"{root}: not a folder; give the folder that holds {DB_FILE}")
     if not db.exists() and not create_empty and not find_result_files(root):
         raise ResultsError(f"{root}: no results database ({DB_FILE}) and no run results to build one from")
-    if db.exists() and not _is_sqlite(db):
+    if db.exists() and not is_sqlite(db):
         raise ResultsError(
             f"{db}: corrupt results database (not SQLite); `pvision runs rebuild {root}` recreates it from"
             " the result.json files"
@@ -428,7 +379,7 @@ def rebuild(root: str | os.PathLike[str]) -> Store:
         raise ResultsError(f"{root}: no such folder")
     db = root / DB_FILE
     if db.exists():
-        if _is_sqlite(db) and db.stat().st_size:
+        if is_sqlite(db) and db.stat().st_size:
             for suffix in ("", "-wal", "-shm"):
                 Path(str(db) + suffix).unlink(missing_ok=True)
         else:
