@@ -67,7 +67,8 @@ def file_status(dataset: str, split: str, path: Path, spec: FileSpec) -> FileSta
     """Stat, then hash only if the size is right (a wrong size already settles it; an unknown one is not checked)."""
 
     def status(present: bool, size_ok: bool, sha_ok: bool, problem: str | None) -> FileStatus:
-        return FileStatus(dataset, split, spec.name, path, present, size_ok, sha_ok, problem)
+        return FileStatus(dataset=dataset, split=split, file=spec.name, path=path, present=present, size_ok=size_ok,
+                          sha256_ok=sha_ok, problem=problem)
 
     try:
         size = os.stat(path).st_size
