@@ -1,6 +1,6 @@
 """The Keras model of a JAX run and its compiled SPMD programs.
 
-`Model` holds two copies of the paper's CNN (engines.keras_model, shared with the TensorFlow engine):
+`Model` holds two copies of the paper's CNN (engines.keras.model, shared with the TensorFlow engine):
 `net`, built inside keras.distribution.DataParallel's scope, whose `stateless_call` the jitted step traces;
 and `host`, a plain single-device copy compiled with the same optimiser, into which the trained state is
 copied for backups and the saved model. The training state is an explicit pytree (trainable, non-trainable
@@ -20,7 +20,7 @@ import numpy as np
 
 from parallel_vision.engines.jax.data import Data, Feeder, test_batches
 from parallel_vision.engines.jax.setup import JaxRun
-from parallel_vision.engines.keras_model import build_model, make_optimizer
+from parallel_vision.engines.keras.model import build_model, make_optimizer
 
 
 @dataclass

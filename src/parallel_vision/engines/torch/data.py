@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from parallel_vision.config import RunConfig
-from parallel_vision.engines.common import load_split
+from parallel_vision.engines.common import PAD, load_split
 from parallel_vision.engines.workload import synthetic_count, synthetic_seed, workload
 
 
@@ -64,10 +64,6 @@ def mix_seed(*parts: int) -> int:
     for part in parts:
         seed = (seed * 1_000_003 + int(part)) % (1 << 63)
     return seed
-
-
-#: Zero padding of the random crop: the standard CIFAR augmentation (pad 4, crop back to the size).
-PAD = 4
 
 
 def crop_and_flip(pixels: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
