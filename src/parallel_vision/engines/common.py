@@ -151,7 +151,7 @@ class EpochProgress:
         if self.enabled:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-            self._progress = Progress(
+            columns = (
                 TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[total_epochs]}"),
                 BarColumn(),
                 TextColumn("{task.completed}/{task.total} steps"),
@@ -159,8 +159,8 @@ class EpochProgress:
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[metrics]}"),
-                transient=False,
             )
+            self._progress = Progress(*columns, transient=False)
             self._progress.start()
         return self
 

@@ -92,7 +92,8 @@ def build(run: JaxRun, data: Data, feeder: Feeder) -> Model:
         compiled_train = train_step.lower(state, x, y).compile()
         tx, ty = feeder.put(*test_batches(data)[0])
         compiled_eval = eval_step.lower(state[0], state[1], tx, ty).compile()
-    return Model(net, optimizer, host, compiled_train, compiled_eval, state)
+    return Model(net=net, optimizer=optimizer, host=host, train_step=compiled_train, eval_step=compiled_eval,
+                 state=state)
 
 
 def host_values(net: Any, optimizer: Any) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:

@@ -50,7 +50,8 @@ class KerasRun:
         """The run once devices are ready: the precision policy set, startup_s recorded (launch → now)."""
         set_precision_policy(keras, cfg)
         timing: dict[str, float | None] = {"startup_s": time.time() - launch_time(), "compile_s": None}
-        return cls(cfg, backend, keras, placement, Path(cfg.out_dir or "."), timing)
+        return cls(cfg=cfg, backend=backend, keras=keras, placement=placement, out=Path(cfg.out_dir or "."),
+                   timing=timing)
 
     @property
     def writer(self) -> bool:

@@ -138,7 +138,8 @@ def place(tf: Any, cfg: RunConfig, cluster: ClusterTask | None) -> Placement:
             tf.config.set_visible_devices([], "GPU")
         strategy = tf.distribute.get_strategy()
         devices = ["/gpu:0" if use_gpu else "/cpu:0"]
-        return Placement(strategy, devices, names, None, 1, True, intra, inter)
+        return Placement(strategy=strategy, devices=devices, gpus=names, cross_device_ops=None, world_size=1,
+                         is_writer=True, intra_op_threads=intra, inter_op_threads=inter)
 
     if cfg.strategy == "mirrored":
         if use_gpu:
@@ -164,7 +165,8 @@ def place(tf: Any, cfg: RunConfig, cluster: ClusterTask | None) -> Placement:
             )
         ops = type(strategy.extended._cross_device_ops).__name__ if hasattr(
             strategy.extended, "_cross_device_ops") else None
-        return Placement(strategy, devices, names, ops, cfg.workers, True, intra, inter)
+        return Placement(strategy=strategy, devices=devices, gpus=names, cross_device_ops=ops, world_size=cfg.workers,
+                         is_writer=True, intra_op_threads=intra, inter_op_threads=inter)
 
     assert cluster is not None
     implementation = tf.distribute.experimental.CommunicationImplementation
@@ -181,8 +183,9 @@ def place(tf: Any, cfg: RunConfig, cluster: ClusterTask | None) -> Placement:
     )
     devices = [str(d) for d in strategy.extended.worker_devices]
     return Placement(
-        strategy, devices, names, f"collective-{comm.name.lower()}", cluster.world_size,
-        cluster.is_writer, intra, inter, cluster,
+        strategy=strategy, devices=devices, gpus=names, cross_device_ops=f"collective-{comm.name.lower()}",
+        world_size=cluster.world_size, is_writer=cluster.is_writer, intra_op_threads=intra, inter_op_threads=inter,
+        cluster=cluster,
     )
 
 

@@ -99,8 +99,9 @@ def load_data(cfg: RunConfig, split: str, device: torch.device) -> DeviceData:
         pixels = pixels.unsqueeze(1) if pixels.ndim == 3 else pixels.permute(0, 3, 1, 2).contiguous()
         x = pixels.to(device)
         y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
-    return DeviceData(x, y, names, _per_channel(w.mean, device), _per_channel(w.std, device),
-                      cfg.memory_format == "channels_last", augment=cfg.augment and split == "train", seed=cfg.seed)
+    return DeviceData(pixels=x, labels=y, class_names=names, mean=_per_channel(w.mean, device),
+                      std=_per_channel(w.std, device), channels_last=cfg.memory_format == "channels_last",
+                      augment=cfg.augment and split == "train", seed=cfg.seed)
 
 
 def _per_channel(values: tuple[float, ...], device: torch.device) -> float | torch.Tensor:
