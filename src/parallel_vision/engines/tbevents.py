@@ -9,6 +9,7 @@ training thread, as a one-line DiskFullError naming the event file (engines.outp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -35,8 +36,13 @@ class ScalarWriter:
         self.path = folder / f"events.out.tfevents.{int(now)}.{socket.gethostname()}.{os.getpid()}"
         self._file = open(self.path, "ab")  # noqa: SIM115 - closed in close()
         self._records = RecordWriter(self._file)
-        self._records.write(event_pb2.Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
-        self.flush()
+        try:
+            self._records.write(event_pb2.Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
+            self.flush()
+        except OSError:  # a full disk at the first event: nothing is left open
+            with contextlib.suppress(OSError):
+                self._file.close()
+            raise
 
     def write(self, step: int, scalars: dict[str, Any]) -> None:
         values = [self._summary.Summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()

@@ -12,7 +12,6 @@ from parallel_vision.engines.jax.model import Model, host_state, load_into_host,
 from parallel_vision.engines.jax.setup import JaxRun
 from parallel_vision.engines.keras import resume
 from parallel_vision.engines.keras.backup import Backup
-from parallel_vision.errors import ConfigError
 
 
 def restore(run: JaxRun, model: Model, feeder: Feeder) -> None:
@@ -33,8 +32,7 @@ def agree_on_start(run: JaxRun, feeder: Feeder, epoch: int) -> None:
     (global_epochs,) = feeder.put(epochs)
     spread = run.jax.jit(lambda e: e.max() - e.min(), out_shardings=feeder.replicated)(global_epochs)
     if int(np.asarray(spread.addressable_shards[0].data)) != 0:
-        raise ConfigError(f"workers disagree on where to resume (this one: after epoch {epoch}); every worker must "
-                          "see the same --out, on storage they share")
+        raise resume.disagreement(epoch)
 
 
 def back_up(run: JaxRun, model: Model, finished: int) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from parallel_vision.engines.keras.backup import STATE_FILE, Backup
 from parallel_vision.engines.keras.run import KerasRun
+from parallel_vision.errors import ConfigError
 
 
 def restore(run: KerasRun, *, load: Callable[[Backup], None], agree: Callable[[int], None]) -> None:
@@ -37,6 +38,12 @@ def restore(run: KerasRun, *, load: Callable[[Backup], None], agree: Callable[[i
               f"({run.backups.backup_dir(out) / STATE_FILE})", file=sys.stderr, flush=True)
     run.start_epoch = resumed.epoch
     run.records[:] = list(resumed.records)
+
+
+def disagreement(epoch: int) -> ConfigError:
+    """What `agree` raises where the processes of a cluster found different backups."""
+    return ConfigError(f"workers disagree on where to resume (this one: after epoch {epoch}); every worker must "
+                       "see the same --out, on storage they share")
 
 
 def back_up(run: KerasRun, finished: int, saved: Callable[[], Any]) -> None:

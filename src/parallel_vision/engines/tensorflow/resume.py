@@ -10,7 +10,6 @@ from typing import Any
 from parallel_vision.engines.keras import resume
 from parallel_vision.engines.keras.backup import Backup
 from parallel_vision.engines.tensorflow.setup import TFRun
-from parallel_vision.errors import ConfigError
 
 
 def restore(run: TFRun, model: Any) -> None:
@@ -38,8 +37,7 @@ def agree_on_start(tf: Any, strategy: Any, epoch: int) -> None:
 
     total, squares, n = (float(v) for v in sums().numpy())
     if abs(n * squares - total * total) > 0.5:
-        raise ConfigError(f"workers disagree on where to resume (this one: after epoch {epoch}); every worker must "
-                          "see the same --out, on storage they share")
+        raise resume.disagreement(epoch)
 
 
 def back_up(run: TFRun, model: Any, finished: int) -> None:
