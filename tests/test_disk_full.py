@@ -205,24 +205,32 @@ def test_a_checkpoint_that_does_not_fit_leaves_the_last_good_one(tmp_path: Path,
     assert not temp_files(tmp_path)
 
 
+@pytest.mark.parametrize(("engine", "kept"), [("torch", "no checkpoint had been written yet"),
+                                              ("keras", "no epoch-end backup had been written yet")])
 def test_tensorboard_on_a_full_disk_is_one_error_without_a_thread_traceback(
-        small_fs: Callable[[str], Path], capfd: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("torch")
+        small_fs: Callable[[str], Path], capfd: pytest.CaptureFixture[str], engine: str, kept: str) -> None:
+    """The one TensorBoard writer of every engine (engines.tbevents), with each engine's note of what is kept."""
     pytest.importorskip("tensorboard")
-    from parallel_vision.engines.torch import outputs as torch_outputs
+    from parallel_vision.engines.tbevents import TB_SCALARS, TensorBoard
+
+    if engine == "torch":
+        pytest.importorskip("torch")
+        from parallel_vision.engines.torch.checkpoint import kept_note
+    else:
+        from parallel_vision.engines.tensorflow.backup import kept_note
 
     fs = small_fs("1m")
     out = fs / "run"
     out.mkdir()
     fill(fs, leave=12 * 1024)  # the event file starts, then runs out within a few epochs' scalars
-    writer = torch_outputs.open_tensorboard(out)
-    record = dict.fromkeys(torch_outputs.TB_SCALARS, 0.5)
+    board = TensorBoard(out, enabled=True, kept_note=kept_note)
+    record = dict.fromkeys(TB_SCALARS, 0.5)
     with pytest.raises(DiskFullError) as info:
         for epoch in range(1, 5000):
-            torch_outputs.log_scalars(writer, dict(record, epoch=epoch), out)
-    torch_outputs.close_tensorboard(writer, out, quiet=True)
+            board.log(dict(record, epoch=epoch))
+    board.close(quiet=True)
     assert re.fullmatch(rf"no space left on device writing {re.escape(str(out / 'tb'))}/events\.out\.tfevents\.\S+ "
-                        rf"{SIZE}; no checkpoint had been written yet", str(info.value)), str(info.value)
+                        rf"{SIZE}; {kept}", str(info.value)), str(info.value)
     captured = capfd.readouterr()
     assert "Traceback" not in captured.err and "Exception in thread" not in captured.err, captured.err
 

@@ -8,11 +8,13 @@ through `launch.run`, which trains in a child process, and the reload runs in a 
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -165,3 +167,116 @@ def test_cluster_variables_are_checked_before_jax_starts() -> None:
     env = jax_cluster.worker_environment(["127.0.0.1:1", "127.0.0.1:2"], 1)
     assert env == {"KERAS_DISTRIBUTION_JOB_ADDRESSES": "127.0.0.1:1,127.0.0.1:2",
                    "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": "1"}
+
+
+# --------------------------------------------------------------------------- stop and resume (no JAX needed)
+class _Variable:
+    def __init__(self, value: Any) -> None:
+        self.value = np.asarray(value)
+
+    def assign(self, value: Any) -> None:
+        self.value = np.asarray(value)
+
+
+class _HostCopy:
+    """The single-device Keras copy of a JAX run's Model, as backups use it: variables, save/load weights."""
+
+    def __init__(self) -> None:
+        self.trainable_variables = [_Variable(np.zeros(3))]
+        self.non_trainable_variables = [_Variable(np.zeros(2))]
+        self.optimizer = SimpleNamespace(variables=[_Variable(np.zeros(3))])
+
+    def _all(self) -> list[_Variable]:
+        return [*self.trainable_variables, *self.non_trainable_variables, *self.optimizer.variables]
+
+    def save_weights(self, target: Any) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, *[v.value for v in self._all()])
+        target.write(buffer.getvalue())
+
+    def load_weights(self, path: str) -> None:
+        with np.load(path) as saved:
+            for i, variable in enumerate(self._all()):
+                variable.assign(saved[f"arr_{i}"])
+
+
+class _Shard:
+    def __init__(self, value: Any) -> None:
+        self.addressable_shards = [SimpleNamespace(data=np.asarray(value))]
+
+
+def _fake_jax_run(tmp_path: Path, **config: Any) -> tuple[Any, Any, Any, Any, list[int]]:
+    """A JAX run of 2 epochs × 4 steps at global batch 2 on 8 + 4 images, with JAX replaced by host arrays: the
+    train step adds 1 to every weight and counts its images, the feeder hands arrays through."""
+    from parallel_vision.engines.jax.data import Data
+    from parallel_vision.engines.jax.model import Model
+    from parallel_vision.engines.jax.setup import JaxRun
+
+    cfg = RunConfig(framework="jax", epochs=2, batch_size=2, tensorboard=False, out_dir=str(tmp_path), **config)
+    placement = SimpleNamespace(world_size=1, is_writer=True, cluster=None, processes=1)
+    run = JaxRun(cfg, SimpleNamespace(block_until_ready=lambda tree: tree), None, placement, tmp_path,
+                 {"startup_s": 1.0, "compile_s": 0.5}, class_names=[str(i) for i in range(10)], n_train=8, n_test=4)
+    rng = np.random.default_rng(0)
+    data = Data(x_train=rng.random((8, 2, 2, 1), np.float32), y_train=np.arange(8, dtype=np.int32) % 10,
+                x_test=rng.random((4, 2, 2, 1), np.float32), y_test=np.arange(4, dtype=np.int64), input_shape=(2, 2, 1),
+                steps=4, eval_batch=4)
+    feeder = SimpleNamespace(put=lambda *arrays: arrays, replicate=lambda tree: tree)
+    steps: list[int] = []
+
+    def train_step(state: Any, x: Any, y: Any) -> Any:
+        trainable, non_trainable, slots, sums = state
+        steps.append(len(steps) + 1)
+        return ([t + 1 for t in trainable], non_trainable, [s + 1 for s in slots],
+                (sums[0] + np.float32(0.5 * len(y)), sums[1] + np.int32(1), sums[2] + np.int32(len(y))))
+
+    def eval_step(trainable: Any, non_trainable: Any, x: Any, y: Any) -> Any:
+        return _Shard(0.25 * len(y)), _Shard(len(y) // 2), _Shard(len(y))
+
+    host = _HostCopy()
+    state = ([np.zeros(3)], [np.full(2, 7.0)], [np.zeros(3)], (np.float32(0), np.int32(0), np.int32(0)))
+    model = Model(net=None, optimizer=None, host=host, train_step=train_step, eval_step=eval_step, state=state)
+    return run, model, data, feeder, steps
+
+
+def test_a_signal_stops_jax_training_after_its_step_and_resume_continues_from_the_backup(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The JAX-only paths of stop and resume (jax/train.py, jax/resume.py) around the Keras layer's
+    bookkeeping: SIGTERM in epoch 2 ends the step, the run stops `incomplete` with epoch 1 kept (143); --resume
+    loads epoch 1's backup into the replicated state and trains epoch 2 only."""
+    import signal
+
+    from parallel_vision.engines.jax import backup as jax_backup
+    from parallel_vision.engines.jax.resume import restore
+    from parallel_vision.engines.jax.train import fit
+    from parallel_vision.engines.keras.outputs import Stopped, finish
+    from parallel_vision.errors import RunInterrupted
+
+    monkeypatch.setenv("PVISION_PROGRESS", "0")
+    run, model, data, feeder, steps = _fake_jax_run(tmp_path)
+    inner = model.train_step
+
+    def signalled_step(state: Any, x: Any, y: Any) -> Any:
+        if len(steps) == 5:  # epoch 2, step 2
+            os.kill(os.getpid(), signal.SIGTERM)
+        return inner(state, x, y)
+
+    model.train_step = signalled_step
+    outcome = fit(run, model, data, feeder)
+    assert outcome == Stopped(exit_code=143, signal_name="SIGTERM") and len(steps) == 6
+    assert [r["epoch"] for r in run.records] == [1] and run.records[0]["n_train_images"] == 8
+    assert run.records[0]["train_loss"] == 0.5 and run.records[0]["test_accuracy"] == 0.5
+    assert jax_backup.info(tmp_path)["epoch"] == 1 and run.reliability["backups_written"] == 1
+    with pytest.raises(RunInterrupted, match="stopped by SIGTERM: 1 finished epoch") as info:
+        finish(run, outcome, lambda run: {"framework": "jax"})
+    assert info.value.exit_code == 143
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "incomplete"
+
+    resumed, fresh, data, feeder, steps = _fake_jax_run(tmp_path, resume=True)
+    restore(resumed, fresh, feeder)
+    assert resumed.start_epoch == 1 and resumed.records == run.records
+    assert np.array_equal(fresh.state[0][0], np.full(3, 4.0))  # epoch 1's four steps, loaded from the backup
+    assert np.array_equal(fresh.state[1][0], np.full(2, 7.0)) and np.array_equal(fresh.state[2][0], np.full(3, 4.0))
+    assert fit(resumed, fresh, data, feeder) is None and len(steps) == 4  # epoch 2 only
+    assert [r["epoch"] for r in resumed.records] == [1, 2] and resumed.records[0] == run.records[0]
+    assert jax_backup.info(tmp_path)["epoch"] == 2 and resumed.reliability["backups_written"] == 2
+    assert resumed.reliability["resumed_from"] == [{"epoch": 1}]

@@ -54,6 +54,8 @@ def test_every_column_is_valid() -> None:
         assert len(strategies.bench_defaults(fw)) == 1, fw
         assert [s.name for s in strategies.STRATEGY_TABLE if s.framework == fw and not s.multi] == ["single"]
     assert set(PULLS) == set(strategies.LEVERS)
+    titles = {(s.name, s.title) for s in strategies.STRATEGY_TABLE}
+    assert len(titles) == len(strategies.all_names()), "one strategy name, one title, in every framework"
 
 
 @pytest.mark.parametrize("spec", strategies.STRATEGY_TABLE, ids=lambda s: f"{s.framework}-{s.name}")

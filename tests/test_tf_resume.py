@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from parallel_vision.engines.jax import backup as jax_backup  # noqa: E402
 from parallel_vision.engines.tensorflow import backup as tf_backup  # noqa: E402
 from parallel_vision.errors import ConfigError, EngineError  # noqa: E402
 from test_resume import DEADLINE_S, Job, finish, job_list, result, start, train_argv  # noqa: E402
@@ -132,47 +133,63 @@ def test_multiworker_killed_resumes_on_every_worker(data_dir: Path, tmp_path: Pa
 
 
 # --------------------------------------------------------------------------- the backup file itself
+#: The Keras layer's backup format, bound to each Keras engine's folder: the same checks for both.
+BACKUPS = [pytest.param(tf_backup, "TensorFlow", id="tensorflow"), pytest.param(jax_backup, "JAX", id="jax")]
+
+
 def _identity() -> dict[str, Any]:
     from parallel_vision.config import RunConfig
 
     return RunConfig(framework="tensorflow", epochs=3).identity()
 
 
-def _state(out: Path, **changes: Any) -> None:
-    folder = out / tf_backup.BACKUP_DIR
+def _state(out: Path, engine: Any = tf_backup, **changes: Any) -> None:
+    folder = out / engine.BACKUP_DIR
     folder.mkdir(parents=True)
     (folder / "epoch-0001.weights.h5").write_bytes(b"weights")
-    state = {"kind": tf_backup.KIND, "format": tf_backup.FORMAT, "config_identity": _identity(), "world_size": 1,
+    state = {"kind": engine.KIND, "format": engine.FORMAT, "config_identity": _identity(), "world_size": 1,
              "epoch": 1, "weights": "epoch-0001.weights.h5", "records": [], "timing": {}, "reliability": {}}
     state.update(changes)
-    (folder / tf_backup.STATE_FILE).write_text(json.dumps(state))
+    (folder / engine.STATE_FILE).write_text(json.dumps(state))
 
 
-def test_backup_of_another_configuration_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("engine", "label"), BACKUPS)
+def test_backup_of_another_configuration_is_refused(tmp_path: Path, engine: Any, label: str) -> None:
     other = dict(_identity(), lr=0.5)
-    _state(tmp_path, config_identity=other)
+    _state(tmp_path, engine, config_identity=other)
     with pytest.raises(ConfigError, match=r"different configuration \(lr\)"):
-        tf_backup.read(tmp_path, _identity(), 1)
-    assert tf_backup.read(tmp_path / "elsewhere", _identity(), 1) is None
+        engine.read(tmp_path, _identity(), 1)
+    assert engine.read(tmp_path / "elsewhere", _identity(), 1) is None
 
 
+@pytest.mark.parametrize(("engine", "label"), BACKUPS)
 @pytest.mark.parametrize(("changes", "phrase"), [
-    ({"kind": "something else"}, "not a parallel_vision TensorFlow backup"),
+    ({"kind": "something else"}, "not a parallel_vision {label} backup"),
     ({"format": 99}, "format 99"),
     ({"epoch": "two"}, "not a readable backup"),
     ({"weights": "epoch-0002.weights.h5"}, "epoch-0002.weights.h5, which is missing"),
     ({"world_size": 2}, "written by 2 replicas, this run has 1"),
 ])
-def test_damaged_backup_is_a_one_line_error(tmp_path: Path, changes: dict[str, Any], phrase: str) -> None:
-    _state(tmp_path, **changes)
+def test_damaged_backup_is_a_one_line_error(tmp_path: Path, engine: Any, label: str, changes: dict[str, Any],
+                                            phrase: str) -> None:
+    _state(tmp_path, engine, **changes)
     with pytest.raises((EngineError, ConfigError)) as info:
-        tf_backup.read(tmp_path, _identity(), 1)
-    assert phrase in str(info.value) and "\n" not in str(info.value)
+        engine.read(tmp_path, _identity(), 1)
+    assert phrase.format(label=label) in str(info.value) and "\n" not in str(info.value)
 
 
-def test_truncated_state_file_is_a_one_line_error(tmp_path: Path) -> None:
-    _state(tmp_path)
-    path = tmp_path / tf_backup.BACKUP_DIR / tf_backup.STATE_FILE
+@pytest.mark.parametrize(("engine", "label"), BACKUPS)
+def test_truncated_state_file_is_a_one_line_error(tmp_path: Path, engine: Any, label: str) -> None:
+    _state(tmp_path, engine)
+    path = tmp_path / engine.BACKUP_DIR / engine.STATE_FILE
     path.write_text(path.read_text()[:40])
     with pytest.raises(EngineError, match="not a readable backup"):
+        engine.read(tmp_path, _identity(), 1)
+
+
+def test_a_backup_of_the_other_keras_engine_is_not_taken(tmp_path: Path) -> None:
+    """Both engines write the same format, each with its own kind: a JAX backup copied to tf_backup/ is refused."""
+    _state(tmp_path, jax_backup)
+    (tmp_path / jax_backup.BACKUP_DIR).rename(tmp_path / tf_backup.BACKUP_DIR)
+    with pytest.raises(EngineError, match="not a parallel_vision TensorFlow backup"):
         tf_backup.read(tmp_path, _identity(), 1)

@@ -128,7 +128,7 @@ STRATEGY_TABLE: list[StrategySpec] = [
                  **_ONE_DEVICE, models=ALL_MODELS, levers=COMMON_LEVERS | {"grad_accum"}),
     StrategySpec(framework="tensorflow", name="mirrored", title="Mirrored", api="tf.distribute.MirroredStrategy",
                  **_ONE_PROCESS, models=ALL_MODELS, levers=COMMON_LEVERS, bench_default=True, refusals=_TF_ACCUM),
-    StrategySpec(framework="tensorflow", name="multiworker", title="MultiWorkerMirrored",
+    StrategySpec(framework="tensorflow", name="multiworker", title="MultiWorker",
                  api="tf.distribute.MultiWorkerMirroredStrategy", **_PER_WORKER, spawner="launcher",
                  models=ALL_MODELS, levers=COMMON_LEVERS, bench_default=False, refusals=_TF_ACCUM),
     StrategySpec(framework="jax", name="single", title="single", api="one device (jax.jit)", **_ONE_DEVICE,
@@ -141,6 +141,11 @@ STRATEGY_TABLE: list[StrategySpec] = [
                  **_PER_WORKER, spawner="launcher",
                  models=ALL_MODELS, levers=COMMON_LEVERS, bench_default=False, refusals=_JAX_ACCUM),
 ]
+
+
+def titles() -> dict[str, str]:
+    """Strategy name -> the report's name for it (a name means the same in every framework)."""
+    return {s.name: s.title for s in STRATEGY_TABLE}
 
 
 def strategies_of(framework: str) -> tuple[str, ...]:

@@ -16,6 +16,11 @@ from parallel_vision import envvars
 from parallel_vision.config import RunConfig
 from parallel_vision.data import load
 from parallel_vision.engines.workload import synthetic_split, workload
+from parallel_vision.errors import EngineError
+
+#: Zero padding of the random crop of `augment`: the standard CIFAR augmentation (pad 4, crop back to the
+#: size), the same in every engine.
+PAD = 4
 
 
 def launch_time() -> float:
@@ -56,6 +61,18 @@ def load_split(cfg: RunConfig, split: str) -> tuple[np.ndarray, np.ndarray, list
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     return images, labels, list(w.class_names)
+
+
+def to_nhwc(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) or (N, C, H, W) uint8 → (N, H, W, C), contiguous (the Keras engines' layout)."""
+    x = np.asarray(images)
+    if x.ndim == 3:
+        x = x[..., None]
+    elif x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
+        x = x.transpose(0, 2, 3, 1)
+    elif x.ndim != 4:
+        raise EngineError(f"expected images of shape (N, H, W[, C]); got {x.shape}")
+    return np.ascontiguousarray(x)
 
 
 def normalisation(cfg: RunConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -134,7 +151,7 @@ class EpochProgress:
         if self.enabled:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-            self._progress = Progress(
+            columns = (
                 TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[total_epochs]}"),
                 BarColumn(),
                 TextColumn("{task.completed}/{task.total} steps"),
@@ -142,8 +159,8 @@ class EpochProgress:
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[metrics]}"),
-                transient=False,
             )
+            self._progress = Progress(*columns, transient=False)
             self._progress.start()
         return self
 

@@ -1,7 +1,7 @@
 """The one way an engine finishes a run: assemble the RunResult and write it with its artifacts.
 
 Complete, stopped by a signal, or resumed after the last epoch: every engine calls `write_run`
-(framework-free), so the result's keys, derived numbers and file writing exist once.
+with a `FinishedRun` (framework-free), so the result's keys, derived numbers and file writing exist once.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import io
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -122,46 +123,51 @@ def tensorboard_disk_full(exc: BaseException, tb_dir: Path, scalars: int, kept: 
     return disk_full(events[-1] if events else tb_dir, scalars * TB_EVENT_BYTES, kept, exc)
 
 
-def write_run(
-    cfg: RunConfig,
-    out: str | Path,
-    *,
-    status: str,
-    records: list[dict[str, Any]],
-    timing: dict[str, float | None],
-    environment: dict[str, Any],
-    labels: np.ndarray,
-    predictions: np.ndarray | None,
-    class_names: Sequence[str],
-    world_size: int,
-    n_train: int,
-    artifacts: dict[str, str],
-    extra: dict[str, Any] | None = None,
-    peak_rss_per_worker_mib: list[float] | None = None,
-    kept: str | None = None,
-    restarts: int = 0,
-    summary_extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Write OUT/result.json (and, for a complete run, OUT/predictions.npy); return the result.
+@dataclass
+class FinishedRun:
+    """A finished run as `write_run` takes it: complete, or `incomplete` (stopped by a signal).
 
-    `status` "complete" needs the predictions; "incomplete" (a run stopped by a signal) keeps
-    the finished epochs only, the engine's checkpoint or backup holding the rest (its classification
-    report is the last finished epoch's, when the engine passes that epoch's predictions). `kept` says
-    what survives a full disk (see parallel_vision.atomic).
-    """
-    timing = dict(timing, eval_total_s=sum(r["eval_time_s"] for r in records))
-    artifacts = dict(artifacts)
-    if status == "complete":
-        if predictions is None:
+    `predictions` is required when complete; an incomplete run keeps the finished epochs only, the engine's
+    checkpoint or backup holding the rest (its classification report is the last finished epoch's, when the
+    engine passes that epoch's predictions). `kept` says what survives a full disk (parallel_vision.atomic).
+    `summary_extra`: what only the engine knows (e.g. torch DDP's comm_bytes_per_step)."""
+
+    cfg: RunConfig
+    out: Path
+    status: str
+    records: list[dict[str, Any]]
+    timing: dict[str, float | None]
+    environment: dict[str, Any]
+    labels: np.ndarray
+    predictions: np.ndarray | None
+    class_names: Sequence[str]
+    world_size: int
+    n_train: int
+    artifacts: dict[str, str]
+    extra: dict[str, Any] | None = None
+    peak_rss_per_worker_mib: list[float] | None = None
+    kept: str | None = None
+    restarts: int = 0
+    summary_extra: dict[str, Any] | None = None
+
+
+def write_run(run: FinishedRun) -> dict[str, Any]:
+    """Write OUT/result.json (and, for a complete run, OUT/predictions.npy); return the result."""
+    cfg, out, records, kept = run.cfg, run.out, run.records, run.kept
+    timing = dict(run.timing, eval_total_s=sum(r["eval_time_s"] for r in records))
+    artifacts = dict(run.artifacts)
+    if run.status == "complete":
+        if run.predictions is None:
             raise ValueError("a complete run needs its predictions")
-        artifacts["predictions"] = save_predictions(predictions, out, kept=kept)
+        artifacts["predictions"] = save_predictions(run.predictions, out, kept=kept)
     if cfg.tensorboard:
         artifacts["tensorboard"] = TB_DIR
     result = build_result(
-        cfg, environment=environment, epochs=records, timing=timing, y_true=labels,
-        y_pred=predictions if predictions is not None else np.empty(0, dtype=np.int64),
-        class_names=class_names, world_size=world_size, n_train=n_train, artifacts=artifacts, status=status,
-        extra=extra, peak_rss_per_worker_mib=peak_rss_per_worker_mib, restarts=restarts, summary_extra=summary_extra,
+        cfg, environment=run.environment, epochs=records, timing=timing, y_true=run.labels,
+        y_pred=run.predictions if run.predictions is not None else np.empty(0, dtype=np.int64),
+        class_names=run.class_names, world_size=run.world_size, n_train=run.n_train, artifacts=artifacts,
+        status=run.status, extra=run.extra, peak_rss_per_worker_mib=run.peak_rss_per_worker_mib,
+        restarts=run.restarts, summary_extra=run.summary_extra,
     )
     save_result(result, out, kept=kept)
     return result

@@ -49,13 +49,13 @@ def workload(cfg: RunConfig) -> Workload:
     if cfg.dataset == SYNTHETIC:
         channels, side, classes = cfg.synthetic_shape
         return Workload(channels=channels, image_size=side, classes=classes,
-                        class_names=tuple(str(c) for c in range(classes)),
-                        mean=(SYNTHETIC_MEAN,) * channels, std=(SYNTHETIC_STD,) * channels, synthetic=True)
+                        class_names=tuple(str(c) for c in range(classes)), mean=(SYNTHETIC_MEAN,) * channels,
+                        std=(SYNTHETIC_STD,) * channels, synthetic=True)
     spec = DATASETS[cfg.dataset]
     side = spec.image_shape[0]
     return Workload(channels=spec.channels, image_size=side, classes=spec.num_classes,
-                    class_names=tuple(spec.class_names),
-                    mean=tuple(float(m) for m in spec.mean), std=tuple(float(s) for s in spec.std), synthetic=False)
+                    class_names=tuple(spec.class_names), mean=tuple(float(m) for m in spec.mean),
+                    std=tuple(float(s) for s in spec.std), synthetic=False)
 
 
 def synthetic_count(cfg: RunConfig, split: str) -> int:

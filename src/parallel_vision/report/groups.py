@@ -11,12 +11,12 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from parallel_vision import strategies
 from parallel_vision.models.catalog import model_costs
 from parallel_vision.report.scaling import Spread, spread
 
 FRAMEWORK_NAMES = {"torch": "PyTorch", "tensorflow": "TensorFlow", "jax": "JAX"}
-STRATEGY_NAMES = {"single": "single", "dp": "DataParallel", "ddp": "DDP", "mirrored": "Mirrored",
-                  "multiworker": "MultiWorker"}
+STRATEGY_NAMES = strategies.titles()
 STAT_KEYS = (
     "mean_epoch_time_excl_warmup_s",
     "mean_epoch_time_s",

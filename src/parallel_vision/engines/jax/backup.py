@@ -1,4 +1,5 @@
-"""Epoch-end backups of a JAX run under `OUT/jax_backup/`: the shared Keras format (engines/keras_backup.py).
+"""Epoch-end backups of a JAX run under `OUT/jax_backup/`: the Keras layer's format (engines/keras/backup.py),
+bound to this engine's folder and kind, for the engine (through `JaxRun.BACKUPS`) and the launcher.
 
 Weights and the optimiser's slots are saved from a plain single-device copy of the trained state at every
 epoch end; `--resume` reloads them and continues at the first unfinished epoch. Not bit-exact: the data order
@@ -8,20 +9,10 @@ dropout generator restarts from its saved state.
 
 from __future__ import annotations
 
-from parallel_vision.engines.keras_backup import STATE_FILE, KerasBackups
+from parallel_vision.engines.keras.backup import FORMAT, STATE_FILE, KerasBackups
 
-BACKUP_DIR = "jax_backup"
-KIND = "parallel_vision.jax.backup"
+BACKUPS = KerasBackups(folder="jax_backup", kind="parallel_vision.jax.backup", label="JAX")
+BACKUP_DIR, KIND = BACKUPS.folder, BACKUPS.kind
+present, describe, remove, info, read = BACKUPS.present, BACKUPS.describe, BACKUPS.remove, BACKUPS.info, BACKUPS.read
 
-BACKUPS = KerasBackups(folder=BACKUP_DIR, kind=KIND, label="JAX")
-backup_dir = BACKUPS.backup_dir
-present = BACKUPS.present
-info = BACKUPS.info
-describe = BACKUPS.describe
-kept_note = BACKUPS.kept_note
-remove = BACKUPS.remove
-read = BACKUPS.read
-write = BACKUPS.write
-
-__all__ = ["BACKUPS", "BACKUP_DIR", "KIND", "STATE_FILE", "backup_dir", "describe", "info", "kept_note", "present",
-           "read", "remove", "write"]
+__all__ = ["BACKUPS", "BACKUP_DIR", "FORMAT", "KIND", "STATE_FILE", "describe", "info", "present", "read", "remove"]

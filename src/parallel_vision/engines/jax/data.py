@@ -17,33 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from parallel_vision.engines.common import load_split, normalisation, steps_per_epoch
+from parallel_vision.engines.common import PAD, load_split, normalisation, steps_per_epoch, to_nhwc
 from parallel_vision.engines.jax.setup import JaxRun
-from parallel_vision.errors import EngineError
 
 PAD_LABEL = -1
-
-
-def to_nhwc(images: np.ndarray) -> np.ndarray:
-    """(N, H, W) or (N, C, H, W) uint8 → (N, H, W, C), contiguous."""
-    x = np.asarray(images)
-    if x.ndim == 3:
-        x = x[..., None]
-    elif x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
-        x = x.transpose(0, 2, 3, 1)
-    elif x.ndim != 4:
-        raise EngineError(f"expected images of shape (N, H, W[, C]); got {x.shape}")
-    return np.ascontiguousarray(x)
 
 
 def normalise(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     """(x/255 − mean)/std per channel (the last axis of NHWC), in float32 as the other engines compute it."""
     centre, scale = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     return (images.astype(np.float32) / np.float32(255) - centre) / scale
-
-
-#: Zero padding of the random crop: the standard CIFAR augmentation, as in the torch and TensorFlow engines.
-PAD = 4
 
 
 def crop_and_flip(x: np.ndarray, pad: int, rng: np.random.Generator, fill: np.ndarray) -> np.ndarray:
@@ -148,7 +131,7 @@ def load_data(run: JaxRun) -> Data:
     devices = run.placement.world_size
     eval_batch = min(cfg.eval_batch_size, len(y_test))
     eval_batch = -(-eval_batch // devices) * devices
-    run.class_names, run.n_train = class_names, len(x_train)
+    run.class_names, run.n_train, run.n_test = class_names, len(x_train), len(y_test)
     return Data(
         x_train=x_train, y_train=np.asarray(y_train, np.int32), x_test=x_test, y_test=np.asarray(y_test, np.int64),
         input_shape=tuple(int(d) for d in x_train.shape[1:]), steps=steps_per_epoch(len(x_train), cfg.batch_size),

@@ -7,10 +7,13 @@ process itself); JAX is imported by `setup.start_run`, after the environment it 
     setup.py     environment, JAX and Keras, devices and distribution (the strategies are described there)
     data.py      the arrays, the epoch order, global batches placed on the mesh
     model.py     the Keras CNN (two copies), the state pytree, the train/eval programs compiled ahead of time
-    resume.py    epoch-end backups: restored under --resume, written after every epoch (backup.py: the files)
+    resume.py    epoch-end backups: restored under --resume, written after every epoch (backup.py: the folder)
     train.py     the epoch loop and clock (what each number means), TensorBoard, signals
     evaluate.py  per-epoch evaluation and the final prediction pass of the saved weights
-    outputs.py   `finish`: the one way a run ends, through engines.outputs.write_run
+    outputs.py   the result's environment block
+
+What both Keras engines share (the run state, the epoch check, backups, the prediction tail and `finish`,
+the one way a run ends) is the Keras layer, engines/keras/.
 
 Timing block: startup_s = launch → devices ready (process start, JAX import, jax.distributed); data_load_s =
 reading and normalising the arrays; model_build_s = building both model copies and the initial state;
@@ -24,10 +27,11 @@ from parallel_vision.config import RunConfig
 from parallel_vision.engines.jax.data import Feeder, load_data
 from parallel_vision.engines.jax.evaluate import predict_with_saved_weights
 from parallel_vision.engines.jax.model import build, state_to_host
-from parallel_vision.engines.jax.outputs import finish
+from parallel_vision.engines.jax.outputs import environment
 from parallel_vision.engines.jax.resume import restore
 from parallel_vision.engines.jax.setup import start_run
 from parallel_vision.engines.jax.train import fit
+from parallel_vision.engines.keras.outputs import finish
 from parallel_vision.engines.levers import resolve_precision
 
 
@@ -40,4 +44,4 @@ def train_and_evaluate(cfg: RunConfig) -> None:
     model = build(run, data, feeder)
     restore(run, model, feeder)
     stopped = fit(run, model, data, feeder)
-    finish(run, stopped or predict_with_saved_weights(run, state_to_host(model.state), data))
+    finish(run, stopped or predict_with_saved_weights(run, state_to_host(model.state), data), environment)

@@ -4,17 +4,15 @@ is the saved model's by construction)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
 from parallel_vision.engines.jax.data import Data, Feeder, test_batches
 from parallel_vision.engines.jax.model import Model
-from parallel_vision.engines.jax.outputs import Complete
 from parallel_vision.engines.jax.setup import JaxRun
-from parallel_vision.engines.keras_model import build_model
-from parallel_vision.engines.metrics import metrics_from_logits
+from parallel_vision.engines.keras import epochs
+from parallel_vision.engines.keras.outputs import Complete
 from parallel_vision.errors import EngineError
 
 
@@ -36,24 +34,15 @@ def evaluate(model: Model, data: Data, feeder: Feeder, batches: list[tuple[np.nd
 
 
 def predict_with_saved_weights(run: JaxRun, values: Any, data: Data) -> Complete | None:
-    """The final prediction pass (timing final_eval_s), on the writer only: a plain, uncompiled single-device
-    copy of the trained weights (what model.keras holds) predicts every test image in order."""
-    if not run.writer:
-        return None
-    cfg = run.cfg
-    start = time.perf_counter()
-    saved = build_model(cfg, data.input_shape, len(run.class_names))
-    trainable, non_trainable, _ = values
-    for variable, value in zip(saved.trainable_variables, trainable, strict=True):
-        variable.assign(value)
-    for variable, value in zip(saved.non_trainable_variables, non_trainable, strict=True):
-        variable.assign(value)
-    logits = np.asarray(saved.predict(data.x_test, batch_size=cfg.eval_batch_size, verbose=0), np.float64)
-    y_pred = np.asarray(np.argmax(logits, axis=1), dtype=np.int64)
-    run.timing["final_eval_s"] = time.perf_counter() - start
-    if len(y_pred) != len(data.y_test):
-        raise EngineError(f"predicted {len(y_pred)} test images, expected {len(data.y_test)}")
-    if run.records:
-        test_loss, test_accuracy = metrics_from_logits(logits, data.y_test)
-        run.records[-1] = dict(run.records[-1], test_loss=test_loss, test_accuracy=test_accuracy)
-    return Complete(model=saved, labels=data.y_test, predictions=y_pred)
+    """The final prediction pass (engines.keras.epochs), on the writer only: a plain, uncompiled single-device
+    copy of the trained `values` (what model.keras holds) predicts every test image in order."""
+    def load(saved: Any) -> None:
+        trainable, non_trainable, _ = values
+        for variable, value in zip(saved.trainable_variables, trainable, strict=True):
+            variable.assign(value)
+        for variable, value in zip(saved.non_trainable_variables, non_trainable, strict=True):
+            variable.assign(value)
+
+    return epochs.predict_with_saved_weights(
+        run, input_shape=data.input_shape, labels=data.y_test, load=load,
+        predict=lambda saved: saved.predict(data.x_test, batch_size=run.cfg.eval_batch_size, verbose=0))

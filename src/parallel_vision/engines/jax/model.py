@@ -1,6 +1,6 @@
 """The Keras model of a JAX run and its compiled SPMD programs.
 
-`Model` holds two copies of the paper's CNN (engines.keras_model, shared with the TensorFlow engine):
+`Model` holds two copies of the paper's CNN (engines.keras.model, shared with the TensorFlow engine):
 `net`, built inside keras.distribution.DataParallel's scope, whose `stateless_call` the jitted step traces;
 and `host`, a plain single-device copy compiled with the same optimiser, into which the trained state is
 copied for backups and the saved model. The training state is an explicit pytree (trainable, non-trainable
@@ -20,7 +20,7 @@ import numpy as np
 
 from parallel_vision.engines.jax.data import Data, Feeder, test_batches
 from parallel_vision.engines.jax.setup import JaxRun
-from parallel_vision.engines.keras_model import build_model, make_optimizer
+from parallel_vision.engines.keras.model import build_model, make_optimizer
 
 
 @dataclass
@@ -92,7 +92,8 @@ def build(run: JaxRun, data: Data, feeder: Feeder) -> Model:
         compiled_train = train_step.lower(state, x, y).compile()
         tx, ty = feeder.put(*test_batches(data)[0])
         compiled_eval = eval_step.lower(state[0], state[1], tx, ty).compile()
-    return Model(net, optimizer, host, compiled_train, compiled_eval, state)
+    return Model(net=net, optimizer=optimizer, host=host, train_step=compiled_train, eval_step=compiled_eval,
+                 state=state)
 
 
 def host_values(net: Any, optimizer: Any) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:

@@ -1,5 +1,5 @@
 """Process set-up of a JAX run: the environment JAX reads at import, JAX and Keras imported, the devices and
-the distribution, and the one state object every step of the run shares (`JaxRun`).
+the distribution, and the one state object every step of the run shares (`JaxRun`, the Keras layer's KerasRun).
 
 Strategies
     single       one device: the first GPU when one is used, else the CPU (one XLA CPU device).
@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any, ClassVar
 
 from parallel_vision import envvars
 from parallel_vision.config import RunConfig, usable_cores
-from parallel_vision.engines.common import launch_time, pin_to_cores
+from parallel_vision.engines.common import pin_to_cores
+from parallel_vision.engines.jax import backup as jax_backup
 from parallel_vision.engines.jax.cluster import JaxCluster, cluster_from_env
+from parallel_vision.engines.keras.backup import KerasBackups
+from parallel_vision.engines.keras.run import KerasRun, refuse_devices
 from parallel_vision.errors import ConfigError
 
 DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
@@ -116,10 +116,7 @@ def place(jax: Any, keras: Any, cfg: RunConfig, cluster: JaxCluster | None) -> P
         gpus = jax.devices("gpu") if cfg.device != "cpu" else []
     except RuntimeError:
         gpus = []
-    if cfg.device == "cuda" and not gpus:
-        raise ConfigError("--device cuda was given but JAX sees no GPU")
-    if cfg.precision == "fp16" and not gpus:
-        raise ConfigError("precision fp16 needs a GPU; use bf16 or fp32 on CPU")
+    refuse_devices(cfg, "JAX", gpu_seen=bool(gpus), use_gpu=bool(gpus))
     backend = "gpu" if gpus else "cpu"
     if cluster is not None:
         first: dict[int, Any] = {}  # one device per process: never virtual devices with CPU collectives
@@ -144,40 +141,11 @@ def place(jax: Any, keras: Any, cfg: RunConfig, cluster: JaxCluster | None) -> P
                      threads=threads, cluster=cluster)
 
 
-def new_reliability() -> dict[str, Any]:
-    return {"backups_written": 0, "backup_time_s": 0.0, "resumed_from": []}
+class JaxRun(KerasRun):
+    """The state of a JAX run: engines.keras.run.KerasRun, with `jax` naming its backend."""
 
-
-@dataclass
-class JaxRun:
-    """What every step of one run shares: configuration, JAX and Keras, the placement, and what the result
-    will hold (records, timing, reliability). Filled in as the run goes."""
-
-    cfg: RunConfig
-    jax: Any
-    keras: Any
-    placement: Placement
-    out: Path
-    timing: dict[str, float | None]
-    class_names: list[str] = field(default_factory=list)
-    n_train: int = 0
-    records: list[dict[str, Any]] = field(default_factory=list)
-    reliability: dict[str, Any] = field(default_factory=new_reliability)
-    start_epoch: int = 0  # 0-based epoch training starts at: the epochs a backup already holds
-
-    @property
-    def writer(self) -> bool:
-        return self.placement.is_writer
-
-    @property
-    def cluster(self) -> JaxCluster | None:
-        return self.placement.cluster
-
-    @contextmanager
-    def timed(self, key: str) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        self.timing[key] = time.perf_counter() - start
+    BACKUPS: ClassVar[KerasBackups] = jax_backup.BACKUPS
+    jax = property(attrgetter("backend"))
 
 
 def start_run(cfg: RunConfig) -> JaxRun:
@@ -192,9 +160,4 @@ def start_run(cfg: RunConfig) -> JaxRun:
     jax, keras = import_jax()
     keras.utils.set_random_seed(cfg.seed)  # before jax.distributed: Keras then needs no cross-process seed
     placement = place(jax, keras, cfg, cluster)
-    if cfg.precision == "bf16":
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    elif cfg.precision == "fp16":
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    timing: dict[str, float | None] = {"startup_s": time.time() - launch_time(), "compile_s": None}
-    return JaxRun(cfg, jax, keras, placement, Path(cfg.out_dir or "."), timing)
+    return JaxRun.started(cfg, jax, keras, placement)

@@ -21,48 +21,20 @@ to leave at the same step, and gloo gives up on a peer after ~30 s); the last ep
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 
 from parallel_vision.config import reached_target
-from parallel_vision.engines.common import EpochProgress, epoch_record
-from parallel_vision.engines.jax import backup as jax_backup
+from parallel_vision.engines.common import EpochProgress
 from parallel_vision.engines.jax.data import Data, Feeder, epoch_order, test_batches
 from parallel_vision.engines.jax.evaluate import evaluate
 from parallel_vision.engines.jax.model import Model, local, zero_sums
-from parallel_vision.engines.jax.outputs import Stopped
 from parallel_vision.engines.jax.resume import back_up
 from parallel_vision.engines.jax.setup import JaxRun
-from parallel_vision.engines.outputs import TB_DIR, tensorboard_disk_full
-from parallel_vision.engines.tbevents import ScalarWriter
-from parallel_vision.errors import EngineError
+from parallel_vision.engines.keras.epochs import epoch_checked
+from parallel_vision.engines.keras.outputs import Stopped
+from parallel_vision.engines.tbevents import TensorBoard
 from parallel_vision.signals import StopRequest
-
-TB_SCALARS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "epoch_time_s", "images_per_s")
-
-
-class TensorBoard:
-    """Each epoch's scalars under OUT/tb/ (the writer only, when `tensorboard` is on)."""
-
-    def __init__(self, run: JaxRun) -> None:
-        self.out = run.out
-        self.writer = ScalarWriter(run.out / TB_DIR) if run.writer and run.cfg.tensorboard else None
-
-    def log(self, record: dict[str, Any]) -> None:
-        if self.writer is None:
-            return
-        try:
-            self.writer.write(record["epoch"], {k: record[k] for k in TB_SCALARS})
-        except OSError as exc:
-            error = tensorboard_disk_full(exc, self.out / TB_DIR, len(TB_SCALARS), jax_backup.kept_note(self.out))
-            if error is exc:
-                raise
-            raise error from None
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 def fit(run: JaxRun, model: Model, data: Data, feeder: Feeder) -> Stopped | None:
@@ -70,7 +42,7 @@ def fit(run: JaxRun, model: Model, data: Data, feeder: Feeder) -> Stopped | None
     signal stopped it, or None when every epoch is done."""
     cfg, jax = run.cfg, run.jax
     batch = cfg.batch_size
-    tensorboard = TensorBoard(run)
+    tensorboard = TensorBoard(run.out, run.writer and cfg.tensorboard, run.backups.kept_note)
     stop = StopRequest().install() if run.cluster is None else None
     eval_batches = test_batches(data)
     try:
@@ -98,11 +70,13 @@ def fit(run: JaxRun, model: Model, data: Data, feeder: Feeder) -> Stopped | None
                 if stop is not None and stop.requested:
                     return Stopped(exit_code=stop.exit_code, signal_name=stop.name)
                 loss_sum, correct, seen = (local(v) for v in model.state[3])
-                test_loss, test_accuracy, seen_test = evaluate(model, data, feeder, eval_batches)
+                seen = int(seen)  # checked against steps × global batch by epoch_checked, before any division
+                test = evaluate(model, data, feeder, eval_batches)
                 eval_end = time.perf_counter()
-                record = check_and_record(run, data, number, float(loss_sum), int(correct), int(seen), test_loss,
-                                          test_accuracy, seen_test, train_end - begin, data_time,
-                                          eval_end - train_end)
+                record = epoch_checked(
+                    run, number=number, steps=data.steps, train_loss=float(loss_sum) / max(seen, 1),
+                    train_accuracy=int(correct) / max(seen, 1), seen=seen, test=test,
+                    times=(train_end - begin, data_time, eval_end - train_end))
                 run.records.append(record)
                 progress.end_epoch(record)
                 tensorboard.log(record)
@@ -116,22 +90,3 @@ def fit(run: JaxRun, model: Model, data: Data, feeder: Feeder) -> Stopped | None
             stop.restore()
     tensorboard.close()
     return None
-
-
-def check_and_record(run: JaxRun, data: Data, number: int, loss_sum: float, correct: int, seen: int,
-                     test_loss: float, test_accuracy: float, seen_test: int, epoch_time: float, data_time: float,
-                     eval_time: float) -> dict[str, Any]:
-    expected = data.steps * run.cfg.batch_size
-    if seen != expected:
-        raise EngineError(f"epoch {number} trained on {seen} images, expected {expected} "
-                          f"({data.steps} steps × global batch {run.cfg.batch_size})")
-    if seen_test != len(data.y_test):
-        raise EngineError(f"epoch {number} evaluated {seen_test} test images, expected {len(data.y_test)}")
-    train_loss = loss_sum / seen
-    if not np.isfinite(train_loss):
-        raise EngineError(f"training diverged: loss is {train_loss} in epoch {number}")
-    return epoch_record(
-        epoch=number, train_loss=train_loss, train_accuracy=correct / seen, test_loss=test_loss,
-        test_accuracy=test_accuracy, epoch_time_s=epoch_time, n_train_images=seen, n_test_evaluated=seen_test,
-        data_time_s=data_time, comm_time_s=None, eval_time_s=eval_time,
-    )

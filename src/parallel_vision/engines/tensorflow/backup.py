@@ -1,45 +1,23 @@
-"""Epoch-end backups of a TensorFlow run, and resuming from them (`--resume`).
+"""Epoch-end backups of a TensorFlow run under `OUT/tf_backup/`, and resuming from them (`--resume`).
 
-Keras ships `keras.callbacks.BackupAndRestore`, and this keeps its contract: the
-weights (with the optimiser's slots) are saved at every epoch end, and a resumed
-`fit` starts at the first unfinished epoch, which is run again from its start.
-We do not use the callback itself because in Keras 3 it (a) overwrites its one
-weights file in place, so a kill during the write loses the run; (b) has every
-`MultiWorkerMirroredStrategy` worker write the same files; (c) cannot tell a
-backup written by a different configuration from its own; and (d) keeps nothing
-of the finished epochs' measurements, which a resumed `result.json` needs.
+The format and its code are the Keras layer's (`engines/keras/backup.py`, where the layout and why Keras'
+own BackupAndRestore is not used are described); this module only names the folder and the kind, for the
+engine (`engines/keras/resume.py` writes and reads through `TFRun.BACKUPS`) and for the launcher's
+`ResumeFiles` (present, describe, remove).
 
-Layout, under `OUT/tf_backup/`: `epoch-NNNN.weights.h5` (Keras `save_weights`
-into memory, then written atomically like every file: temp name, fsync, rename)
-and `state.json` (written atomically after the weights it names): configuration
-identity, finished epochs, their records and the timing so far. A crash at any
-moment leaves `state.json` naming a complete weights file; older weights are
-removed only after the new state is in place.
-
-Not bit-exact (unlike the PyTorch engine's resume): tf.data's reshuffle and the
-dropout seed generator restart from the run's seed, so the resumed epochs see a
-different (equally random) data order than an uninterrupted run would.
-
-TensorFlow is never imported here; the engine passes the model in. The format and its code are
-shared with the JAX engine (`engines/keras_backup.py`); this module binds them to `OUT/tf_backup/`.
+Not bit-exact (unlike the PyTorch engine's resume): tf.data's reshuffle and the dropout seed generator
+restart from the run's seed, so the resumed epochs see a different (equally random) data order than an
+uninterrupted run would. TensorFlow is never imported here.
 """
 
 from __future__ import annotations
 
-from parallel_vision.engines.keras_backup import FORMAT, STATE_FILE, Backup, KerasBackups, keras_bytes
+from parallel_vision.engines.keras.backup import FORMAT, STATE_FILE, Backup, KerasBackups, keras_bytes
 
-BACKUP_DIR = "tf_backup"
-KIND = "parallel_vision.tensorflow.backup"
-
-BACKUPS = KerasBackups(folder=BACKUP_DIR, kind=KIND, label="TensorFlow")
-backup_dir = BACKUPS.backup_dir
-present = BACKUPS.present
-info = BACKUPS.info
-describe = BACKUPS.describe
-kept_note = BACKUPS.kept_note
-remove = BACKUPS.remove
-read = BACKUPS.read
-write = BACKUPS.write
+BACKUPS = KerasBackups(folder="tf_backup", kind="parallel_vision.tensorflow.backup", label="TensorFlow")
+BACKUP_DIR, KIND = BACKUPS.folder, BACKUPS.kind
+backup_dir, present, info, describe = BACKUPS.backup_dir, BACKUPS.present, BACKUPS.info, BACKUPS.describe
+kept_note, remove, read, write = BACKUPS.kept_note, BACKUPS.remove, BACKUPS.read, BACKUPS.write
 
 __all__ = ["BACKUP_DIR", "BACKUPS", "FORMAT", "KIND", "STATE_FILE", "Backup", "backup_dir", "describe", "info",
            "keras_bytes", "kept_note", "present", "read", "remove", "write"]

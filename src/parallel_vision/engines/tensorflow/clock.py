@@ -1,5 +1,5 @@
 """The epoch clock of a TensorFlow run: a Keras callback that times each epoch, evaluates, checks the
-counts and builds the records (same keys as the torch engine, see results.schema); TensorBoard scalars.
+counts and builds the records (engines.keras.epochs: same keys as the torch engine, see results.schema).
 
 What each number means
     epoch_time_s     wall time of the epoch's training loop only: from `on_epoch_begin` to the
@@ -28,47 +28,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from parallel_vision.config import reached_target
-from parallel_vision.engines.common import EpochProgress, epoch_record
-from parallel_vision.engines.outputs import TB_DIR, tensorboard_disk_full
-from parallel_vision.engines.tensorflow import backup as tf_backup
+from parallel_vision.engines.common import EpochProgress
+from parallel_vision.engines.keras.epochs import epoch_checked
+from parallel_vision.engines.tbevents import TensorBoard
 from parallel_vision.engines.tensorflow.data import Data
 from parallel_vision.engines.tensorflow.setup import TFRun
 from parallel_vision.errors import EngineError
 from parallel_vision.signals import StopRequest
-
-TB_SCALARS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "epoch_time_s", "images_per_s")
-
-
-class TensorBoard:
-    """Each epoch's scalars under OUT/tb/ (the writer only, when `tensorboard` is on). A full disk is a
-    one-line DiskFullError naming the event file; the last epoch-end backup is kept."""
-
-    def __init__(self, run: TFRun) -> None:
-        self.tf, self.out = run.tf, run.out
-        self.writer = (run.tf.summary.create_file_writer(str(run.out / TB_DIR))
-                       if run.writer and run.cfg.tensorboard else None)
-
-    def log(self, record: dict[str, Any]) -> None:
-        if self.writer is None:
-            return
-        try:
-            with self.writer.as_default():
-                for key in TB_SCALARS:
-                    if record[key] is not None:
-                        self.tf.summary.scalar(key, record[key], step=record["epoch"])
-            self.writer.flush()
-        except Exception as exc:  # a full disk: tf.errors.ResourceExhaustedError "No space left on device"
-            error = tensorboard_disk_full(exc, self.out / TB_DIR, len(TB_SCALARS), tf_backup.kept_note(self.out))
-            if error is exc:
-                raise
-            raise error from None
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 class EpochClock:
@@ -86,13 +53,13 @@ class EpochClock:
         stop: StopRequest | None = None,
         on_record: Callable[[int], None] | None = None,
     ) -> None:
+        self.run = run
         self.cfg = run.cfg
         self.records = run.records
         self.stop = stop
         self.on_record = on_record  # called with the number of finished epochs (the backup)
         self.evaluate = evaluate
         self.steps = data.steps
-        self.n_test = len(data.y_test)
         self.data_times = data.data_times
         self.progress = progress
         self.tensorboard = tensorboard
@@ -118,32 +85,13 @@ class EpochClock:
             return  # a signal cut this epoch short: nothing to record, the last backup stands
         if not self._train_end:
             raise EngineError(f"epoch {number} ended without a training step")
-        test_loss, test_accuracy, seen_test = self.evaluate()
+        test = self.evaluate()
         eval_end = time.perf_counter()
-        expected_train = self.steps * self.cfg.batch_size
-        seen_train = int(round(float(logs.get("n_images", -1))))
-        if seen_train != expected_train:
-            raise EngineError(
-                f"epoch {number} trained on {seen_train} images, expected {expected_train} "
-                f"({self.steps} steps × global batch {self.cfg.batch_size})"
-            )
-        if seen_test != self.n_test:
-            raise EngineError(f"epoch {number} evaluated {seen_test} test images, expected {self.n_test}")
-        train_loss = float(logs["loss"])
-        if not np.isfinite(train_loss):
-            raise EngineError(f"training diverged: loss is {train_loss} in epoch {number}")
-        record = epoch_record(
-            epoch=number,
-            train_loss=train_loss,
-            train_accuracy=float(logs["accuracy"]),
-            test_loss=test_loss,
-            test_accuracy=test_accuracy,
-            epoch_time_s=self._train_end - self._begin,
-            n_train_images=seen_train,
-            n_test_evaluated=seen_test,
-            data_time_s=self.data_times[0] if epoch == 0 else self.data_times[1],
-            comm_time_s=None,
-            eval_time_s=eval_end - self._train_end,
+        record = epoch_checked(
+            self.run, number=number, steps=self.steps, train_loss=float(logs["loss"]),
+            train_accuracy=float(logs["accuracy"]), seen=int(round(float(logs.get("n_images", -1)))), test=test,
+            times=(self._train_end - self._begin, self.data_times[0] if epoch == 0 else self.data_times[1],
+                   eval_end - self._train_end),
         )
         self.records.append(record)
         self.progress.end_epoch(record)

@@ -15,21 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from parallel_vision.engines.common import load_split, normalisation, steps_per_epoch
+from parallel_vision.engines.common import PAD, load_split, normalisation, steps_per_epoch, to_nhwc
 from parallel_vision.engines.tensorflow.setup import TFRun
-from parallel_vision.errors import EngineError
-
-
-def to_nhwc(images: np.ndarray) -> np.ndarray:
-    """(N, H, W) or (N, C, H, W) uint8 → (N, H, W, C), contiguous."""
-    x = np.asarray(images)
-    if x.ndim == 3:
-        x = x[..., None]
-    elif x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
-        x = x.transpose(0, 2, 3, 1)
-    elif x.ndim != 4:
-        raise EngineError(f"expected images of shape (N, H, W[, C]); got {x.shape}")
-    return np.ascontiguousarray(x)
 
 
 def make_dataset(
@@ -80,10 +67,6 @@ def make_dataset(
     options.experimental_distribute.auto_shard_policy = shard_policy
     options.deterministic = True
     return ds.with_options(options)
-
-
-#: Zero padding of the random crop: the standard CIFAR augmentation, as in the torch engine.
-PAD = 4
 
 
 def crop_and_flip(tf: Any, x: Any, pad: int, seed: int) -> Any:
@@ -156,7 +139,7 @@ def load_data(run: TFRun) -> Data:
     train = train_data(repeat=True)
     test = make_dataset(tf, x_test, y_test, mean=mean, std=std, batch=cfg.eval_batch_size, train=False,
                         seed=cfg.seed, shard_policy=policy)
-    run.class_names, run.n_train = class_names, len(x_train)
+    run.class_names, run.n_train, run.n_test = class_names, len(x_train), len(y_test)
     return Data(
         train=train, test=test, x_test=x_test, y_test=y_test,
         input_shape=tuple(int(d) for d in x_train.shape[1:]), steps=steps_per_epoch(len(x_train), cfg.batch_size),

@@ -7,10 +7,13 @@ itself); TensorFlow is imported by `setup.import_tensorflow`. One module per ste
     setup.py     TensorFlow, threads, devices and strategy (the strategies are described there); TFRun
     data.py      the input pipeline, identical for every strategy
     model.py     the Keras CNN, optimiser, metrics, compiled in the strategy's scope
-    resume.py    epoch-end backups: restored under --resume, written after every epoch (backup.py: the files)
+    resume.py    epoch-end backups: restored under --resume, written after every epoch (backup.py: the folder)
     train.py     `fit` with the epoch clock (clock.py: what each number means) and the signal handling
     evaluate.py  per-epoch evaluation and the final prediction pass of the saved weights
-    outputs.py   `finish`: the one way a run ends, complete or stopped, through engines.outputs.write_run
+    outputs.py   the result's environment block
+
+What both Keras engines share (the run state, the epoch check, backups, the prediction tail and `finish`,
+the one way a run ends) is the Keras layer, engines/keras/.
 
 Timing block: startup_s = launch → strategy ready (process start, TensorFlow import, device and
 cluster set-up); data_load_s = reading the arrays, building the pipelines and the two probe
@@ -22,11 +25,12 @@ sum of per-epoch eval times; final_eval_s = the final prediction pass.
 from __future__ import annotations
 
 from parallel_vision.config import RunConfig
+from parallel_vision.engines.keras.outputs import finish
 from parallel_vision.engines.levers import resolve_precision
 from parallel_vision.engines.tensorflow.data import load_data
 from parallel_vision.engines.tensorflow.evaluate import predict_with_saved_weights
 from parallel_vision.engines.tensorflow.model import compiled_model
-from parallel_vision.engines.tensorflow.outputs import finish
+from parallel_vision.engines.tensorflow.outputs import environment
 from parallel_vision.engines.tensorflow.resume import restore
 from parallel_vision.engines.tensorflow.setup import start_run
 from parallel_vision.engines.tensorflow.train import fit
@@ -41,4 +45,4 @@ def train_and_evaluate(cfg: RunConfig) -> None:
         model = compiled_model(run, data.input_shape)
     restore(run, model)
     stopped = fit(run, model, data)  # None once every epoch is done
-    finish(run, stopped or predict_with_saved_weights(run, model, data))
+    finish(run, stopped or predict_with_saved_weights(run, model, data), environment)

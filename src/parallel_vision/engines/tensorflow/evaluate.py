@@ -3,21 +3,17 @@ prediction pass with the weights that are saved.
 
 Both evaluate the model that is saved: before each epoch's evaluation replica 0's BatchNorm statistics
 are broadcast to every replica (`make_statistics_broadcast`), and the last epoch's test metrics are
-replaced by those of the saved single-device copy's logits (`predict_with_saved_weights`).
+replaced by those of the saved single-device copy's logits (`predict_with_saved_weights`, engines.keras.epochs).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from parallel_vision.engines.metrics import metrics_from_logits
+from parallel_vision.engines.keras import epochs
+from parallel_vision.engines.keras.outputs import Complete
 from parallel_vision.engines.tensorflow.data import Data
-from parallel_vision.engines.tensorflow.model import build_model
-from parallel_vision.engines.tensorflow.outputs import Complete
 from parallel_vision.engines.tensorflow.setup import TFRun
 from parallel_vision.errors import EngineError
 
@@ -94,25 +90,10 @@ def make_evaluator(tf: Any, keras: Any, strategy: Any, model: Any, dataset: Any)
 
 
 def predict_with_saved_weights(run: TFRun, model: Any, data: Data) -> Complete | None:
-    """The final prediction pass (timing final_eval_s): a plain single-device copy of the trained weights
-    (what model.keras holds, so every worker count gives the same layout) predicts every test image in order,
-    and its logits give the last epoch's test metrics.
-
-    Every worker reads the weights (a collective under multiworker); only the writer predicts (None elsewhere).
-    """
+    """The final prediction pass (engines.keras.epochs) on the writer, from the trained weights; every worker
+    reads them first (a collective under multiworker)."""
     weights = model.get_weights()
-    if not run.writer:
-        return None
-    cfg = run.cfg
-    start = time.perf_counter()
-    local = build_model(cfg, data.input_shape, len(run.class_names))
-    local.set_weights(weights)
-    logits = local.predict(data.predict_dataset(run.tf, cfg.eval_batch_size, cfg.seed), verbose=0)
-    y_pred = np.asarray(np.argmax(logits, axis=1), dtype=np.int64)
-    run.timing["final_eval_s"] = time.perf_counter() - start
-    if len(y_pred) != len(data.y_test):
-        raise EngineError(f"predicted {len(y_pred)} test images, expected {len(data.y_test)}")
-    if run.records:  # the last epoch's test metrics are the saved model's, from the predictions it saves
-        test_loss, test_accuracy = metrics_from_logits(logits, data.y_test)
-        run.records[-1] = dict(run.records[-1], test_loss=test_loss, test_accuracy=test_accuracy)
-    return Complete(model=local, labels=data.y_test, predictions=y_pred)
+    return epochs.predict_with_saved_weights(
+        run, input_shape=data.input_shape, labels=data.y_test, load=lambda saved: saved.set_weights(weights),
+        predict=lambda saved: saved.predict(data.predict_dataset(run.tf, run.cfg.eval_batch_size, run.cfg.seed),
+                                            verbose=0))

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from parallel_vision.engines.keras_model import build_model, make_optimizer
+from parallel_vision.engines.keras.model import build_model, make_optimizer
 from parallel_vision.engines.tensorflow.setup import TFRun
 
 __all__ = ["build_model", "compiled_model", "make_optimizer", "patch_for_multiworker", "sample_count_metric"]

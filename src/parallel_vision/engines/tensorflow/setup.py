@@ -1,5 +1,5 @@
 """Process set-up of a TensorFlow run: TensorFlow imported quietly, threads, devices and the strategy,
-and the one state object every step of the run shares (`TFRun`).
+and the one state object every step of the run shares (`TFRun`, the Keras layer's KerasRun).
 
 Strategies
     single       the default strategy on one device: '/gpu:0' when a GPU is used, else the CPU.
@@ -20,17 +20,17 @@ import os
 import re
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any, ClassVar
 
 from parallel_vision import envvars
 from parallel_vision.config import RunConfig
-from parallel_vision.engines.common import launch_time, pin_to_cores
+from parallel_vision.engines.common import pin_to_cores
+from parallel_vision.engines.keras.backup import KerasBackups
+from parallel_vision.engines.keras.run import KerasRun, refuse_devices
 from parallel_vision.engines.levers import bf16_refusal
+from parallel_vision.engines.tensorflow import backup as tf_backup
 from parallel_vision.engines.tensorflow.cluster import ClusterTask, cluster_from_env
 from parallel_vision.errors import ConfigError
 
@@ -118,11 +118,8 @@ def _gpu_name(tf: Any, gpu: Any) -> str:
 def place(tf: Any, cfg: RunConfig, cluster: ClusterTask | None) -> Placement:
     """Configure threads and devices (before TensorFlow initialises) and create the strategy."""
     gpus = tf.config.list_physical_devices("GPU")
-    if cfg.device == "cuda" and not gpus:
-        raise ConfigError("--device cuda was given but TensorFlow sees no GPU")
     use_gpu = bool(gpus) and cfg.device != "cpu"
-    if cfg.precision == "fp16" and not use_gpu:
-        raise ConfigError("precision fp16 needs a GPU; use bf16 or fp32 on CPU")
+    refuse_devices(cfg, "TensorFlow", gpu_seen=bool(gpus), use_gpu=use_gpu)
     if cfg.precision == "bf16" and (refusal := bf16_refusal(use_gpu)):
         raise ConfigError(refusal)
 
@@ -141,7 +138,8 @@ def place(tf: Any, cfg: RunConfig, cluster: ClusterTask | None) -> Placement:
             tf.config.set_visible_devices([], "GPU")
         strategy = tf.distribute.get_strategy()
         devices = ["/gpu:0" if use_gpu else "/cpu:0"]
-        return Placement(strategy, devices, names, None, 1, True, intra, inter)
+        return Placement(strategy=strategy, devices=devices, gpus=names, cross_device_ops=None, world_size=1,
+                         is_writer=True, intra_op_threads=intra, inter_op_threads=inter)
 
     if cfg.strategy == "mirrored":
         if use_gpu:
@@ -167,7 +165,8 @@ def place(tf: Any, cfg: RunConfig, cluster: ClusterTask | None) -> Placement:
             )
         ops = type(strategy.extended._cross_device_ops).__name__ if hasattr(
             strategy.extended, "_cross_device_ops") else None
-        return Placement(strategy, devices, names, ops, cfg.workers, True, intra, inter)
+        return Placement(strategy=strategy, devices=devices, gpus=names, cross_device_ops=ops, world_size=cfg.workers,
+                         is_writer=True, intra_op_threads=intra, inter_op_threads=inter)
 
     assert cluster is not None
     implementation = tf.distribute.experimental.CommunicationImplementation
@@ -184,47 +183,17 @@ def place(tf: Any, cfg: RunConfig, cluster: ClusterTask | None) -> Placement:
     )
     devices = [str(d) for d in strategy.extended.worker_devices]
     return Placement(
-        strategy, devices, names, f"collective-{comm.name.lower()}", cluster.world_size,
-        cluster.is_writer, intra, inter, cluster,
+        strategy=strategy, devices=devices, gpus=names, cross_device_ops=f"collective-{comm.name.lower()}",
+        world_size=cluster.world_size, is_writer=cluster.is_writer, intra_op_threads=intra, inter_op_threads=inter,
+        cluster=cluster,
     )
 
 
-def new_reliability() -> dict[str, Any]:
-    return {"backups_written": 0, "backup_time_s": 0.0, "resumed_from": []}
+class TFRun(KerasRun):
+    """The state of a TensorFlow run: engines.keras.run.KerasRun, with `tf` naming its backend."""
 
-
-@dataclass
-class TFRun:
-    """What every step of one run shares: the configuration, TensorFlow, the placement, and what the
-    result will hold (records, timing, reliability). Filled in as the run goes."""
-
-    cfg: RunConfig
-    tf: Any
-    keras: Any
-    placement: Placement
-    out: Path
-    timing: dict[str, float | None]
-    class_names: list[str] = field(default_factory=list)
-    n_train: int = 0
-    records: list[dict[str, Any]] = field(default_factory=list)
-    reliability: dict[str, Any] = field(default_factory=new_reliability)
-    start_epoch: int = 0  # 0-based epoch `fit` starts at: the epochs a backup already holds
-
-    @property
-    def writer(self) -> bool:
-        """This process writes the outputs (always, except on a non-chief multiworker worker)."""
-        return self.placement.is_writer
-
-    @property
-    def cluster(self) -> ClusterTask | None:
-        return self.placement.cluster
-
-    @contextmanager
-    def timed(self, key: str) -> Iterator[None]:
-        """Record the seconds the block takes as timing[key]."""
-        start = time.perf_counter()
-        yield
-        self.timing[key] = time.perf_counter() - start
+    BACKUPS: ClassVar[KerasBackups] = tf_backup.BACKUPS
+    tf = property(attrgetter("backend"))
 
 
 def start_run(cfg: RunConfig) -> TFRun:
@@ -238,9 +207,4 @@ def start_run(cfg: RunConfig) -> TFRun:
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(cfg.seed)
-    if cfg.precision == "bf16":
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    elif cfg.precision == "fp16":
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    timing: dict[str, float | None] = {"startup_s": time.time() - launch_time(), "compile_s": None}
-    return TFRun(cfg, tf, keras, placement, Path(cfg.out_dir or "."), timing)
+    return TFRun.started(cfg, tf, keras, placement)

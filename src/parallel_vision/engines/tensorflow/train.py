@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from parallel_vision.engines.common import EpochProgress
-from parallel_vision.engines.tensorflow.clock import EpochClock, TensorBoard, make_callback
+from parallel_vision.engines.keras.outputs import Stopped
+from parallel_vision.engines.tbevents import TensorBoard
+from parallel_vision.engines.tensorflow.clock import EpochClock, make_callback
 from parallel_vision.engines.tensorflow.data import Data
 from parallel_vision.engines.tensorflow.evaluate import make_evaluator
-from parallel_vision.engines.tensorflow.outputs import Stopped
 from parallel_vision.engines.tensorflow.resume import back_up
 from parallel_vision.engines.tensorflow.setup import TFRun
 from parallel_vision.signals import StopRequest
@@ -24,7 +25,7 @@ def fit(run: TFRun, model: Any, data: Data) -> Stopped | None:
     """Train from `run.start_epoch` to the last epoch, evaluating and backing up after each; returns how a
     signal stopped it, or None when every epoch is done."""
     cfg = run.cfg
-    tensorboard = TensorBoard(run)
+    tensorboard = TensorBoard(run.out, run.writer and cfg.tensorboard, run.backups.kept_note)
     stop = StopRequest().install() if run.cluster is None else None  # multiworker: no clean stop
     with EpochProgress(cfg.epochs, enabled=run.writer) as progress:
         evaluate = make_evaluator(run.tf, run.keras, run.placement.strategy, model, data.test)

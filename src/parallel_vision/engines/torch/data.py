@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from parallel_vision.config import RunConfig
-from parallel_vision.engines.common import load_split
+from parallel_vision.engines.common import PAD, load_split
 from parallel_vision.engines.workload import synthetic_count, synthetic_seed, workload
 
 
@@ -66,10 +66,6 @@ def mix_seed(*parts: int) -> int:
     return seed
 
 
-#: Zero padding of the random crop: the standard CIFAR augmentation (pad 4, crop back to the size).
-PAD = 4
-
-
 def crop_and_flip(pixels: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
     """Every image of the (B, C, H, W) batch shifted by its own random offset within a zero border of `pad`
     and mirrored with probability 1/2: one gather for the whole batch, no per-image Python loop."""
@@ -104,9 +100,8 @@ def load_data(cfg: RunConfig, split: str, device: torch.device) -> DeviceData:
         x = pixels.to(device)
         y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
     return DeviceData(pixels=x, labels=y, class_names=names, mean=_per_channel(w.mean, device),
-                      std=_per_channel(w.std, device),
-                      channels_last=cfg.memory_format == "channels_last", augment=cfg.augment and split == "train",
-                      seed=cfg.seed)
+                      std=_per_channel(w.std, device), channels_last=cfg.memory_format == "channels_last",
+                      augment=cfg.augment and split == "train", seed=cfg.seed)
 
 
 def _per_channel(values: tuple[float, ...], device: torch.device) -> float | torch.Tensor:

@@ -6,7 +6,7 @@ Every worker runs `_train`, the same code for every strategy; rank 0 alone write
 
 The package, by concern: `loop` (the Trainer: step, epoch, evaluation), `resume` (its state and
 checkpoints), `dist` (ranks, collectives, process groups), `data`, `devices`, `build` (model, strategy
-wrapping, optimiser), `outputs` (TensorBoard, result.json), `checkpoint` (the file format).
+wrapping, optimiser), `outputs` (model.pt, result.json; TensorBoard: engines.tbevents), `checkpoint` (the file format).
 
 Reliability (docs/reliability.md): SIGINT/SIGTERM end the current step, checkpoint and exit 130/143;
 a non-finite loss stops the run before a bad checkpoint can replace the last good one.
@@ -23,11 +23,12 @@ from parallel_vision import signals
 from parallel_vision.config import RunConfig
 from parallel_vision.engines.common import EpochProgress
 from parallel_vision.engines.levers import resolve_precision
+from parallel_vision.engines.tbevents import TensorBoard
 from parallel_vision.engines.torch import checkpoint
 from parallel_vision.engines.torch.devices import backend, check_devices, cuda_wanted, set_threads
 from parallel_vision.engines.torch.dist import Dist, restarted_torchrun_store, run_in_group, spawn
 from parallel_vision.engines.torch.loop import Stopped, Trainer
-from parallel_vision.engines.torch.outputs import TensorBoard, write_outputs
+from parallel_vision.engines.torch.outputs import write_outputs
 from parallel_vision.errors import ConfigError, RunInterrupted
 from parallel_vision.signals import StopRequest
 
@@ -58,7 +59,7 @@ def _train(cfg: RunConfig, dist: Dist, stop: StopRequest | None = None) -> None:
         trainer = Trainer(cfg, dist)
         trainer.enable_checkpoints(out, stop)
         trainer.restore()
-        board = TensorBoard(out, enabled=dist.master and cfg.tensorboard)
+        board = TensorBoard(out, enabled=dist.master and cfg.tensorboard, kept_note=checkpoint.kept_note)
         try:
             with EpochProgress(cfg.epochs, enabled=dist.master) as progress:
                 trainer.fit(progress, on_epoch=board.log)

@@ -1,4 +1,5 @@
-"""What a PyTorch run leaves in OUT besides its checkpoint: TensorBoard scalars, model.pt and the result.
+"""What a PyTorch run leaves in OUT besides its checkpoint and TensorBoard scalars (engines.tbevents, the
+writer of every engine): model.pt and the result.
 
 The result (complete, or stopped by a signal) is written by `engines.outputs.write_run`, the one
 result-writing path of every engine; this module only adds what is torch's: the model file, the
@@ -9,8 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import sys
-import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,7 @@ from torch import nn
 
 from parallel_vision.atomic import atomic_write_bytes
 from parallel_vision.engines.common import peak_rss_mib
-from parallel_vision.engines.outputs import TB_DIR, tensorboard_disk_full, write_run
+from parallel_vision.engines.outputs import FinishedRun, write_run
 from parallel_vision.engines.torch import build, checkpoint
 from parallel_vision.engines.torch.dist import steady_steps
 from parallel_vision.provenance import host_environment
@@ -28,91 +27,7 @@ from parallel_vision.provenance import host_environment
 if TYPE_CHECKING:
     from parallel_vision.engines.torch.loop import Trainer
 
-TB_SCALARS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "epoch_time_s", "images_per_s")
 MODEL_FILE = "model.pt"
-
-
-# --------------------------------------------------------------------------- TensorBoard
-def open_tensorboard(out: Path) -> Any:
-    """A SummaryWriter that cannot pull TensorFlow into this process.
-
-    tensorboard's writer imports TensorFlow when it is installed; registering the
-    `notf` marker module makes it use its own stub instead.
-    """
-    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
-    from torch.utils.tensorboard import SummaryWriter
-
-    _quiet_tensorboard_thread()
-    try:
-        return SummaryWriter(log_dir=str(out / TB_DIR))
-    except Exception as exc:  # a full disk is one line; anything else is re-raised as it was
-        error = tensorboard_disk_full(exc, out / TB_DIR, 1, checkpoint.kept_note(out))
-        if error is exc:
-            raise
-        raise error from None
-
-
-def _quiet_tensorboard_thread() -> None:
-    """tensorboard writes event files in a thread of its own, which dies on an OSError (a full disk) with a
-    traceback on stderr. The writer raises that error again at the next add_scalar/flush in the training
-    thread (`log_scalars` flushes every epoch), where it becomes one line; so the thread's report is dropped."""
-    import threading
-
-    previous = threading.excepthook
-    if getattr(previous, "_pvision_tensorboard", False):
-        return
-
-    def hook(args: Any) -> None:
-        if type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(args.exc_value, OSError):
-            return
-        previous(args)
-
-    hook._pvision_tensorboard = True  # type: ignore[attr-defined]
-    threading.excepthook = hook
-
-
-def log_scalars(writer: Any, record: dict[str, Any], out: Path) -> None:
-    """One epoch's scalars, flushed at once: a failure (a full disk) surfaces here, as a one-line error."""
-    try:
-        for key in TB_SCALARS:
-            writer.add_scalar(key, record[key], record["epoch"])
-        writer.flush()
-    except Exception as exc:
-        error = tensorboard_disk_full(exc, out / TB_DIR, len(TB_SCALARS), checkpoint.kept_note(out))
-        if error is exc:
-            raise
-        raise error from None
-
-
-def close_tensorboard(writer: Any, out: Path, quiet: bool = False) -> None:
-    """Flush and close; `quiet` after another error, which is the one to report."""
-    try:
-        writer.close()
-    except Exception as exc:
-        if quiet:
-            return
-        error = tensorboard_disk_full(exc, out / TB_DIR, len(TB_SCALARS), checkpoint.kept_note(out))
-        if error is exc:
-            raise
-        raise error from None
-
-
-class TensorBoard:
-    """The epoch scalars in OUT/tb when `enabled` (rank 0 with --tensorboard); a no-op otherwise."""
-
-    def __init__(self, out: Path, enabled: bool) -> None:
-        self.out = out
-        self.writer = open_tensorboard(out) if enabled else None
-
-    def log(self, record: dict[str, Any]) -> None:
-        if self.writer is not None:
-            log_scalars(self.writer, record, self.out)
-
-    def close(self, quiet: bool = False) -> None:
-        """Flush and close (once; later calls do nothing)."""
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            close_tensorboard(writer, self.out, quiet)
 
 
 # --------------------------------------------------------------------------- the result
@@ -158,14 +73,14 @@ def write_outputs(trainer: Trainer, out: Path, status: str) -> None:
     if "TORCHELASTIC_RUN_ID" in os.environ:
         extra["elastic"] = {"run_id": os.environ["TORCHELASTIC_RUN_ID"], "restart_count": restarts,
                             "max_restarts": int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)}
-    write_run(
-        cfg, out, status=status, records=records,
+    write_run(FinishedRun(
+        cfg=cfg, out=out, status=status, records=records,
         timing=dict(trainer.timing, final_eval_s=records[-1]["eval_time_s"] if records else None, startup_s=None),
         environment=environment(trainer), labels=trainer.test.labels.cpu().numpy(),
         predictions=trainer.last_predictions, class_names=trainer.test.class_names,
         world_size=trainer.dist.world_size, n_train=trainer.train.n, artifacts=artifacts, extra=extra,
         peak_rss_per_worker_mib=rss, kept=kept, restarts=restarts, summary_extra=lever_summary(trainer),
-    )
+    ))
 
 
 def lever_summary(trainer: Trainer) -> dict[str, Any]:
