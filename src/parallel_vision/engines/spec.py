@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from parallel_vision.strategies import strategies_of
 
@@ -67,6 +67,16 @@ class ClusterEnv:
     describe_world: Callable[[int], str] | None = None
     """What a job of N processes is called in the --workers mismatch error ('torchrun started WORLD_SIZE=2
     processes'); None: '{variables} describes N process(es)'."""
+
+    @classmethod
+    def of(cls, strategy: str, module: Any) -> ClusterEnv:
+        """The hook an engine's framework-free `cluster` module describes: it defines `present`, `world_size`,
+        `is_writer`, `layout`, `describe_worker` and `VARIABLES`, and may define `worker_environment` and
+        `describe_world` (every engine's cluster.py follows this one shape)."""
+        return cls(strategy=strategy, present=module.present, world_size=module.world_size,
+                   is_writer=module.is_writer, layout=module.layout, describe_worker=module.describe_worker,
+                   variables=module.VARIABLES, worker_environment=getattr(module, "worker_environment", None),
+                   describe_world=getattr(module, "describe_world", None))
 
     def world_phrase(self, size: int) -> str:
         return self.describe_world(size) if self.describe_world else f"{self.variables} describes {size} process(es)"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from parallel_vision.errors import ConfigError
 
 ADDRESSES = "KERAS_DISTRIBUTION_JOB_ADDRESSES"
+VARIABLES = ADDRESSES  # the name messages give the job's description
 NUM_PROCESSES = "KERAS_DISTRIBUTION_NUM_PROCESSES"
 PROCESS_ID = "KERAS_DISTRIBUTION_PROCESS_ID"
 
@@ -92,6 +93,24 @@ def parse(addresses: str | None, num_processes: str | None, process_id: str | No
 
 def cluster_from_env(workers: int | None) -> JaxCluster:
     return parse(os.environ.get(ADDRESSES), os.environ.get(NUM_PROCESSES), os.environ.get(PROCESS_ID), workers)
+
+
+def world_size() -> int:
+    return cluster_from_env(None).world_size
+
+
+def is_writer(workers: int | None) -> bool:
+    """Process 0 writes OUT (a malformed job, or one of another size than --workers: a one-line ConfigError)."""
+    return cluster_from_env(workers).is_writer
+
+
+def layout() -> dict[str, int]:
+    """{'nodes': hosts, 'processes_per_node': …}, for the record ({} if unreadable)."""
+    try:
+        job = cluster_from_env(None)
+    except Exception:  # noqa: BLE001 - a label only
+        return {}
+    return {"nodes": job.hosts, "processes_per_node": -(-job.world_size // job.hosts)}
 
 
 def worker_environment(addresses: list[str], index: int) -> dict[str, str]:

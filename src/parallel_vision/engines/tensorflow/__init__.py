@@ -15,17 +15,5 @@ ENGINE = EngineSpec(
     framework="tensorflow",
     entry="parallel_vision.engines.tensorflow.engine:train_and_evaluate",
     resume=ResumeFiles(present=backup.present, describe=backup.describe, remove=backup.remove),
-    cluster=ClusterEnv(
-        strategy="multiworker",
-        present=cluster.present,
-        world_size=lambda: cluster.cluster_from_env(None).world_size,
-        # The chief, or worker 0 without one (ClusterTask's rule, which also refuses a malformed TF_CONFIG
-        # in one line, before any folder is made).
-        is_writer=lambda workers: cluster.cluster_from_env(workers).is_writer,
-        layout=cluster.layout,
-        describe_worker=cluster.describe_worker,
-        worker_environment=cluster.worker_environment,
-        variables=cluster.TF_CONFIG,
-        describe_world=lambda n: f"{cluster.TF_CONFIG} describes {n} training process(es)",
-    ),
+    cluster=ClusterEnv.of("multiworker", cluster),
 )

@@ -19,6 +19,7 @@ from parallel_vision.errors import ConfigError
 
 #: The variable a TensorFlow cluster describes itself in (one JSON object per process).
 TF_CONFIG = "TF_CONFIG"
+VARIABLES = TF_CONFIG
 
 #: Job types MultiWorkerMirroredStrategy trains with. `ps` and `evaluator` belong to
 #: other strategies / side-car evaluation and are refused rather than ignored.
@@ -135,6 +136,20 @@ def parse_tf_config(text: str | None, workers: int | None) -> ClusterTask:
 
 def cluster_from_env(workers: int | None) -> ClusterTask:
     return parse_tf_config(os.environ.get(TF_CONFIG), workers)
+
+
+def world_size() -> int:
+    return cluster_from_env(None).world_size
+
+
+def is_writer(workers: int | None) -> bool:
+    """The chief, or worker 0 without one (ClusterTask's rule, which also refuses a malformed TF_CONFIG in one
+    line, before any folder is made)."""
+    return cluster_from_env(workers).is_writer
+
+
+def describe_world(size: int) -> str:
+    return f"{TF_CONFIG} describes {size} training process(es)"
 
 
 def present() -> bool:

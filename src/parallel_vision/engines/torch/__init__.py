@@ -16,15 +16,5 @@ ENGINE = EngineSpec(
     entry="parallel_vision.engines.torch.engine:train_and_evaluate",
     resume=ResumeFiles(present=checkpoint.present, describe=checkpoint.describe, remove=checkpoint.remove,
                        auto_resume=checkpoint.elastic_auto_resume),
-    # A torchrun job; no worker_environment: our launcher starts one `ddp` process, which spawns the ranks.
-    cluster=ClusterEnv(
-        strategy="ddp",
-        present=cluster.under_torchrun,
-        world_size=cluster.world_size,
-        is_writer=cluster.is_writer,
-        layout=cluster.layout,
-        describe_worker=cluster.describe_worker,
-        variables=cluster.VARIABLES,
-        describe_world=cluster.describe_world,
-    ),
+    cluster=ClusterEnv.of("ddp", cluster),
 )

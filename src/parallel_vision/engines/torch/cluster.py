@@ -16,6 +16,11 @@ from parallel_vision.errors import ConfigError
 VARIABLES = "RANK/WORLD_SIZE (torchrun)"
 
 
+def present() -> bool:
+    """Did torchrun start this process (ClusterEnv's name for under_torchrun)?"""
+    return under_torchrun()
+
+
 def under_torchrun() -> bool:
     """True in a process that torchrun (torch.distributed.elastic) started."""
     return "TORCHELASTIC_RUN_ID" in os.environ or (
