@@ -1,4 +1,7 @@
-"""`pvision report ROOT`: the comparative report from a results folder (never trains)."""
+"""`pvision report ROOT`: the comparative report from a results folder (never trains).
+
+`pvision report ROOT_A ROOT_B … --out DIR`: the report across machines (report/machines.py), written to DIR.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +14,29 @@ from parallel_vision.report import write_report
 
 
 def report(
-    root: Path = typer.Argument(..., help="Results folder: a bench ROOT (holding results.sqlite and runs/)."),
+    roots: list[Path] = typer.Argument(..., metavar="ROOT", help="Results folder(s): bench ROOTs (each holding "
+                                       "results.sqlite and runs/). Several: the report across machines, in --out."),
     fmt: str = typer.Option("all", "--format", "-f", help="html, md, text (print tables here) or all "
                             "(html + md files, then the tables)."),
     peak_gflops: float | None = typer.Option(None, "--peak-gflops", help="Declared peak GFLOP/s of one worker "
                                              "(e.g. from benchmarks/ceiling.py): adds model FLOPs utilisation."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for the report across machines (required "
+                                    "with several ROOTs; the ROOTs themselves are only read)."),
 ) -> None:
-    """Write ROOT/report.html (self-contained) and ROOT/report.md (+ figures/), or print the tables."""
+    """Write ROOT/report.html (self-contained) and ROOT/report.md (+ figures/), or print the tables; with several
+    ROOTs, the runs of each machine side by side and the same configuration across machines, in DIR."""
 
     formats = ("html", "md", "text") if fmt == "all" else tuple(f.strip() for f in fmt.split(","))
     if peak_gflops is not None and not peak_gflops > 0:
         raise ConfigError(f"--peak-gflops must be a positive number; got {peak_gflops}")
-    written = write_report(root, formats=formats, peak_gflops=peak_gflops)
+    if len(roots) > 1 and out is None:
+        raise ConfigError(f"{len(roots)} ROOTs give a report across machines: name its folder with --out DIR")
+    if out is None:
+        written = write_report(roots[0], formats=formats, peak_gflops=peak_gflops)
+    else:
+        from parallel_vision.report.machines_page import write_machines_report
+
+        written = write_machines_report(roots, out, formats=formats, peak_gflops=peak_gflops)
     for path in written:
         if path.suffix in (".html", ".md"):
             typer.echo(f"report: {path}")
