@@ -59,9 +59,9 @@ def two_machines(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, 
     _result(laptop, "single", LAPTOP, strategy="single", workers=1, steady=10.0, threads=4, time_to_target=30.0)
     _result(laptop, "ddp2", LAPTOP, strategy="ddp", workers=2, steady=6.0, threads=4, time_to_target=18.0)
     _result(server, "single", SERVER, strategy="single", workers=1, steady=4.0, threads=16, code="def",
-            time_to_target=12.0)
+            time_to_target=10.0)
     _result(server, "ddp2", SERVER, strategy="ddp", workers=2, steady=2.5, threads=16, code="def",
-            time_to_target=7.5)
+            time_to_target=9.0)
     out = base / "compare"
     write_machines_report([laptop, server], out)
     return laptop, server, out
@@ -95,13 +95,16 @@ def test_the_same_configuration_across_machines(two_machines: tuple[Path, Path, 
     single, ddp = data.cross
     assert single.entries[1].throughput_ratio.median == pytest.approx(10.0 / 4.0)  # type: ignore[union-attr]
     assert ddp.entries[1].throughput_ratio.median == pytest.approx(6.0 / 2.5)  # type: ignore[union-attr]
-    assert single.entries[1].target_ratio.median == pytest.approx(30.0 / 12.0)  # type: ignore[union-attr]
+    assert single.entries[1].target_ratio.median == pytest.approx(30.0 / 10.0)  # type: ignore[union-attr]
+    assert ddp.entries[1].target_ratio.median == pytest.approx(18.0 / 9.0)  # type: ignore[union-attr]
     page, md = (out / "report.html").read_text(), (out / "report.md").read_text()
     for text in (page, md):
         assert "laptop (8 cores, CPU)" in text and "gpu-box (2× H100 80GB HBM3)" in text
         assert "2.50×" in text and "2.40×" in text
         assert "1.67" in text and "1.60" in text  # each machine's own S(2)
-        assert "PyTorch DDP ×2: gpu-box (2× H100 80GB HBM3) processes 2.40× the images per second" in text
+        assert "Time to target (s)" in text and "3.00×" in text and "2.00×" in text
+        assert ("PyTorch DDP ×2: gpu-box (2× H100 80GB HBM3) processes 2.40× the images per second of laptop "
+                "(8 cores, CPU); it reaches the target accuracy 2.00× sooner.") in text
         assert str((laptop / "runs" / "ddp2" / "result.json").resolve()) in text  # named where it is
     summary = json.loads((out / "report.json").read_text())
     assert summary["across_machines"][1]["machines"][1]["throughput_ratio"]["median"] == pytest.approx(2.4)

@@ -90,7 +90,9 @@ def cross_table(data: MachinesData) -> Table:
                      fspread(g.stats.get("images_per_s_excl_warmup"), 0, thousands=True),
                      _ratio(e.throughput_ratio) if i else "1×"]
             if with_target:
-                cells += [_target(e.target, e.target_missed), (_ratio(e.target_ratio) if i else "1×")]
+                ref_reached = e.target_missed == 0 and e.target is not None
+                cells += [_target(e.target, e.target_missed),
+                          _ratio(e.target_ratio) if i else ("1×" if ref_reached else "—")]
             rows.append(cells)
     return Table(headers, rows, [], "llrrrr" + ("rr" if with_target else ""))
 
@@ -108,9 +110,9 @@ def cross_sentences(data: MachinesData) -> list[str]:
                    f"{r:.2f}× the images per second of (it is {1 / r:.2f}× slower than)")
             text = f"{row.label}: {e.machine.label} processes {how} {ref.machine.label}"
             if e.target_ratio is not None:
-                text += f"; it reaches the target accuracy in {e.target_ratio.median:.2f}× less time" \
-                    if e.target_ratio.median >= 1 else \
-                    f"; it takes {1 / e.target_ratio.median:.2f}× as long to reach the target accuracy"
+                q = e.target_ratio.median
+                text += (f"; it reaches the target accuracy {q:.2f}× sooner" if q >= 1 else
+                         f"; it takes {1 / q:.2f}× as long to reach the target accuracy")
             out.append(text + ".")
     return out
 
