@@ -43,7 +43,7 @@ def train_and_evaluate(cfg: RunConfig) -> None:
         world = int(os.environ["WORLD_SIZE"])
         if world != cfg.workers:
             raise ConfigError(f"--workers {cfg.workers} but torchrun started WORLD_SIZE={world} processes")
-        run_in_group(_train, cfg, backend(cfg), store=restarted_torchrun_store())
+        run_in_group(_train, cfg, backend(cfg), store=restarted_torchrun_store(cfg.collective_timeout))
     else:
         spawn(_train, cfg, backend(cfg))
 
