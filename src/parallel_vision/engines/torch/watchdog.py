@@ -182,7 +182,7 @@ class Watchdog:
         while not self._stopped.wait(BEAT_S):
             idle = time.monotonic() - self.last_done
             if self.kind is not None and idle > self.bound():
-                self.peer_lost(f"no progress for {idle:.0f} s (the bound is {self.bound():.0f} s)")
+                self.peer_lost(f"nothing completed for {idle:.1f} s, the watchdog's bound being {self.bound():.0f} s")
 
     # -- who is missing ----------------------------------------------------------------
     def _read_beats(self) -> list[int] | None:
