@@ -75,6 +75,7 @@ def _train(cfg: RunConfig, dist: Dist, stop: StopRequest | None = None) -> None:
             board.close(quiet=True)  # a no-op after the close above
         if trainer.final_eval_needed:  # resumed after the last epoch from a checkpoint without predictions
             trainer.last_predictions = trainer.evaluate()[2]  # (collective: the flag is the same on every rank)
+        trainer._begin("the end of the run, while rank 0 writes the outputs", "outputs")  # for the watchdog
         write_outputs(trainer, out, "complete")
         if dist.master:
             checkpoint.remove(out)  # the run is finished: model.pt holds its weights

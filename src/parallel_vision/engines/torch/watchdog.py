@@ -152,7 +152,8 @@ class Watchdog:
 
     def bound(self) -> float:
         """Seconds without progress after which the current phase counts as stuck."""
-        history = self.durations.get(self.kind)
+        # A kind not seen yet (the first evaluation, the first checkpoint) is measured against the steps.
+        history = self.durations.get(self.kind) or self.durations.get("step")
         typical = statistics.median(history) if history else 0.0
         return max(self.timeout, K * typical)
 
@@ -190,7 +191,10 @@ class Watchdog:
         box: list[list[int]] = []
 
         def read() -> None:
-            box.append([int(self.store.add(f"pvision/beat/{r}", 0)) for r in range(self.world)])
+            try:
+                box.append([int(self.store.add(f"pvision/beat/{r}", 0)) for r in range(self.world)])
+            except Exception:  # noqa: BLE001 - the store's host is gone (reset): it does not answer
+                pass
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
