@@ -287,6 +287,19 @@ def test_runs_and_report_commands(bench: SimpleNamespace, tmp_path: Path) -> Non
     assert "PyTorch" in text.stdout and "Strong scaling" in text.stdout and "DDP" in text.stdout
 
 
+def test_a_ddp_bench_records_this_hosts_linktest_and_project_measures_against_it(bench: SimpleNamespace,
+                                                                                tmp_path: Path) -> None:
+    """A bench with a DDP run ends with a linktest of this host (ROOT/linktest.json), so `pvision project` shows
+    its error against the measured DDP run instead of projecting with no measured error."""
+    assert (bench.root / "linktest.json").exists(), bench.resumed.stdout[-2000:]
+    assert _manifest(bench.root)["linktest"]["state"] in ("done", "kept")
+    assert "linktest: all-reduce among 2 ranks on this host" in bench.resumed.stdout
+    projected = subprocess.run([sys.executable, "-m", "parallel_vision", "project", str(bench.root)],
+                               capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
+    assert projected.returncode == 0, projected.stderr
+    assert "measured N = 2 on 1 node(s) over its linktest" in projected.stdout, projected.stdout[-2000:]
+
+
 def test_corrupt_database_is_an_error_until_rebuilt(bench: SimpleNamespace, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(bench.root, copy, ignore=shutil.ignore_patterns("*.pt", "*.keras", "tb", "logs"))

@@ -95,3 +95,38 @@ def test_gpu_machine_leaves_threads_to_the_engine() -> None:
     plan = expand(get_preset("quick"), cores=16, gpus=2)
     assert all(p.cfg is not None and p.cfg.threads_per_worker is None for p in plan)
     assert not any(p.role == "reference" for p in plan)
+
+
+def test_every_preset_with_a_ddp_run_schedules_a_linktest_of_this_host(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`pvision project` needs ROOT/linktest.json to show its error against a measured DDP run: the bench records
+    one after a plan with a DDP run (the runner's own step, a fake measurement here), and keeps one already there."""
+    from parallel_vision.bench import presets, runner
+    from parallel_vision.projection.linktest import make_record, read_record, write_record
+
+    for name, spec in presets.PRESETS.items():
+        plan = expand(resolve_workers(spec, 2), cores=2)
+        has_ddp = any(p.cfg is not None and p.cfg.strategy == "ddp" and p.cfg.workers > 1 for p in plan)
+        assert (runner.linktest_workers(plan) == 2) == has_ddp, name
+    assert runner.linktest_workers(expand(get_preset("quick"), cores=2)) == 2
+    assert runner.linktest_workers(expand(BenchSpec(frameworks=("tensorflow",), workers=(1, 2)), cores=2)) is None
+
+    measured: list[int] = []
+
+    def fake(root, workers, log_file):  # type: ignore[no-untyped-def]
+        measured.append(workers)
+        write_record(make_record({4096: [1e-4], 1 << 20: [2e-3], 1 << 22: [8e-3]}, backend="gloo", device="cpu",
+                                 world_size=workers, nodes=1, processes_per_node=workers, host="h",
+                                 created_at="2026-01-01T00:00:00+00:00"), root)
+
+    bench = runner.Bench.__new__(runner.Bench)  # the linktest step alone: no data, no store
+    bench.plan_runs = expand(get_preset("quick"), cores=2)
+    bench.root, bench.echo, bench.overwrite, bench.manifest = tmp_path, lambda line: None, False, {}
+    (tmp_path / "logs").mkdir()
+    bench.linktest(runner=fake)
+    assert measured == [2] and read_record(tmp_path)["world_size"] == 2
+    assert bench.manifest["linktest"]["state"] == "done"
+    bench.linktest(runner=fake)  # a second bench into the same ROOT keeps it
+    assert measured == [2] and bench.manifest["linktest"]["state"] == "kept"
+    bench.overwrite = True
+    bench.linktest(runner=fake)
+    assert measured == [2, 2]

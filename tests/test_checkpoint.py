@@ -78,7 +78,12 @@ def test_unreadable_and_foreign_files_are_one_line_errors(tmp_path: Path) -> Non
     path.write_bytes(path.read_bytes()[:500])  # truncated
     with pytest.raises(EngineError, match="is not a readable checkpoint") as err:
         checkpoint.load(path)
-    assert "\n" not in str(err.value)
+    assert "\n" not in str(err.value) and "--overwrite" in str(err.value) and "last-good copy" in str(err.value)
+    path.write_bytes(random.Random(0).randbytes(20_000))  # overwritten with garbage: damaged, not a payload
+    with pytest.raises(EngineError, match="is not a readable checkpoint") as err:
+        checkpoint.load(path)
+    assert "\n" not in str(err.value) and "unpickle" not in str(err.value)
+    assert "--overwrite" in str(err.value) and "last-good copy" in str(err.value)
     torch.save({"w": torch.zeros(2)}, path)  # a model file, not a checkpoint
     with pytest.raises(EngineError, match="is not a parallel_vision checkpoint"):
         checkpoint.load(path)

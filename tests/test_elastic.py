@@ -29,6 +29,7 @@ from test_resume import (  # noqa: E402
     assert_same_metrics,
     clean_env,
     differing_tensors,
+    finish,
     job_list,
     mid_second_epoch,
     result,
@@ -115,3 +116,68 @@ def test_an_explicit_workers_that_differs_from_torchrun_is_refused(data_dir: Pat
     assert job.wait() != 0
     assert "pvision: error: --workers 4 but torchrun started WORLD_SIZE=2 processes" in job.text()
     assert not (tmp_path / "out" / "result.json").exists()
+
+
+def _spawned_workers(tag: str, count: int, timeout: float = 90.0) -> list[int]:
+    """The spawned DDP workers of this test's run, by start time (rank order: spawn starts rank 0 first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                env = (entry / "environ").read_bytes().split(b"\0")
+                cmdline = (entry / "cmdline").read_bytes()
+                started = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[19])
+            except (OSError, ValueError, IndexError):
+                continue
+            if f"PVISION_TEST_TAG={tag}".encode() in env and b"spawn_main" in cmdline:
+                found.append((started, int(entry.name)))
+        if len(found) == count:
+            return [pid for _, pid in sorted(found)]
+        time.sleep(0.1)
+    pytest.fail(f"not {count} spawned workers found")
+
+
+@pytest.mark.timeout(240)
+def test_a_partitioned_peer_ends_the_run_within_the_collective_timeout(data_dir: Path, tmp_path: Path,
+                                                                      jobs: list[Job]) -> None:
+    """SIGSTOP emulates a peer that vanishes without resetting its connections (a partition): the survivor
+    must give up within --collective-timeout (5 s; the environment's 60 s must lose to the option), name the
+    lost rank and host in one line, exit 75, take every process down, and the run must resume."""
+    import socket
+
+    out, tag = tmp_path / "lost", uuid.uuid4().hex
+    argv = [sys.executable, "-m", "parallel_vision", "train", "--data-dir", str(data_dir), "--out", str(out),
+            *RUN, "--collective-timeout", "5"]
+    job = start(jobs, argv, tmp_path / "lost.log", clean_env(PVISION_TEST_TAG=tag))
+    workers = _spawned_workers(tag, 2)
+    wait_for_checkpoint(job, out, lambda info: True)
+    os.kill(workers[1], signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    try:
+        code = job.wait(timeout=60)
+    finally:
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    elapsed = time.monotonic() - stopped_at
+    text = job.text()
+    assert code == 75, text[-3000:]
+    # 5 s without progress, a few heartbeats to see who is missing, the launcher: well under the 60 s of
+    # PVISION_DIST_TIMEOUT_S (which would mean the option was not honoured).
+    assert 3.0 < elapsed < 30.0, (elapsed, text[-3000:])
+    errors = [line for line in text.splitlines() if line.startswith("pvision: error:")]
+    assert len(errors) == 1 and "Traceback" not in text, text[-3000:]
+    assert f"rank 1 (host {socket.gethostname()}, 127.0.0.1) stopped answering" in errors[0], errors[0]
+    assert "waited in the all-reduce of step" in errors[0] or "waited in the checkpoint" in errors[0], errors[0]
+    assert f"the last checkpoint kept: {out / 'checkpoint.pt'} (" in errors[0], errors[0]
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "a DDP worker was left behind"
+
+    code, text = finish(jobs, [*argv, "--resume"], tmp_path / "resume.log")
+    assert code == 0, text[-3000:]
+    data = result(out)
+    assert data["status"] == "complete" and len(data["epochs"]) == 2 and data["reliability"]["resumed_from"]

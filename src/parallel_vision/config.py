@@ -164,6 +164,12 @@ class RunConfig:
     tensorboard: bool = knob("outputs", True, "Write TensorBoard scalars under OUT/tb.", identity="never")
     master_port: int | None = only("torch", "outputs", None, "Rendezvous port of a spawned DDP run on 127.0.0.1 "
                                    "(None: a free one, chosen at launch).", identity="never")
+    collective_timeout: float | None = only("torch", "outputs", None, "Seconds a DDP collective, the rendezvous "
+                                            "store and the step-progress watchdog wait for a lost peer before the run "
+                                            "ends with exit code 75 (None: $PVISION_DIST_TIMEOUT_S if set, else 300; "
+                                            "docs/reliability.md).", hint="TensorFlow's coordination service "
+                                            "heartbeats already end a run with a lost peer within seconds",
+                                            identity="never")
     extra: dict[str, Any] = knob("outputs", {}, "Free-form labels (e.g. the bench preset); never read by an engine.",
                                  identity="never")
 

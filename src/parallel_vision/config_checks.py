@@ -35,6 +35,10 @@ def validate(cfg: Any) -> None:
         _check_int("master_port", cfg.master_port, 1)
         if cfg.master_port > 65535:
             raise ConfigError(f"master_port must be a TCP port (1..65535); got {cfg.master_port}")
+    timeout = cfg.collective_timeout
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not math.isfinite(timeout) or timeout <= 0):
+        raise ConfigError(f"collective_timeout must be a positive number of seconds; got {timeout!r}")
     for name in ("limit_train", "limit_test", "threads_per_worker"):
         value = getattr(cfg, name)
         if value is not None:

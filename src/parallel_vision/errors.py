@@ -44,6 +44,14 @@ class DiskFullError(PVisionError):
         self.quota = quota  # EDQUOT (the user's quota), not ENOSPC (the filesystem)
 
 
+class PeerLostError(PVisionError):
+    """A DDP peer stopped answering (a partitioned or frozen host): a collective or the step-progress watchdog
+    waited the collective timeout. Its own exit code, EX_TEMPFAIL, so `torchrun --max-restarts` and schedulers
+    can tell it from a configuration or data error and retry (docs/reliability.md)."""
+
+    exit_code = 75
+
+
 class RunInterrupted(PVisionError):
     """A run was stopped by a signal after saving what it had."""
 

@@ -14,6 +14,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,12 +50,17 @@ from parallel_vision.config import usable_cores
 from parallel_vision.data.paths import absolute
 from parallel_vision.data.ready import ensure_dataset
 from parallel_vision.errors import ConfigError, DiskFullError, EngineError, PVisionError, RunInterrupted
+from parallel_vision.projection.linktest import LINKTEST_FILE, read_record
 from parallel_vision.provenance import code_version
 from parallel_vision.results.run_result import RunResult
 from parallel_vision.results.schema import RESULT_FILE
 from parallel_vision.results.store import BENCH_RUN_FILE, identity_hash, open_store
 
 MANIFEST = "bench.json"
+#: `pvision linktest` as the bench runs it after a plan with a DDP run: sizes up to 16 MiB (the fit's slope needs
+#: those from 1 MiB), 3 repeats, a few seconds on loopback; ROOT/linktest.json then lets `pvision project`
+#: show its error against the measured DDP run.
+LINKTEST_ARGS = ("--max-bytes", str(16 * 1024 * 1024), "--repeats", "3", "--budget-s", "1")
 
 
 @dataclass
@@ -93,12 +100,30 @@ def run_bench(
     try:
         for position, i in enumerate(todo, 1):
             bench.run_one(i, bench.heading(position, len(todo), i))
+        bench.linktest()
     except (KeyboardInterrupt, RunInterrupted):
         bench.interrupted()
     finally:
         if previous_term is not None:
             signal.signal(signal.SIGTERM, previous_term)
     return bench.finish()
+
+
+def linktest_workers(plan: list[PlannedRun]) -> int | None:
+    """Ranks for the linktest of this host when the plan holds a PyTorch DDP run of N > 1 workers (the largest N;
+    None: no DDP run, nothing to measure)."""
+    sizes = [p.cfg.workers for p in plan if p.cfg is not None and p.cfg.framework == "torch"
+             and p.cfg.strategy == "ddp" and p.cfg.workers > 1]
+    return max(sizes) if sizes else None
+
+
+def run_linktest(root: Path, workers: int, log_file: Path) -> None:
+    """`pvision linktest ROOT --workers N` (short sweep) in a child process, its output in `log_file`."""
+    cmd = [sys.executable, "-m", "parallel_vision", "linktest", str(root), "--workers", str(workers), *LINKTEST_ARGS]
+    with open(log_file, "wb") as log:
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+    if code:
+        raise EngineError(f"pvision linktest exited with {code}")
 
 
 def prepare_data(plan: list[PlannedRun], data_dir: str | None) -> list[PlannedRun]:
@@ -297,6 +322,35 @@ class Bench:
                   f"{s['images_per_s_excl_warmup']:.0f} img/s · test acc {100 * s['test_accuracy']:.2f} %"
                   + (f" · other processes used {others:.1f} cores meanwhile" if others >= BUSY_CORES else ""))
 
+    # -- the link -----------------------------------------------------------------------------
+    def linktest(self, runner: Any = None) -> None:
+        """After a plan with a DDP run: measure this host's all-reduce link into ROOT/linktest.json (a few seconds),
+        so `pvision project ROOT` can show its error against the measured run. A record already there is kept
+        (a user's multi-node one above all); `--overwrite` measures a single-host one again. A failure is a
+        warning: the runs are what the bench is for."""
+        workers = linktest_workers(self.plan_runs)
+        if workers is None:
+            return
+        path = self.root / LINKTEST_FILE
+        kept = _readable_record(path)
+        if kept is not None and not (self.overwrite and int(kept.get("nodes") or 1) == 1):
+            self.manifest["linktest"] = {"state": "kept", "path": LINKTEST_FILE}
+            return
+        log_file = self.root / "logs" / "linktest.log"
+        self.echo(f"linktest: all-reduce among {workers} ranks on this host (for `pvision project`) …")
+        t0 = time.monotonic()
+        try:
+            (runner or run_linktest)(self.root, workers, log_file)
+            read_record(path)
+        except (PVisionError, OSError) as exc:
+            self.manifest["linktest"] = {"state": "failed", "reason": _first_line(exc)}
+            self.echo(f"    linktest FAILED — {_first_line(exc)} (see {log_file}); `pvision linktest {self.root}` "
+                      "measures it by hand")
+            return
+        self.manifest["linktest"] = {"state": "done", "path": LINKTEST_FILE, "workers": workers,
+                                     "seconds": round(time.monotonic() - t0, 2)}
+        self.echo(f"    done in {time.monotonic() - t0:.1f} s → {path}")
+
     # -- the end ----------------------------------------------------------------------------
     def interrupted(self) -> None:
         self.manifest.update(status="interrupted", finished_at=now())
@@ -320,6 +374,16 @@ class Bench:
         self.save_manifest()
         self.store.close()
         return self.outcome
+
+
+def _readable_record(path: Path) -> dict[str, Any] | None:
+    """The linktest record at `path`, or None when there is none or it cannot be read."""
+    if not path.exists():
+        return None
+    try:
+        return read_record(path)
+    except PVisionError:
+        return None
 
 
 def _first_line(exc: BaseException) -> str:

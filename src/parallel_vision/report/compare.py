@@ -1,4 +1,4 @@
-"""The TF-vs-PyTorch comparison, written from the measured numbers.
+"""The frameworks' comparison (PyTorch, TensorFlow, JAX), written from the measured numbers.
 
 Every sentence is a template filled with numbers from ReportData, and its
 direction (faster, slower, scales better, …) is decided by those numbers. A
@@ -21,6 +21,9 @@ TIE = 0.03
 #: framework's default initialisation, above which the report names the measured cause.
 INIT_GAP_PP = 5.0
 INIT_DOC = "docs/definitions.md, section “Framework defaults vs aligned initialisation”"
+#: Parallel efficiency above 1 + this (a speedup above N on N workers) is superlinear: not better scaling but a
+#: measurement artefact or a 1-worker baseline that underuses its core; such a row is never ranked.
+SUPERLINEAR_TOL = 0.02
 
 
 def _fw(name: str) -> str:
@@ -101,6 +104,15 @@ def single_process_sentences(data: ReportData) -> list[str]:
     return out
 
 
+def superlinear(r: ScalingRow) -> bool:
+    """A speedup above N on N workers, beyond noise (SUPERLINEAR_TOL)."""
+    return r.efficiency.median > 1 + SUPERLINEAR_TOL
+
+
+def _images(x: Spread) -> str:
+    return f"{x.median:,.0f}"
+
+
 def scaling_sentences(rows: list[ScalingRow], mode: str) -> list[str]:
     out = []
     by_n: dict[int, list[ScalingRow]] = {}
@@ -109,10 +121,17 @@ def scaling_sentences(rows: list[ScalingRow], mode: str) -> list[str]:
     what = "global batch fixed" if mode == "strong" else "per-worker batch fixed"
     for n, rs in sorted(by_n.items()):
         parts = [f"{_fw(r.point.framework)} {_st(r.point.strategy)} S = {r.speedup.median:.2f} "
-                 f"(E = {100 * r.efficiency.median:.0f} %)" for r in rs]
+                 f"(E = {100 * r.efficiency.median:.0f} %; {_images(r.baseline.throughput)} → "
+                 f"{_images(r.point.throughput)} images/s)" for r in rs]
         sentence = f"{mode.capitalize()} scaling to {n} workers ({what}): " + "; ".join(parts) + "."
-        torch_rows = [r for r in rs if r.point.framework == "torch"]
-        tf_rows = [r for r in rs if r.point.framework == "tensorflow"]
+        odd = [r for r in rs if superlinear(r)]
+        for r in odd:
+            sentence += (f" {_fw(r.point.framework)} {_st(r.point.strategy)}'s E above 100 % (more than {n}× its "
+                         f"1-worker speed on {n} workers) is a measurement artefact, not better scaling: most likely "
+                         f"its 1-worker baseline ({r.baseline.label}) underuses its core, or timing noise; it is "
+                         "not ranked.")
+        torch_rows = [r for r in rs if r.point.framework == "torch" and not superlinear(r)]
+        tf_rows = [r for r in rs if r.point.framework == "tensorflow" and not superlinear(r)]
         if torch_rows and tf_rows:
             bt = max(torch_rows, key=lambda r: r.speedup.median)
             bf = max(tf_rows, key=lambda r: r.speedup.median)
@@ -129,6 +148,33 @@ def scaling_sentences(rows: list[ScalingRow], mode: str) -> list[str]:
                 sentence += (f" {_fw(r.point.framework)} {_st(r.point.strategy)} ×{n} is slower than its own "
                              f"1-worker run ({1 / r.speedup.median:.2f}× the epoch time).")
         out.append(sentence)
+    return out
+
+
+def baseline_speed_sentences(rows: list[ScalingRow]) -> list[str]:
+    """How far apart the frameworks' own 1-worker speeds are: efficiency alone hides it."""
+    out = []
+    by_n: dict[int, list[ScalingRow]] = {}
+    for r in rows:
+        by_n.setdefault(r.workers, []).append(r)
+    for n, rs in sorted(by_n.items()):
+        best: dict[str, ScalingRow] = {}
+        for r in rs:  # each framework's fastest N-worker row, with its own 1-worker baseline
+            held = best.get(r.point.framework)
+            if held is None or r.point.throughput.median > held.point.throughput.median:
+                best[r.point.framework] = r
+        if len(best) < 2:
+            continue
+        ordered = sorted(best.values(), key=lambda r: -r.baseline.throughput.median)
+        fast, slow = ordered[0].baseline.throughput, ordered[-1].baseline.throughput
+        if not resolved(fast, slow):
+            continue
+        ones = ", ".join(f"{_fw(r.point.framework)} {_images(r.baseline.throughput)}" for r in ordered)
+        ns = ", ".join(f"{_fw(r.point.framework)} {_images(r.point.throughput)}"
+                       for r in sorted(ordered, key=lambda r: -r.point.throughput.median))
+        out.append(f"The frameworks' 1-worker speeds differ up to {fast.median / slow.median:.1f}× ({ones} "
+                   f"images/s); at {n} workers: {ns} images/s. Efficiency compares each framework with its own "
+                   "1-worker run, not which one trains fastest.")
     return out
 
 
@@ -283,7 +329,10 @@ def paper_claim_sentences(data: ReportData) -> list[str]:
     if tf2 and ddp2:
         a, b = max(tf2, key=lambda r: r.workers), max(ddp2, key=lambda r: r.workers)
         if a.workers == b.workers:
-            if not resolved(a.speedup, b.speedup):
+            if superlinear(a) or superlinear(b):
+                verdict = ("not decided here: an efficiency above 100 % is a measurement artefact, not better "
+                           "scaling")
+            elif not resolved(a.speedup, b.speedup):
                 verdict = "neither scales better here"
             elif a.speedup.median > b.speedup.median:
                 verdict = "TensorFlow scales better here, as the paper concludes"
@@ -307,11 +356,20 @@ def paper_claim_sentences(data: ReportData) -> list[str]:
     return out
 
 
+def frameworks_title(data: ReportData) -> str:
+    """The comparison section's name, for the frameworks it holds: 'PyTorch, TensorFlow and JAX compared'."""
+    names = [_fw(f) for f in data.frameworks]
+    if len(names) < 2:
+        return f"{names[0] if names else 'The runs'}: speed, scaling and costs"
+    return f"{', '.join(names[:-1])} and {names[-1]} compared"
+
+
 def comparison(data: ReportData) -> list[tuple[str, list[str]]]:
-    """Headed paragraphs of the TF-vs-PyTorch comparison (empty sections left out)."""
+    """Headed paragraphs of the frameworks' comparison (empty sections left out)."""
     sections: list[tuple[str, list[str]]] = [
         ("Single-process speed", single_process_sentences(data)),
-        ("Scaling", scaling_sentences(data.strong, "strong") + scaling_sentences(data.weak, "weak")),
+        ("Scaling", scaling_sentences(data.strong, "strong") + baseline_speed_sentences(data.strong)
+         + scaling_sentences(data.weak, "weak")),
         ("Against the best single-process run", best_single_sentences(data.strong + data.weak)),
         ("Accuracy", accuracy_sentences(data) + init_gap_sentences(data)),
         ("Fixed costs", overhead_sentences(data)),
@@ -326,6 +384,7 @@ def headline(data: ReportData) -> list[str]:
     """Two or three sentences for the top of the report."""
     out: list[str] = []
     out += scaling_sentences(data.strong, "strong")[:1]
+    out += baseline_speed_sentences(data.strong)[:1]
     out += best_single_sentences(data.strong)[:2]
     out += single_process_sentences(data)[:1]
     if out:

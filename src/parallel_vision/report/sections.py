@@ -205,7 +205,8 @@ def _comparison(data: ReportData) -> Section:
                                 f"{compare.noise_rule(data)}", muted=True)]
     for heading, sentences in compare.comparison(data):
         blocks += [Heading(heading), Bullets(sentences)]
-    return Section("compare", "TensorFlow vs PyTorch, from these measurements", "TensorFlow vs PyTorch", blocks)
+    title = compare.frameworks_title(data)
+    return Section("compare", f"{title}, from these measurements", title, blocks)
 
 
 def _paper(data: ReportData) -> Section:

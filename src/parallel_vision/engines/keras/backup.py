@@ -147,7 +147,8 @@ class KerasBackups:
             records = list(state["records"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise EngineError(
-                f"{path} is not a readable backup ({str(exc)[:160]}); delete it or use --overwrite") from None
+                f"{path} is not a readable backup ({str(exc)[:160]}); run again with --overwrite to start from the "
+                "beginning, or put back a last-good copy of the backup if you keep one") from None
         old = state.get("config_identity")
         if old != identity:
             fields = differing_fields(old if isinstance(old, dict) else {}, identity)

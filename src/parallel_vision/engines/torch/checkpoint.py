@@ -196,14 +196,16 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise EngineError(f"{path}: no checkpoint to resume from") from None
-    except pickle.UnpicklingError:
-        raise EngineError(
-            f"{path} is not a plain-tensor checkpoint: it asks to unpickle arbitrary objects, which could "
-            "run code; refused (delete it, or use another --out)"
-        ) from None
+    except pickle.UnpicklingError as exc:
+        if _asks_for_objects(exc):
+            raise EngineError(
+                f"{path} is not a plain-tensor checkpoint: it asks to unpickle arbitrary objects, which could "
+                "run code; refused (delete it, or use another --out)"
+            ) from None
+        damaged = _first_words(exc)
+        raise EngineError(f"{path} is not a readable checkpoint (damaged: {damaged}); {DAMAGED_FIX}") from None
     except Exception as exc:  # noqa: BLE001 - truncated zip, bad magic, wrong format: one line either way
-        detail = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
-        raise EngineError(f"{path} is not a readable checkpoint ({detail[:160]})") from None
+        raise EngineError(f"{path} is not a readable checkpoint ({_first_words(exc)}); {DAMAGED_FIX}") from None
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise EngineError(f"{path} is not a parallel_vision checkpoint")
     if data.get("format") != FORMAT:
@@ -212,6 +214,26 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
     if missing:
         raise EngineError(f"{path} is incomplete: it lacks {', '.join(missing)}")
     return data
+
+
+#: What to do about a damaged checkpoint file (truncated, overwritten), for the one-line error.
+DAMAGED_FIX = ("run again with --overwrite to start from the beginning, or put back a last-good copy of "
+               "checkpoint.pt if you keep one")
+
+
+def _asks_for_objects(exc: BaseException) -> bool:
+    """Whether torch's restricted unpickler refused a class or function (a payload), not damaged bytes."""
+    text = " ".join(str(e) for e in (exc, exc.__context__) if e is not None)
+    return "Unsupported global" in text or "not an allowed global" in text
+
+
+def _first_words(exc: BaseException) -> str:
+    """The cause in a few words: torch's last specific line (after 'WeightsUnpickler error:') or its first."""
+    text = str(exc).strip()
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+    first = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
+    return first[:160]
 
 
 # --------------------------------------------------------------------------- elastic restarts

@@ -21,8 +21,8 @@ import torch.distributed as dist
 
 from parallel_vision import envvars
 from parallel_vision.config import RunConfig
-from parallel_vision.engines.torch import checkpoint
-from parallel_vision.errors import ConfigError, EngineError, PVisionError, RunInterrupted, known_error
+from parallel_vision.engines.torch import checkpoint, watchdog
+from parallel_vision.errors import EngineError, PeerLostError, PVisionError, RunInterrupted, known_error
 from parallel_vision.ports import free_port
 from parallel_vision.signals import StopRequest, exit_code_in
 
@@ -264,18 +264,16 @@ def _count_allreduce_on(group: Any, timer: CommTimer) -> None:
 
 
 # --------------------------------------------------------------------------- process groups
-#: Seconds a collective (and the spawn rendezvous) may wait for a peer before failing; torch's default.
+#: Seconds a collective (and the rendezvous store) may wait for a peer before failing, when --collective-timeout
+#: is not given (default 300 s: watchdog.timeout_s).
 TIMEOUT_ENV = envvars.DIST_TIMEOUT_S
 #: Seconds the spawn parent lets the other workers finish on their own after one of them failed.
 SPAWN_GRACE_S = 30.0
 
 
-def timeout() -> timedelta:
-    try:
-        seconds = float(os.environ.get(TIMEOUT_ENV, "1800"))
-    except ValueError:
-        raise ConfigError(f"{TIMEOUT_ENV} must be a number of seconds; got {os.environ[TIMEOUT_ENV]!r}") from None
-    return timedelta(seconds=max(1.0, seconds))
+def timeout(option: float | None = None) -> timedelta:
+    """The collective timeout: `--collective-timeout` (`option`), else $PVISION_DIST_TIMEOUT_S, else 300 s."""
+    return timedelta(seconds=watchdog.timeout_s(option))
 
 
 def run_in_group(body: Body, cfg: RunConfig, backend: str, store: dist.Store | None = None,
@@ -284,15 +282,24 @@ def run_in_group(body: Body, cfg: RunConfig, backend: str, store: dist.Store | N
     ctx = Dist.from_env()
     if backend == "nccl":
         torch.cuda.set_device(ctx.local_rank)
-    dist.init_process_group(backend, rank=ctx.rank, world_size=ctx.world_size, store=store, timeout=timeout())
+    wait = timeout(cfg.collective_timeout)
+    dist.init_process_group(backend, rank=ctx.rank, world_size=ctx.world_size, store=store, timeout=wait)
+    dog = watchdog.start_for(ctx.rank, ctx.world_size, wait.total_seconds())
     try:
         body(cfg, ctx, stop)
         dist.barrier()
+    except Exception as exc:
+        # A collective (or the store) waited the timeout for a peer: name it and exit 75 (never returns).
+        if ctx.world_size > 1 and not isinstance(exc, PVisionError) and watchdog.is_peer_timeout(exc):
+            dog.peer_lost(f"a collective waited the {wait.total_seconds():.0f} s timeout: "
+                          f"{watchdog.timeout_text(exc)}", exc)
+        raise
     finally:
+        dog.stop()
         dist.destroy_process_group()
 
 
-def restarted_torchrun_store() -> dist.Store | None:
+def restarted_torchrun_store(option: float | None = None) -> dist.Store | None:
     """After a torchrun restart: torchrun's shared store, under a prefix of this attempt.
 
     torchrun keeps one TCPStore for all rendezvous rounds and hands it to the workers without a
@@ -304,17 +311,17 @@ def restarted_torchrun_store() -> dist.Store | None:
     if restart <= 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-                          timeout=timeout())
+                          timeout=timeout(option))
     return dist.PrefixStore(f"parallel_vision/restart_{restart}", store)
 
 
-def loopback_store(rank: int, world: int, port: int) -> dist.TCPStore:
+def loopback_store(rank: int, world: int, port: int, option: float | None = None) -> dist.TCPStore:
     """The spawn rendezvous on 127.0.0.1 only: rank 0 listens on a loopback socket it made itself (a
     TCPStore given just a port would listen on every interface)."""
     import socket
 
     if rank != 0:
-        return dist.TCPStore("127.0.0.1", port, world, is_master=False, timeout=timeout())
+        return dist.TCPStore("127.0.0.1", port, world, is_master=False, timeout=timeout(option))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -324,22 +331,23 @@ def loopback_store(rank: int, world: int, port: int) -> dist.TCPStore:
         raise EngineError(f"port {port} on 127.0.0.1 was taken before the DDP rendezvous could use it; "
                           "run again") from None
     sock.listen(128)
-    return dist.TCPStore("127.0.0.1", port, world, is_master=True, timeout=timeout(), wait_for_workers=False,
+    return dist.TCPStore("127.0.0.1", port, world, is_master=True, timeout=timeout(option), wait_for_workers=False,
                          master_listen_fd=sock.detach())
 
 
 # --------------------------------------------------------------------------- spawn
-def _spawned_worker(rank: int, body: Body, cfg: RunConfig, backend: str, port: int) -> None:
+def _spawned_worker(rank: int, body: Body, cfg: RunConfig, backend: str, port: int, lost_dir: str) -> None:
     """Body of one `torch.multiprocessing.spawn` worker: join the group, run `body`, leave."""
     # First thing: a SIGINT now would otherwise be a KeyboardInterrupt that spawn treats as a clean exit.
     stop = StopRequest().install()
     os.environ.update(
         {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(cfg.workers),
-         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), watchdog.MESSAGE_DIR_ENV: lost_dir}
     )
     if "GLOO_SOCKET_IFNAME" not in os.environ and os.path.exists("/sys/class/net/lo"):
         os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # gloo's pairs on loopback too (else: the hostname's address)
-    run_in_group(body, cfg, backend, store=loopback_store(rank, cfg.workers, port), stop=stop)
+    run_in_group(body, cfg, backend, store=loopback_store(rank, cfg.workers, port, cfg.collective_timeout),
+                 stop=stop)
 
 
 def worker_error(trace: str) -> PVisionError:
@@ -360,26 +368,51 @@ def spawn(body: Body, cfg: RunConfig, backend: str) -> None:
     `body` must be a module-level function (it is pickled by reference into each worker).
     """
     import logging
+    import shutil
+    import tempfile
 
     import torch.multiprocessing as mp
-
 
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # we report the failure ourselves
 
     workers: list[Any] = []
+    lost_dir = tempfile.mkdtemp(prefix="pvision-peer-")  # where a worker that lost a peer leaves its line
     # SIGINT/SIGTERM to this process go on to every worker; they agree on a step, checkpoint and stop.
     with StopRequest(forward_to=lambda: [p.pid for p in workers if p.is_alive()]) as stop:
         try:
             port = cfg.master_port or free_port()  # a user's port was checked free by the launcher
-            context = mp.start_processes(_spawned_worker, args=(body, cfg, backend, port), nprocs=cfg.workers,
-                                         join=False, start_method="spawn")
+            context = mp.start_processes(_spawned_worker, args=(body, cfg, backend, port, lost_dir),
+                                         nprocs=cfg.workers, join=False, start_method="spawn")
             workers.extend(context.processes)
-            while not context.join(grace_period=SPAWN_GRACE_S):
+            while not _join(context, workers):
                 pass
-        except mp.ProcessRaisedException as exc:
-            raise worker_error(str(exc)) from None
-        except mp.ProcessExitedException as exc:
+        except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
+            lost = watchdog.message_from(lost_dir)
+            if lost is not None:
+                raise PeerLostError(lost) from None
+            if isinstance(exc, mp.ProcessRaisedException):
+                raise worker_error(str(exc)) from None
             if stop.requested:
                 raise RunInterrupted(f"stopped by {stop.name}: a DDP worker exited before saving ({exc})",
                                      exit_code=stop.exit_code) from None
             raise EngineError(f"a DDP worker died: {exc}") from None
+        finally:
+            shutil.rmtree(lost_dir, ignore_errors=True)
+
+
+def _join(context: Any, workers: list[Any]) -> bool:
+    """`context.join`, but a worker that lost a peer (exit 75) first takes the others down at once: the lost
+    peer does not answer, and may be stopped (a SIGTERM stays pending), so spawn's grace period would only
+    hold the exit up by a minute."""
+    from multiprocessing.connection import wait
+
+    alive = [p for p in workers if p.exitcode is None]
+    ready = wait([p.sentinel for p in alive]) if alive else []
+    for p in alive:
+        if p.sentinel in ready:
+            p.join(5.0)  # its pipe closes a moment before its exit status can be collected
+    if any(p.exitcode == PeerLostError.exit_code for p in workers):
+        for p in workers:
+            if p.exitcode is None:
+                p.kill()
+    return bool(context.join(grace_period=SPAWN_GRACE_S))

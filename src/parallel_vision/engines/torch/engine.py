@@ -44,7 +44,7 @@ def train_and_evaluate(cfg: RunConfig) -> None:
         world = int(os.environ["WORLD_SIZE"])
         if world != cfg.workers:
             raise ConfigError(f"--workers {cfg.workers} but torchrun started WORLD_SIZE={world} processes")
-        run_in_group(_train, cfg, backend(cfg), store=restarted_torchrun_store())
+        run_in_group(_train, cfg, backend(cfg), store=restarted_torchrun_store(cfg.collective_timeout))
     else:
         spawn(_train, cfg, backend(cfg))
 
@@ -76,6 +76,7 @@ def _train(cfg: RunConfig, dist: Dist, stop: StopRequest | None = None) -> None:
             board.close(quiet=True)  # a no-op after the close above
         if trainer.final_eval_needed:  # resumed after the last epoch from a checkpoint without predictions
             trainer.last_predictions = trainer.evaluate()[2]  # (collective: the flag is the same on every rank)
+        trainer._begin("the end of the run, while rank 0 writes the outputs", "outputs")  # for the watchdog
         write_outputs(trainer, out, "complete")
         if dist.master:
             checkpoint.remove(out)  # the run is finished: model.pt holds its weights

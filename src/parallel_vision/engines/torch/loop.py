@@ -8,6 +8,7 @@ state behind them are `resume.Resumable`'s.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from parallel_vision.config import RunConfig, reached_target
 from parallel_vision.engines.common import EpochProgress, epoch_record, steps_per_epoch
-from parallel_vision.engines.torch import build
+from parallel_vision.engines.torch import build, checkpoint, watchdog
 from parallel_vision.engines.torch.data import epoch_permutation, eval_shard, load_data, shard_slice
 from parallel_vision.engines.torch.devices import choose_device, synchronize
 from parallel_vision.engines.torch.dist import CommTimer, Dist
@@ -69,6 +70,10 @@ class Trainer(Resumable):
         self._stop_signum = 0
         self._paused = 0.0
         self._init_checkpoints()
+        # The lost-peer watchdog of a DDP group (None otherwise): each step, evaluation and checkpoint reports in.
+        self.watchdog = watchdog.current()
+        if self.watchdog is not None:
+            self.watchdog.last_checkpoint = self._last_checkpoint
         # How often all ranks agree on "stop?" and "finite?": every step on the CPU (a tiny gloo
         # all-reduce), every 16 steps on CUDA (each check is a host sync).
         self.poll_every = 1 if self.device.type == "cpu" else 16
@@ -101,6 +106,20 @@ class Trainer(Resumable):
         if replicas is not None:
             torch.cuda.set_rng_state_all(replicas)
         self.comm.take()
+
+    # -- progress, for the lost-peer watchdog ---------------------------------------------
+    def _begin(self, what: str, kind: str) -> None:
+        if self.watchdog is not None:
+            self.watchdog.begin(what, kind)
+
+    def _done(self, kind: str) -> None:
+        if self.watchdog is not None:
+            self.watchdog.done(kind)
+
+    def _last_checkpoint(self) -> str:
+        if self.out is None or self._last_good is None:
+            return "none had been written yet"
+        return f"{self.out / checkpoint.CHECKPOINT_FILE} ({self._last_good})"
 
     # -- one step -------------------------------------------------------------------------
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,6 +164,7 @@ class Trainer(Resumable):
         """Train from `start_epoch` to the end; `on_epoch(record)` after each epoch, before its checkpoint."""
         for epoch in range(self.start_epoch, self.cfg.epochs):
             record = self.run_epoch(epoch, progress)
+            warn = epoch == self.start_epoch
             if not np.isfinite(record["train_loss"]):
                 raise EngineError(self._diverged("the training loss became non-finite", epoch,
                                                  steps_per_epoch(self.train.n, self.cfg.batch_size)))
@@ -152,6 +172,10 @@ class Trainer(Resumable):
             progress.end_epoch(record)
             on_epoch(record)
             self.end_of_epoch(epoch)
+            if warn and self.watchdog is not None and self.dist.master:
+                line = watchdog.timeout_warning(self.watchdog)  # the timeout against the first epoch measured
+                if line:
+                    print(line, file=sys.stderr, flush=True)
             if reached_target(self.cfg, record["test_accuracy"]):  # the same accuracy on every rank: all stop
                 break
 
@@ -182,6 +206,7 @@ class Trainer(Resumable):
         self._paused = 0.0
         start = time.perf_counter()
         for step in range(first, steps):
+            self._begin(f"the all-reduce of step {step + 1} of epoch {epoch + 1}", "step")
             t = time.perf_counter()
             idx = order[shard_slice(step, cfg.batch_size, self.dist.rank, self.dist.world_size)]
             x, y = self.train.batch(idx, key=(epoch, step, self.dist.rank))
@@ -198,6 +223,7 @@ class Trainer(Resumable):
                    and done < steps)
             if due or done == steps or global_step % self.poll_every == 0:
                 self._poll(epoch, done, loss_sum)
+            self._done("step")
             if due or self._stop_signum:
                 synchronize(self.device)
                 sums = {"loss_sum": loss_sum, "correct": correct, "data_time_s": data_time,
@@ -211,10 +237,12 @@ class Trainer(Resumable):
         comm_time = prior_comm + self.comm.take() if self.comm.measured else None
 
         seen = steps * cfg.batch_size
+        self._begin(f"the evaluation after epoch {epoch + 1}", "evaluation")
         total_loss, total_correct = self._all_sum(loss_sum, correct.double())
         t = time.perf_counter()
         test_loss, test_acc, preds = self.evaluate()
         eval_time = time.perf_counter() - t
+        self._done("evaluation")
         self.last_predictions = preds
         return epoch_record(
             epoch=epoch + 1,

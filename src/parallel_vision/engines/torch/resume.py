@@ -129,6 +129,9 @@ class Resumable:
         """
         if self.out is None:
             return
+        dog = getattr(self, "watchdog", None)  # the lost-peer watchdog of a DDP group (loop.Trainer's)
+        if dog is not None:
+            dog.begin(f"the checkpoint {self._position(epoch, step)}", "checkpoint")
         t = time.perf_counter()
         synchronize(self.device)
         state = self.state_dict()
@@ -167,6 +170,8 @@ class Resumable:
                 "reliability": json.loads(json.dumps(self.reliability)),
             })
         self._last_good = self._position(epoch, step)
+        if dog is not None:
+            dog.done("checkpoint")
         seconds = time.perf_counter() - t
         self._paused += seconds
         self.reliability["checkpoint_time_s"] += seconds
