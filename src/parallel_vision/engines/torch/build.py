@@ -17,7 +17,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from parallel_vision.config import RunConfig
 from parallel_vision.engines import levers
 from parallel_vision.engines.common import steps_per_epoch
-from parallel_vision.engines.torch.dist import CommTimer
+from parallel_vision.engines.torch.comm import CommTimer
 from parallel_vision.engines.torch.sync_batchnorm import convert_sync_batchnorm
 from parallel_vision.models import init as model_init
 from parallel_vision.models.torch_fused import BatchNormReLUMaxPool2d, fuse_bn_relu_pool

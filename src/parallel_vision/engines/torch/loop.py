@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from parallel_vision.config import RunConfig, reached_target
 from parallel_vision.engines.common import EpochProgress, epoch_record, steps_per_epoch
 from parallel_vision.engines.torch import build, checkpoint, watchdog
+from parallel_vision.engines.torch.comm import CommTimer
 from parallel_vision.engines.torch.data import epoch_permutation, eval_shard, load_data, shard_slice
 from parallel_vision.engines.torch.devices import choose_device, synchronize
-from parallel_vision.engines.torch.dist import CommTimer, Dist
+from parallel_vision.engines.torch.dist import Dist
 from parallel_vision.engines.torch.resume import Resumable
 from parallel_vision.errors import EngineError
 

@@ -21,7 +21,7 @@ from parallel_vision.atomic import atomic_write_bytes
 from parallel_vision.engines.common import peak_rss_mib
 from parallel_vision.engines.outputs import FinishedRun, write_run
 from parallel_vision.engines.torch import build, checkpoint
-from parallel_vision.engines.torch.dist import steady_steps
+from parallel_vision.engines.torch.comm import steady_steps
 from parallel_vision.provenance import host_environment
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def write_outputs(trainer: Trainer, out: Path, status: str) -> None:
 
 def lever_summary(trainer: Trainer) -> dict[str, Any]:
     """comm_bytes_per_step: the median over the run's optimiser steps of the bytes one worker handed to the
-    gradient all-reduce, PowerSGD's uncompressed first steps left out (dist.steady_steps). DDP only."""
+    gradient all-reduce, PowerSGD's uncompressed first steps left out (comm.steady_steps). DDP only."""
     if not trainer.step_bytes:
         return {}
     return {"comm_bytes_per_step": float(np.median(steady_steps(trainer.cfg.grad_compression, trainer.step_bytes)))}

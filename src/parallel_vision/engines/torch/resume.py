@@ -33,8 +33,9 @@ from parallel_vision.signals import StopRequest
 
 if TYPE_CHECKING:
     from parallel_vision.config import RunConfig
+    from parallel_vision.engines.torch.comm import CommTimer
     from parallel_vision.engines.torch.data import DeviceData
-    from parallel_vision.engines.torch.dist import CommTimer, Dist
+    from parallel_vision.engines.torch.dist import Dist
 
 
 class Resumable:
