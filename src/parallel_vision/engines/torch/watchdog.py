@@ -105,7 +105,8 @@ def start_for(rank: int, world: int, timeout: float) -> Watchdog:
     peers: list[Any] = [None] * world
     dist.all_gather_object(peers, my_address())
     store = dist.distributed_c10d._get_default_store()
-    _CURRENT = Watchdog(rank, world, timeout, store, peers, lambda: "none had been written yet").start()
+    _CURRENT = Watchdog(rank=rank, world=world, timeout=timeout, store=store, peers=peers,
+                        last_checkpoint=lambda: "none had been written yet").start()
     return _CURRENT
 
 
