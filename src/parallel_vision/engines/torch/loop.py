@@ -8,6 +8,8 @@ state behind them are `resume.Resumable`'s.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from parallel_vision import envvars
 from parallel_vision.config import RunConfig, reached_target
 from parallel_vision.engines.common import EpochProgress, epoch_record, steps_per_epoch
 from parallel_vision.engines.torch import build
@@ -24,6 +27,7 @@ from parallel_vision.engines.torch.devices import choose_device, synchronize
 from parallel_vision.engines.torch.dist import CommTimer, Dist
 from parallel_vision.engines.torch.resume import Resumable
 from parallel_vision.errors import EngineError
+from parallel_vision.results.stragglers import rank_summary
 
 
 class Stopped(Exception):
@@ -62,6 +66,11 @@ class Trainer(Resumable):
 
         self.records: list[dict[str, Any]] = []
         self.step_bytes: list[int] = []  # bytes this worker handed to all-reduce, per optimiser step (DDP)
+        # (step wall s, all-reduce s) per optimiser step on this rank: DDP on the CPU, where a step is synchronous
+        # (on CUDA the host's clock would time kernel launches); gathered once at the end (per_rank_summary).
+        self.step_times: list[tuple[float, float]] = []
+        self.time_steps = self.comm.measured and self.device.type == "cpu"
+        self._test_slow_s = _test_slowdown(dist.rank)
         self.start_epoch = 0
         self.last_predictions: np.ndarray | None = None  # rank 0's; None on the other ranks
         self.final_eval_needed = False
@@ -186,7 +195,12 @@ class Trainer(Resumable):
             idx = order[shard_slice(step, cfg.batch_size, self.dist.rank, self.dist.world_size)]
             x, y = self.train.batch(idx, key=(epoch, step, self.dist.rank))
             data_time += time.perf_counter() - t
+            if self._test_slow_s:
+                time.sleep(self._test_slow_s)  # TEST HOOK (envvars.TEST_SLOW_RANK): a straggler on purpose
+            comm_before = self.comm.seconds
             loss, logits = self._step(x, y)
+            if self.time_steps:
+                self.step_times.append((time.perf_counter() - t, self.comm.seconds - comm_before))
             if self.comm.measured:
                 self.step_bytes.append(self.comm.take_bytes())
             loss_sum += loss.detach().double() * y.shape[0]
@@ -240,6 +254,13 @@ class Trainer(Resumable):
         if self._stop_signum:
             raise Stopped(epoch + 1, 0)
 
+    def per_rank_summary(self) -> list[dict[str, Any]] | None:
+        """Collective: every rank's step-time summary (results.stragglers.rank_summary), in rank order, on every
+        rank; None where steps are not timed (not DDP, or not on the CPU). One small object per rank, once."""
+        if not self.time_steps:
+            return None
+        return self.dist.all_gather_object(rank_summary(self.dist.rank, socket.gethostname(), self.step_times))
+
     # -- agreement between ranks ----------------------------------------------------------
     def _all_sum(self, *values: torch.Tensor) -> list[float]:
         stacked = torch.stack([v.detach().double().to(self.device) for v in values])
@@ -284,3 +305,16 @@ class Trainer(Resumable):
         gathered = self.dist.all_gather_object(local.cpu().numpy())
         predictions = np.concatenate(gathered) if self.dist.master else None
         return total_loss / self.test.n, total_correct / self.test.n, predictions
+
+
+def _test_slowdown(rank: int) -> float:
+    """TEST HOOK (envvars.TEST_SLOW_RANK = "RANK:SECONDS"): the seconds this rank sleeps in every training step,
+    so a test can make a straggler on purpose; 0 unless the variable names this rank."""
+    spec = os.environ.get(envvars.TEST_SLOW_RANK, "")
+    if not spec:
+        return 0.0
+    which, _, seconds = spec.partition(":")
+    try:
+        return float(seconds) if int(which) == rank else 0.0
+    except ValueError:
+        raise EngineError(f"{envvars.TEST_SLOW_RANK} must be RANK:SECONDS; got {spec!r}") from None
