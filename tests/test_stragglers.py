@@ -73,7 +73,8 @@ def test_rank_summary_is_the_distribution_of_step_compute_and_wait() -> None:
 
 # --------------------------------------------------------------------------- pvision project's skew default
 def _run(path: str, batch: int, step: float, per_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    summary: dict[str, Any] = {"per_worker_batch": batch, "steps_per_epoch": 4, "mean_epoch_time_excl_warmup_s": 4 * step}
+    summary: dict[str, Any] = {"per_worker_batch": batch, "steps_per_epoch": 4,
+                               "mean_epoch_time_excl_warmup_s": 4 * step}
     if per_rank is not None:
         summary["per_rank"] = per_rank
     return {"path": path, "workers": 2 if per_rank else 1, "summary": summary, "config": {}}
