@@ -123,6 +123,7 @@ def test_a_slowed_rank_is_recorded_and_the_report_flags_it(data_dir: Path, tmp_p
     pytest.importorskip("torch")
     from parallel_vision.config import RunConfig
     from parallel_vision.launch import run
+    from parallel_vision.report import write_report
     from parallel_vision.report.data import build_report_data
 
     monkeypatch.setenv(envvars.TEST_SLOW_RANK, "1:0.2")
@@ -144,3 +145,6 @@ def test_a_slowed_rank_is_recorded_and_the_report_flags_it(data_dir: Path, tmp_p
     assert flag is not None and flag["rank"] == 1
     report = build_report_data(tmp_path / "root")
     assert any(w.startswith("ddp-slow: rank 1 ") and "straggler" in w for w in report.warnings), report.warnings
+    write_report(tmp_path / "root", formats=("md",))
+    text = (tmp_path / "root" / "report.md").read_text()
+    assert "Per-rank step times" in text and "yes: +" in text and "rank 1 on " in text

@@ -26,7 +26,7 @@ def _cell(entry: dict[str, Any], key: str) -> str:
 
 def per_rank_table(groups: list[ConfigGroup]) -> Table:
     """One row per rank of every run with per-rank step times; median / p90 / max in ms."""
-    headers = ["Run", "Rank", "Host", "Steps", "Step (ms)", "Compute (ms)", "Wait at all-reduce (ms)", "Straggler"]
+    headers = ["Run", "Rank", "Host", "Steps", "Step (ms)", "Compute (ms)", "Wait at collectives (ms)", "Straggler"]
     rows: list[list[str]] = []
     colors: list[str | None] = []
     for g, r in runs_with_ranks(groups):
@@ -42,7 +42,8 @@ def per_rank_table(groups: list[ConfigGroup]) -> Table:
     return Table(headers, rows, colors, "lrlrrrrl")
 
 
-NOTE = (f"Median / p90 / max per optimiser step on each rank (torch DDP on the CPU). Compute is the step minus "
-        f"its all-reduce time; a rank is flagged when its median compute is more than "
-        f"{STRAGGLER_THRESHOLD * 100:.0f} % above the median of the other ranks' (step times cannot show it: the "
+NOTE = ("Median / p90 / max per optimiser step on each rank (torch DDP on the CPU). Wait: DDP's buffer broadcast "
+        "before forward plus the all-reduce not hidden under backward; compute: the step minus the wait. A rank is "
+        f"flagged when its median compute is more than {STRAGGLER_THRESHOLD * 100:.0f} % above the median of the "
+        "other ranks' (step times cannot show it: the "
         "all-reduce ends every step at the same moment on every rank, so the others show a straggler as wait).")

@@ -1,13 +1,15 @@
 """Per-rank step times (`summary.per_rank`) and the straggler rule, framework-free.
 
-A torch DDP run on the CPU records, on every rank, each optimiser step's wall time and the part of it its
-gradient all-reduce took (the comm hook's time, launch to completion); rank 0 gathers one small summary per
-rank at the end (`rank_summary`), written as `summary.per_rank` (docs/reliability.md, "Stragglers"):
+A torch DDP run on the CPU records, on every rank, each optimiser step's wall time and the part of it spent
+waiting at a collective (engines/torch/loop.py: from the batch to the model's own forward, i.e. DDP's buffer
+broadcast, plus from the last gradient to the optimiser, i.e. the all-reduce not hidden under backward); rank 0
+gathers one small summary per rank at the end (`rank_summary`), written as `summary.per_rank`
+(docs/reliability.md, "Stragglers"):
 
     [{"rank": 0, "host": "...", "steps": 64,
       "step_time_s": {"median", "p90", "max"},   # the step: batch, forward, backward, all-reduce, optimiser
-      "comm_wait_s": {...},                      # the all-reduce part: transfer + waiting for the slowest rank
-      "compute_s": {...}}, ...]                  # step − all-reduce: what this rank does on its own
+      "comm_wait_s": {...},                      # waiting at the collectives: transfer + waiting for the others
+      "compute_s": {...}}, ...]                  # step − wait: what this rank does on its own
 
 Which rank lags is read from **compute**, not step time: a synchronous all-reduce ends every step at the same
 moment on every rank, so the step times of a slow rank and of the ranks that wait for it are the same; the
@@ -34,10 +36,8 @@ def distribution(values: Sequence[float]) -> dict[str, float | None]:
 
 
 def rank_summary(rank: int, host: str, steps: Sequence[tuple[float, float]]) -> dict[str, Any]:
-    """One rank's entry of `summary.per_rank` from its (step wall seconds, all-reduce seconds) per step.
-
-    Compute is the step minus its all-reduce time, at least 0 (a bucket all-reduced while backward still
-    runs overlaps compute, so compute is, if anything, under-counted on the ranks that wait)."""
+    """One rank's entry of `summary.per_rank` from its (step wall seconds, wait seconds) per step; compute is the
+    step minus its wait, at least 0."""
     return {"rank": rank, "host": host, "steps": len(steps),
             "step_time_s": distribution([s for s, _ in steps]),
             "compute_s": distribution([max(0.0, s - c) for s, c in steps]),
@@ -60,7 +60,7 @@ def straggler(per_rank: Any, threshold: float = STRAGGLER_THRESHOLD) -> dict[str
     other ranks' medians; None otherwise (or with fewer than two ranks recorded).
 
     Returns rank, host, behind (the fraction above the others), its compute and the others' (median s per
-    step), and the wait it caused: the others' median all-reduce time per step beside its own (the
+    step), and the wait it caused: the others' median wait per step at the collectives beside its own (the
     difference is what they spent waiting for it)."""
     ranks = _usable(per_rank)
     if len(ranks) < 2:
@@ -97,7 +97,7 @@ def describe(name: str, flag: dict[str, Any]) -> str:
             f"{flag['compute_s'] * 1e3:.1f} ms) is {flag['behind'] * 100:.0f} % above the other ranks' "
             f"({flag['others_compute_s'] * 1e3:.1f} ms)")
     if flag.get("wait_caused_s") is not None:
-        text += (f"; the others waited {flag['others_wait_s'] * 1e3:.1f} ms per step at the all-reduce "
+        text += (f"; the others waited {flag['others_wait_s'] * 1e3:.1f} ms per step at the collectives "
                  f"(rank {flag['rank']}: {flag['own_wait_s'] * 1e3:.1f} ms), "
                  f"{flag['wait_caused_s'] * 1e3:.1f} ms of it for rank {flag['rank']}")
     return text
