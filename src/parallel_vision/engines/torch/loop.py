@@ -298,7 +298,7 @@ class Trainer(Resumable):
 
     def per_rank_summary(self) -> list[dict[str, Any]] | None:
         """Collective: every rank's step-time summary (results.stragglers.rank_summary), in rank order, on every
-        rank; None where steps are not timed (not DDP, or not on the CPU). One small object per rank, once."""
+        rank; None where steps are not timed (not DDP, not on the CPU, or compiled). One small object per rank, once."""
         if not self.time_steps:
             return None
         return self.dist.all_gather_object(rank_summary(self.dist.rank, socket.gethostname(), self.step_times))
@@ -350,7 +350,7 @@ class Trainer(Resumable):
 
 
 def _test_slowdown(rank: int) -> float:
-    """TEST HOOK (envvars.TEST_SLOW_RANK = "RANK:SECONDS"): the seconds this rank sleeps in every training step,
+    """TEST HOOK (envvars.TEST_SLOW_RANK = "RANK:SECONDS"): the seconds this rank sleeps in every training forward,
     so a test can make a straggler on purpose; 0 unless the variable names this rank."""
     spec = os.environ.get(envvars.TEST_SLOW_RANK, "")
     if not spec:
