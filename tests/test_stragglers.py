@@ -135,8 +135,8 @@ def test_a_slowed_rank_is_recorded_and_the_report_flags_it(data_dir: Path, tmp_p
     assert all(e["host"] == os.uname().nodename for e in per_rank)
     fast, slow = per_rank
     # rank 1's compute carries its 200 ms; rank 0 waits for it at the all-reduce
-    assert slow["compute_s"]["median"] >= fast["compute_s"]["median"] + 0.1
-    assert fast["comm_wait_s"]["median"] >= slow["comm_wait_s"]["median"] + 0.1
+    assert slow["compute_s"]["median"] >= fast["compute_s"]["median"] + 0.05
+    assert fast["comm_wait_s"]["median"] >= slow["comm_wait_s"]["median"] + 0.05
     for e in per_rank:
         for key in ("step_time_s", "compute_s", "comm_wait_s"):
             d = e[key]
