@@ -250,6 +250,10 @@ def test_project_cli_on_recorded_results(bench_root: Path) -> None:
     assert contention["runs"] == []  # no pair control in this ROOT: γ starts at 1 …
     # … and stays there unless the single-host DDP run contradicts it (a loaded machine), which the note says
     assert contention["gamma"] == 1.0 or "re-solved to" in contention["note"], contention
+    # no --skew-ms: the skew is the DDP run's measured per-rank spread (summary.per_rank), and the output says so
+    skew = doc["calibration"]["skew"]
+    assert skew["runs"] == ["ddp-w2"] and skew["skew_s"] >= 0 and "measured" in skew["note"]
+    assert "rank skew:" in out.stdout and "measured" in out.stdout
     # the report shows it, labelled as projected
     rep = _pvision("report", str(bench_root), "-f", "md")
     assert rep.returncode == 0, rep.stderr

@@ -85,6 +85,10 @@ def test_ddp_two_workers_evaluates_each_test_image_exactly_once(data_dir: Path, 
     assert np.mean(preds == _test_labels(data_dir, 499)) == pytest.approx(data["summary"]["test_accuracy"])
     assert data["epochs"][0]["comm_time_s"] is not None and data["epochs"][0]["comm_time_s"] > 0
     assert data["environment"]["backend"] == "gloo"
+    # every rank's step times, gathered once at the end (tests/test_stragglers.py slows one on purpose)
+    per_rank = data["summary"]["per_rank"]
+    assert [e["rank"] for e in per_rank] == [0, 1] and [e["steps"] for e in per_rank] == [8, 8]
+    assert all(e["step_time_s"]["median"] > 0 and e["comm_wait_s"]["max"] > 0 for e in per_rank)
 
 
 def _max_weight_diff(a: dict, b: dict) -> float:

@@ -22,3 +22,6 @@ DIST_TIMEOUT_S = "PVISION_DIST_TIMEOUT_S"
 ALLOCATOR = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**36)}
 #: Default results folder of `pvision runs`.
 RESULTS_DIR = "PVISION_RESULTS_DIR"
+#: TEST HOOK, for tests only: "RANK:SECONDS" makes that rank of a torch DDP run sleep SECONDS in every training
+#: forward, a straggler on purpose (tests/test_stragglers.py; read by engines/torch/loop.py).
+TEST_SLOW_RANK = "PVISION_TEST_SLOW_RANK"

@@ -65,7 +65,8 @@ def project(
                                             "split over N workers."),
     contention: float | None = typer.Option(None, "--contention", help="Slowdown of co-located workers γ ≥ 1 "
                                             "[default: from ROOT's pair control, else 1]."),
-    skew_ms: float = typer.Option(0.0, "--skew-ms", help="Rank skew added per step (ms)."),
+    skew_ms: float | None = typer.Option(None, "--skew-ms", help="Rank skew added per step (ms) [default: "
+                                         "measured from ROOT's DDP runs' per-rank step times, else 0]."),
     overlap: float | None = typer.Option(None, "--overlap", help="Share φ ∈ [0, 1] of the bucket model's "
                                          "overlap that happens [default: from ROOT's single-host DDP runs' "
                                          "comm-hook time, else 1]."),
@@ -88,7 +89,7 @@ def project(
     intra = links.preset(intra_link) if intra_link else None
     doc = calibrate.project(inputs, _workers(workers), inter, nodes=nodes, per_node=workers_per_node, intra=intra,
                             per_worker_batch=per_worker_batch, global_batch=global_batch, gamma=contention,
-                            skew_s=skew_ms / 1e3, overlap_phi=overlap)
+                            skew_s=None if skew_ms is None else skew_ms / 1e3, overlap_phi=overlap)
     path = calibrate.write_projection(doc, root)
     print_projection(doc)
     typer.echo(f"projection: {path}")
@@ -121,6 +122,8 @@ def print_projection(doc: dict[str, Any]) -> None:
                   f"{comp['max_rel_residual'] * 100:.0f} %); {len(cal['buckets'])} DDP bucket(s), "
                   f"{cal['gradient_bytes'] / 1e6:.1f} MB of gradients; "
                   f"contention γ = {cal['contention']['gamma']:.3f}; overlap φ = {cal['overlap']['phi']:.2f}")
+    skew = cal.get("skew") or {"skew_s": cal.get("skew_s", 0.0), "note": "given with --skew-ms"}
+    console.print(f"rank skew: {skew['skew_s'] * 1e3:.2f} ms per step ({skew['note']})")
     if comp["kind"] == "proportional" and len(comp["points"]) == 1:
         console.print("note: one per-worker batch measured, so T_c(b) ∝ b is assumed: a small per-worker batch "
                       "that underuses a device is not caught (add 1-worker runs at other batch sizes).")

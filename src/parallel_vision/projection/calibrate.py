@@ -37,6 +37,7 @@ from parallel_vision.projection.model import (
     ring_allreduce_s,
 )
 from parallel_vision.results.store import open_store, require_runs
+from parallel_vision.results.stragglers import rank_spread_s
 
 PROJECTION_FILE = "projection.json"
 PROJECTION_VERSION = 1
@@ -179,6 +180,19 @@ def overlap(inputs: Inputs, fit: ComputeFit, gamma: float, adjust_gamma: bool = 
     return phi, new_gamma, note, runs
 
 
+def measured_skew(inputs: Inputs) -> tuple[float, str, list[str]]:
+    """(skew s per step, note, runs) from ROOT's DDP runs that recorded per-rank step times (summary.per_rank):
+    the median over those runs of how far the slowest rank's median compute per step is above the other ranks'
+    (results.stragglers.rank_spread_s), the spread as measured, not extrapolated to more ranks; 0 without them."""
+    spreads = [(r["path"], spread) for r in inputs.ddp
+               if (spread := rank_spread_s((r.get("summary") or {}).get("per_rank"))) is not None]
+    if not spreads:
+        return 0.0, "no DDP run in ROOT recorded per-rank step times: skew 0 (give --skew-ms)", []
+    skew = statistics.median(spread for _, spread in spreads)
+    return skew, (f"measured: the slowest rank's compute above the other ranks', per step, median over "
+                  f"{len(spreads)} DDP run(s) with per-rank step times"), [path for path, _ in spreads]
+
+
 def linktest_for(inputs: Inputs, nodes: int) -> dict[str, Any] | None:
     """The newest linktest of this ROOT over `nodes` node(s) (1: the single-host link)."""
     for record in inputs.linktests:
@@ -231,9 +245,9 @@ def layout(workers: int, nodes: int | None, per_node: int | None) -> int:
 
 def project(inputs: Inputs, workers: Sequence[int], link: Link, *, nodes: int | None = None,
             per_node: int | None = None, intra: Link | None = None, per_worker_batch: int | None = None,
-            global_batch: int | None = None, gamma: float | None = None, skew_s: float = 0.0,
+            global_batch: int | None = None, gamma: float | None = None, skew_s: float | None = None,
             overlap_phi: float | None = None) -> dict[str, Any]:
-    """The projection.json document for these worker counts over `link`."""
+    """The projection.json document for these worker counts over `link` (`skew_s` None: measured_skew)."""
     if nodes is not None and per_node is not None:
         raise ConfigError("give --nodes or --workers-per-node, not both")
     if not workers or any(n < 1 for n in workers):
@@ -242,6 +256,9 @@ def project(inputs: Inputs, workers: Sequence[int], link: Link, *, nodes: int | 
         raise ConfigError("give --per-worker-batch (weak scaling) or --global-batch (strong scaling), not both")
     fit = compute_fit(inputs)
     buckets = inputs.buckets
+    skew_note, skew_runs = "given with --skew-ms", []
+    if skew_s is None:
+        skew_s, skew_note, skew_runs = measured_skew(inputs)
     gamma_note = "given with --contention"
     if gamma is None:
         gamma, gamma_note = contention(inputs, fit)
@@ -288,6 +305,7 @@ def project(inputs: Inputs, workers: Sequence[int], link: Link, *, nodes: int | 
             "contention": {"gamma": gamma, "note": gamma_note, "runs": [r["path"] for r in inputs.pairs]},
             "overlap": {"phi": phi, "note": phi_note, "runs": phi_runs},
             "skew_s": skew_s,
+            "skew": {"skew_s": skew_s, "note": skew_note, "runs": skew_runs},
             "comm_hook": comm_hook_check(inputs, buckets),
         },
         "rows": [r.row() for r in rows],

@@ -31,6 +31,7 @@ from parallel_vision.report.groups import (
 from parallel_vision.report.pairs import paper_rows, protocol_rows
 from parallel_vision.report.scaling import STRONG, WEAK, Point, ScalingRow, scaling_rows
 from parallel_vision.results.store import open_store, require_runs
+from parallel_vision.results.stragglers import straggler_warnings
 
 # Re-exported for code that imports them from here (they live in report/groups.py).
 __all__ = ["FRAMEWORK_NAMES", "STAT_KEYS", "STRATEGY_NAMES", "ConfigGroup", "ReportData", "build_report_data",
@@ -110,7 +111,8 @@ def build_report_data(root: str | Path, peak_gflops: float | None = None) -> Rep
         weak=weak,
         environment=environment(groups),
         manifest=manifest,
-        warnings=warnings_for(groups, superseded, manifest, strong + weak, unreadable),
+        warnings=(warnings_for(groups, superseded, manifest, strong + weak, unreadable)
+                  + straggler_warnings([r for g in groups for r in g.runs])),
         paper_rows=paper_rows(groups, strong),
         paper_checks=paper.published_scaling_checks(),
         protocol_rows=protocol_rows(groups),

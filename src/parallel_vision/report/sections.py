@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from parallel_vision.report import compare, levers, provenance, tables, workloads
+from parallel_vision.report import compare, levers, provenance, stragglers, tables, workloads
 from parallel_vision.report.data import ReportData
 from parallel_vision.report.paper import paper_numbers, scaling_sentence
 from parallel_vision.report.scaling import DEFINITIONS
@@ -197,7 +197,16 @@ def _timing(data: ReportData) -> list[Section]:
         Section("curves", "Training curves", "Training curves", [FigureBlock("curves")]),
         Section("split", "Time split: data, compute, communication", "Time split",
                 [FigureBlock("time_split"), TableBlock(tables.split_table(data))]),
+        *_ranks(data),
     ]
+
+
+def _ranks(data: ReportData) -> list[Section]:
+    """Per-rank step times (torch DDP on the CPU), the straggler marked; none without such runs."""
+    if not stragglers.runs_with_ranks(data.groups):
+        return []
+    return [Section("ranks", "Per-rank step times: stragglers", "Per-rank step times",
+                    [Text(stragglers.NOTE, muted=True), TableBlock(stragglers.per_rank_table(data.groups))])]
 
 
 def _comparison(data: ReportData) -> Section:

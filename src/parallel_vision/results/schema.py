@@ -78,10 +78,11 @@ REQUIRED_SUMMARY_KEYS = (
 #: Summary keys the engines write as well; not required of older schema-1 files that predate them.
 SUMMARY_KEYS = REQUIRED_SUMMARY_KEYS + ("peak_rss_mib_per_worker", "restarts")
 #: Optional summary keys of the levers (docs/levers.md): present when the run used the option, else absent.
-#: target_*: with --target-accuracy; comm_bytes_per_step: torch DDP; lr_effective etc.: every new result.
+#: target_*: with --target-accuracy; comm_bytes_per_step: torch DDP; lr_effective etc.: every new result;
+#: per_rank: torch DDP on the CPU, every rank's step-time distribution (results/stragglers.py).
 LEVER_SUMMARY_KEYS = ("target_accuracy", "target_reached", "time_to_target_s", "epochs_to_target",
                       "comm_bytes_per_step", "lr_effective", "lr_schedule_used", "warmup_steps", "grad_accum",
-                      "micro_batch")
+                      "micro_batch", "per_rank")
 
 #: Keys of the timing block (set-up costs kept out of the epoch clock).
 TIMING_KEYS = (

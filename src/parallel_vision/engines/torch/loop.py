@@ -8,6 +8,8 @@ state behind them are `resume.Resumable`'s.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from parallel_vision import envvars
 from parallel_vision.config import RunConfig, reached_target
 from parallel_vision.engines.common import EpochProgress, epoch_record, steps_per_epoch
 from parallel_vision.engines.torch import build, checkpoint, watchdog
@@ -26,6 +29,7 @@ from parallel_vision.engines.torch.devices import choose_device, synchronize
 from parallel_vision.engines.torch.dist import Dist
 from parallel_vision.engines.torch.resume import Resumable
 from parallel_vision.errors import EngineError
+from parallel_vision.results.stragglers import rank_summary
 
 
 class Stopped(Exception):
@@ -64,6 +68,16 @@ class Trainer(Resumable):
 
         self.records: list[dict[str, Any]] = []
         self.step_bytes: list[int] = []  # bytes this worker handed to all-reduce, per optimiser step (DDP)
+        # (step wall s, wait s) per optimiser step on this rank, gathered once at the end (per_rank_summary): DDP
+        # on the CPU, uncompiled (on CUDA the host's clock would time kernel launches; compiled code runs no hooks).
+        self.step_times: list[tuple[float, float]] = []
+        self.time_steps = self.comm.measured and self.device.type == "cpu" and not cfg.compile
+        self._marks: dict[str, float] = {}
+        if self.time_steps:
+            self._time_waits()
+        self._test_slow_s = _test_slowdown(dist.rank)
+        if self._test_slow_s:
+            self.bare_model.register_forward_pre_hook(self._test_slow_forward)
         self.start_epoch = 0
         self.last_predictions: np.ndarray | None = None  # rank 0's; None on the other ranks
         self.final_eval_needed = False
@@ -211,8 +225,12 @@ class Trainer(Resumable):
             t = time.perf_counter()
             idx = order[shard_slice(step, cfg.batch_size, self.dist.rank, self.dist.world_size)]
             x, y = self.train.batch(idx, key=(epoch, step, self.dist.rank))
-            data_time += time.perf_counter() - t
+            batch_ready = time.perf_counter()
+            data_time += batch_ready - t
+            self._marks.clear()
             loss, logits = self._step(x, y)
+            if self.time_steps:
+                self.step_times.append((time.perf_counter() - t, self._waited(batch_ready)))
             if self.comm.measured:
                 self.step_bytes.append(self.comm.take_bytes())
             loss_sum += loss.detach().double() * y.shape[0]
@@ -269,6 +287,51 @@ class Trainer(Resumable):
         if self._stop_signum:
             raise Stopped(epoch + 1, 0)
 
+    # -- where a step waits for the other ranks (summary.per_rank) ---------------------------
+    def _time_waits(self) -> None:
+        """Hooks that mark, in each training step, when the model's own forward starts (inside DDP's forward,
+        after its buffer broadcast), when the last gradient is ready and when the optimiser step starts (after
+        DDP's all-reduce has finished). Each mark overwrites the last but the forward's: the first counts."""
+        marks = self._marks
+
+        def forward(module: torch.nn.Module, args: Any) -> None:
+            if module.training:
+                marks.setdefault("forward", time.perf_counter())
+
+        def gradient(param: torch.Tensor) -> None:
+            marks["gradient"] = time.perf_counter()
+
+        def optimiser(optimizer: Any, args: Any, kwargs: Any) -> None:
+            marks["optimiser"] = time.perf_counter()
+
+        self.bare_model.register_forward_pre_hook(forward)
+        for param in self.bare_model.parameters():
+            if param.requires_grad:
+                param.register_post_accumulate_grad_hook(gradient)
+        self.optimizer.register_step_pre_hook(optimiser)
+
+    def _waited(self, batch_ready: float) -> float:
+        """Seconds of this step spent waiting at a collective: from the batch to the model's own forward (DDP's
+        buffer broadcast: waiting for a rank late to start its step) plus from the last gradient to the optimiser
+        (the all-reduce not hidden under backward: the last buckets' transfer and waiting for a rank late to
+        finish its backward)."""
+        m = self._marks
+        late_start = m["forward"] - batch_ready if "forward" in m else 0.0
+        exposed = m["optimiser"] - m["gradient"] if "optimiser" in m and "gradient" in m else 0.0
+        return max(0.0, late_start) + max(0.0, exposed)
+
+    def _test_slow_forward(self, module: torch.nn.Module, args: Any) -> None:
+        """TEST HOOK (envvars.TEST_SLOW_RANK): this rank's training forward sleeps, a straggler on purpose."""
+        if module.training:
+            time.sleep(self._test_slow_s)
+
+    def per_rank_summary(self) -> list[dict[str, Any]] | None:
+        """Collective: every rank's step-time summary (results.stragglers.rank_summary), in rank order, on every
+        rank; None where steps are not timed (not DDP, not on the CPU, or compiled). One small object per rank, once."""
+        if not self.time_steps:
+            return None
+        return self.dist.all_gather_object(rank_summary(self.dist.rank, socket.gethostname(), self.step_times))
+
     # -- agreement between ranks ----------------------------------------------------------
     def _all_sum(self, *values: torch.Tensor) -> list[float]:
         stacked = torch.stack([v.detach().double().to(self.device) for v in values])
@@ -313,3 +376,16 @@ class Trainer(Resumable):
         gathered = self.dist.all_gather_object(local.cpu().numpy())
         predictions = np.concatenate(gathered) if self.dist.master else None
         return total_loss / self.test.n, total_correct / self.test.n, predictions
+
+
+def _test_slowdown(rank: int) -> float:
+    """TEST HOOK (envvars.TEST_SLOW_RANK = "RANK:SECONDS"): the seconds this rank sleeps in every training forward,
+    so a test can make a straggler on purpose; 0 unless the variable names this rank."""
+    spec = os.environ.get(envvars.TEST_SLOW_RANK, "")
+    if not spec:
+        return 0.0
+    which, _, seconds = spec.partition(":")
+    try:
+        return float(seconds) if int(which) == rank else 0.0
+    except ValueError:
+        raise EngineError(f"{envvars.TEST_SLOW_RANK} must be RANK:SECONDS; got {spec!r}") from None

@@ -3,7 +3,7 @@ writer of every engine): model.pt and the result.
 
 The result (complete, or stopped by a signal) is written by `engines.outputs.write_run`, the one
 result-writing path of every engine; this module only adds what is torch's: the model file, the
-environment, every rank's peak memory, torchrun's restarts.
+environment, every rank's peak memory and step times (summary.per_rank), torchrun's restarts.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def write_outputs(trainer: Trainer, out: Path, status: str) -> None:
     and predictions. An incomplete run (stopped by a signal) keeps the epochs done; the checkpoint the rest."""
     cfg, records = trainer.cfg, trainer.records
     rss = trainer.dist.all_gather_object(peak_rss_mib())
+    per_rank = trainer.per_rank_summary()  # collective too: every rank's step times (DDP on the CPU)
     if not trainer.dist.master:
         return
     kept = checkpoint.kept_note(out)  # what a full disk leaves: the checkpoint, removed only once all is written
@@ -79,7 +80,8 @@ def write_outputs(trainer: Trainer, out: Path, status: str) -> None:
         environment=environment(trainer), labels=trainer.test.labels.cpu().numpy(),
         predictions=trainer.last_predictions, class_names=trainer.test.class_names,
         world_size=trainer.dist.world_size, n_train=trainer.train.n, artifacts=artifacts, extra=extra,
-        peak_rss_per_worker_mib=rss, kept=kept, restarts=restarts, summary_extra=lever_summary(trainer),
+        peak_rss_per_worker_mib=rss, kept=kept, restarts=restarts,
+        summary_extra=dict(lever_summary(trainer), **({"per_rank": per_rank} if per_rank else {})),
     ))
 
 
