@@ -8,7 +8,6 @@ state behind them are `resume.Resumable`'s.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import sys
 import time
@@ -19,7 +18,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from parallel_vision import envvars
 from parallel_vision.config import RunConfig, reached_target
 from parallel_vision.engines.common import EpochProgress, epoch_record, steps_per_epoch
 from parallel_vision.engines.torch import build, checkpoint, watchdog
@@ -28,6 +26,7 @@ from parallel_vision.engines.torch.data import epoch_permutation, eval_shard, lo
 from parallel_vision.engines.torch.devices import choose_device, synchronize
 from parallel_vision.engines.torch.dist import Dist
 from parallel_vision.engines.torch.resume import Resumable
+from parallel_vision.engines.torch.steptimes import StepTimer, slow_down_for_tests
 from parallel_vision.errors import EngineError
 from parallel_vision.results.stragglers import rank_summary
 
@@ -68,16 +67,10 @@ class Trainer(Resumable):
 
         self.records: list[dict[str, Any]] = []
         self.step_bytes: list[int] = []  # bytes this worker handed to all-reduce, per optimiser step (DDP)
-        # (step wall s, wait s) per optimiser step on this rank, gathered once at the end (per_rank_summary): DDP
-        # on the CPU, uncompiled (on CUDA the host's clock would time kernel launches; compiled code runs no hooks).
-        self.step_times: list[tuple[float, float]] = []
-        self.time_steps = self.comm.measured and self.device.type == "cpu" and not cfg.compile
-        self._marks: dict[str, float] = {}
-        if self.time_steps:
-            self._time_waits()
-        self._test_slow_s = _test_slowdown(dist.rank)
-        if self._test_slow_s:
-            self.bare_model.register_forward_pre_hook(self._test_slow_forward)
+        # Each step's wall time and wait at the collective on this rank (steptimes.py): DDP on the CPU, uncompiled.
+        timed = self.comm.measured and self.device.type == "cpu" and not cfg.compile
+        self.step_timer = StepTimer(self.bare_model, self.optimizer) if timed else None
+        slow_down_for_tests(self.bare_model, dist.rank)
         self.start_epoch = 0
         self.last_predictions: np.ndarray | None = None  # rank 0's; None on the other ranks
         self.final_eval_needed = False
@@ -227,10 +220,11 @@ class Trainer(Resumable):
             x, y = self.train.batch(idx, key=(epoch, step, self.dist.rank))
             batch_ready = time.perf_counter()
             data_time += batch_ready - t
-            self._marks.clear()
+            if self.step_timer is not None:
+                self.step_timer.begin()
             loss, logits = self._step(x, y)
-            if self.time_steps:
-                self.step_times.append((time.perf_counter() - t, self._waited(batch_ready)))
+            if self.step_timer is not None:
+                self.step_timer.end(t, batch_ready)
             if self.comm.measured:
                 self.step_bytes.append(self.comm.take_bytes())
             loss_sum += loss.detach().double() * y.shape[0]
@@ -288,49 +282,12 @@ class Trainer(Resumable):
             raise Stopped(epoch + 1, 0)
 
     # -- where a step waits for the other ranks (summary.per_rank) ---------------------------
-    def _time_waits(self) -> None:
-        """Hooks that mark, in each training step, when the model's own forward starts (inside DDP's forward,
-        after its buffer broadcast), when the last gradient is ready and when the optimiser step starts (after
-        DDP's all-reduce has finished). Each mark overwrites the last but the forward's: the first counts."""
-        marks = self._marks
-
-        def forward(module: torch.nn.Module, args: Any) -> None:
-            if module.training:
-                marks.setdefault("forward", time.perf_counter())
-
-        def gradient(param: torch.Tensor) -> None:
-            marks["gradient"] = time.perf_counter()
-
-        def optimiser(optimizer: Any, args: Any, kwargs: Any) -> None:
-            marks["optimiser"] = time.perf_counter()
-
-        self.bare_model.register_forward_pre_hook(forward)
-        for param in self.bare_model.parameters():
-            if param.requires_grad:
-                param.register_post_accumulate_grad_hook(gradient)
-        self.optimizer.register_step_pre_hook(optimiser)
-
-    def _waited(self, batch_ready: float) -> float:
-        """Seconds of this step spent waiting at a collective: from the batch to the model's own forward (DDP's
-        buffer broadcast: waiting for a rank late to start its step) plus from the last gradient to the optimiser
-        (the all-reduce not hidden under backward: the last buckets' transfer and waiting for a rank late to
-        finish its backward)."""
-        m = self._marks
-        late_start = m["forward"] - batch_ready if "forward" in m else 0.0
-        exposed = m["optimiser"] - m["gradient"] if "optimiser" in m and "gradient" in m else 0.0
-        return max(0.0, late_start) + max(0.0, exposed)
-
-    def _test_slow_forward(self, module: torch.nn.Module, args: Any) -> None:
-        """TEST HOOK (envvars.TEST_SLOW_RANK): this rank's training forward sleeps, a straggler on purpose."""
-        if module.training:
-            time.sleep(self._test_slow_s)
-
     def per_rank_summary(self) -> list[dict[str, Any]] | None:
         """Collective: every rank's step-time summary (results.stragglers.rank_summary), in rank order, on every
         rank; None where steps are not timed (not DDP, not on the CPU, or compiled). One small object per rank, once."""
-        if not self.time_steps:
+        if self.step_timer is None:
             return None
-        return self.dist.all_gather_object(rank_summary(self.dist.rank, socket.gethostname(), self.step_times))
+        return self.dist.all_gather_object(rank_summary(self.dist.rank, socket.gethostname(), self.step_timer.steps))
 
     # -- agreement between ranks ----------------------------------------------------------
     def _all_sum(self, *values: torch.Tensor) -> list[float]:
@@ -377,15 +334,3 @@ class Trainer(Resumable):
         predictions = np.concatenate(gathered) if self.dist.master else None
         return total_loss / self.test.n, total_correct / self.test.n, predictions
 
-
-def _test_slowdown(rank: int) -> float:
-    """TEST HOOK (envvars.TEST_SLOW_RANK = "RANK:SECONDS"): the seconds this rank sleeps in every training forward,
-    so a test can make a straggler on purpose; 0 unless the variable names this rank."""
-    spec = os.environ.get(envvars.TEST_SLOW_RANK, "")
-    if not spec:
-        return 0.0
-    which, _, seconds = spec.partition(":")
-    try:
-        return float(seconds) if int(which) == rank else 0.0
-    except ValueError:
-        raise EngineError(f"{envvars.TEST_SLOW_RANK} must be RANK:SECONDS; got {spec!r}") from None
