@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from netns import HostPair, kill_group  # noqa: E402
 
 PORT = 29400
-RUN = ["--epochs", "200", "--batch-size", "128", "--limit-train", "1024", "--limit-test", "200",
+RUN = ["--batch-size", "128", "--limit-train", "1024", "--limit-test", "200",
        "--threads", "1", "--device", "cpu", "--seed", "0", "--quiet"]
 FOREIGN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
                "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TF_CONFIG", "PVISION_DIST_TIMEOUT_S",
@@ -55,7 +55,7 @@ def env(**extra: str) -> dict[str, str]:
 
 def torch_argv(host, rank: int, a_addr: str, tag: str, args: argparse.Namespace, out: Path) -> list[str]:
     argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-            "--node-rank", str(rank), "--local-addr", host.addr, "--max-restarts", "0",
+            "--node-rank", str(rank), "--local-addr", host.addr, "--max-restarts", str(args.max_restarts),
             "--monitor-interval", str(args.monitor_interval)]
     if args.backend == "static":
         argv += ["--rdzv-backend", "static", "--master-addr", a_addr, "--master-port", str(PORT)]
@@ -63,14 +63,14 @@ def torch_argv(host, rank: int, a_addr: str, tag: str, args: argparse.Namespace,
         conf = f"is_host={int(rank == 0)}" + (f",{args.rdzv_conf}" if args.rdzv_conf else "")
         argv += ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"{a_addr}:{PORT}", "--rdzv-id", tag,
                  "--rdzv-conf", conf]
-    argv += ["-m", "parallel_vision", "train", "--framework", "torch", "--strategy", "ddp", *RUN,
+    argv += ["-m", "parallel_vision", "train", "--framework", "torch", "--strategy", "ddp", "--epochs", str(args.epochs), *RUN,
              "--collective-timeout", str(args.collective_timeout), "--out", str(out)]
     return host.command(argv)
 
 
-def jax_argv(host, rank: int, a_addr: str, out: Path) -> list[str]:
+def jax_argv(host, rank: int, a_addr: str, args: argparse.Namespace, out: Path) -> list[str]:
     return host.command([sys.executable, "-m", "parallel_vision", "train", "--framework", "jax",
-                         "--strategy", "multiworker", *RUN, "--out", str(out)])
+                         "--strategy", "multiworker", "--epochs", str(args.epochs), *RUN, "--out", str(out)])
 
 
 def worker_pids(host) -> list[int]:
@@ -100,7 +100,7 @@ def error_line(text: str) -> str | None:
 
 def one_run(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="pv-partition-"))
-    record: dict = {"framework": args.framework, "backend": args.backend, "cut": args.cut,
+    record: dict = {"max_restarts": args.max_restarts, "epochs": args.epochs, "framework": args.framework, "backend": args.backend, "cut": args.cut,
                     "rdzv_conf": args.rdzv_conf, "monitor_interval": args.monitor_interval,
                     "collective_timeout": args.collective_timeout, "watch_s": args.watch}
     procs: list[subprocess.Popen] = []
@@ -120,9 +120,10 @@ def one_run(args: argparse.Namespace) -> dict:
                 argv = torch_argv(host, rank, a_addr, pair.tag, args, outs[rank])
                 e = env(GLOO_SOCKET_IFNAME=host.ifname, TP_SOCKET_IFNAME=host.ifname)
             else:
-                argv = jax_argv(host, rank, a_addr, outs[rank])
+                argv = jax_argv(host, rank, a_addr, args, outs[rank])
                 e = env(KERAS_DISTRIBUTION_JOB_ADDRESSES=",".join(f"{h.addr}:{PORT}" for h in pair.hosts),
-                        KERAS_DISTRIBUTION_NUM_PROCESSES="2", KERAS_DISTRIBUTION_PROCESS_ID=str(rank))
+                        KERAS_DISTRIBUTION_NUM_PROCESSES="2", KERAS_DISTRIBUTION_PROCESS_ID=str(rank),
+                        GLOO_SOCKET_IFNAME=host.ifname)
             h = open(logs[rank], "wb")  # noqa: SIM115
             handles.append(h)
             procs.append(subprocess.Popen(argv, env=e, stdout=h, stderr=subprocess.STDOUT,
@@ -140,7 +141,10 @@ def one_run(args: argparse.Namespace) -> dict:
             record["first_checkpoint_s"] = round(time.monotonic() - t0, 1)
             time.sleep(1.0)
             workers = [worker_pids(h) if args.framework == "torch" else [p.pid] for h in pair.hosts]
-            if args.cut == "freeze-a":  # the link stays up: rank 0's worker stops (SIGSTOP), its agent lives
+            if args.cut == "kill-b-worker":  # a worker dies (connections reset): for --max-restarts
+                for pid in workers[1]:
+                    os.kill(pid, signal.SIGKILL)
+            elif args.cut == "freeze-a":  # the link stays up: rank 0's worker stops (SIGSTOP), its agent lives
                 for pid in workers[0]:
                     os.kill(pid, signal.SIGSTOP)
             else:
@@ -189,6 +193,12 @@ def one_run(args: argparse.Namespace) -> dict:
         record[f"{name}_tail"] = "\n".join(ln for ln in text.splitlines()[-12:])
         if "Fatal Python error: Aborted" in text:
             record[f"{name}_agent_stack"] = text[text.index("Fatal Python error: Aborted"):][:3000]
+    result = outs[0] / "result.json"
+    if result.exists():
+        data = json.loads(result.read_text())
+        record["result"] = {"status": data.get("status"), "epochs": len(data.get("epochs", [])),
+                            "restart_count": data.get("elastic", {}).get("restart_count"),
+                            "resumed_from": data.get("reliability", {}).get("resumed_from")}
     record["logs"] = str(tmp)
     return record
 
@@ -197,8 +207,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--framework", choices=["torch", "jax"], default="torch")
     ap.add_argument("--backend", choices=["c10d", "static"], default="c10d")
-    ap.add_argument("--cut", choices=["a", "b", "freeze-a"], default="b",
-                    help="whose link goes down (a: rank 0 / store host); freeze-a: SIGSTOP rank 0's worker, link up")
+    ap.add_argument("--cut", choices=["a", "b", "freeze-a", "kill-b-worker"], default="b",
+                    help="whose link goes down (a: rank 0 / store host); freeze-a: SIGSTOP rank 0's worker, link up; "
+                         "kill-b-worker: SIGKILL host b's worker (with --max-restarts 1 --epochs 4: recovery)")
     ap.add_argument("--rdzv-conf", default="join_timeout=60,read_timeout=20",
                     help="extra c10d --rdzv-conf (is_host is added); default: tests/test_multinode.py's")
     ap.add_argument("--monitor-interval", type=float, default=0.5)
@@ -207,6 +218,8 @@ def main() -> int:
     ap.add_argument("--start-deadline", type=float, default=150)
     ap.add_argument("--tcp-retries2", type=int, default=None,
                     help="set net.ipv4.tcp_retries2 in both namespaces (kernel default 15: ~15 min)")
+    ap.add_argument("--epochs", type=int, default=200, help="long enough to be training at the cut")
+    ap.add_argument("--max-restarts", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
     for _ in range(args.repeat):
