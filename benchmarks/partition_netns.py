@@ -63,7 +63,8 @@ def torch_argv(host, rank: int, a_addr: str, tag: str, args: argparse.Namespace,
         conf = f"is_host={int(rank == 0)}" + (f",{args.rdzv_conf}" if args.rdzv_conf else "")
         argv += ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"{a_addr}:{PORT}", "--rdzv-id", tag,
                  "--rdzv-conf", conf]
-    argv += ["-m", "parallel_vision", "train", "--framework", "torch", "--strategy", "ddp", "--epochs", str(args.epochs), *RUN,
+    argv += ["-m", "parallel_vision", "train", "--framework", "torch", "--strategy", "ddp",
+             "--epochs", str(args.epochs), *RUN,
              "--collective-timeout", str(args.collective_timeout), "--out", str(out)]
     return host.command(argv)
 
@@ -100,7 +101,8 @@ def error_line(text: str) -> str | None:
 
 def one_run(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="pv-partition-"))
-    record: dict = {"max_restarts": args.max_restarts, "epochs": args.epochs, "framework": args.framework, "backend": args.backend, "cut": args.cut,
+    record: dict = {"max_restarts": args.max_restarts, "epochs": args.epochs, "framework": args.framework,
+                    "backend": args.backend, "cut": args.cut,
                     "rdzv_conf": args.rdzv_conf, "monitor_interval": args.monitor_interval,
                     "collective_timeout": args.collective_timeout, "watch_s": args.watch}
     procs: list[subprocess.Popen] = []
@@ -140,7 +142,8 @@ def one_run(args: argparse.Namespace) -> dict:
                 time.sleep(0.2)
             record["first_checkpoint_s"] = round(time.monotonic() - t0, 1)
             time.sleep(1.0)
-            workers = [worker_pids(h) if args.framework == "torch" else [p.pid] for h in pair.hosts]
+            workers = ([worker_pids(h) for h in pair.hosts] if args.framework == "torch"
+                       else [[p.pid] for p in procs])
             if args.cut == "kill-b-worker":  # a worker dies (connections reset): for --max-restarts
                 for pid in workers[1]:
                     os.kill(pid, signal.SIGKILL)
