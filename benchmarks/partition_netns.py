@@ -74,18 +74,6 @@ def jax_argv(host, rank: int, a_addr: str, args: argparse.Namespace, out: Path) 
                          "--strategy", "multiworker", "--epochs", str(args.epochs), *RUN, "--out", str(out)])
 
 
-def worker_pids(host) -> list[int]:
-    pids = []
-    for pid in host.pids():
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"parallel_vision" in cmd and b"torch.distributed.run" not in cmd:
-            pids.append(pid)
-    return pids
-
-
 def alive(pid: int) -> bool:
     try:
         st = Path(f"/proc/{pid}/stat").read_text()
@@ -142,7 +130,7 @@ def one_run(args: argparse.Namespace) -> dict:
                 time.sleep(0.2)
             record["first_checkpoint_s"] = round(time.monotonic() - t0, 1)
             time.sleep(1.0)
-            workers = ([worker_pids(h) for h in pair.hosts] if args.framework == "torch"
+            workers = ([h.training_pids() for h in pair.hosts] if args.framework == "torch"
                        else [[p.pid] for p in procs])
             if args.cut == "kill-b-worker":  # a worker dies (connections reset): for --max-restarts
                 for pid in workers[1]:

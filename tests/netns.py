@@ -20,6 +20,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 IFNAME = "pv0"
 SUBNET = "10.201.0"
@@ -64,6 +65,18 @@ class Host:
     def pids(self) -> list[int]:
         out = _ip("netns", "pids", self.netns, check=False)
         return [int(p) for p in out.stdout.split() if p.strip().isdigit()]
+
+    def training_pids(self) -> list[int]:
+        """The `pvision` training processes in this namespace (not a torchrun agent that started them)."""
+        pids = []
+        for pid in self.pids():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"parallel_vision" in cmd and b"torch.distributed.run" not in cmd:
+                pids.append(pid)
+        return pids
 
     def cut(self) -> None:
         """Take this host's link down: its peers' packets vanish, no connection is reset (a silent loss)."""

@@ -444,19 +444,6 @@ def test_both_hosts_give_up_when_the_link_is_cut(
     assert not (outs[0] / "result.json").exists()
 
 
-def _worker_pids(host: Any) -> list[int]:
-    """The training processes torchrun started on `host` (not the agent itself)."""
-    pids = []
-    for pid in host.pids():
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"parallel_vision" in cmd and b"torch.distributed.run" not in cmd:
-            pids.append(pid)
-    return pids
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_torchrun_max_restarts_recovers_across_hosts(
@@ -475,7 +462,7 @@ def test_torchrun_max_restarts_recovers_across_hosts(
             return False
 
     _wait_for(after_epoch_2, nodes, RUN_DEADLINE_S, "the checkpoint after epoch 2")
-    victims = _worker_pids(hosts.b)
+    victims = hosts.b.training_pids()
     assert victims, "no worker process found on host b"
     for pid in victims:
         os.kill(pid, 9)
