@@ -107,3 +107,22 @@ def test_the_bound_follows_slow_phases_and_a_slow_first_epoch_warns() -> None:
         "a slow phase may be taken for a lost peer; set --collective-timeout 420 (or PVISION_DIST_TIMEOUT_S=420)")
     dog.slowest["evaluation"] = 90.0
     assert watchdog.timeout_warning(dog) is None
+
+
+def test_stop_waits_for_a_heartbeat_inside_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process group is destroyed right after stop(): a heartbeat still inside a store call then would
+    abort the worker in C++ (seen as a DDP worker dying with SIGABRT at the end of a run)."""
+    monkeypatch.setattr(watchdog, "BEAT_S", 0.01)
+    entered = threading.Event()
+
+    class SlowStore(Store):
+        def add(self, key: str, n: int) -> int:
+            entered.set()
+            time.sleep(0.3)
+            return super().add(key, n)
+
+    dog = watchdog.Watchdog(rank=0, world=2, timeout=300.0, store=SlowStore(), peers=PEERS,
+                            last_checkpoint=lambda: "").start()
+    assert entered.wait(5)
+    dog.stop()
+    assert not any(t.is_alive() for t in dog._threads)

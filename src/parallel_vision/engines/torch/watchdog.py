@@ -167,11 +167,18 @@ class Watchdog:
                 self._threads.append(thread)
         return self
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = 2.0) -> None:
+        """Stop both threads and wait for them (at most `wait_s`): a heartbeat may be inside a store call, and
+        tearing the process group and its store down under it (or exiting the interpreter) aborts the process
+        in C++ ("terminate called without an active exception")."""
         global _CURRENT
         self._stopped.set()
         if _CURRENT is self:
             _CURRENT = None
+        deadline = time.monotonic() + wait_s
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _beat(self) -> None:
         while not self._stopped.wait(BEAT_S):
