@@ -119,6 +119,11 @@ def run_in_group(body: Body, cfg: RunConfig, backend: str, store: dist.Store | N
     try:
         body(cfg, ctx, stop)
         dist.barrier()
+        # Every rank stops its heartbeat before any leaves: rank 0 hosts the store under spawn, and a peer's
+        # heartbeat still inside a store call when that store goes away outlives `stop`'s wait and aborts the
+        # peer at interpreter exit ("terminate called without an active exception").
+        dog.stop()
+        dist.barrier()
     except Exception as exc:
         # A collective (or the store) waited the timeout for a peer: name it and exit 75 (never returns).
         if ctx.world_size > 1 and not isinstance(exc, PVisionError) and watchdog.is_peer_timeout(exc):

@@ -167,7 +167,7 @@ class Watchdog:
                 self._threads.append(thread)
         return self
 
-    def stop(self, wait_s: float = 2.0) -> None:
+    def stop(self, wait_s: float = 10.0) -> None:
         """Stop both threads and wait for them (at most `wait_s`): a heartbeat may be inside a store call, and
         tearing the process group and its store down under it (or exiting the interpreter) aborts the process
         in C++ ("terminate called without an active exception")."""
