@@ -23,7 +23,7 @@ Nothing here reads a file or imports a framework.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -233,14 +233,29 @@ def overlap_efficiency(buckets: Sequence[Bucket], step_s: float, compute_s: floa
     [0, 1]: 1 = backward hid what the model says it can, 0 = nothing was hidden. None when the model
     itself says there is little to hide (H − E_ov < 2 % of the step): the run cannot tell.
     """
-    total = sum(b.bytes for b in buckets)
-    if hook_s <= 0 or not total or compute_s <= 0:
+    if not sum(b.bytes for b in buckets):
         return None
+    return phi_of(step_s, compute_s, hook_s, _bucket_exposure(buckets, hook_s, backward_share))
+
+
+def _bucket_exposure(buckets: Sequence[Bucket], hook_s: float, backward_share: float) -> Callable[[float], float]:
+    """E_ov(T_c): the bucket model's exposed time when the buckets' costs (∝ bytes) sum to H."""
+    total = sum(b.bytes for b in buckets) or 1
     costs = [hook_s * b.bytes / total for b in buckets]
-    hideable = hook_s - exposed_after_backward(buckets, costs, backward_share * compute_s)
+    return lambda compute_s: exposed_after_backward(buckets, costs, backward_share * compute_s)
+
+
+def phi_of(step_s: float, compute_s: float, hook_s: float, exposed_ov: Callable[[float], float],
+           fixed_s: float = 0.0) -> float | None:
+    """φ from one measured step, any strategy: step = T_c + fixed + φ·E_ov(T_c) + (1 − φ)·H, clamped to [0, 1].
+    `exposed_ov(T_c)`: what full overlap exposes of H; `fixed_s`: exposed time outside H (ZeRO-1's
+    broadcasts). None when H − E_ov < 2 % of the step (the run cannot tell)."""
+    if hook_s <= 0 or compute_s <= 0:
+        return None
+    hideable = hook_s - exposed_ov(compute_s)
     if hideable < 0.02 * step_s:
         return None
-    exposed = max(0.0, step_s - compute_s)
+    exposed = max(0.0, step_s - compute_s - fixed_s)
     return min(1.0, max(0.0, (hook_s - exposed) / hideable))
 
 
@@ -266,22 +281,26 @@ def reconcile_overlap(buckets: Sequence[Bucket], step_s: float, compute_s: float
     large) or φ < 0 (more than all of its all-reduce: γ too small). Then φ is clamped to [0, 1] and γ
     (≥ 1) solved from the equation, so the calibration still reproduces the DDP run it was taken from.
     """
-    tc = compute_s * gamma
-    phi = overlap_efficiency(buckets, step_s, tc, hook_s, backward_share)
-    if phi is None:
+    if not sum(b.bytes for b in buckets):
         return OverlapCalibration(gamma, None, "cannot_tell")
-    total = sum(b.bytes for b in buckets)
-    costs = [hook_s * b.bytes / total for b in buckets]
-    exposed = max(0.0, step_s - tc)
-    hideable = hook_s - exposed_after_backward(buckets, costs, backward_share * tc)
-    raw = (hook_s - exposed) / hideable
+    return reconcile(step_s, compute_s, hook_s, gamma, _bucket_exposure(buckets, hook_s, backward_share))
+
+
+def reconcile(step_s: float, compute_s: float, hook_s: float, gamma: float, exposed_ov: Callable[[float], float],
+              fixed_s: float = 0.0) -> OverlapCalibration:
+    """`reconcile_overlap` for any strategy: `exposed_ov(T_c)` is what full overlap exposes of the measured comm
+    time H per step, `fixed_s` exposed time outside H (phi_of)."""
+    tc = compute_s * gamma
+    if phi_of(step_s, tc, hook_s, exposed_ov, fixed_s) is None:
+        return OverlapCalibration(gamma, None, "cannot_tell")
+    exposed = max(0.0, step_s - tc - fixed_s)
+    raw = (hook_s - exposed) / (hook_s - exposed_ov(tc))
     if 0.0 <= raw <= 1.0:
         return OverlapCalibration(gamma, raw, "phi")
     target = 1.0 if raw > 1.0 else 0.0
 
     def predicted(g: float) -> float:  # increasing in g: T_c·g grows faster than E_ov can shrink
-        e_ov = exposed_after_backward(buckets, costs, backward_share * compute_s * g)
-        return compute_s * g + target * e_ov + (1 - target) * hook_s
+        return compute_s * g + fixed_s + target * exposed_ov(compute_s * g) + (1 - target) * hook_s
 
     if predicted(1.0) >= step_s:
         return OverlapCalibration(1.0, target, "too_fast" if target == 1.0 else "gamma_up")

@@ -1,0 +1,209 @@
+"""`pvision project --strategy ddp|zero1|fsdp` (docs/projection.md, *Sharded strategies*): each collective's
+cost against hand-computed values, ZeRO-1's partition and broadcasts, FSDP's units and its overlap schedule
+worked by hand, and the CLI option."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from parallel_vision.models.catalog import layer_specs, model_costs
+from parallel_vision.projection.collectives import (
+    Broadcasts,
+    FsdpCosts,
+    FsdpLayout,
+    Plan,
+    Segment,
+    Unit,
+    allgather_s,
+    broadcast_s,
+    comm_by_op_s,
+    exposure,
+    fsdp_exposed_after_compute,
+    fsdp_layout,
+    project_strategy,
+    reduce_scatter_s,
+    zero1_broadcasts,
+    zero1_partition,
+)
+from parallel_vision.projection.model import (
+    ComputeFit,
+    Link,
+    Scenario,
+    ddp_buckets,
+    project_point,
+    reconcile,
+    ring_allreduce_s,
+)
+
+LINK = Link("test", 1e9, 10e-6)  # 1 GB/s each way, 10 µs a hop
+S = 8e6
+
+
+# --------------------------------------------------------------------------- one collective
+def test_allgather_and_reduce_scatter_cost_half_a_ring_all_reduce() -> None:
+    assert allgather_s(S, 1, LINK) == 0.0 and reduce_scatter_s(S, 1, LINK, "gloo") == 0.0
+    # N = 4: (N−1)/N·S/B + (N−1)α = 0.75·8 ms + 3·10 µs
+    assert allgather_s(S, 4, LINK) == pytest.approx(6.03e-3)
+    assert reduce_scatter_s(S, 4, LINK, "nccl") == pytest.approx(6.03e-3)
+    # N = 2: 0.5·8 ms + 10 µs
+    assert allgather_s(S, 2, LINK) == pytest.approx(4.01e-3)
+
+
+def test_gloo_reduce_scatter_costs_an_all_reduce() -> None:
+    """ProcessGroupGloo reduce-scatters by all-reducing the whole input (pytorch/pytorch#118911)."""
+    assert reduce_scatter_s(S, 4, LINK, "gloo") == pytest.approx(1.5 * 8e-3 + 6 * 10e-6)  # 12.06 ms
+    assert reduce_scatter_s(S, 4, LINK, "gloo") == pytest.approx(ring_allreduce_s(S, 4, LINK))
+    assert reduce_scatter_s(S, 2, LINK, "gloo") == pytest.approx(2 * allgather_s(S, 2, LINK))
+
+
+def test_broadcast_cannot_beat_s_over_b_and_gloo_sends_it_down_a_tree() -> None:
+    # NCCL's pipelined chain: S/B + (N−1)α; gloo's binomial tree: ⌈log2 N⌉·(S/B + α)
+    assert broadcast_s(S, 4, LINK, "nccl") == pytest.approx(8e-3 + 3 * 10e-6)
+    assert broadcast_s(S, 4, LINK, "gloo") == pytest.approx(2 * (8e-3 + 10e-6))
+    assert broadcast_s(S, 5, LINK, "gloo") == pytest.approx(3 * (8e-3 + 10e-6))
+    assert broadcast_s(S, 2, LINK, "gloo") == broadcast_s(S, 2, LINK, "nccl") == pytest.approx(8.01e-3)
+    assert broadcast_s(S, 1, LINK, "gloo") == 0.0
+
+
+# --------------------------------------------------------------------------- ZeRO-1
+def test_zero1_partition_is_sorted_greedy_and_uneven_when_one_tensor_dominates() -> None:
+    assert zero1_partition([3, 10, 1, 7, 5], 2) == [[10, 3], [7, 5, 1]]  # 13 and 13
+    assert zero1_partition([4, 4], 2) == [[4], [4]]  # a tie goes to the lower rank
+    b = zero1_broadcasts(layer_specs("wide_mlp"), 2)
+    # fc2's 4096×4096 weights (67.1 MB) on rank 0, everything else (13.1 MB) on rank 1
+    assert b.bytes_per_root == (4096 * 4096 * 4, pytest.approx(model_costs("wide_mlp").gradient_bytes - 4096 ** 2 * 4))
+    assert b.tensors == 10
+    scaled = zero1_broadcasts(layer_specs("wide_mlp"), 2, total_bytes=1e6)
+    assert sum(scaled.bytes_per_root) == pytest.approx(1e6) and scaled.bytes_per_root[0] / 1e6 > 0.8
+
+
+def test_zero1_broadcasts_one_after_another_and_all_at_once_as_the_bounds() -> None:
+    b = Broadcasts((6e6, 2e6), tensors=5)
+    # N = 2: each byte crosses the link once, one tensor at a time: 8 MB / 1 GB/s + 5 tensors × α
+    assert b.cost_s(2, LINK, "gloo") == pytest.approx(8e-3 + 5 * 10e-6)
+    assert b.cost_s(2, LINK, "nccl") == pytest.approx(8e-3 + 5 * 10e-6)
+    # all at once: rank 1 receives 6 MB while rank 0 receives 2 MB
+    assert b.low_s(2, LINK) == pytest.approx(6e-3 + 10e-6)
+    b4 = Broadcasts((2e6, 2e6, 2e6, 2e6), tensors=4)
+    assert b4.cost_s(4, LINK, "nccl") == pytest.approx(8e-3 + 4 * 3 * 10e-6)
+    assert b4.cost_s(4, LINK, "gloo") == pytest.approx(2 * 8e-3 + 4 * 2 * 10e-6)
+    assert b4.low_s(4, LINK) == pytest.approx(6e-3 + 10e-6)  # the lead's (N−1)/N·S/B: equal shards at once
+    assert b4.high_s(4, LINK) == pytest.approx(b4.cost_s(4, LINK, "gloo"))
+
+
+def test_zero1_is_ddp_plus_its_exposed_broadcasts() -> None:
+    fit = ComputeFit(0.0, 0.3 / 64, ((64, 0.3),), "proportional")
+    specs = layer_specs("wide_mlp")
+    buckets = tuple(ddp_buckets(specs))
+    sc = Scenario(2, 2, LINK, LINK)
+    ddp = project_point(sc, 64, fit, buckets, overlap=0.5)
+    bc = zero1_broadcasts(specs, 2)
+    z = project_strategy(Plan("zero1", buckets=buckets, broadcasts=bc), sc, 64, fit, backend="gloo", overlap=0.5)
+    extra = sum(bc.bytes_per_root) / 1e9 + 10 * 10e-6
+    assert z.step_time_s == pytest.approx(ddp.step_time_s + extra)
+    assert z.step_time_low_s == pytest.approx(ddp.step_time_low_s + 67108864 / 1e9 + 10e-6)
+    assert z.step_time_low_s <= z.step_time_s <= z.step_time_high_s
+    assert z.extra["comm_by_op_s"]["broadcast"] == pytest.approx(extra)
+    same = project_strategy(Plan("ddp", buckets=buckets), sc, 64, fit, overlap=0.5)
+    assert same.step_time_s == ddp.step_time_s and same.extra["comm_by_op_s"]["broadcast"] == 0.0
+
+
+# --------------------------------------------------------------------------- FSDP
+def test_fsdp_units_are_the_blocks_then_the_root() -> None:
+    res = fsdp_layout(layer_specs("resnet18"), "resnet18")
+    assert [u.name for u in res.units] == ["<root>", "layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0",
+                                           "layer3.1", "layer4.0", "layer4.1"]
+    assert res.parameter_bytes == model_costs("resnet18").gradient_bytes
+    assert res.units[0].root and not any(u.root for u in res.units[1:])
+    assert sum(s.flops_share for s in res.segments) == pytest.approx(1.0)
+    assert res.segments[0].unit == 0 and res.segments[-1].unit == 0  # the stem and the classifier
+    mlp = fsdp_layout(layer_specs("wide_mlp"), "wide_mlp")
+    assert [u.name for u in mlp.units] == ["<root>", "fc1", "fc2", "fc3"]
+    assert mlp.units[0].bytes == 4 * 4 * 4096  # two BatchNorms' weight and bias
+
+
+# two units A and B, half the forward FLOPs each; T_c = 3 s: forward 1 s, backward 2 s
+TWO = FsdpLayout((Unit("A", 1.0), Unit("B", 1.0)), (Segment(0, 0.5), Segment(1, 0.5)))
+
+
+def test_fsdp_overlap_schedule_worked_by_hand() -> None:
+    costs = FsdpCosts(all_gather=(0.2, 0.2), reduce_scatter=(0.3, 0.3), regather=(True, True))
+    # forward: AG(A) 0–0.2, A 0.2–0.7 (AG(B) 0.2–0.4 behind it), B 0.7–1.2;
+    # backward: AG(B) 1.2–1.4, B 1.4–2.4 (AG(A) 1.4–1.6), RS(B) 2.4–2.7, A 2.4–3.4, RS(A) 3.4–3.7.
+    # Exposed: 3.7 − 3 = the first all-gather of each pass and the last reduce-scatter.
+    assert fsdp_exposed_after_compute(TWO, costs, 3.0) == pytest.approx(0.2 + 0.2 + 0.3)
+    assert costs.total() == pytest.approx(4 * 0.2 + 2 * 0.3)
+    kept = FsdpCosts((0.2, 0.2), (0.3, 0.3), (False, False))  # not resharded: no all-gather in backward
+    assert fsdp_exposed_after_compute(TWO, kept, 3.0) == pytest.approx(0.2 + 0.3)
+    assert kept.total() == pytest.approx(2 * 0.2 + 2 * 0.3)
+    slow = FsdpCosts((1.0, 1.0), (1.0, 1.0), (True, True))  # the link, not compute, sets the pace
+    # forward: AG(A) 0–1, A 1–1.5, AG(B) 1–2, B 2–2.5; backward: AG(B) 2.5–3.5, B 3.5–4.5 (AG(A) 3.5–4.5),
+    # RS(B) 4.5–5.5, A 4.5–5.5, RS(A) 5.5–6.5: 6.5 − 3 exposed
+    assert fsdp_exposed_after_compute(TWO, slow, 3.0) == pytest.approx(3.5)
+
+
+def test_fsdp_step_point_and_bounds_over_gloo_and_nccl() -> None:
+    fit = ComputeFit(0.0, 3.0 / 64, ((64, 3.0),), "proportional")
+    link = Link("x", 1e6, 0.0)  # 1 MB/s, no latency: costs are bytes ÷ 1e6
+    layout = FsdpLayout((Unit("A", 0.8e6), Unit("B", 0.8e6)), (Segment(0, 0.5), Segment(1, 0.5)))
+    sc = Scenario(2, 2, link, link)
+    plan = Plan("fsdp", fsdp=layout, reshard=True)
+    # N = 2: AG = 0.4 s a unit; RS 0.4 s on NCCL, 0.8 s (an all-reduce) on gloo
+    assert comm_by_op_s(plan, 2, link, "nccl") == pytest.approx(
+        {"all_reduce": 0.0, "all_gather": 1.6, "reduce_scatter": 0.8, "broadcast": 0.0})
+    assert comm_by_op_s(plan, 2, link, "gloo")["reduce_scatter"] == pytest.approx(1.6)
+    none = project_strategy(plan, sc, 64, fit, backend="gloo", overlap=0.0)
+    assert none.step_time_s == pytest.approx(3.0 + 1.6 + 1.6) == pytest.approx(none.step_time_high_s)
+    full = project_strategy(plan, sc, 64, fit, backend="nccl", overlap=1.0)
+    # the hand schedule with AG 0.4, RS 0.4: 0.4 (forward) + 0.4 (backward) + 0.4 (last RS) exposed
+    assert full.exposed_comm_s == pytest.approx(1.2) and full.comm_s == pytest.approx(2.4)
+    assert full.step_time_low_s <= full.step_time_s <= full.step_time_high_s
+    half = project_strategy(plan, sc, 64, fit, backend="nccl", overlap=0.5)
+    assert half.exposed_comm_s == pytest.approx((1.2 + 2.4) / 2)
+    kept = project_strategy(Plan("fsdp", fsdp=layout, reshard=False), sc, 64, fit, backend="nccl", overlap=0.0)
+    assert kept.comm_s == pytest.approx(0.8 + 0.8)
+    # measured bytes rescale each kind: twice the all-gather bytes, twice its seconds
+    big = Plan("fsdp", fsdp=layout, reshard=True, all_gather_scale=2.0)
+    assert comm_by_op_s(big, 2, link, "nccl")["all_gather"] == pytest.approx(3.2)
+    assert big.modelled_bytes()["all_gather"] == pytest.approx(4 * 0.8e6 * 2)
+
+
+def test_fsdp_overlap_calibration_reproduces_the_run_it_came_from() -> None:
+    """A loopback fsdp step of 3 s compute and 1.4 s comm (AG 0.2 ×4, RS 0.3 ×2 in shares) that took 4.05 s
+    exposes 1.05 s: halfway between full overlap (0.7 s) and none (1.4 s)."""
+    plan = Plan("fsdp", fsdp=TWO, reshard=True)
+    link = Link("x", 1.0, 0.0)  # any link: only the shares matter, AG : RS = 1 : 1 here
+    e_ov = exposure(plan, 1.4, 2, link, "nccl")
+    # shares from this link: AG 0.5 s, RS 0.5 s per unit → scaled to 1.4 s: 0.2333 each
+    assert e_ov(3.0) == pytest.approx(3 * 1.4 / 6)
+    cal = reconcile(3.0 + 0.35 + 0.5 * 0.7 + 0.5 * 1.4 - 0.35, 3.0, 1.4, 1.0, e_ov)
+    assert cal.how == "phi" and cal.gamma == 1.0
+    assert cal.phi == pytest.approx((1.4 - 1.05) / (1.4 - 0.7))
+    # ZeRO-1: the broadcasts' seconds are exposed outside the comm hook's all-reduce time
+    z = Plan("zero1", buckets=tuple(ddp_buckets(layer_specs("resnet18"))), broadcasts=Broadcasts((1.0, 1.0), 2))
+    e = exposure(z, 0.2, 2, link, "gloo")
+    step = 0.3 + 0.1 + 0.5 * e(0.3) + 0.5 * 0.2  # φ = 0.5 once the 0.1 s of broadcasts are taken out
+    with_bc = reconcile(step, 0.3, 0.2, 1.0, e, fixed_s=0.1)
+    assert with_bc.how == "phi" and with_bc.phi == pytest.approx(0.5)
+    assert reconcile(step, 0.3, 0.2, 1.0, e).phi == pytest.approx(0.0)  # without them φ would read 0
+
+
+# --------------------------------------------------------------------------- the command line
+def _pvision(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "parallel_vision", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "COLUMNS": "160"})
+
+
+def test_project_refuses_an_unknown_strategy_in_one_line(tmp_path: Path) -> None:
+    out = _pvision("project", str(tmp_path), "--link", "25gbe", "--strategy", "zero3")
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pvision: error:" in lines[0] and "zero3" in lines[0]
+    assert "ddp, zero1, fsdp" in lines[0]
+    out = _pvision("project", str(tmp_path), "--link", "25gbe", "--backend", "mpi")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "mpi" in out.stderr
