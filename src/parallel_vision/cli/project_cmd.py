@@ -70,12 +70,21 @@ def project(
     overlap: float | None = typer.Option(None, "--overlap", help="Share φ ∈ [0, 1] of the bucket model's "
                                          "overlap that happens [default: from ROOT's single-host DDP runs' "
                                          "comm-hook time, else 1]."),
+    strategy: str | None = typer.Option(None, "--strategy", "-s", help="ddp, zero1 or fsdp: whose collectives "
+                                        "to project [default: the strategy of ROOT's multi-worker runs, else ddp]."),
+    backend: str | None = typer.Option(None, "--backend", help="gloo or nccl: how the collectives run (gloo's "
+                                       "reduce-scatter is an all-reduce) [default: the runs' backend]."),
+    reshard_after_forward: bool | None = typer.Option(None, "--reshard-after-forward/--no-reshard-after-forward",
+                                                      help="fsdp: blocks resharded after forward (an all-gather "
+                                                      "again in backward) [default: the runs' setting, else yes]."),
     list_links: bool = typer.Option(False, "--list-links", help="List the link presets with their sources."),
 ) -> None:
     """Project step time, speedup and efficiency to N workers on K nodes; write ROOT/projection.json."""
     if list_links:
         _print_links()
         return
+    calibrate.check_strategy(strategy)
+    calibrate.check_backend(backend)
     if contention is not None and not contention >= 1:
         raise ConfigError(f"--contention must be ≥ 1; got {contention}")
     if overlap is not None and not 0 <= overlap <= 1:
@@ -84,7 +93,8 @@ def project(
                         ("--per-worker-batch", per_worker_batch), ("--global-batch", global_batch)):
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be positive; got {value}")
-    inputs = calibrate.load_inputs(root, model, framework, threads)
+    inputs = calibrate.load_inputs(root, model, framework, threads, strategy=strategy, reshard=reshard_after_forward,
+                                   backend=backend)
     inter = choose_link(inputs, link, bandwidth_gbps, latency_us)
     intra = links.preset(intra_link) if intra_link else None
     doc = calibrate.project(inputs, _workers(workers), inter, nodes=nodes, per_node=workers_per_node, intra=intra,
@@ -104,7 +114,12 @@ def print_projection(doc: dict[str, Any]) -> None:
              else f"{doc['layout']['workers_per_node']} worker(s) per node")
     batch = (f"per-worker batch {doc['per_worker_batch']}" if doc["scaling"] == "weak"
              else f"global batch {doc['global_batch']}")
-    table = Table(title=f"Projected: {doc['model']} ({doc['framework']}), {batch}, {where}, "
+    strategy = doc.get("strategy", "ddp")
+    if strategy == "fsdp":
+        strategy += " (resharded after forward)" if doc["calibration"]["collectives"].get("reshard_after_forward") \
+            else " (not resharded after forward)"
+    table = Table(title=f"Projected: {doc['model']} ({doc['framework']} {strategy}, {doc.get('backend', 'gloo')}), "
+                        f"{batch}, {where}, "
                         f"over {link['name']} ({link['bandwidth_gbps']:.3g} Gb/s, {link['latency_us']:.3g} µs)")
     for col in ("N", "nodes", "step ms", "low–high ms", "exposed ms", "speedup", "eff."):
         table.add_column(col, justify="right", no_wrap=True)
@@ -122,6 +137,12 @@ def print_projection(doc: dict[str, Any]) -> None:
                   f"{comp['max_rel_residual'] * 100:.0f} %); {len(cal['buckets'])} DDP bucket(s), "
                   f"{cal['gradient_bytes'] / 1e6:.1f} MB of gradients; "
                   f"contention γ = {cal['contention']['gamma']:.3f}; overlap φ = {cal['overlap']['phi']:.2f}")
+    by_op = doc["rows"][-1].get("comm_by_op_s") or {}
+    if any(by_op.values()):
+        kinds = ", ".join(f"{op.replace('_', '-')} {_ms(t)}" for op, t in by_op.items() if t)
+        note = (cal.get("comm_bytes") or {}).get("note", "the model's parameter bytes")
+        console.print(f"collectives per step at N = {doc['rows'][-1]['workers']}, before overlap: {kinds} "
+                      f"(bytes: {note})")
     skew = cal.get("skew") or {"skew_s": cal.get("skew_s", 0.0), "note": "given with --skew-ms"}
     console.print(f"rank skew: {skew['skew_s'] * 1e3:.2f} ms per step ({skew['note']})")
     if comp["kind"] == "proportional" and len(comp["points"]) == 1:

@@ -1,11 +1,13 @@
 """From a ROOT's runs and linktest to projection.json: calibrate, project, compare with what was measured.
 
 Calibration (docs/projection.md): T_c(b) from the 1-worker runs (one per per-worker batch, steady step time
-= steady epoch time ÷ steps per epoch); the buckets from the model's layer list; contention from runs
-labelled as the "two independent runs at once" control (`extra.control = "pair"`); the overlap φ from the
-single-host DDP runs' comm-hook time (model.overlap_efficiency); the link from a
-preset, numbers, or the ROOT's linktest. Every N that was also measured (DDP runs in ROOT whose link a
-linktest in ROOT describes) gets its error. Reads the store only; imports no framework.
+= steady epoch time ÷ steps per epoch); the collectives of the strategy projected (ddp, zero1 or fsdp:
+collectives.Plan) from the model's layer list, their bytes rescaled to the runs' measured
+`summary.comm_bytes_by_op` where they have it; contention from runs labelled as the "two independent runs
+at once" control (`extra.control = "pair"`); the overlap φ from the strategy's single-host runs
+(model.reconcile); the link from a preset, numbers, or the ROOT's linktest. Every N that was also measured
+(runs of the strategy in ROOT whose link a linktest in ROOT describes) gets its error. Reads the store only;
+imports no framework.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,20 +23,30 @@ from typing import Any
 from parallel_vision.atomic import atomic_write_bytes
 from parallel_vision.errors import ConfigError, ResultsError
 from parallel_vision.models.catalog import layer_specs, model_costs
+from parallel_vision.projection.collectives import (
+    BACKENDS,
+    OPS,
+    STRATEGIES,
+    Plan,
+    comm_by_op_s,
+    exposure,
+    fsdp_layout,
+    project_strategy,
+    zero1_broadcasts,
+)
 from parallel_vision.projection.linktest import link_of
 from parallel_vision.projection.model import (
     BACKWARD_SHARE,
     Bucket,
     ComputeFit,
     Link,
+    OverlapCalibration,
     Projected,
     Scenario,
     ddp_buckets,
     fit_compute,
-    overlap_efficiency,
-    project_point,
-    reconcile_overlap,
-    ring_allreduce_s,
+    phi_of,
+    reconcile,
 )
 from parallel_vision.results.store import open_store, require_runs
 from parallel_vision.results.stragglers import rank_spread_s
@@ -57,18 +69,78 @@ class Inputs:
     classes: int
     singles: list[dict[str, Any]]
     ddp: list[dict[str, Any]]
+    """The multi-worker runs of the strategy projected (`strategy`: ddp, zero1 or fsdp)."""
     pairs: list[dict[str, Any]]
     linktests: list[dict[str, Any]] = field(default_factory=list)
+    strategy: str = "ddp"
+    reshard: bool = True
+    """fsdp: the blocks are resharded after forward (the runs' --reshard-after-forward)."""
+    backend: str = "gloo"
+    """The collectives' backend (gloo's reduce-scatter is an all-reduce; its broadcast a binomial tree)."""
 
     @property
     def buckets(self) -> list[Bucket]:
-        c, s, _ = self.input_shape
-        return ddp_buckets(layer_specs(self.model, c, s, self.classes))
+        return ddp_buckets(self.specs)
 
     @property
     def gradient_bytes(self) -> int:
         c, s, _ = self.input_shape
         return model_costs(self.model, c, s, self.classes).gradient_bytes
+
+    @property
+    def specs(self) -> list[Any]:
+        c, s, _ = self.input_shape
+        return layer_specs(self.model, c, s, self.classes)
+
+    def plan(self, workers: int, measured: dict[str, float] | None = None) -> Plan:
+        """What the strategy issues per step at N = `workers`; `measured` (summary.comm_bytes_by_op) rescales
+        each kind's bytes to what the runs counted (`bytes_scales`)."""
+        specs = self.specs
+        buckets = tuple(ddp_buckets(specs)) if self.strategy in ("ddp", "zero1") else ()
+        model_plan = Plan(self.strategy, buckets=buckets,
+                          broadcasts=zero1_broadcasts(specs, workers) if self.strategy == "zero1" else None,
+                          fsdp=fsdp_layout(specs, self.model) if self.strategy == "fsdp" else None,
+                          reshard=self.reshard)
+        scales = bytes_scales(model_plan, measured)
+        if self.strategy == "zero1" and "broadcast" in scales:
+            model_plan = Plan(self.strategy, buckets=buckets, broadcasts=zero1_broadcasts(
+                specs, workers, total_bytes=scales["broadcast"] * model_plan.modelled_bytes()["broadcast"]))
+        return Plan(model_plan.strategy, buckets=model_plan.buckets, broadcasts=model_plan.broadcasts,
+                    fsdp=model_plan.fsdp, reshard=model_plan.reshard,
+                    all_reduce_scale=scales.get("all_reduce", 1.0), all_gather_scale=scales.get("all_gather", 1.0),
+                    reduce_scatter_scale=scales.get("reduce_scatter", 1.0))
+
+
+#: Measured bytes further than this factor from the model's are not used (a different counting convention,
+#: compression): the model's stand, and calibration.comm_bytes says so.
+BYTES_TRUST = 4.0
+
+
+def bytes_scales(plan: Plan, measured: dict[str, float] | None) -> dict[str, float]:
+    """Measured ÷ modelled bytes per collective kind the plan issues (only kinds both have, within BYTES_TRUST)."""
+    if not measured:
+        return {}
+    modelled = plan.modelled_bytes()
+    out = {}
+    for op in OPS:
+        m, want = measured.get(op), modelled[op]
+        if m and want and 1 / BYTES_TRUST <= m / want <= BYTES_TRUST:
+            out[op] = m / want
+    return out
+
+
+def comm_bytes(runs: list[dict[str, Any]]) -> tuple[dict[str, float] | None, list[str]]:
+    """The median over `runs` of summary.comm_bytes_by_op (bytes per worker per step, each kind), and the runs."""
+    have = [r for r in runs if isinstance((r.get("summary") or {}).get("comm_bytes_by_op"), dict)]
+    if not have:
+        return None, []
+    return ({op: statistics.median(float(r["summary"]["comm_bytes_by_op"].get(op) or 0.0) for r in have)
+             for op in OPS}, [r["path"] for r in have])
+
+
+def run_bytes(run: dict[str, Any]) -> dict[str, float] | None:
+    got = (run.get("summary") or {}).get("comm_bytes_by_op")
+    return {op: float(got.get(op) or 0.0) for op in OPS} if isinstance(got, dict) else None
 
 
 def step_s(run: dict[str, Any]) -> float:
@@ -95,8 +167,37 @@ def _nodes(run: dict[str, Any]) -> int:
     return int(extra.get("nodes") or 1)
 
 
+def check_strategy(strategy: str | None) -> None:
+    if strategy is not None and strategy not in STRATEGIES:
+        raise ConfigError(f"pvision project: unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def check_backend(backend: str | None) -> None:
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(f"pvision project: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def _reshard(run: dict[str, Any]) -> bool:
+    value = run["config"].get("reshard_after_forward")
+    return True if value is None else bool(value)
+
+
+def _backend_of(runs: list[dict[str, Any]], linktests: list[dict[str, Any]]) -> str:
+    """The runs' process-group backend (environment.backend), else the linktest's, else by device."""
+    found = [(r.get("environment") or {}).get("backend") for r in runs]
+    found = [b for b in found if b in BACKENDS] or [t.get("backend") for t in linktests if t.get("backend") in BACKENDS]
+    if found:
+        return max(set(found), key=found.count)
+    devices = [str((r.get("environment") or {}).get("device") or "") for r in runs]
+    return "nccl" if any(d.startswith("cuda") for d in devices) else "gloo"
+
+
 def load_inputs(root: str | Path, model: str | None = None, framework: str = "torch",
-                threads: float | None = None) -> Inputs:
+                threads: float | None = None, strategy: str | None = None, reshard: bool | None = None,
+                backend: str | None = None) -> Inputs:
+    """A ROOT's runs for projecting `strategy` (None: the one strategy of ROOT's multi-worker runs, else ddp)."""
+    check_strategy(strategy)
+    check_backend(backend)
     root = Path(root)
     with open_store(root) as store:
         require_runs(store)
@@ -115,7 +216,15 @@ def load_inputs(root: str | Path, model: str | None = None, framework: str = "to
     runs = [r for r in runs if (r["model"] or "paper_cnn") == model]
     if not runs:
         raise ConfigError(f"{root}: no {framework} runs of {model}; it has {', '.join(models)}")
-    ddp = [r for r in runs if r["strategy"] == "ddp" and r["workers"] > 1]
+    if strategy is None:
+        found = sorted({r["strategy"] for r in runs if r["workers"] > 1 and r["strategy"] in STRATEGIES})
+        strategy = found[0] if len(found) == 1 else "ddp"
+    ddp = [r for r in runs if r["strategy"] == strategy and r["workers"] > 1]
+    if strategy == "fsdp":
+        if reshard is None:
+            settings = [_reshard(r) for r in ddp] or [True]
+            reshard = max(set(settings), key=lambda v: (settings.count(v), v))
+        ddp = [r for r in ddp if _reshard(r) == reshard]
     one = [r for r in runs if r["workers"] == 1 and r["strategy"] in ("single", "ddp")]
     if threads is None:
         pool = ddp or [r for r in one if _control(r) is None]
@@ -134,7 +243,9 @@ def load_inputs(root: str | Path, model: str | None = None, framework: str = "to
     shape = tuple(w.get("input_shape") or (1, 28, 28))
     return Inputs(root=root, model=model, framework=framework, threads=threads,
                   input_shape=(int(shape[0]), int(shape[1]), int(shape[2])),
-                  classes=int(w.get("classes") or 10), singles=singles, ddp=ddp, pairs=pairs, linktests=linktests)
+                  classes=int(w.get("classes") or 10), singles=singles, ddp=ddp, pairs=pairs, linktests=linktests,
+                  strategy=strategy, reshard=True if reshard is None else reshard,
+                  backend=backend or _backend_of(ddp or singles, linktests))
 
 
 def compute_fit(inputs: Inputs) -> ComputeFit:
@@ -150,31 +261,57 @@ def contention(inputs: Inputs, fit: ComputeFit) -> tuple[float, str]:
     return gamma, f"from {len(ratios)} run(s) of the pair control: median ratio {statistics.median(ratios):.3f}"
 
 
+def calibrate_run(inputs: Inputs, run: dict[str, Any], compute_s: float, gamma: float,
+                  adjust_gamma: bool = True) -> dict[str, Any] | None:
+    """γ and φ from one single-host run of the strategy (model.reconcile), or None where it cannot say.
+
+    H, the comm seconds per step the strategy can overlap: the comm hook's (DDP's all-reduce: ddp, zero1;
+    whatever the engine timed: fsdp), else for fsdp its collectives costed over ROOT's single-host linktest.
+    ZeRO-1's broadcasts come after the step, outside H: their seconds over that linktest are exposed as they are.
+    The full-overlap exposure takes the collectives' shares from that linktest (any link where there is none).
+    """
+    n = int(run["workers"])
+    plan = inputs.plan(n, run_bytes(run))
+    single = linktest_for(inputs, 1)
+    link = link_of(single) if single else Link("shares", 1e9, 0.0)
+    modelled = comm_by_op_s(plan, n, link, inputs.backend) if single else None
+    hook, source = run.get("hook_comm_per_step_s"), "comm hook"
+    if hook is None and inputs.strategy == "fsdp" and modelled is not None:
+        hook, source = sum(modelled.values()), "modelled over the single-host linktest"
+    if hook is None:
+        return None
+    fixed = modelled["broadcast"] if modelled is not None and inputs.strategy == "zero1" else 0.0
+    exposed_ov = exposure(plan, hook, n, link, inputs.backend)
+    step = step_s(run)
+    if adjust_gamma:
+        cal = reconcile(step, compute_s, hook, gamma, exposed_ov, fixed)
+    else:
+        cal = OverlapCalibration(gamma, phi_of(step, compute_s * gamma, hook, exposed_ov, fixed), "phi")
+    return {"run": run["path"], "overlap": cal.phi, "gamma": cal.gamma, "how": cal.how, "hook_comm_per_step_s": hook,
+            "comm_source": source, "exposed_outside_hook_s": fixed, "measured_step_s": step}
+
+
 def overlap(inputs: Inputs, fit: ComputeFit, gamma: float, adjust_gamma: bool = True
             ) -> tuple[float, float, str, list[dict[str, Any]]]:
-    """(φ, γ, note, runs) from the ROOT's single-host DDP runs (medians), else φ = 1 (the bucket model's
-    overlap, assumed) and γ as given. With `adjust_gamma`, a γ that a DDP run contradicts is re-solved
-    from it (model.reconcile_overlap); else φ is only clamped."""
+    """(φ, γ, note, runs) from the ROOT's single-host runs of the strategy (medians, calibrate_run), else φ = 1
+    (the model's overlap, assumed) and γ as given. With `adjust_gamma`, a γ that a run contradicts is
+    re-solved from it (model.reconcile); else φ is only clamped."""
     runs = []
     for r in inputs.ddp:
-        hook = r.get("hook_comm_per_step_s")
-        if _nodes(r) != 1 or hook is None:
+        if _nodes(r) != 1:
             continue  # the runs projected over a linktest are what the projection is checked against
-        tc = fit.step_s(int(r["summary"]["per_worker_batch"]))
-        if adjust_gamma:
-            cal = reconcile_overlap(inputs.buckets, step_s(r), tc, hook, gamma)
-            phi, g, how = cal.phi, cal.gamma, cal.how
-        else:
-            phi, g, how = overlap_efficiency(inputs.buckets, step_s(r), tc * gamma, hook), gamma, "phi"
-        runs.append({"run": r["path"], "overlap": phi, "gamma": g, "how": how, "hook_comm_per_step_s": hook,
-                     "measured_step_s": step_s(r)})
+        cal = calibrate_run(inputs, r, fit.step_s(int(r["summary"]["per_worker_batch"])), gamma, adjust_gamma)
+        if cal is not None:
+            runs.append(cal)
     told = [x for x in runs if x["overlap"] is not None]
+    what = f"single-host {inputs.strategy} run(s)"
     if not told:
-        return 1.0, gamma, ("no single-host DDP run with comm-hook times that can tell: φ = 1 (the bucket "
-                            "model's overlap, assumed)"), runs
+        return 1.0, gamma, (f"no {what} with comm times that can tell: φ = 1 (the model's overlap, "
+                            "assumed)"), runs
     phi = statistics.median(x["overlap"] for x in told)
     new_gamma = statistics.median(x["gamma"] for x in told)
-    note = f"from {len(told)} single-host DDP run(s)' comm-hook time: median φ {phi:.2f}"
+    sources = sorted({x["comm_source"] for x in told})
+    note = f"from {len(told)} {what}' comm time ({', '.join(sources)}): median φ {phi:.2f}"
     if abs(new_gamma - gamma) > 1e-9:
         note += f"; γ {gamma:.3f} contradicted by them, re-solved to {new_gamma:.3f}"
     return phi, new_gamma, note, runs
@@ -202,15 +339,17 @@ def linktest_for(inputs: Inputs, nodes: int) -> dict[str, Any] | None:
 
 
 def _what_would_help(rows: list[Projected], base: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Which of a faster link, gradient compression or a larger per-worker batch the model says matters."""
+    """Which of a faster link, gradient compression (DDP's all-reduce: ddp, zero1) or a larger per-worker batch
+    the model says matters."""
     top = rows[-1]
-    alts = {
-        "faster_link_4x": project_point(**{**base, "scenario": _faster(base["scenario"], 4.0)}),
-        "compression_4x": project_point(**{**base, "bytes_scale": 0.25}),
-        "batch_2x": project_point(**{**base, "per_worker_batch": 2 * base["per_worker_batch"],
-                                     "reference_batch": 2 * (base.get("reference_batch")
-                                                             or base["per_worker_batch"])}),
-    }
+    plan: Plan = base["plan"]
+    alts = {"faster_link_4x": project_strategy(**{**base, "scenario": _faster(base["scenario"], 4.0)})}
+    if plan.buckets:
+        alts["compression_4x"] = project_strategy(**{**base, "plan": replace(
+            plan, all_reduce_scale=plan.all_reduce_scale * 0.25)})
+    alts["batch_2x"] = project_strategy(**{**base, "per_worker_batch": 2 * base["per_worker_batch"],
+                                           "reference_batch": 2 * (base.get("reference_batch")
+                                                                   or base["per_worker_batch"])})
     # What counts is the images per second of the whole job at the largest N.
     gain = {k: (a.workers * a.per_worker_batch / a.step_time_s) / (top.workers * top.per_worker_batch /
                                                                  top.step_time_s) - 1 for k, a in alts.items()}
@@ -219,8 +358,10 @@ def _what_would_help(rows: list[Projected], base: dict[str, Any]) -> tuple[str, 
              "batch_2x": "a 2× larger per-worker batch"}
     best = max(gain, key=lambda k: gain[k])
     if gain[best] < 0.02:
+        levers = "neither a faster link, compression nor a larger batch" if plan.buckets else \
+            "neither a faster link nor a larger batch"
         line = (f"At N = {top.workers} the step is compute-bound ({exposed_share * 100:.0f} % exposed communication): "
-                "neither a faster link, compression nor a larger batch gains more than 2 % throughput.")
+                f"{levers} gains more than 2 % throughput.")
     else:
         line = (f"At N = {top.workers}, {exposed_share * 100:.0f} % of the step is exposed communication; "
                 f"{names[best]} helps most (+{gain[best] * 100:.0f} % images/s); "
@@ -265,7 +406,8 @@ def project(inputs: Inputs, workers: Sequence[int], link: Link, *, nodes: int | 
     given_gamma = gamma_note == "given with --contention"
     phi, gamma_fit, phi_note, phi_runs = overlap(inputs, fit, gamma, adjust_gamma=not given_gamma)
     if gamma_fit != gamma:
-        gamma_note += f"; re-solved to {gamma_fit:.3f} from the single-host DDP run(s) (model.reconcile_overlap)"
+        gamma_note += (f"; re-solved to {gamma_fit:.3f} from the single-host {inputs.strategy} run(s) "
+                       "(model.reconcile)")
         gamma = gamma_fit
     if overlap_phi is not None:
         phi, phi_note = overlap_phi, "given with --overlap"
@@ -274,24 +416,27 @@ def project(inputs: Inputs, workers: Sequence[int], link: Link, *, nodes: int | 
         intra = link_of(single_host, "linktest (this host)") if single_host else link
     if global_batch is None:
         per_worker_batch = per_worker_batch or max(b for b, _ in fit.points)
+    measured_bytes, bytes_runs = comm_bytes(inputs.ddp)
     rows: list[Projected] = []
     bases: list[dict[str, Any]] = []
     for n in sorted(set(workers)):
         k = layout(n, nodes, per_node)
         b = per_worker_batch if global_batch is None else max(1, global_batch // n)
-        base = {"scenario": Scenario(n, k, link, intra), "per_worker_batch": b, "compute": fit,
-                "buckets": buckets, "contention": gamma, "skew_s": skew_s,
-                "reference_batch": None if global_batch is None else global_batch, "overlap": phi}
-        rows.append(project_point(**base))
+        base = {"plan": inputs.plan(n, measured_bytes), "scenario": Scenario(n, k, link, intra),
+                "per_worker_batch": b, "compute": fit, "backend": inputs.backend, "contention": gamma,
+                "skew_s": skew_s, "reference_batch": None if global_batch is None else global_batch, "overlap": phi}
+        rows.append(project_strategy(**base))
         bases.append(base)
     help_line, alternatives = _what_would_help(rows, bases[-1])
-    measured = measured_errors(inputs=inputs, fit=fit, buckets=buckets, gamma=gamma, skew_s=skew_s, phi=phi)
+    measured = measured_errors(inputs=inputs, fit=fit, gamma=gamma, skew_s=skew_s, phi=phi)
     for m in measured:  # φ from this very run: its error is not an independent check
         m["overlap_from_this_run"] = any(x["run"] == m["run"] and x["overlap"] is not None for x in phi_runs)
+    plan = bases[-1]["plan"]
     return {
         "kind": "projection", "version": PROJECTION_VERSION,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "root": str(inputs.root), "model": inputs.model, "framework": inputs.framework,
+        "strategy": inputs.strategy, "backend": inputs.backend,
         "threads_per_worker": inputs.threads, "input_shape": list(inputs.input_shape),
         "scaling": "weak" if global_batch is None else "strong",
         "per_worker_batch": per_worker_batch, "global_batch": global_batch,
@@ -302,11 +447,18 @@ def project(inputs: Inputs, workers: Sequence[int], link: Link, *, nodes: int | 
             "backward_share": BACKWARD_SHARE,
             "buckets": [{"bytes": bk.bytes, "ready_fraction": bk.ready_fraction} for bk in buckets],
             "gradient_bytes": inputs.gradient_bytes,
+            "collectives": {**plan.describe(), "workers": bases[-1]["scenario"].workers,
+                            "modelled_bytes_by_op": plan.modelled_bytes()},
+            "comm_bytes": {"measured_by_op": measured_bytes, "runs": bytes_runs,
+                           "used_scales": bytes_scales(inputs.plan(bases[-1]["scenario"].workers), measured_bytes),
+                           "note": ("the model's parameter bytes" if measured_bytes is None else
+                                    "each kind rescaled to the runs' median summary.comm_bytes_by_op where it is "
+                                    f"within ×{BYTES_TRUST:g} of the model's")},
             "contention": {"gamma": gamma, "note": gamma_note, "runs": [r["path"] for r in inputs.pairs]},
             "overlap": {"phi": phi, "note": phi_note, "runs": phi_runs},
             "skew_s": skew_s,
             "skew": {"skew_s": skew_s, "note": skew_note, "runs": skew_runs},
-            "comm_hook": comm_hook_check(inputs, buckets),
+            "comm_hook": comm_hook_check(inputs),
         },
         "rows": [r.row() for r in rows],
         "measured": measured,
@@ -315,24 +467,26 @@ def project(inputs: Inputs, workers: Sequence[int], link: Link, *, nodes: int | 
     }
 
 
-def comm_hook_check(inputs: Inputs, buckets: list[Bucket]) -> list[dict[str, Any]]:
-    """The DDP runs' comm-hook all-reduce time per step beside the ring model over their linktest."""
+def comm_hook_check(inputs: Inputs) -> list[dict[str, Any]]:
+    """The runs' measured comm time per step (the comm hook's) beside the model of their collectives over
+    their linktest, in all (`modelled_ring_per_step_s`) and by kind."""
     out = []
     for r in inputs.ddp:
         record = linktest_for(inputs, _nodes(r))
         hook = r.get("hook_comm_per_step_s")
         if hook is None:
             continue
-        modelled = (sum(ring_allreduce_s(b.bytes, r["workers"], link_of(record)) for b in buckets)
-                    if record else None)
+        by_op = (comm_by_op_s(inputs.plan(r["workers"], run_bytes(r)), r["workers"], link_of(record), inputs.backend)
+                 if record else None)
         out.append({"run": r["path"], "workers": r["workers"], "hook_comm_per_step_s": hook,
-                    "modelled_ring_per_step_s": modelled})
+                    "modelled_ring_per_step_s": sum(by_op.values()) if by_op else None,
+                    "modelled_by_op_s": by_op})
     return out
 
 
-def measured_errors(inputs: Inputs, fit: ComputeFit, buckets: list[Bucket], gamma: float,
-                    skew_s: float, phi: float = 1.0) -> list[dict[str, Any]]:
-    """Every DDP run in ROOT projected over the link its linktest measured: measured vs projected."""
+def measured_errors(inputs: Inputs, fit: ComputeFit, gamma: float, skew_s: float,
+                    phi: float = 1.0) -> list[dict[str, Any]]:
+    """Every run of the strategy in ROOT projected over the link its linktest measured: measured vs projected."""
     out = []
     for r in inputs.ddp:
         k = _nodes(r)
@@ -343,14 +497,14 @@ def measured_errors(inputs: Inputs, fit: ComputeFit, buckets: list[Bucket], gamm
         single = linktest_for(inputs, 1)
         intra = link_of(single) if single else link
         b = int(r["summary"]["per_worker_batch"])
-        p = project_point(Scenario(r["workers"], k, link, intra), b, fit, buckets, contention=gamma, skew_s=skew_s,
-                          overlap=phi)
+        p = project_strategy(inputs.plan(r["workers"], run_bytes(r)), Scenario(r["workers"], k, link, intra), b, fit,
+                             backend=inputs.backend, contention=gamma, skew_s=skew_s, overlap=phi)
         m = step_s(r)
-        out.append({"run": r["path"], "workers": r["workers"], "nodes": k, "per_worker_batch": b,
-                    "measured_step_s": m, "projected_step_s": p.step_time_s, "step_time_low_s": p.step_time_low_s,
-                    "step_time_high_s": p.step_time_high_s, "error": p.step_time_s / m - 1,
-                    "within_band": p.step_time_low_s <= m <= p.step_time_high_s,
-                    "link": link.as_dict()})
+        out.append({"run": r["path"], "strategy": inputs.strategy, "workers": r["workers"], "nodes": k,
+                    "per_worker_batch": b, "measured_step_s": m, "projected_step_s": p.step_time_s,
+                    "step_time_low_s": p.step_time_low_s, "step_time_high_s": p.step_time_high_s,
+                    "error": p.step_time_s / m - 1, "within_band": p.step_time_low_s <= m <= p.step_time_high_s,
+                    "link": link.as_dict(), "comm_by_op_s": p.extra.get("comm_by_op_s")})
     return out
 
 
