@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -118,8 +117,9 @@ def predict(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def main() -> None:
     sys.path.insert(0, str(HERE.parent / "tests"))
     sys.path.insert(0, str(HERE))
-    from netns import HostPair, kill_group
     from projection_netns import RDZV_PORT, _env, shape
+
+    from netns import HostPair, kill_group
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--settings", default="100mbit,1gbit")

@@ -16,7 +16,13 @@ For each model (paper_cnn, resnet18 on small MNIST subsets):
      `pvision project` runs), and compare with the measured step.
 Nothing is tuned on the measured points. Needs root, iproute2, tc (tbf) and 2 cores.
 
-Usage:  python benchmarks/projection_netns.py [--out DIR] [--models paper_cnn,resnet18]
+`--strategy zero1|fsdp` does the same for the sharded strategies (`pvision project --strategy`): the loopback
+run (c) and the measured runs are of that strategy, the projection is collectives.project_strategy over the
+link, with γ and φ from calibrate.calibrate_run: the loopback run's comm time where the engine timed it, else
+(fsdp) its collectives over a loopback linktest, taken inside host a as the loopback run is; the bytes of
+each collective kind are the measured run's summary.comm_bytes_by_op where it has them.
+
+Usage:  python benchmarks/projection_netns.py [--out DIR] [--models paper_cnn,resnet18] [--strategy ddp]
 Writes benchmarks/results/projection-netns-<date>.json and prints the error table (markdown).
 """
 
@@ -44,6 +50,8 @@ PLAN: dict[str, tuple[int, int, tuple[str, ...]]] = {
     "paper_cnn": (64, 8, ("10mbit", "100mbit", "1gbit", "unshaped")),
     # 10 Mbit/s would take ~36 s per step for ResNet-18's 44.7 MB of gradients: left out.
     "resnet18": (16, 5, ("100mbit", "1gbit", "unshaped")),
+    # 80 MB of parameters: FSDP's step moves ~160 MB-equivalents over gloo (13 s at 100 Mbit/s)
+    "wide_mlp": (64, 4, ("100mbit", "1gbit", "unshaped")),
 }
 SETTINGS = ("10mbit", "100mbit", "1gbit", "unshaped")
 RATE_BITS = {"10mbit": 10e6, "100mbit": 100e6, "1gbit": 1e9}
@@ -163,8 +171,8 @@ def _step(result: dict[str, Any]) -> float:
     return s["mean_epoch_time_excl_warmup_s"] / s["steps_per_epoch"]
 
 
-def _ddp_args(model: str, b: int, steps: int, out: Path) -> list[str]:
-    return ["train", "-f", "torch", "-s", "ddp", "--model", model, "-b", str(2 * b), "-e", "2",
+def _ddp_args(model: str, b: int, steps: int, out: Path, strategy: str = "ddp") -> list[str]:
+    return ["train", "-f", "torch", "-s", strategy, "--model", model, "-b", str(2 * b), "-e", "2",
             "--limit-train", str(2 * b * steps), "--limit-test", "64", "--threads", "1",
             "--device", "cpu", "--seed", "0", "--quiet", "--out", str(out), "--overwrite"]
 
@@ -173,13 +181,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("/tmp/pvision-projection-netns2"))
     p.add_argument("--models", default="paper_cnn,resnet18")
+    p.add_argument("--strategy", default="ddp", choices=("ddp", "zero1", "fsdp"))
+    p.add_argument("--settings", default=",".join(SETTINGS), help="link settings to run (of each model's)")
     args = p.parse_args()
+    strategy = args.strategy
+    settings = [x for x in SETTINGS if x in args.settings.split(",")]
     models = [m for m in args.models.split(",") if m]
     root = args.out.resolve()
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     started = time.time()
     record: dict[str, Any] = {"started": datetime.now().isoformat(timespec="seconds"), "load_start": load(),
+                              "strategy": strategy,
                               "kernel": os.uname().release, "tbf": {"burst_bytes": TBF_BURST, "latency": TBF_LATENCY},
                               "rows": [], "links": {}, "calibration": {}}
     # 1a, 1b. single-host calibration runs: T_c(b), then the pair control
@@ -194,19 +207,26 @@ def main() -> None:
             pair_runs(model, b, steps, root / model, logs)
             print(f"{model}: pair control done ({time.time() - started:.0f} s, load {load()})", flush=True)
     with HostPair() as pair:
-        # 1c. the overlap control: single-host DDP over loopback, one core per worker
+        if strategy != "ddp":  # the loopback link the sharded strategies' calibration costs its collectives over
+            for model in models:
+                torchrun_both(pair, f"linktest-loopback-{model}", ["linktest", str(root / model), "--budget-s", "1.0",
+                                                                   "--repeats", "3", "--label", "loopback"],
+                              logs, 300, loopback=True)
+        # 1c. the overlap control: single-host run of the strategy over loopback, one core per worker
         for model in models:
             b, steps, _ = PLAN[model]
-            out = root / model / "ddp-loopback"
-            torchrun_both(pair, f"{model}-loopback", _ddp_args(model, b, steps, out), logs, 600, loopback=True)
+            out = root / model / ("ddp-loopback" if strategy == "ddp" else f"{strategy}-loopback")
+            torchrun_both(pair, f"{model}-{strategy}-loopback", _ddp_args(model, b, steps, out, strategy), logs, 600,
+                          loopback=True)
             loop = json.loads((out / "result.json").read_text())
-            record["calibration"][model] = calibration(root / model, model, loop)
+            record["calibration"][model] = (calibration(root / model, model, loop) if strategy == "ddp" else
+                                            sharded_calibration(root / model, model, strategy, out))
             c = record["calibration"][model]
             print(f"{model}: γ {c['gamma']:.3f}, φ {c['phi']} (loopback step {c['loopback_step_s'] * 1e3:.0f} ms, "
                   f"hook {c['loopback_hook_s'] * 1e3:.0f} ms) ({time.time() - started:.0f} s, load {load()})",
                   flush=True)
         # 2, 3. the shaped links
-        for setting in SETTINGS:
+        for setting in settings:
             wanted = [m for m in models if setting in PLAN[m][2]]
             if not wanted:
                 continue
@@ -221,17 +241,21 @@ def main() -> None:
                   f"({time.time() - started:.0f} s)", flush=True)
             for model in wanted:
                 b, steps, _ = PLAN[model]
-                out = root / model / f"ddp-{setting}"
-                torchrun_both(pair, f"{model}-{setting}", _ddp_args(model, b, steps, out), logs, 600)
+                out = root / model / (f"ddp-{setting}" if strategy == "ddp" else f"{strategy}-{setting}")
+                torchrun_both(pair, f"{model}-{strategy}-{setting}", _ddp_args(model, b, steps, out, strategy), logs,
+                              600)
                 measured = json.loads((out / "result.json").read_text())
-                record["rows"].append(compare(record["calibration"][model], model, setting, measured, rec))
+                cal = record["calibration"][model]
+                record["rows"].append(compare(cal, model, setting, measured, rec) if strategy == "ddp" else
+                                      sharded_compare(cal, root / model, model, strategy, setting, measured, rec))
                 r = record["rows"][-1]
                 print(f"{model} {setting}: measured {r['measured_step_s'] * 1e3:.0f} ms, projected "
                       f"{r['projected_step_s'] * 1e3:.0f} ms ({r['error'] * 100:+.1f} %) "
                       f"({time.time() - started:.0f} s, load {r['load']})", flush=True)
     record["load_end"] = load()
     record["wall_s"] = time.time() - started
-    dest = HERE / "results" / f"projection-netns-{datetime.now():%Y-%m-%d-%H%M}.json"
+    tag = "" if strategy == "ddp" else f"{strategy}-"
+    dest = HERE / "results" / f"projection-netns-{tag}{datetime.now():%Y-%m-%d-%H%M}.json"
     dest.write_text(json.dumps(record, indent=2) + "\n")
     print(table(record))
     print(f"written: {dest}")
@@ -277,8 +301,57 @@ def compare(cal: dict[str, Any], model: str, setting: str, measured: dict[str, A
             "link": link.as_dict(), "load": load()}
 
 
+def sharded_calibration(model_root: Path, model: str, strategy: str, loopback_dir: Path) -> dict[str, Any]:
+    """T_c(b), γ (pair control) and φ from the loopback run of the strategy, as `pvision project --strategy`
+    takes them (calibrate.calibrate_run: its comm time, or its collectives over the loopback linktest)."""
+    inputs = calibrate.load_inputs(model_root, model, "torch", 1.0, strategy=strategy, backend="gloo")
+    fit = calibrate.compute_fit(inputs)
+    pair_gamma, gamma_note = calibrate.contention(inputs, fit)
+    [loop] = [r for r in inputs.ddp if Path(r["path"]).name == loopback_dir.name]
+    b = int(loop["summary"]["per_worker_batch"])
+    cal = calibrate.calibrate_run(inputs, loop, fit.step_s(b), pair_gamma) or {"overlap": None, "gamma": pair_gamma,
+                                                                               "how": "no comm time",
+                                                                               "hook_comm_per_step_s": 0.0}
+    return {"fit": fit.as_dict(), "gamma": cal["gamma"], "pair_gamma": pair_gamma, "gamma_note": gamma_note,
+            "phi": cal["overlap"], "how": cal["how"], "comm_source": cal.get("comm_source"),
+            "exposed_outside_hook_s": cal.get("exposed_outside_hook_s"),
+            "pair_steps_s": [calibrate.step_s(r) for r in inputs.pairs], "loopback_step_s": calibrate.step_s(loop),
+            "loopback_hook_s": cal["hook_comm_per_step_s"], "loopback_comm_bytes": calibrate.run_bytes(loop),
+            "collectives": inputs.plan(2, calibrate.run_bytes(loop)).describe()}
+
+
+def sharded_compare(cal: dict[str, Any], model_root: Path, model: str, strategy: str, setting: str,
+                    measured: dict[str, Any], linkrec: dict[str, Any]) -> dict[str, Any]:
+    """The sharded strategy's N = 2, 2-node step from the single-host calibration and this setting's linktest."""
+    from parallel_vision.projection.collectives import project_strategy
+    from parallel_vision.projection.model import ComputeFit
+
+    f = cal["fit"]
+    fit = ComputeFit(f["c0_s"], f["c1_s_per_image"], tuple((q["per_worker_batch"], q["step_s"]) for q in f["points"]),
+                     f["kind"])
+    inputs = calibrate.load_inputs(model_root, model, "torch", 1.0, strategy=strategy, backend="gloo")
+    plan = inputs.plan(2, calibrate.run_bytes(measured))
+    link = link_of(linkrec, setting)
+    b = int(measured["summary"]["per_worker_batch"])
+    phi = 1.0 if cal["phi"] is None else cal["phi"]
+    kw = {"contention": cal["gamma"], "shared_machine": True, "backend": "gloo"}
+    p = project_strategy(plan, Scenario(2, 2, link, link), b, fit, overlap=phi, **kw)
+    p1 = project_strategy(plan, Scenario(2, 2, link, link), b, fit, overlap=1.0, **kw)
+    m_step = _step(measured)
+    hook = [e.get("comm_time_s") for e in (measured["epochs"][1:] or measured["epochs"])]
+    return {"model": model, "strategy": strategy, "setting": setting, "per_worker_batch": b, "measured_step_s": m_step,
+            "projected_step_s": p.step_time_s, "low_s": p.step_time_low_s, "high_s": p.step_time_high_s,
+            "error": p.step_time_s / m_step - 1, "compute_s": p.compute_s, "exposed_comm_s": p.exposed_comm_s,
+            "modelled_comm_s": p.comm_s, "comm_by_op_s": p.extra.get("comm_by_op_s"),
+            "hook_comm_per_step_s": _hook_per_step(measured) if all(h is not None for h in hook) else 0.0,
+            "comm_bytes_by_op": measured["summary"].get("comm_bytes_by_op"), "gamma": cal["gamma"], "phi": phi,
+            "projected_phi1_s": p1.step_time_s, "error_phi1": p1.step_time_s / m_step - 1,
+            "link": link.as_dict(), "load": load()}
+
+
 def table(record: dict[str, Any]) -> str:
-    lines = ["| model | link setting | linktest: Gb/s, µs | measured step (ms) | projected (ms) | band (ms) "
+    lines = [f"strategy: {record.get('strategy', 'ddp')}",
+             "| model | link setting | linktest: Gb/s, µs | measured step (ms) | projected (ms) | band (ms) "
              "| error | T_c·γ (ms) | φ | comm: model / hook (ms) | load (1 min) |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in record["rows"]:
