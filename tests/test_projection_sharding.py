@@ -8,10 +8,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from parallel_vision.models.catalog import layer_specs, model_costs
+from parallel_vision.projection import calibrate, links
 from parallel_vision.projection.collectives import (
     Broadcasts,
     FsdpCosts,
@@ -30,6 +32,7 @@ from parallel_vision.projection.collectives import (
     zero1_broadcasts,
     zero1_partition,
 )
+from parallel_vision.projection.linktest import make_record
 from parallel_vision.projection.model import (
     ComputeFit,
     Link,
@@ -207,3 +210,76 @@ def test_project_refuses_an_unknown_strategy_in_one_line(tmp_path: Path) -> None
     assert "ddp, zero1, fsdp" in lines[0]
     out = _pvision("project", str(tmp_path), "--link", "25gbe", "--backend", "mpi")
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "mpi" in out.stderr
+
+
+# --------------------------------------------------------------------------- calibrate: a ROOT's runs
+def _run(path: str, batch: int, step: float, *, strategy: str = "single", workers: int = 1, nodes: int = 1,
+         comm_bytes: dict[str, float] | None = None, hook: float | None = None) -> dict[str, Any]:
+    summary: dict[str, Any] = {"per_worker_batch": batch, "steps_per_epoch": 4,
+                               "mean_epoch_time_excl_warmup_s": 4 * step}
+    if comm_bytes is not None:
+        summary["comm_bytes_by_op"] = comm_bytes
+    extra = {"nodes": nodes} if nodes > 1 else {}
+    return {"path": path, "workers": workers, "strategy": strategy, "summary": summary,
+            "config": {"extra": extra}, "hook_comm_per_step_s": hook}
+
+
+def _linktest(nodes: int, bandwidth: float, a: float = 2e-4) -> dict[str, Any]:
+    sizes = [4096, 65536, 1 << 20, 4 << 20, 16 << 20]
+    return make_record({s: [a + s / bandwidth] for s in sizes}, backend="gloo", device="cpu", world_size=2,
+                       nodes=nodes, processes_per_node=1, host="h", created_at=f"2026-12-0{nodes}T00:00:00+00:00")
+
+
+def test_default_strategy_is_that_of_the_multi_worker_runs_else_ddp() -> None:
+    assert calibrate.default_strategy([_run("s", 64, 0.2), _run("f", 64, 1, strategy="fsdp", workers=2)]) == "fsdp"
+    assert calibrate.default_strategy([_run("s", 64, 0.2)]) == "ddp"
+    both = [_run("f", 64, 1, strategy="fsdp", workers=2), _run("z", 64, 1, strategy="zero1", workers=2)]
+    assert calibrate.default_strategy(both) == "ddp"
+
+
+def test_fsdp_projection_from_a_root_takes_phi_from_its_loopback_run_and_bytes_from_the_runs() -> None:
+    params = model_costs("wide_mlp").gradient_bytes
+    measured = {"all_reduce": 0.0, "all_gather": 2 * params, "reduce_scatter": params, "broadcast": 0.0}
+    singles = [_run("s32", 32, 0.1), _run("s64", 64, 0.2)]
+    loop = _run("loop", 64, 0.5, strategy="fsdp", workers=2, comm_bytes=measured)  # no comm time: modelled
+    far = _run("far", 64, 3.0, strategy="fsdp", workers=2, nodes=2, comm_bytes=measured)
+    inputs = calibrate.Inputs(Path("."), "wide_mlp", "torch", 1.0, (1, 28, 28), 10, singles, [loop, far], [],
+                              linktests=[_linktest(2, 1e8), _linktest(1, 1e9)], strategy="fsdp", backend="gloo")
+    doc = calibrate.project(inputs, [2, 4], links.preset("25gbe"))
+    assert doc["strategy"] == "fsdp" and doc["backend"] == "gloo"
+    col = doc["calibration"]["collectives"]
+    assert col["strategy"] == "fsdp" and [u["name"] for u in col["fsdp_units"]] == ["<root>", "fc1", "fc2", "fc3"]
+    # the measured bytes say every unit (the root too) is gathered twice: all-gather scaled a hair above 1
+    scales = doc["calibration"]["comm_bytes"]["used_scales"]
+    assert scales["reduce_scatter"] == pytest.approx(1.0) and 1.0 < scales["all_gather"] < 1.001
+    [cal] = doc["calibration"]["overlap"]["runs"]
+    assert cal["run"] == "loop" and cal["comm_source"] == "modelled over the single-host linktest"
+    # H: the collectives over the 1 GB/s loopback link (N = 2, α = 0.1 ms): all-gathers of 2 × 80 MB at
+    # (N−1)/N, the reduce-scatter on gloo an all-reduce of 80 MB at 2(N−1)/N; 4 units, 2 gathers and 1 RS each
+    assert cal["hook_comm_per_step_s"] == pytest.approx(params / 1e9 + params / 1e9 + 16 * 1e-4, rel=1e-3)
+    near, m = sorted(doc["measured"], key=lambda x: x["nodes"])
+    assert near["run"] == "loop" and near["overlap_from_this_run"]  # φ came from it: no independent check
+    assert near["error"] == pytest.approx(0.0, abs=1e-9)  # the calibration reproduces the run it came from
+    assert m["run"] == "far" and not m["overlap_from_this_run"] and m["strategy"] == "fsdp" and m["nodes"] == 2
+    by_op = m["comm_by_op_s"]
+    assert by_op["all_gather"] == pytest.approx(params / 1e8, rel=0.01)  # over the 2-node link
+    assert by_op["reduce_scatter"] == pytest.approx(params / 1e8, rel=0.01) and by_op["all_reduce"] == 0.0
+    assert m["step_time_low_s"] <= m["projected_step_s"] <= m["step_time_high_s"]
+    for r in doc["rows"]:
+        assert r["comm_by_op_s"]["all_gather"] > 0 and r["step_time_low_s"] <= r["step_time_s"] <= r["step_time_high_s"]
+    assert "compression_4x" not in doc["alternatives"]  # DDP's comm hooks do not apply to FSDP
+
+
+def test_zero1_projection_adds_the_broadcasts_to_ddp() -> None:
+    singles = [_run("s32", 32, 0.1), _run("s64", 64, 0.2)]
+    z = _run("z", 64, 0.4, strategy="zero1", workers=2, hook=0.05)
+    base = calibrate.Inputs(Path("."), "resnet18", "torch", 1.0, (1, 28, 28), 10, singles, [z], [],
+                            linktests=[_linktest(1, 1e9)], strategy="zero1", backend="gloo")
+    doc = calibrate.project(base, [2], links.preset("10gbe"), overlap_phi=1.0)
+    row = doc["rows"][0]
+    assert row["comm_by_op_s"]["broadcast"] > 0 and row["comm_by_op_s"]["all_reduce"] > 0
+    ddp = calibrate.project(calibrate.Inputs(**{**vars(base), "strategy": "ddp"}), [2], links.preset("10gbe"),
+                            overlap_phi=1.0)["rows"][0]
+    assert row["step_time_s"] == pytest.approx(ddp["step_time_s"] + row["comm_by_op_s"]["broadcast"])
+    [cal] = doc["calibration"]["overlap"]["runs"]
+    assert cal["comm_source"] == "comm hook" and cal["exposed_outside_hook_s"] > 0  # the broadcasts, modelled

@@ -192,6 +192,12 @@ def _backend_of(runs: list[dict[str, Any]], linktests: list[dict[str, Any]]) -> 
     return "nccl" if any(d.startswith("cuda") for d in devices) else "gloo"
 
 
+def default_strategy(runs: list[dict[str, Any]]) -> str:
+    """The strategy of a ROOT's multi-worker runs when they have one (of ddp, zero1, fsdp), else ddp."""
+    found = sorted({r["strategy"] for r in runs if r["workers"] > 1 and r["strategy"] in STRATEGIES})
+    return found[0] if len(found) == 1 else "ddp"
+
+
 def load_inputs(root: str | Path, model: str | None = None, framework: str = "torch",
                 threads: float | None = None, strategy: str | None = None, reshard: bool | None = None,
                 backend: str | None = None) -> Inputs:
@@ -216,9 +222,7 @@ def load_inputs(root: str | Path, model: str | None = None, framework: str = "to
     runs = [r for r in runs if (r["model"] or "paper_cnn") == model]
     if not runs:
         raise ConfigError(f"{root}: no {framework} runs of {model}; it has {', '.join(models)}")
-    if strategy is None:
-        found = sorted({r["strategy"] for r in runs if r["workers"] > 1 and r["strategy"] in STRATEGIES})
-        strategy = found[0] if len(found) == 1 else "ddp"
+    strategy = strategy or default_strategy(runs)
     ddp = [r for r in runs if r["strategy"] == strategy and r["workers"] > 1]
     if strategy == "fsdp":
         if reshard is None:

@@ -250,10 +250,11 @@ def fsdp_exposed_after_compute(layout: FsdpLayout, costs: FsdpCosts, compute_s: 
                                backward_share: float = BACKWARD_SHARE) -> float:
     """The comm time left over after compute when every collective that can be hidden is (full overlap).
 
-    One link, collectives one after another in the order they are issued. Forward: a unit's all-gather is
-    issued when the segment before its first segment starts (one-ahead prefetch; the first at once) and
-    its compute waits for it. Backward, segments in reverse: a resharded unit's all-gather again one segment
-    ahead, its reduce-scatter once its last (in backward order) segment is done. The step ends when compute
+    One link, collectives one after another in the order they are issued. Forward: the first unit's
+    all-gather at once; as each segment starts, the all-gather of the next unit not yet gathered (one unit
+    ahead, FSDP2's prefetch; segments of units already gathered, such as the root's BatchNorms, are skipped
+    over), and a segment's compute waits for its unit's. Backward, segments in reverse: a resharded unit's
+    all-gather again one unit ahead, its reduce-scatter once its last (in backward order) segment is done. The step ends when compute
     and every collective have; what ends after compute_s is exposed.
     """
     forward = (1 - backward_share) * compute_s
@@ -274,9 +275,10 @@ def fsdp_exposed_after_compute(layout: FsdpLayout, costs: FsdpCosts, compute_s: 
             needs.discard(order[0].unit)
         for k, seg in enumerate(order):
             start = max(t, ready.get(seg.unit, 0.0))
-            if k + 1 < len(order) and order[k + 1].unit in needs:
-                gather(order[k + 1].unit, start)  # prefetch: issued as this segment starts
-                needs.discard(order[k + 1].unit)
+            ahead = next((s.unit for s in order[k + 1:] if s.unit in needs), None)
+            if ahead is not None:
+                gather(ahead, start)  # prefetch the next unit not yet gathered, as this segment starts
+                needs.discard(ahead)
             t = start + seg.flops_share * phase_s
             if last_of.get(seg.unit) == k:
                 ch = max(ch, t) + costs.reduce_scatter[seg.unit]
