@@ -254,8 +254,8 @@ def fsdp_exposed_after_compute(layout: FsdpLayout, costs: FsdpCosts, compute_s: 
     all-gather at once; as each segment starts, the all-gather of the next unit not yet gathered (one unit
     ahead, FSDP2's prefetch; segments of units already gathered, such as the root's BatchNorms, are skipped
     over), and a segment's compute waits for its unit's. Backward, segments in reverse: a resharded unit's
-    all-gather again one unit ahead, its reduce-scatter once its last (in backward order) segment is done. The step ends when compute
-    and every collective have; what ends after compute_s is exposed.
+    all-gather again one unit ahead, its reduce-scatter once its last (in backward order) segment is done.
+    The step ends when compute and every collective have; what ends after compute_s is exposed.
     """
     forward = (1 - backward_share) * compute_s
     backward = backward_share * compute_s
