@@ -317,7 +317,7 @@ def sharded_calibration(model_root: Path, model: str, strategy: str, loopback_di
             "exposed_outside_hook_s": cal.get("exposed_outside_hook_s"),
             "pair_steps_s": [calibrate.step_s(r) for r in inputs.pairs], "loopback_step_s": calibrate.step_s(loop),
             "loopback_hook_s": cal["hook_comm_per_step_s"], "loopback_comm_bytes": calibrate.run_bytes(loop),
-            "collectives": inputs.plan(2, calibrate.run_bytes(loop)).describe()}
+            "collectives": inputs.plan(2, calibrate.run_bytes(loop), calibrate.run_partition(loop)).describe()}
 
 
 def sharded_compare(cal: dict[str, Any], model_root: Path, model: str, strategy: str, setting: str,
@@ -330,7 +330,7 @@ def sharded_compare(cal: dict[str, Any], model_root: Path, model: str, strategy:
     fit = ComputeFit(f["c0_s"], f["c1_s_per_image"], tuple((q["per_worker_batch"], q["step_s"]) for q in f["points"]),
                      f["kind"])
     inputs = calibrate.load_inputs(model_root, model, "torch", 1.0, strategy=strategy, backend="gloo")
-    plan = inputs.plan(2, calibrate.run_bytes(measured))
+    plan = inputs.plan(2, calibrate.run_bytes(measured), calibrate.run_partition(measured))
     link = link_of(linkrec, setting)
     b = int(measured["summary"]["per_worker_batch"])
     phi = 1.0 if cal["phi"] is None else cal["phi"]

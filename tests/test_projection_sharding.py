@@ -283,3 +283,10 @@ def test_zero1_projection_adds_the_broadcasts_to_ddp() -> None:
     assert row["step_time_s"] == pytest.approx(ddp["step_time_s"] + row["comm_by_op_s"]["broadcast"])
     [cal] = doc["calibration"]["overlap"]["runs"]
     assert cal["comm_source"] == "comm hook" and cal["exposed_outside_hook_s"] > 0  # the broadcasts, modelled
+
+
+def test_zero1_broadcasts_take_a_runs_measured_split_when_it_has_as_many_ranks() -> None:
+    specs = layer_specs("wide_mlp")
+    assert zero1_broadcasts(specs, 2, shares=[3e6, 1e6]).bytes_per_root == (3e6, 1e6)
+    assert zero1_broadcasts(specs, 2, total_bytes=8e6, shares=[3e6, 1e6]).bytes_per_root == (6e6, 2e6)
+    assert zero1_broadcasts(specs, 4, shares=[3e6, 1e6]) == zero1_broadcasts(specs, 4)  # another N: the model's

@@ -92,19 +92,23 @@ class Inputs:
         c, s, _ = self.input_shape
         return layer_specs(self.model, c, s, self.classes)
 
-    def plan(self, workers: int, measured: dict[str, float] | None = None) -> Plan:
+    def plan(self, workers: int, measured: dict[str, float] | None = None,
+             partition: list[float] | None = None) -> Plan:
         """What the strategy issues per step at N = `workers`; `measured` (summary.comm_bytes_by_op) rescales
-        each kind's bytes to what the runs counted (`bytes_scales`)."""
+        each kind's bytes to what the runs counted (`bytes_scales`); `partition` (summary.zero1_partition, bytes
+        per rank) is ZeRO-1's split where it has `workers` ranks."""
         specs = self.specs
         buckets = tuple(ddp_buckets(specs)) if self.strategy in ("ddp", "zero1") else ()
         model_plan = Plan(self.strategy, buckets=buckets,
-                          broadcasts=zero1_broadcasts(specs, workers) if self.strategy == "zero1" else None,
+                          broadcasts=zero1_broadcasts(specs, workers, shares=partition)
+                          if self.strategy == "zero1" else None,
                           fsdp=fsdp_layout(specs, self.model) if self.strategy == "fsdp" else None,
                           reshard=self.reshard)
         scales = bytes_scales(model_plan, measured)
         if self.strategy == "zero1" and "broadcast" in scales:
             model_plan = Plan(self.strategy, buckets=buckets, broadcasts=zero1_broadcasts(
-                specs, workers, total_bytes=scales["broadcast"] * model_plan.modelled_bytes()["broadcast"]))
+                specs, workers, total_bytes=scales["broadcast"] * model_plan.modelled_bytes()["broadcast"],
+                shares=partition))
         return Plan(model_plan.strategy, buckets=model_plan.buckets, broadcasts=model_plan.broadcasts,
                     fsdp=model_plan.fsdp, reshard=model_plan.reshard,
                     all_reduce_scale=scales.get("all_reduce", 1.0), all_gather_scale=scales.get("all_gather", 1.0),
@@ -136,6 +140,12 @@ def comm_bytes(runs: list[dict[str, Any]]) -> tuple[dict[str, float] | None, lis
         return None, []
     return ({op: statistics.median(float(r["summary"]["comm_bytes_by_op"].get(op) or 0.0) for r in have)
              for op in OPS}, [r["path"] for r in have])
+
+
+def run_partition(run: dict[str, Any]) -> list[float] | None:
+    """ZeRO-1's measured split of the parameters over the ranks (summary.zero1_partition, bytes per rank)."""
+    got = (run.get("summary") or {}).get("zero1_partition")
+    return [float(x) for x in got] if isinstance(got, list) and got else None
 
 
 def run_bytes(run: dict[str, Any]) -> dict[str, float] | None:
@@ -275,7 +285,7 @@ def calibrate_run(inputs: Inputs, run: dict[str, Any], compute_s: float, gamma: 
     The full-overlap exposure takes the collectives' shares from that linktest (any link where there is none).
     """
     n = int(run["workers"])
-    plan = inputs.plan(n, run_bytes(run))
+    plan = inputs.plan(n, run_bytes(run), run_partition(run))
     single = linktest_for(inputs, 1)
     link = link_of(single) if single else Link("shares", 1e9, 0.0)
     modelled = comm_by_op_s(plan, n, link, inputs.backend) if single else None
@@ -480,8 +490,8 @@ def comm_hook_check(inputs: Inputs) -> list[dict[str, Any]]:
         hook = r.get("hook_comm_per_step_s")
         if hook is None:
             continue
-        by_op = (comm_by_op_s(inputs.plan(r["workers"], run_bytes(r)), r["workers"], link_of(record), inputs.backend)
-                 if record else None)
+        plan = inputs.plan(r["workers"], run_bytes(r), run_partition(r))
+        by_op = comm_by_op_s(plan, r["workers"], link_of(record), inputs.backend) if record else None
         out.append({"run": r["path"], "workers": r["workers"], "hook_comm_per_step_s": hook,
                     "modelled_ring_per_step_s": sum(by_op.values()) if by_op else None,
                     "modelled_by_op_s": by_op})
@@ -501,8 +511,9 @@ def measured_errors(inputs: Inputs, fit: ComputeFit, gamma: float, skew_s: float
         single = linktest_for(inputs, 1)
         intra = link_of(single) if single else link
         b = int(r["summary"]["per_worker_batch"])
-        p = project_strategy(inputs.plan(r["workers"], run_bytes(r)), Scenario(r["workers"], k, link, intra), b, fit,
-                             backend=inputs.backend, contention=gamma, skew_s=skew_s, overlap=phi)
+        plan = inputs.plan(r["workers"], run_bytes(r), run_partition(r))
+        p = project_strategy(plan, Scenario(r["workers"], k, link, intra), b, fit, backend=inputs.backend,
+                             contention=gamma, skew_s=skew_s, overlap=phi)
         m = step_s(r)
         out.append({"run": r["path"], "strategy": inputs.strategy, "workers": r["workers"], "nodes": k,
                     "per_worker_batch": b, "measured_step_s": m, "projected_step_s": p.step_time_s,

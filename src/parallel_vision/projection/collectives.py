@@ -134,12 +134,15 @@ class Broadcasts:
 
 
 def zero1_broadcasts(specs: Sequence[LayerSpec], workers: int, total_bytes: float | None = None,
-                     bytes_per_element: int = 4) -> Broadcasts:
-    """The broadcasts from the sorted-greedy partition of the model's tensors over `workers` ranks;
-    `total_bytes` (measured, e.g. summary.comm_bytes_by_op['broadcast']) rescales them."""
+                     bytes_per_element: int = 4, shares: Sequence[float] | None = None) -> Broadcasts:
+    """The broadcasts from the sorted-greedy partition of the model's tensors over `workers` ranks, or from
+    `shares` (a run's measured split, summary.zero1_partition, when it has `workers` ranks); `total_bytes`
+    (measured, summary.comm_bytes_by_op['broadcast']) rescales them."""
     elements = tensor_elements(specs)
-    parts = zero1_partition(elements, workers)
-    sizes = [sum(p) * bytes_per_element for p in parts]
+    if shares is not None and len(shares) == workers and sum(shares) > 0:
+        sizes = [float(x) for x in shares]
+    else:
+        sizes = [sum(p) * bytes_per_element for p in zero1_partition(elements, workers)]
     if total_bytes is not None and sum(sizes):
         sizes = [s * total_bytes / sum(sizes) for s in sizes]
     return Broadcasts(tuple(float(s) for s in sizes), len(elements))
