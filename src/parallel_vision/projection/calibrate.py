@@ -103,14 +103,14 @@ class Inputs:
                           broadcasts=zero1_broadcasts(specs, workers, shares=partition)
                           if self.strategy == "zero1" else None,
                           fsdp=fsdp_layout(specs, self.model) if self.strategy == "fsdp" else None,
-                          reshard=self.reshard)
+                          reshard=self.reshard, reshard_root=self.reshard)
         scales = bytes_scales(model_plan, measured)
         if self.strategy == "zero1" and "broadcast" in scales:
             model_plan = Plan(self.strategy, buckets=buckets, broadcasts=zero1_broadcasts(
                 specs, workers, total_bytes=scales["broadcast"] * model_plan.modelled_bytes()["broadcast"],
                 shares=partition))
         return Plan(model_plan.strategy, buckets=model_plan.buckets, broadcasts=model_plan.broadcasts,
-                    fsdp=model_plan.fsdp, reshard=model_plan.reshard,
+                    fsdp=model_plan.fsdp, reshard=model_plan.reshard, reshard_root=model_plan.reshard_root,
                     all_reduce_scale=scales.get("all_reduce", 1.0), all_gather_scale=scales.get("all_gather", 1.0),
                     reduce_scatter_scale=scales.get("reduce_scatter", 1.0))
 

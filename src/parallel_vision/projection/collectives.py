@@ -6,10 +6,10 @@ Framework-free (docs/projection.md, *Sharded strategies*). Three strategies:
 - ``zero1`` (DDP + ZeroRedundancyOptimizer): DDP's all-reduce, then after the optimiser step every parameter
   is broadcast from the rank that owns its optimiser state (one broadcast per tensor, issued together and
   waited before the next forward: nothing to hide it behind).
-- ``fsdp`` (FSDP2 ``fully_shard`` per block, then the root): per unit an all-gather before its forward, another
-  before its backward when it was resharded after forward, and a reduce-scatter of its gradients after its
-  backward. Each all-gather can be hidden behind the previous unit's compute (prefetch), each reduce-scatter
-  behind the backward of the units before it.
+- ``fsdp`` (FSDP2 ``fully_shard`` per unit, then the root; the engine's units: models.torch_zoo.shard_units):
+  per unit an all-gather before its forward, another before its backward when it was resharded after
+  forward, and a reduce-scatter of its gradients after its backward. Each all-gather can be hidden behind
+  the previous unit's compute (prefetch), each reduce-scatter behind the backward of the units before it.
 
 Costs over a link of per-direction bandwidth B and one-hop latency α, N ranks, S the full (unsharded) bytes:
 
@@ -239,8 +239,9 @@ class FsdpCosts:
 
 def fsdp_costs(plan: Plan, workers: int, link: Link, backend: str) -> FsdpCosts:
     """Each unit's all-gather and reduce-scatter over `link`. `plan.reshard`: the blocks are resharded after
-    forward (so gathered again for backward); the root is not (FSDP2 keeps the root's parameters for backward
-    when reshard_after_forward is left to its default) unless `plan.reshard_root`."""
+    forward (so gathered again for backward); the root when `plan.reshard_root`. FSDP2 keeps the root's
+    parameters from forward to backward only when reshard_after_forward is left unset; the engine passes it
+    to the root too, so there the root follows the blocks (its measured all-gather bytes say so: 2 × P)."""
     assert plan.fsdp is not None
     units = plan.fsdp.units
     ag = tuple(allgather_s(u.bytes * plan.all_gather_scale, workers, link) for u in units)
