@@ -4,6 +4,8 @@ worked by hand, and the CLI option."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -291,3 +293,63 @@ def test_zero1_broadcasts_take_a_runs_measured_split_when_it_has_as_many_ranks()
     assert zero1_broadcasts(specs, 2, shares=[3e6, 1e6]).bytes_per_root == (3e6, 1e6)
     assert zero1_broadcasts(specs, 2, total_bytes=8e6, shares=[3e6, 1e6]).bytes_per_root == (6e6, 2e6)
     assert zero1_broadcasts(specs, 4, shares=[3e6, 1e6]) == zero1_broadcasts(specs, 4)  # another N: the model's
+
+
+def test_fsdp_units_are_the_engines() -> None:
+    """collectives.FSDP_BLOCKS picks, from the layer list, the units models.torch_zoo.shard_units wraps."""
+    torch = pytest.importorskip("torch")
+    from parallel_vision.models.torch_zoo import build_torch_model, shard_units
+
+    for model in ("paper_cnn", "resnet18", "wide_mlp"):
+        torch.manual_seed(0)
+        net = build_torch_model(model, 1, 28, 10)
+        engine = sorted(4 * sum(p.numel() for p in u.parameters()) for u in shard_units(net))
+        ours = sorted(u.bytes for u in fsdp_layout(layer_specs(model), model).units if not u.root)
+        assert ours == engine, model
+
+
+# --------------------------------------------------------------------------- a real fsdp run
+@pytest.mark.slow
+def test_project_an_fsdp_root_of_real_runs(tmp_path: Path) -> None:
+    """1-worker runs at two batches, a 2-worker fsdp run and a loopback linktest (run together, as
+    test_projection's bench_root): `pvision project` picks fsdp, takes the bytes the run counted, φ from it
+    over the linktest, and reports its error."""
+    common = ["-f", "torch", "-e", "2", "--limit-test", "32", "--threads", "1", "--device", "cpu", "--quiet",
+              "-m", "paper_cnn"]
+    jobs = [["train", *common, *extra, "--out", str(tmp_path / name)] for name, extra in (
+        ("single-b32", ["-s", "single", "-b", "32", "--limit-train", "64"]),
+        ("single-b64", ["-s", "single", "-b", "64", "--limit-train", "128"]),
+        ("fsdp-w2", ["-s", "fsdp", "--workers", "2", "-b", "64", "--limit-train", "128"]))]
+    jobs.append(["linktest", str(tmp_path), "--max-bytes", str(4 << 20), "--repeats", "2"])
+    env = {**os.environ, "COLUMNS": "160"}
+    procs = [subprocess.Popen([sys.executable, "-m", "parallel_vision", *job], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for job in jobs]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for job, p, (_, err) in zip(jobs, procs, outs, strict=True):
+        assert p.returncode == 0, f"{job[0]} {job[-1]}: {err[-2000:]}"
+    out = _pvision("project", str(tmp_path), "--link", "25gbe", "--workers", "2,8")
+    assert out.returncode == 0, out.stderr
+    assert "fsdp (resharded after forward), gloo" in " ".join(out.stdout.split())
+    assert "all-gather" in out.stdout and "reduce-scatter" in out.stdout
+    doc = json.loads((tmp_path / calibrate.PROJECTION_FILE).read_text())
+    assert doc["strategy"] == "fsdp" and doc["backend"] == "gloo"
+    params = model_costs("paper_cnn").gradient_bytes
+    assert doc["calibration"]["comm_bytes"]["measured_by_op"] == {
+        "all_reduce": 0.0, "all_gather": 2 * params, "reduce_scatter": params, "broadcast": 0.0}
+    assert doc["calibration"]["comm_bytes"]["used_scales"] == {"all_gather": 1.0, "reduce_scatter": 1.0}
+    [cal] = doc["calibration"]["overlap"]["runs"]
+    assert cal["run"] == "fsdp-w2" and cal["comm_source"] == "modelled over the single-host linktest"
+    [m] = doc["measured"]
+    assert m["strategy"] == "fsdp" and math.isfinite(m["error"]) and m["comm_by_op_s"]["reduce_scatter"] > 0
+    for r in doc["rows"]:
+        assert r["step_time_low_s"] <= r["step_time_s"] <= r["step_time_high_s"]
+    # ddp on the same ROOT: no ddp run, so no measured error, the same compute fit
+    ddp = _pvision("project", str(tmp_path), "--link", "25gbe", "--workers", "2,8", "--strategy", "ddp")
+    assert ddp.returncode == 0, ddp.stderr
+    assert json.loads((tmp_path / calibrate.PROJECTION_FILE).read_text())["measured"] == []
