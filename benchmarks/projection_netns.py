@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -184,6 +185,7 @@ def main() -> None:
     p.add_argument("--strategy", default="ddp", choices=("ddp", "zero1", "fsdp"))
     p.add_argument("--settings", default=",".join(SETTINGS), help="link settings to run (of each model's)")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still removes the namespaces (HostPair)
     strategy = args.strategy
     settings = [x for x in SETTINGS if x in args.settings.split(",")]
     models = [m for m in args.models.split(",") if m]
@@ -207,11 +209,13 @@ def main() -> None:
             pair_runs(model, b, steps, root / model, logs)
             print(f"{model}: pair control done ({time.time() - started:.0f} s, load {load()})", flush=True)
     with HostPair() as pair:
-        if strategy != "ddp":  # the loopback link the sharded strategies' calibration costs its collectives over
-            for model in models:
-                torchrun_both(pair, f"linktest-loopback-{model}", ["linktest", str(root / model), "--budget-s", "1.0",
-                                                                   "--repeats", "3", "--label", "loopback"],
-                              logs, 300, loopback=True)
+        if strategy != "ddp":  # the single-host link the sharded calibration costs its collectives over
+            for model in models:  # `pvision linktest` on one host (nodes = 1), inside host a
+                with open(logs / f"linktest-loopback-{model}.log", "wb") as log:
+                    subprocess.run(pair.a.command([sys.executable, "-m", "parallel_vision", "linktest",
+                                                   str(root / model), "--workers", "2", "--budget-s", "1.0",
+                                                   "--repeats", "3", "--label", "loopback"]),
+                                   env=_env(), stdout=log, stderr=subprocess.STDOUT, check=True, timeout=300)
         # 1c. the overlap control: single-host run of the strategy over loopback, one core per worker
         for model in models:
             b, steps, _ = PLAN[model]
