@@ -39,7 +39,7 @@ ZERO1_SPLIT = ((16_777_216,), (3_211_264, 40_960, 4096, 4096, 4096, 4096, 4096, 
 ZERO1_SCALE = 1 / 8  # the same shape at an eighth of the bytes (10 MB in all), so a step fits in seconds
 
 
-def worker(out: Path, repeats: int) -> None:
+def worker(out: Path, repeats: int, sizes: tuple[int, ...] = SIZES) -> None:
     import torch
     import torch.distributed as dist
 
@@ -63,7 +63,7 @@ def worker(out: Path, repeats: int) -> None:
         return sorted(times)[len(times) // 2]
 
     rows: list[dict[str, Any]] = []
-    for size in SIZES:
+    for size in sizes:
         full = torch.ones(size // 4)
         shard = torch.ones(size // 4 // n)
         rows.append({"op": "all_reduce", "bytes": size, "seconds": timed(lambda t=full: dist.all_reduce(t))})
@@ -125,6 +125,7 @@ def main() -> None:
     p.add_argument("--settings", default="100mbit,1gbit")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", type=Path, default=Path("/tmp/pvision-collectives-netns"))
+    p.add_argument("--sizes-mib", default=None, help="sizes to time, MiB, comma-separated [default: 1/16,1,4,16]")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"started": datetime.now().isoformat(timespec="seconds"),
@@ -141,7 +142,8 @@ def main() -> None:
                                      "--rdzv-id", f"coll-{setting}", "--local-addr", host.addr,
                                      "--rdzv-conf", f"is_host={int(rank == 0)},join_timeout=60",
                                      str(Path(__file__).resolve()), "--worker", str(result),
-                                     "--repeats", str(args.repeats)])
+                                     "--repeats", str(args.repeats),
+                                     *(["--sizes-mib", args.sizes_mib] if args.sizes_mib else [])])
                 procs.append(subprocess.Popen(argv, env=_env(GLOO_SOCKET_IFNAME=host.ifname),
                                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                               start_new_session=True))
@@ -181,7 +183,9 @@ if __name__ == "__main__":
         a = argparse.ArgumentParser()
         a.add_argument("--worker", type=Path)
         a.add_argument("--repeats", type=int, default=3)
+        a.add_argument("--sizes-mib", default=None)
         ns = a.parse_args()
-        worker(ns.worker, ns.repeats)
+        chosen = tuple(int(float(x) * (1 << 20)) // 16 * 16 for x in ns.sizes_mib.split(",")) if ns.sizes_mib else SIZES
+        worker(ns.worker, ns.repeats, chosen)
     else:
         main()
