@@ -184,6 +184,9 @@ def main() -> None:
     p.add_argument("--models", default="paper_cnn,resnet18")
     p.add_argument("--strategy", default="ddp", choices=("ddp", "zero1", "fsdp"))
     p.add_argument("--settings", default=",".join(SETTINGS), help="link settings to run (of each model's)")
+    p.add_argument("--allgather-factor", type=float, default=None,
+                   help="sharded: also project with the all-gathers this many times slower than the ring model "
+                        "(a diagnostic: gloo's all-gather over the tbf link, benchmarks/collectives_netns.py)")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still removes the namespaces (HostPair)
     strategy = args.strategy
@@ -251,7 +254,8 @@ def main() -> None:
                 measured = json.loads((out / "result.json").read_text())
                 cal = record["calibration"][model]
                 record["rows"].append(compare(cal, model, setting, measured, rec) if strategy == "ddp" else
-                                      sharded_compare(cal, root / model, model, strategy, setting, measured, rec))
+                                      sharded_compare(cal, root / model, model, strategy, setting, measured, rec,
+                                                      args.allgather_factor))
                 r = record["rows"][-1]
                 print(f"{model} {setting}: measured {r['measured_step_s'] * 1e3:.0f} ms, projected "
                       f"{r['projected_step_s'] * 1e3:.0f} ms ({r['error'] * 100:+.1f} %) "
@@ -325,8 +329,11 @@ def sharded_calibration(model_root: Path, model: str, strategy: str, loopback_di
 
 
 def sharded_compare(cal: dict[str, Any], model_root: Path, model: str, strategy: str, setting: str,
-                    measured: dict[str, Any], linkrec: dict[str, Any]) -> dict[str, Any]:
+                    measured: dict[str, Any], linkrec: dict[str, Any], ag_factor: float | None = None
+                    ) -> dict[str, Any]:
     """The sharded strategy's N = 2, 2-node step from the single-host calibration and this setting's linktest."""
+    from dataclasses import replace
+
     from parallel_vision.projection.collectives import project_strategy
     from parallel_vision.projection.model import ComputeFit
 
@@ -342,6 +349,12 @@ def sharded_compare(cal: dict[str, Any], model_root: Path, model: str, strategy:
     p = project_strategy(plan, Scenario(2, 2, link, link), b, fit, overlap=phi, **kw)
     p1 = project_strategy(plan, Scenario(2, 2, link, link), b, fit, overlap=1.0, **kw)
     m_step = _step(measured)
+    diag = {}
+    if ag_factor:
+        slow = replace(plan, all_gather_scale=plan.all_gather_scale * ag_factor)
+        pa = project_strategy(slow, Scenario(2, 2, link, link), b, fit, overlap=phi, **kw)
+        diag = {"allgather_factor": ag_factor, "projected_ag_factor_s": pa.step_time_s,
+                "error_ag_factor": pa.step_time_s / m_step - 1}
     hook = [e.get("comm_time_s") for e in (measured["epochs"][1:] or measured["epochs"])]
     return {"model": model, "strategy": strategy, "setting": setting, "per_worker_batch": b, "measured_step_s": m_step,
             "projected_step_s": p.step_time_s, "low_s": p.step_time_low_s, "high_s": p.step_time_high_s,
@@ -350,7 +363,7 @@ def sharded_compare(cal: dict[str, Any], model_root: Path, model: str, strategy:
             "hook_comm_per_step_s": _hook_per_step(measured) if all(h is not None for h in hook) else 0.0,
             "comm_bytes_by_op": measured["summary"].get("comm_bytes_by_op"), "gamma": cal["gamma"], "phi": phi,
             "projected_phi1_s": p1.step_time_s, "error_phi1": p1.step_time_s / m_step - 1,
-            "link": link.as_dict(), "load": load()}
+            "link": link.as_dict(), "load": load(), **diag}
 
 
 def table(record: dict[str, Any]) -> str:
@@ -359,6 +372,8 @@ def table(record: dict[str, Any]) -> str:
              "| error | T_c·γ (ms) | φ | comm: model / hook (ms) | load (1 min) |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in record["rows"]:
+        if "error_ag_factor" in r:
+            r = {**r, "load": f"{r['load']}; AG ×{r['allgather_factor']:g}: {r['error_ag_factor'] * 100:+.1f} %"}
         lines.append(f"| {r['model']} | {r['setting']} | {r['link']['bandwidth_gbps']:.3g}, "
                      f"{r['link']['latency_us']:.0f} | {r['measured_step_s'] * 1e3:.0f} | "
                      f"{r['projected_step_s'] * 1e3:.0f} | {r['low_s'] * 1e3:.0f}–{r['high_s'] * 1e3:.0f} | "

@@ -257,6 +257,11 @@ def test_fsdp_projection_from_a_root_takes_phi_from_its_loopback_run_and_bytes_f
     assert col["reshard_root"] is True
     [cal] = doc["calibration"]["overlap"]["runs"]
     assert cal["run"] == "loop" and cal["comm_source"] == "modelled over the single-host linktest"
+    # on the CPU FSDP2's collectives block: φ = 0, and the loopback run gives γ alone (step = T_c·γ + H)
+    assert doc["calibration"]["overlap"]["phi"] == 0.0 and "block" in doc["calibration"]["overlap"]["note"]
+    assert cal["how"] == "blocking" and cal["gamma"] == pytest.approx((0.5 - cal["hook_comm_per_step_s"]) / 0.2)
+    on_gpu = calibrate.project(calibrate.Inputs(**{**vars(inputs), "device": "cuda"}), [2], links.preset("25gbe"))
+    assert on_gpu["calibration"]["overlap"]["runs"][0]["how"] != "blocking"  # φ from the run there
     # H: the collectives over the 1 GB/s loopback link (N = 2, α = 0.1 ms): all-gathers of 2 × 80 MB at
     # (N−1)/N, the reduce-scatter on gloo an all-reduce of 80 MB at 2(N−1)/N; 4 units, 2 gathers and 1 RS each
     assert cal["hook_comm_per_step_s"] == pytest.approx(params / 1e9 + params / 1e9 + 16 * 1e-4, rel=1e-3)

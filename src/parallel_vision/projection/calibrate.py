@@ -77,6 +77,18 @@ class Inputs:
     """fsdp: the blocks are resharded after forward (the runs' --reshard-after-forward)."""
     backend: str = "gloo"
     """The collectives' backend (gloo's reduce-scatter is an all-reduce; its broadcast a binomial tree)."""
+    device: str = "cpu"
+    """'cpu' or 'cuda': where the runs' tensors were (FSDP2 overlaps nothing on the CPU: `blocking`)."""
+
+    @property
+    def blocking(self) -> bool:
+        """FSDP2 on the CPU: every all-gather and reduce-scatter blocks the step (φ = 0).
+
+        FSDP2 overlaps its collectives with compute only through CUDA streams (its all-gather and
+        reduce-scatter streams; `unshard` and `foreach_reduce` call the collectives with async_op=False). On
+        the CPU there are no such streams: each collective runs to completion before compute goes on, so
+        none of it is hidden, whatever the loopback run seems to say (γ and φ trade off in its one equation)."""
+        return self.strategy == "fsdp" and self.device == "cpu"
 
     @property
     def buckets(self) -> list[Bucket]:
@@ -192,6 +204,11 @@ def _reshard(run: dict[str, Any]) -> bool:
     return True if value is None else bool(value)
 
 
+def _device_of(runs: list[dict[str, Any]]) -> str:
+    devices = [str((r.get("environment") or {}).get("device") or "") for r in runs]
+    return "cuda" if any(d.startswith("cuda") for d in devices) else "cpu"
+
+
 def _backend_of(runs: list[dict[str, Any]], linktests: list[dict[str, Any]]) -> str:
     """The runs' process-group backend (environment.backend), else the linktest's, else by device."""
     found = [(r.get("environment") or {}).get("backend") for r in runs]
@@ -259,7 +276,7 @@ def load_inputs(root: str | Path, model: str | None = None, framework: str = "to
                   input_shape=(int(shape[0]), int(shape[1]), int(shape[2])),
                   classes=int(w.get("classes") or 10), singles=singles, ddp=ddp, pairs=pairs, linktests=linktests,
                   strategy=strategy, reshard=True if reshard is None else reshard,
-                  backend=backend or _backend_of(ddp or singles, linktests))
+                  backend=backend or _backend_of(ddp or singles, linktests), device=_device_of(ddp or singles))
 
 
 def compute_fit(inputs: Inputs) -> ComputeFit:
@@ -297,7 +314,10 @@ def calibrate_run(inputs: Inputs, run: dict[str, Any], compute_s: float, gamma: 
     fixed = modelled["broadcast"] if modelled is not None and inputs.strategy == "zero1" else 0.0
     exposed_ov = exposure(plan, hook, n, link, inputs.backend)
     step = step_s(run)
-    if adjust_gamma:
+    if inputs.blocking:  # nothing overlaps (Inputs.blocking): the run's one equation gives γ alone
+        g = max(1.0, (step - fixed - hook) / compute_s) if adjust_gamma else gamma
+        cal = OverlapCalibration(g, 0.0, "blocking")
+    elif adjust_gamma:
         cal = reconcile(step, compute_s, hook, gamma, exposed_ov, fixed)
     else:
         cal = OverlapCalibration(gamma, phi_of(step, compute_s * gamma, hook, exposed_ov, fixed), "phi")
@@ -319,9 +339,18 @@ def overlap(inputs: Inputs, fit: ComputeFit, gamma: float, adjust_gamma: bool = 
             runs.append(cal)
     told = [x for x in runs if x["overlap"] is not None]
     what = f"single-host {inputs.strategy} run(s)"
+    blocking = ("fsdp on the CPU: FSDP2's all-gathers and reduce-scatters block the step (its overlap needs "
+                "CUDA streams), φ = 0")
     if not told:
+        if inputs.blocking:
+            return 0.0, gamma, blocking, runs
         return 1.0, gamma, (f"no {what} with comm times that can tell: φ = 1 (the model's overlap, "
                             "assumed)"), runs
+    if inputs.blocking:
+        new_gamma = statistics.median(x["gamma"] for x in told)
+        note = blocking + (f"; γ {gamma:.3f} re-solved to {new_gamma:.3f} from {len(told)} {what}"
+                           if abs(new_gamma - gamma) > 1e-9 else "")
+        return 0.0, new_gamma, note, runs
     phi = statistics.median(x["overlap"] for x in told)
     new_gamma = statistics.median(x["gamma"] for x in told)
     sources = sorted({x["comm_source"] for x in told})
