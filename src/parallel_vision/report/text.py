@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from parallel_vision.report import compare, tables
+from parallel_vision.report import compare, sharding, tables
 from parallel_vision.report.data import ReportData, build_report_data
+from parallel_vision.report.memory_budget import budget_lines, size_text
 
 #: Shorter column names for the terminal (the HTML and Markdown keep the long ones).
 SHORT = {
@@ -62,6 +63,7 @@ def print_text(root: str | Path | None = None, *, data: ReportData | None = None
     if full:
         console.print(_rich_table(tables.split_table(data), "Time split per steady epoch"))
         console.print(_rich_table(tables.paper_table(data), "The paper's numbers beside ours"))
+    _print_sharding(data, console)
     console.print(compare.noise_rule(data), highlight=False)
     for heading, sentences in compare.comparison(data):
         if not full and heading not in ("Scaling", "Against the best single-process run",
@@ -72,3 +74,19 @@ def print_text(root: str | Path | None = None, *, data: ReportData | None = None
             console.print(f"  • {s}", highlight=False)
     for w in data.warnings:
         console.print(f"[yellow]! {w}[/]", highlight=False)
+
+
+def _print_sharding(data: ReportData, console: Any) -> None:
+    """The sharding section's tables and sentences (none without sharded runs), and the budget's lines whenever
+    one was declared."""
+    comps = sharding.comparisons(data.groups)
+    if comps:
+        console.print(_rich_table(sharding.side_by_side_table(comps), "Sharding: memory per worker vs speed"))
+        console.print(_rich_table(sharding.formula_table(comps), "Measured vs the ZeRO paper's formulas"))
+        for s in sharding.explanations(comps) + sharding.advice_sentences(comps):
+            console.print(f"  • {s}", highlight=False)
+    if data.memory_per_worker is not None:
+        console.print(f"[bold]The largest model each strategy would fit in {size_text(data.memory_per_worker)} per "
+                      "worker[/]")
+        for line in budget_lines(sharding.state_rows(data.groups), data.memory_per_worker):
+            console.print(f"  • {line}", highlight=False)
