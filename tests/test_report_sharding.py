@@ -198,3 +198,15 @@ def test_a_bad_size_is_a_one_line_error(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as err:
         parse_size(text)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("size,phrase", [("16parsecs", "unknown unit 'parsecs'"), ("lots", "cannot read 'lots'")])
+def test_the_report_command_refuses_a_bad_size_in_one_line_with_exit_2(
+        size: str, phrase: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from parallel_vision.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(tmp_path), "--memory-per-worker", size])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(lines) == 1 and lines[0].startswith("pvision: error: --memory-per-worker")
+    assert phrase in lines[0]
