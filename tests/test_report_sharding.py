@@ -210,3 +210,21 @@ def test_the_report_command_refuses_a_bad_size_in_one_line_with_exit_2(
     lines = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(lines) == 1 and lines[0].startswith("pvision: error: --memory-per-worker")
     assert phrase in lines[0]
+
+
+def test_the_section_renders_in_html_and_markdown_with_the_budget_lines(groups: list[Any]) -> None:
+    from types import SimpleNamespace
+
+    from parallel_vision.report import html, markdown
+    from parallel_vision.report.sections import _sharding
+
+    (section,) = _sharding(SimpleNamespace(groups=groups, memory_per_worker=parse_size("16GiB")))  # type: ignore[arg-type]
+    assert section.title == "Sharding: memory per worker vs speed"
+    md = "".join(markdown.render_block(b, {}) for b in section.blocks)
+    page = "".join(html.render_block(b, {}) for b in section.blocks)
+    for text in (md, page):
+        assert "fsdp ×2" in text and "13.35" in text and "ZeRO-1&#x27;s sorted-greedy" not in md
+        assert "fit in 16 GiB per worker" in text
+    assert "At 2 workers, fsdp cuts wide_mlp&#x27;s state per worker from 15.26 to 9.06 MiB" in page
+    (plain,) = _sharding(SimpleNamespace(groups=groups, memory_per_worker=None))  # type: ignore[arg-type]
+    assert "--memory-per-worker 16GiB" in "".join(markdown.render_block(b, {}) for b in plain.blocks)
