@@ -223,8 +223,9 @@ def test_the_section_renders_in_html_and_markdown_with_the_budget_lines(groups: 
     md = "".join(markdown.render_block(b, {}) for b in section.blocks)
     page = "".join(html.render_block(b, {}) for b in section.blocks)
     for text in (md, page):
-        assert "fsdp ×2" in text and "13.35" in text and "ZeRO-1&#x27;s sorted-greedy" not in md
+        assert "fsdp ×2" in text and "13.35" in text
         assert "fit in 16 GiB per worker" in text
     assert "At 2 workers, fsdp cuts wide_mlp&#x27;s state per worker from 15.26 to 9.06 MiB" in page
+    assert "ZeRO-1's sorted-greedy partition is uneven: rank 0" in md
     (plain,) = _sharding(SimpleNamespace(groups=groups, memory_per_worker=None))  # type: ignore[arg-type]
     assert "--memory-per-worker 16GiB" in "".join(markdown.render_block(b, {}) for b in plain.blocks)
