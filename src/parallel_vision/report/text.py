@@ -17,6 +17,16 @@ SHORT = {
     "Same threads / worker": "same thr", "Baseline (1 worker)": "baseline", "Speedup S(N)": "S(N)",
     "Efficiency E(N) (%)": "E(N) (%)", "S vs best single-process": "S vs best single",
     "Steady epoch (s)": "T (s)", "Communication (s)": "comm (s)", "Data share (%)": "data %",
+    # the sharding section's (all MiB)
+    "Parameters (MiB)": "params", "Gradients (MiB)": "grads", "Optimizer (MiB)": "optim",
+    "Unsharded peak (MiB)": "unsharded", "State / worker (MiB)": "state", "State vs ddp": "vs ddp",
+    "Activations (MiB)": "acts", "Peak RSS (MiB)": "RSS", "Images/s vs ddp": "vs ddp",
+    "all-reduce (MiB / step)": "AR/step", "all-gather (MiB / step)": "AG/step",
+    "reduce-scatter (MiB / step)": "RS/step", "broadcast (MiB / step)": "bcast/step",
+    "Formula (B / parameter)": "formula (B/param)",
+    "Predicted: params + grads + optimizer (+ unit), MiB": "predicted p + g + o (+ unit)",
+    "Measured, MiB": "measured", "Predicted total (MiB)": "pred. total", "Measured total (MiB)": "meas. total",
+    "Measured B / parameter": "B/param",
 }
 
 
@@ -81,8 +91,8 @@ def _print_sharding(data: ReportData, console: Any) -> None:
     one was declared."""
     comps = sharding.comparisons(data.groups)
     if comps:
-        console.print(_rich_table(sharding.side_by_side_table(comps), "Sharding: memory per worker vs speed"))
-        console.print(_rich_table(sharding.formula_table(comps), "Measured vs the ZeRO paper's formulas"))
+        console.print(_rich_table(sharding.side_by_side_table(comps), "Sharding: memory per worker vs speed (MiB)"))
+        console.print(_rich_table(sharding.formula_table(comps), "Measured vs the ZeRO paper's formulas (MiB)"))
         for s in sharding.explanations(comps) + sharding.advice_sentences(comps):
             console.print(f"  • {s}", highlight=False)
     if data.memory_per_worker is not None:
