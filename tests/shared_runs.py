@@ -26,3 +26,7 @@ TORCH_SMALL: dict[str, object] = {"limit_train": 2048, "limit_test": 500, "batch
                                   "tensorboard": True, "device": "cpu"}
 #: 499 test images: not divisible by 2, so padding or dropping would show.
 TORCH_DDP: dict[str, object] = dict(TORCH_SMALL, strategy="ddp", workers=2, limit_test=499)
+#: The sharded strategies on the same run; fsdp at eval batch 100, so the 250/249 test shards are run in the same
+#: number of forward passes (each one all-gathers) on both ranks.
+TORCH_ZERO1: dict[str, object] = dict(TORCH_DDP, strategy="zero1")
+TORCH_FSDP: dict[str, object] = dict(TORCH_DDP, strategy="fsdp", eval_batch_size=100)

@@ -22,7 +22,15 @@ import numpy as np
 import pytest
 
 from parallel_vision.data import load
-from shared_runs import TF_MIRRORED, TF_MULTIWORKER, TF_SMALL, TORCH_DDP, TORCH_SMALL  # tests/ on sys.path
+from shared_runs import (
+    TF_MIRRORED,
+    TF_MULTIWORKER,
+    TF_SMALL,
+    TORCH_DDP,
+    TORCH_FSDP,
+    TORCH_SMALL,
+    TORCH_ZERO1,  # tests/ on sys.path
+)
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +39,8 @@ NO_TF = pytest.mark.skipif(not HAS_TF, reason="no TensorFlow")
 CASES = [
     pytest.param(TORCH_SMALL, id="torch-single-1"),
     pytest.param(TORCH_DDP, id="torch-ddp-2"),
+    pytest.param(TORCH_ZERO1, id="torch-zero1-2"),
+    pytest.param(TORCH_FSDP, id="torch-fsdp-2"),
     pytest.param(TF_SMALL, id="tensorflow-single-1", marks=NO_TF),
     pytest.param(TF_MIRRORED, id="tensorflow-mirrored-2", marks=NO_TF),
     pytest.param(TF_MULTIWORKER, id="tensorflow-multiworker-2", marks=NO_TF),

@@ -228,10 +228,13 @@ def test_single_killed_mid_epoch_resumes_bit_identical(data_dir: Path, tmp_path:
 
 
 @pytest.mark.timeout(300)
-def test_ddp_two_workers_killed_mid_epoch_resumes_bit_identical(data_dir: Path, tmp_path: Path,
-                                                                tmp_path_factory: pytest.TempPathFactory,
-                                                                jobs: list[Job]) -> None:
-    _kill_and_resume(data_dir, tmp_path, tmp_path_factory, jobs, "--strategy", "ddp", "--workers", "2")
+@pytest.mark.parametrize("strategy", ["ddp", "zero1", "fsdp"])
+def test_two_workers_killed_mid_epoch_resume_bit_identical(data_dir: Path, tmp_path: Path,
+                                                           tmp_path_factory: pytest.TempPathFactory,
+                                                           jobs: list[Job], strategy: str) -> None:
+    """The sharded strategies too: zero1's checkpoint holds the consolidated optimizer state, fsdp's the full
+    (gathered) model and optimizer state dicts, loaded back shard by shard."""
+    _kill_and_resume(data_dir, tmp_path, tmp_path_factory, jobs, "--strategy", strategy, "--workers", "2")
 
 
 @pytest.mark.timeout(120)

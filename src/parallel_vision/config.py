@@ -79,6 +79,10 @@ class RunConfig:
     strategy: str = knob("what runs", "single", "How training is spread over workers (strategies.STRATEGY_TABLE).")
     workers: int = knob("what runs", 1, "Replicas: processes or devices, by the strategy's process model.")
     device: Device = knob("what runs", "auto", "auto (a GPU if the engine sees one), cpu or cuda.")
+    reshard_after_forward: bool = only("torch", "what runs", True, "fsdp: free each unit's gathered parameters "
+                                       "after its forward and gather them again for backward (ZeRO-3); False keeps "
+                                       "them from forward to backward (ZeRO-2: more memory, one all-gather less).",
+                                       identity="unless-default")
     seed: int = knob("what runs", 0, "Seeds weights, shuffling and dropout (each worker offsets it by rank).")
     # ------------------------------------------------------------------------------------------- recipe
     epochs: int = knob("recipe", 30, "Passes over the training set.")

@@ -24,6 +24,9 @@ def validate(cfg: Any) -> None:
     """Raise ConfigError with a one-line reason if `cfg` (a RunConfig) cannot describe a real run."""
     _check_types(cfg)
     _check_choices(cfg)
+    elsewhere = strategies.ELSEWHERE.get((cfg.framework, cfg.strategy))
+    if elsewhere:
+        raise ConfigError(elsewhere)
     _check_choice(f"strategy for {cfg.framework}", cfg.strategy, strategies.strategies_of(cfg.framework))
     _check_choice("model", cfg.model, strategies.ALL_MODELS)
     _check_workload(cfg)
@@ -145,6 +148,14 @@ def _check_strategy(cfg: Any) -> None:
     if spec.max_workers is not None and cfg.workers > spec.max_workers:
         raise ConfigError(f"strategy '{spec.name}' runs exactly one worker; got --workers {cfg.workers} "
                           f"(use {strategies.for_more_workers(cfg.framework)} for more)")
+    if cfg.workers < spec.min_workers:
+        raise ConfigError(f"strategy '{spec.name}' shards {spec.shards} over the workers and needs at least "
+                          f"{spec.min_workers}; got --workers {cfg.workers} (use single for one worker)")
+    if cfg.precision not in spec.precisions:
+        raise ConfigError(f"strategy '{spec.name}' supports --precision {', '.join(spec.precisions)}; got "
+                          f"{cfg.precision} (fp16 needs a loss scaler that knows the sharded state; use bf16)")
+    if not cfg.reshard_after_forward and spec.name != "fsdp":
+        raise ConfigError(f"--no-reshard-after-forward applies to strategy fsdp only; strategy is {spec.name}")
     if spec.needs_cuda and cfg.device == "cpu":
         raise ConfigError(f"strategy '{spec.name}' ({spec.api}) needs >= 2 CUDA devices; --device cpu was given")
     if cfg.model not in spec.models:

@@ -79,6 +79,13 @@ class StrategySpec:
     """lever -> the one-line reason it is refused ({strategy} and {framework} are filled in)."""
     needs_cuda: bool = False
     """Refused with --device cpu (it exists only on GPUs)."""
+    min_workers: int = 1
+    """2 for a strategy that shards state over workers: with one worker there is nothing to shard over."""
+    precisions: tuple[str, ...] = ("fp32", "bf16", "fp16", "auto")
+    """The --precision values it accepts (the sharded strategies have no sharded fp16 loss scaler)."""
+    shards: str = "nothing"
+    """What each worker holds only a part of (docs/parallelism.md): nothing, optimizer state, or parameters,
+    gradients and optimizer state."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -111,6 +118,19 @@ _TF_ACCUM = {"grad_accum": "grad_accum under TensorFlow's {strategy} strategy is
                            "use strategy single or the torch engine"}
 _JAX_ACCUM = {"grad_accum": "grad_accum is not implemented in the JAX engine (its jitted step takes one whole "
                             "global batch); use the torch engine, or TensorFlow's single strategy"}
+_SHARDED = {"grad_compression": "grad_compression is a DDP communication hook; FSDP's gradients go through "
+                                  "reduce-scatter, which DDP hooks do not reach (use strategy ddp or zero1)",
+            "sync_batchnorm": "sync_batchnorm is DDP's SyncBatchNorm conversion; strategy fsdp does not support it "
+                              "(use ddp or zero1)"}
+#: What a framework without a strategy says when it is asked for it (the strategy exists for another framework).
+ELSEWHERE = {
+    ("tensorflow", "zero1"): "TensorFlow has no supported sharded strategy (zero1 and fsdp are torch's)",
+    ("tensorflow", "fsdp"): "TensorFlow has no supported sharded strategy (zero1 and fsdp are torch's)",
+    ("jax", "zero1"): "JAX has no zero1 strategy: under JAX, state is sharded by model parallelism "
+                      "(keras.distribution.ModelParallel; docs/parallelism.md)",
+    ("jax", "fsdp"): "JAX has no fsdp strategy: under JAX, state is sharded by model parallelism "
+                     "(keras.distribution.ModelParallel; docs/parallelism.md)",
+}
 _ONE_DEVICE = {"processes": "one", "spawner": None, "max_workers": 1, "collectives": (), "bench_default": False}
 _ONE_PROCESS = {"processes": "one", "spawner": None, "max_workers": None, "collectives": ("all_reduce",)}
 _PER_WORKER = {"processes": "per-worker", "max_workers": None, "collectives": ("all_reduce",)}
@@ -124,6 +144,17 @@ STRATEGY_TABLE: list[StrategySpec] = [
     StrategySpec(framework="torch", name="ddp", title="DDP", api="torch.nn.parallel.DistributedDataParallel",
                  **_PER_WORKER, spawner="engine", models=ALL_MODELS,
                  levers=COMMON_LEVERS | {"grad_accum", "grad_compression", "sync_batchnorm"}, bench_default=True),
+    StrategySpec(framework="torch", name="zero1", title="ZeRO-1",
+                 api="DistributedDataParallel + torch.distributed.optim.ZeroRedundancyOptimizer",
+                 **{**_PER_WORKER, "collectives": ("all_reduce", "broadcast")}, spawner="engine", models=ALL_MODELS,
+                 levers=COMMON_LEVERS | {"grad_accum", "grad_compression", "sync_batchnorm"}, bench_default=False,
+                 min_workers=2, precisions=("fp32", "bf16", "auto"), shards="optimizer state"),
+    StrategySpec(framework="torch", name="fsdp", title="FSDP",
+                 api="torch.distributed.fsdp.fully_shard (FSDP2) over a DeviceMesh",
+                 **{**_PER_WORKER, "collectives": ("all_gather", "reduce_scatter")}, spawner="engine",
+                 models=ALL_MODELS, levers=COMMON_LEVERS | {"grad_accum"}, bench_default=False, refusals=_SHARDED,
+                 min_workers=2, precisions=("fp32", "bf16", "auto"),
+                 shards="parameters, gradients and optimizer state"),
     StrategySpec(framework="tensorflow", name="single", title="single", api="default (one device)",
                  **_ONE_DEVICE, models=ALL_MODELS, levers=COMMON_LEVERS | {"grad_accum"}),
     StrategySpec(framework="tensorflow", name="mirrored", title="Mirrored", api="tf.distribute.MirroredStrategy",
@@ -208,13 +239,14 @@ def per_worker_names() -> str:
 # ------------------------------------------------------------------------------------------- the docs tables
 def markdown_table() -> str:
     """The support table of docs/architecture.md (a test keeps the page equal to this)."""
-    lines = ["| framework | strategy | implementation | processes | workers | models | collectives / step |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| framework | strategy | implementation | processes | workers | models | collectives / step | "
+             "sharded |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in STRATEGY_TABLE:
         processes = "one" if s.processes == "one" else f"one per worker (started by the {s.spawner})"
-        workers = "1" if not s.multi else ("≥ 2 CUDA devices" if s.needs_cuda else "any")
+        workers = ("1" if not s.multi else "≥ 2 CUDA devices" if s.needs_cuda else
+                   f"≥ {s.min_workers}" if s.min_workers > 1 else "any")
         lines.append(f"| {s.framework} | `{s.name}` | `{s.api}` | {processes} | {workers} | "
-                     f"{', '.join(s.models)} | {', '.join(s.collectives) or '—'} |")
+                     f"{', '.join(s.models)} | {', '.join(s.collectives) or '—'} | {s.shards} |")
     return "\n".join(lines)
 
 
@@ -223,9 +255,17 @@ def levers_markdown_table() -> str:
     head = " | ".join(f"{FRAMEWORK_TITLES[s.framework]} {s.name}" for s in STRATEGY_TABLE)
     lines = [f"| option | {head} |", "| --- |" + " --- |" * len(STRATEGY_TABLE)]
     for name, lever in LEVERS.items():
-        cells = " | ".join("yes" if name in s.levers else "refused" for s in STRATEGY_TABLE)
+        cells = " | ".join(_lever_cell(s, name) for s in STRATEGY_TABLE)
         lines.append(f"| `{lever.option}` | {cells} |")
     return "\n".join(lines)
+
+
+def _lever_cell(spec: StrategySpec, lever: str) -> str:
+    if lever not in spec.levers:
+        return "refused"
+    if lever == "precision" and "fp16" not in spec.precisions:
+        return "bf16 only"
+    return "yes"
 
 
 if __name__ == "__main__":  # `python -m parallel_vision.strategies` prints both docs tables

@@ -122,6 +122,10 @@ def train(
     fused_bn: bool = typer.Option(D.fused_bn, "--fused-bn/--reference-bn",
                                   help="CPU: BatchNorm→ReLU→max-pool as one fused autograd step (same gradients, "
                                   "less memory, faster); --reference-bn runs the plain modules."),
+    reshard_after_forward: bool = typer.Option(D.reshard_after_forward,
+                                               "--reshard-after-forward/--no-reshard-after-forward",
+                                               help="fsdp: free gathered parameters after each unit's forward "
+                                               "(ZeRO-3) or keep them until backward (ZeRO-2)."),
     compile: bool = typer.Option(D.compile, "--compile", help="torch.compile the model (time reported apart)."),
     compile_mode: str = typer.Option(D.compile_mode, "--compile-mode",
                                      help="torch.compile mode, e.g. reduce-overhead."),

@@ -17,9 +17,9 @@ from parallel_vision.models import torch_cnn
 from parallel_vision.models.catalog import MODEL_NAMES, layer_specs
 from parallel_vision.models.torch_cnn import PaperCNN, count_parameters
 from parallel_vision.models.torch_mlp import WideMLP
-from parallel_vision.models.torch_resnet import ResNet18
+from parallel_vision.models.torch_resnet import BasicBlock, ResNet18
 
-__all__ = ["MODEL_NAMES", "build_torch_model", "count_parameters", "load_canonical"]
+__all__ = ["MODEL_NAMES", "build_torch_model", "count_parameters", "load_canonical", "shard_units"]
 
 _PARAMETERISED = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -82,3 +82,12 @@ def load_canonical(model: nn.Module, layers: list[Any]) -> None:
             plan.append((target, value))
     for target, value in plan:
         target.copy_(torch.from_numpy(value))
+
+
+def shard_units(model: nn.Module) -> list[nn.Module]:
+    """The modules FSDP wraps one by one before the root (each unit's parameters are gathered together):
+    ResNet-18's residual blocks; otherwise every convolution and linear layer (paper_cnn's four, wide_mlp's three,
+    the 4096 × 4096 layer alone). BatchNorm and the stem stay with the root, whose parameters stay gathered
+    from forward to backward."""
+    blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
+    return blocks or [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]

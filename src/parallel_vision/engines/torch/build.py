@@ -1,6 +1,7 @@
 """What the Trainer is made of: the model, its strategy wrapping, optimiser, schedule and precision.
 
-`wrap` is the one place where `single`, `dp` and `ddp` differ; everything else is the same for all.
+`wrap` is the one place where the strategies differ in how the model is held, `optimizer` the one place where
+zero1 differs (its optimizer is sharded); everything else is the same for all.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from parallel_vision.config import RunConfig
 from parallel_vision.engines import levers
 from parallel_vision.engines.common import steps_per_epoch
+from parallel_vision.engines.torch import sharding
 from parallel_vision.engines.torch.comm import CommTimer
 from parallel_vision.engines.torch.sync_batchnorm import convert_sync_batchnorm
 from parallel_vision.models import init as model_init
@@ -32,8 +34,8 @@ def build_model(cfg: RunConfig, image_shape: tuple[int, int, int], classes: int,
     if cfg.init == "aligned":  # the framework-free weights every engine starts from (models/init.py)
         load_canonical(model, model_init.aligned_weights(cfg.seed, channels, side, classes, model=cfg.model))
     model = model.to(device)
-    if cfg.memory_format == "channels_last":
-        model = model.to(memory_format=torch.channels_last)
+    if cfg.memory_format == "channels_last" and cfg.strategy != "fsdp":  # FSDP2 shards contiguous parameters
+        model = model.to(memory_format=torch.channels_last)  # only: under fsdp the images alone are channels_last
     if uses_fused_bn(cfg, device):
         fuse_bn_relu_pool(model)
     return model
@@ -65,6 +67,8 @@ WRAPPERS: dict[str, Callable[[nn.Module, RunConfig, torch.device, CommTimer], nn
     "single": lambda model, cfg, device, comm: model,
     "dp": lambda model, cfg, device, comm: nn.DataParallel(model, device_ids=list(range(cfg.workers))),
     "ddp": _ddp,
+    "zero1": _ddp,  # the sharding is the optimizer's (`optimizer`)
+    "fsdp": lambda model, cfg, device, comm: sharding.fully_shard_model(model, cfg, device),
 }
 
 
@@ -74,13 +78,18 @@ def wrap(model: nn.Module, cfg: RunConfig, device: torch.device, comm: CommTimer
 
 
 def optimizer(cfg: RunConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    params = model.parameters()
+    """Adam or SGD over the model's parameters; under zero1 wrapped by ZeroRedundancyOptimizer."""
     fused = device.type == "cuda"  # one kernel for the whole update instead of one per tensor
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused,
-                                eps=model_init.adam_epsilon("torch", cfg.init))
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           fused=fused or None)
+        kind: type[torch.optim.Optimizer] = torch.optim.Adam
+        options = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "fused": fused,
+                   "eps": model_init.adam_epsilon("torch", cfg.init)}
+    else:
+        kind = torch.optim.SGD
+        options = {"lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "fused": fused or None}
+    if cfg.strategy == "zero1":
+        return sharding.zero1_optimizer(model.parameters(), kind, **options)
+    return kind(model.parameters(), **options)
 
 
 def scheduler(cfg: RunConfig, optim: torch.optim.Optimizer, n_train: int) -> LRScheduler | None:

@@ -20,11 +20,13 @@ import torch.nn.functional as F
 
 from parallel_vision.config import RunConfig, reached_target
 from parallel_vision.engines.common import EpochProgress, epoch_record, steps_per_epoch
-from parallel_vision.engines.torch import build, checkpoint, watchdog
+from parallel_vision.engines.torch import build, checkpoint, sharding, watchdog
+from parallel_vision.engines.torch.collectives import CollectiveCounter, install
 from parallel_vision.engines.torch.comm import CommTimer
 from parallel_vision.engines.torch.data import epoch_permutation, eval_shard, load_data, shard_slice
 from parallel_vision.engines.torch.devices import choose_device, synchronize
 from parallel_vision.engines.torch.dist import Dist
+from parallel_vision.engines.torch.footprint import StepProbe, state_bytes
 from parallel_vision.engines.torch.resume import Resumable
 from parallel_vision.engines.torch.steptimes import StepTimer, slow_down_for_tests
 from parallel_vision.errors import EngineError
@@ -67,6 +69,11 @@ class Trainer(Resumable):
 
         self.records: list[dict[str, Any]] = []
         self.step_bytes: list[int] = []  # bytes this worker handed to all-reduce, per optimiser step (DDP)
+        # Bytes per collective kind of each optimiser step (collectives.py), and what this worker holds
+        # (footprint.py: measured in the first step this process takes).
+        self.collectives = install(CollectiveCounter()) if dist.world_size > 1 else None
+        self.step_collectives: list[dict[str, int]] = []
+        self.footprint: dict[str, Any] | None = None
         # Each step's wall time and wait at the collective on this rank (steptimes.py): DDP on the CPU, uncompiled.
         timed = self.comm.measured and self.device.type == "cpu" and not cfg.compile
         self.step_timer = StepTimer(self.bare_model, self.optimizer) if timed else None
@@ -148,6 +155,21 @@ class Trainer(Resumable):
             self.scheduler.step()
         return loss, logits
 
+    def _measured_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_step`, with its collectives counted; the first one this process takes also measures what the
+        worker holds (parameters, gradients, optimizer state, gathered parameters, activations)."""
+        counting = self.collectives.counting() if self.collectives is not None else contextlib.nullcontext()
+        probe = None if self.footprint is not None or self.cfg.compile else StepProbe(
+            self.model, watch_gathered=self.cfg.strategy == "fsdp")
+        with counting, probe.watching() if probe is not None else contextlib.nullcontext():
+            loss, logits = self._step(x, y)
+        if self.collectives is not None:
+            self.step_collectives.append(self.collectives.take())
+        if probe is not None:
+            self.footprint = {"state": state_bytes(self.model, self.optimizer),
+                              "unsharded_peak": probe.unsharded_peak, "activations": probe.activation_bytes}
+        return loss, logits
+
     def _accumulate(self, x: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradient accumulation: k micro-batches of this worker's batch, each loss divided by k so the summed
         gradient is the whole batch's mean; under DDP the first k − 1 backward passes skip the all-reduce
@@ -222,7 +244,7 @@ class Trainer(Resumable):
             data_time += batch_ready - t
             if self.step_timer is not None:
                 self.step_timer.begin()
-            loss, logits = self._step(x, y)
+            loss, logits = self._measured_step(x, y)
             if self.step_timer is not None:
                 self.step_timer.end(t, batch_ready)
             if self.comm.measured:
@@ -281,6 +303,15 @@ class Trainer(Resumable):
         if self._stop_signum:
             raise Stopped(epoch + 1, 0)
 
+    def _eval_batches(self, shard: slice) -> list[slice]:
+        size = self.cfg.eval_batch_size
+        if not sharding.forward_is_collective(self.cfg):
+            return [slice(a, min(a + size, shard.stop)) for a in range(shard.start, shard.stop, size)]
+        largest = -(-self.test.n // self.dist.world_size)
+        count = max(1, -(-largest // size))
+        bounds = np.linspace(shard.start, shard.stop, count + 1).round().astype(int)
+        return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
     # -- where a step waits for the other ranks (summary.per_rank) ---------------------------
     def per_rank_summary(self) -> list[dict[str, Any]] | None:
         """Collective: every rank's step-time summary (results.stragglers.rank_summary), in rank order, on every
@@ -313,7 +344,10 @@ class Trainer(Resumable):
         Returns mean loss and accuracy (on every rank) and the predictions (on rank 0).
         """
         shard = eval_shard(self.test.n, self.dist.rank, self.dist.world_size)
-        model = self.bare_model  # the same weights on every rank; no collective inside forward
+        # The same weights on every rank. Under fsdp each forward all-gathers, so every rank runs the same number
+        # of batches (its shard in as many near-equal parts as the largest shard needs); else a plain loop.
+        batches = self._eval_batches(shard)
+        model = self.bare_model
         # DDP keeps rank 0's BatchNorm statistics (broadcast before each forward); after the last
         # step each rank holds its own update. Evaluate every shard with rank 0's, the saved model's.
         for buffer in model.buffers():
@@ -321,8 +355,8 @@ class Trainer(Resumable):
         model.eval()
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         preds = []
-        for start in range(shard.start, shard.stop, self.cfg.eval_batch_size):
-            x, y = self.test.batch(slice(start, min(start + self.cfg.eval_batch_size, shard.stop)))
+        for part in batches:
+            x, y = self.test.batch(part)
             with self.autocast():
                 logits = model(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from parallel_vision.atomic import atomic_write_bytes
 from parallel_vision.engines.common import peak_rss_mib
 from parallel_vision.engines.outputs import FinishedRun, write_run
-from parallel_vision.engines.torch import build, checkpoint
+from parallel_vision.engines.torch import build, checkpoint, sharding
+from parallel_vision.engines.torch.collectives import per_step
 from parallel_vision.engines.torch.comm import steady_steps
+from parallel_vision.engines.torch.footprint import summarise
 from parallel_vision.provenance import host_environment
 
 if TYPE_CHECKING:
@@ -31,9 +32,10 @@ MODEL_FILE = "model.pt"
 
 
 # --------------------------------------------------------------------------- the result
-def save_model(model: nn.Module, out: Path, kept: str | None = None) -> str:
+def save_model(state: dict[str, torch.Tensor], out: Path, kept: str | None = None) -> str:
+    """OUT/model.pt: the plain single-model state dict, whatever the strategy (sharding.full_model_state)."""
     buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    torch.save({k: v.detach().cpu() for k, v in state.items()}, buffer)
     atomic_write_bytes(out / MODEL_FILE, buffer.getvalue(), kept=kept)
     return MODEL_FILE
 
@@ -63,10 +65,14 @@ def write_outputs(trainer: Trainer, out: Path, status: str) -> None:
     cfg, records = trainer.cfg, trainer.records
     rss = trainer.dist.all_gather_object(peak_rss_mib())
     per_rank = trainer.per_rank_summary()  # collective too: every rank's step times (DDP on the CPU)
+    held = sharding_summary(trainer)  # collective: what every rank held and sent
+    # The plain model's weights: gathered from every rank's shards under fsdp (a collective), else rank 0's own.
+    weights = (sharding.full_model_state(cfg, trainer.model)
+               if status == "complete" and (trainer.dist.master or cfg.strategy == "fsdp") else None)
     if not trainer.dist.master:
         return
     kept = checkpoint.kept_note(out)  # what a full disk leaves: the checkpoint, removed only once all is written
-    artifacts = ({"model": save_model(trainer.bare_model, out, kept)} if status == "complete"
+    artifacts = ({"model": save_model(weights, out, kept)} if weights is not None
                  else {"checkpoint": checkpoint.CHECKPOINT_FILE})
     restarts = checkpoint.elastic_restart_count()
     extra: dict[str, Any] = {"reliability": dict(trainer.reliability, checkpoint_every=cfg.checkpoint_every,
@@ -81,7 +87,7 @@ def write_outputs(trainer: Trainer, out: Path, status: str) -> None:
         predictions=trainer.last_predictions, class_names=trainer.test.class_names,
         world_size=trainer.dist.world_size, n_train=trainer.train.n, artifacts=artifacts, extra=extra,
         peak_rss_per_worker_mib=rss, kept=kept, restarts=restarts,
-        summary_extra=dict(lever_summary(trainer), **({"per_rank": per_rank} if per_rank else {})),
+        summary_extra=dict(lever_summary(trainer), **held, **({"per_rank": per_rank} if per_rank else {})),
     ))
 
 
@@ -91,3 +97,23 @@ def lever_summary(trainer: Trainer) -> dict[str, Any]:
     if not trainer.step_bytes:
         return {}
     return {"comm_bytes_per_step": float(np.median(steady_steps(trainer.cfg.grad_compression, trainer.step_bytes)))}
+
+
+def sharding_summary(trainer: Trainer) -> dict[str, Any]:
+    """Collective. What each worker held (summary.state_bytes_per_worker, activation_bytes_per_worker; measured
+    in the first step this process took) and handed to each collective kind per step (summary.comm_bytes_by_op);
+    zero1's partition of the optimizer state. Empty for a process that took no training step (a resume of a
+    finished run)."""
+    footprints = trainer.dist.all_gather_object(trainer.footprint)
+    by_op = trainer.dist.all_gather_object(per_step(trainer.step_collectives) if trainer.step_collectives else None)
+    summary: dict[str, Any] = {"n_parameters": sum(p.numel() for p in trainer.model.parameters())}
+    if all(f is not None for f in footprints):
+        peaks = [f["unsharded_peak"] for f in footprints]
+        summary["state_bytes_per_worker"] = summarise([f["state"] for f in footprints],
+                                                      max(peaks) if None not in peaks else None)
+        summary["activation_bytes_per_worker"] = max(int(f["activations"]) for f in footprints)
+    if all(b is not None for b in by_op) and trainer.dist.world_size > 1:
+        summary["comm_bytes_by_op"] = {k: max(b[k] for b in by_op) for k in by_op[0]}
+    if trainer.cfg.strategy == "zero1":
+        summary["zero1_partition"] = trainer.dist.all_gather_object(sharding.zero1_share(trainer.optimizer))
+    return summary

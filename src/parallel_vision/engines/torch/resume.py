@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from parallel_vision.engines.common import steps_per_epoch
-from parallel_vision.engines.torch import checkpoint
+from parallel_vision.engines.torch import checkpoint, sharding
 from parallel_vision.engines.torch.devices import synchronize
 from parallel_vision.errors import EngineError, PVisionError, error_type
 from parallel_vision.provenance import code_version
@@ -77,10 +77,11 @@ class Resumable:
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """This process's training state, as copies that later steps cannot change."""
+        """This process's training state, as copies that later steps cannot change. Collective under zero1 and
+        fsdp, whose model and optimizer are the plain single-model state dicts on rank 0 (None on the others)."""
         return {
-            "model": {k: v.detach().to("cpu", copy=True) for k, v in self.bare_model.state_dict().items()},
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "model": sharding.full_model_state(self.cfg, self.model),
+            "optimizer": sharding.full_optimizer_state(self.cfg, self.model, self.optimizer),
             "scheduler": copy.deepcopy(self.scheduler.state_dict()) if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict() or None,  # a disabled scaler has no state
             "rng": checkpoint.rng_state(self.device.type == "cuda"),
@@ -97,8 +98,7 @@ class Resumable:
             # DDP lays its buckets out anew after its first step, and PowerSGD's state is per bucket: a fresh
             # model takes (and then undoes) its warm-up steps first, so the state lands on the layout it came from.
             self._warm_up()
-        self.bare_model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        sharding.load_full_state(self.cfg, self.model, self.optimizer, state["model"], state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(copy.deepcopy(state["scheduler"]))
         self.scaler.load_state_dict(state["scaler"] or {})
@@ -136,7 +136,7 @@ class Resumable:
         t = time.perf_counter()
         synchronize(self.device)
         state = self.state_dict()
-        floats = [v for v in state["model"].values() if v.is_floating_point()]
+        floats = [sharding.local_tensor(v) for v in self.model.state_dict().values() if v.is_floating_point()]
         mine = {
             "rng": state["rng"],
             "comm_hook": state["comm_hook"],

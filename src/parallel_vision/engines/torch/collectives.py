@@ -1,0 +1,89 @@
+"""Bytes handed to each collective kind per optimiser step (summary.comm_bytes_by_op), counted where torch
+issues them.
+
+DDP's gradient hook, ZeroRedundancyOptimizer's parameter broadcast and FSDP2's all-gather and reduce-scatter all
+call the `torch.distributed` module's functions (`dist.all_reduce`, `dist.broadcast`, `dist.all_gather_single`,
+`dist.reduce_scatter_single` …) when they run; `install` wraps those functions once per process, and a
+wrapped call adds the bytes of the full tensor the collective works on (S of the projection's cost formulas:
+all-gather's output, reduce-scatter's input, the reduced or broadcast tensor) to its kind while a step is
+being counted. The loop's own small collectives (stop polls, sums) happen outside the counted window.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+KINDS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
+
+#: torch.distributed function -> (kind, which argument holds the full tensor: name, position).
+_WRAPPED: dict[str, tuple[str, str, int]] = {
+    "all_reduce": ("all_reduce", "tensor", 0),
+    "broadcast": ("broadcast", "tensor", 0),
+    "all_gather_into_tensor": ("all_gather", "output_tensor", 0),
+    "all_gather_single": ("all_gather", "output_tensor", 0),
+    "reduce_scatter_tensor": ("reduce_scatter", "input", 1),
+    "reduce_scatter_single": ("reduce_scatter", "input", 1),
+}
+
+
+class CollectiveCounter:
+    """Per-kind byte sums of the collectives issued inside `counting()`."""
+
+    def __init__(self) -> None:
+        self.bytes = dict.fromkeys(KINDS, 0)
+        self.active = False
+
+    @contextmanager
+    def counting(self) -> Iterator[None]:
+        self.active = True
+        try:
+            yield
+        finally:
+            self.active = False
+
+    def add(self, kind: str, tensor: Any) -> None:
+        if self.active and isinstance(tensor, torch.Tensor):
+            self.bytes[kind] += tensor.numel() * tensor.element_size()
+
+    def take(self) -> dict[str, int]:
+        """The bytes counted since the last take, per kind."""
+        taken, self.bytes = self.bytes, dict.fromkeys(KINDS, 0)
+        return taken
+
+
+_COUNTERS: list[CollectiveCounter] = []
+
+
+def install(counter: CollectiveCounter) -> CollectiveCounter:
+    """Count `torch.distributed`'s collectives into `counter` (the functions are wrapped once per process)."""
+    if not _COUNTERS:
+        for name, (kind, keyword, position) in _WRAPPED.items():
+            original = getattr(dist, name, None)
+            if original is not None:
+                setattr(dist, name, _counted(original, kind, keyword, position))
+    _COUNTERS[:] = [counter]
+    return counter
+
+
+def _counted(original: Callable[..., Any], kind: str, keyword: str, position: int) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        tensor = kwargs.get(keyword, args[position] if len(args) > position else None)
+        for counter in _COUNTERS:
+            counter.add(kind, tensor)
+        return original(*args, **kwargs)
+
+    return call
+
+
+def per_step(steps: list[dict[str, int]]) -> dict[str, float]:
+    """summary.comm_bytes_by_op of one rank: the median over its optimiser steps, per kind."""
+    import statistics
+
+    return {k: float(statistics.median(s[k] for s in steps)) if steps else 0.0 for k in KINDS}
