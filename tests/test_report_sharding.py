@@ -1,6 +1,8 @@
 """The sharding section (report/sharding.py, report/memory_budget.py) on hand-made records: the formula table's
 numbers against values computed by hand, the advice sentence's numbers against the records, the budget line,
-and the size parser's errors. Round numbers (P = 1,000,000 parameters) so every expected value is written out.
+and the size parser's errors. The records copy what real 2-worker runs measured on this machine (wide_mlp:
+P = 20,054,026, its 4096 × 4096 layer fc2 16,781,312 parameters; paper_cnn: P = 905,354, its largest layer dense1
+802,944), so every expected value below is the formula worked by hand on those numbers.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ from parallel_vision.errors import ConfigError
 from parallel_vision.report import sharding
 from parallel_vision.report.groups import group_runs
 from parallel_vision.report.memory_budget import budget_lines, parse_size
-from parallel_vision.report.sharding import MIB, comparisons, explain, formula
+from parallel_vision.report.sharding import comparisons, explain, formula
 
-WIDE_P = 1_000_000  # wide_mlp in these records (the formula reads summary.n_parameters)
-CNN_P = 100_000  # paper_cnn in these records
+WIDE_P = 20_054_026
+FC2 = 4096 * 4096 + 4096  # wide_mlp's largest FSDP unit
+WIDE_ROOT = 2 * (2 * 4096)  # its root: bn1 and bn2's gamma and beta
+CNN_P = 905_354
+DENSE1 = 128 * 6272 + 128  # paper_cnn's largest FSDP unit
+CNN_ROOT = 2 * (32 + 64 + 128 + 128 + 64)  # its root: five BatchNorm layers
 
 
 def _run(model: str, strategy: str, workers: int, *, params: int, grads: int, opt: int, acts: int,
@@ -51,25 +57,29 @@ def _run(model: str, strategy: str, workers: int, *, params: int, grads: int, op
 def _wide() -> list[dict[str, Any]]:
     p = WIDE_P
     kw = {"n_parameters": p}
+    steps = 4 * 10  # Adam's step count: 4 B for each of the 10 parameter tensors (each rank's shard of each, fsdp)
     return [
-        _run("wide_mlp", "single", 1, params=4 * p, grads=4 * p, opt=8 * p, acts=1_000_000, images=1000, **kw),
-        _run("wide_mlp", "ddp", 2, params=4 * p, grads=4 * p, opt=8 * p, acts=500_000, images=1800, rss=520,
-             comm={"all_reduce": 4 * p}, **kw),
-        # rank 0 owns 3 of the 4 MB of parameters: its Adam state is 2 × 3 MB, not 8 B × P / 2 = 4 MB
-        _run("wide_mlp", "zero1", 2, params=4 * p, grads=4 * p, opt=6 * p, acts=500_000, images=1700,
-             partition=[3 * p, 1 * p], comm={"all_reduce": 4 * p, "broadcast": 4 * p}, **kw),
-        _run("wide_mlp", "fsdp", 2, params=2 * p, grads=2 * p, opt=4 * p, unsharded=1_500_000, acts=500_000,
-             images=900, rss=480, comm={"all_gather": 8 * p, "reduce_scatter": 4 * p}, **kw),
+        _run("wide_mlp", "single", 1, params=4 * p, grads=4 * p, opt=8 * p + steps, acts=17_315_844, images=86,
+             rss=1192, **kw),
+        _run("wide_mlp", "ddp", 2, params=4 * p, grads=4 * p, opt=8 * p + steps, acts=8_723_460, images=235,
+             rss=1258, comm={"all_reduce": 4 * p}, **kw),
+        # ZeroRedundancyOptimizer gives fc2's 64 MiB weight to rank 0 alone: its Adam state is 2 × that + one step
+        _run("wide_mlp", "zero1", 2, params=4 * p, grads=4 * p, opt=2 * 4096 * 4096 * 4 + 4, acts=8_723_460,
+             images=165, rss=1275, partition=[4096 * 4096 * 4, 4 * p - 4096 * 4096 * 4],
+             comm={"all_reduce": 4 * p, "broadcast": 4 * p}, **kw),
+        _run("wide_mlp", "fsdp", 2, params=2 * p, grads=2 * p, opt=4 * p + steps, unsharded=4 * (FC2 + WIDE_ROOT),
+             acts=8_723_460, images=97, rss=1332, comm={"all_gather": 8 * p, "reduce_scatter": 4 * p}, **kw),
     ]
 
 
 def _cnn() -> list[dict[str, Any]]:
     p = CNN_P
-    kw = {"n_parameters": p, "acts": 20_000_000}
+    kw = {"n_parameters": p, "acts": 42_956_292}
+    steps = 4 * 22
     return [
-        _run("paper_cnn", "ddp", 2, params=4 * p, grads=4 * p, opt=8 * p, images=2000, rss=600, **kw),
-        _run("paper_cnn", "fsdp", 2, params=2 * p, grads=2 * p, opt=4 * p, unsharded=200_000,
-             total=1_000_000, images=1000, rss=590, **kw),  # this record's total holds the unsharded peak
+        _run("paper_cnn", "ddp", 2, params=4 * p, grads=4 * p, opt=8 * p + steps, images=147, rss=556, **kw),
+        _run("paper_cnn", "fsdp", 2, params=2 * p, grads=2 * p, opt=4 * p + steps, unsharded=4 * (DENSE1 + CNN_ROOT),
+             images=102, rss=563, **kw),
     ]
 
 
@@ -109,79 +119,123 @@ def test_no_section_without_sharded_runs() -> None:
     assert comparisons(group_runs(runs, {r["run_id"]: [] for r in runs})[0]) == []
 
 
-def test_the_formula_table_against_hand_computed_values(groups: list[Any]) -> None:
+def _formula_rows(groups: list[Any]) -> dict[tuple[str, str], list[str]]:
     table = sharding.formula_table(comparisons(groups))
-    by = {}
-    model = ""
+    by, model = {}, ""
     for i, r in enumerate(table.rows):
         if i in table.sections:
             model = r[0].split(":")[0]
-            continue
-        by[(model, r[0])] = r
-    # wide_mlp, P = 1e6, Adam (k = 8), N = 2
+        else:
+            by[(model, r[0])] = r
+    return by
+
+
+def test_the_formula_table_against_hand_computed_values(groups: list[Any]) -> None:
+    by = _formula_rows(groups)
+    # wide_mlp, Adam (k = 8), N = 2. ddp: 16 B × 20,054,026 = 320,864,416 B = 306.00 MiB (+40 B of step counts)
     ddp = by[("wide_mlp", "ddp ×2")]
-    assert ddp[2] == "4 + 4 + 8"
-    assert ddp[5] == ddp[6] == f"{16e6 / MIB:,.2f}" == "15.26"
+    assert ddp[1:3] == ["Adam", "4 + 4 + 8"]
+    assert ddp[3] == ddp[4] == "76.50 + 76.50 + 153.00"
+    assert (ddp[5], ddp[6], ddp[7], ddp[8]) == ("306.00", "306.00", "16.00", "+0.00 MiB (0 %)")
+    # zero1: (4 + 4 + 8/2) × P = 229.50 MiB predicted; measured 4P + 4P + 2 × fc2's 64 MiB weight + 4 B = 281.00
     zero1 = by[("wide_mlp", "zero1 ×2")]
     assert zero1[2] == "4 + 4 + 8/2"
-    assert zero1[3] == "3.81 + 3.81 + 3.81"  # 4e6 B each = 3.81 MiB
-    assert (zero1[5], zero1[6]) == ("11.44", "13.35")  # 12e6 predicted, 14e6 measured
-    assert zero1[7] == "14.00"  # B per parameter measured
-    assert zero1[8] == "+1.91 MiB (17 %)"  # 2e6 B over 12e6
+    assert (zero1[3], zero1[4]) == ("76.50 + 76.50 + 76.50", "76.50 + 76.50 + 128.00")
+    assert (zero1[5], zero1[6]) == ("229.50", "281.00")
+    assert zero1[7] == "14.69"  # 294,649,940 B ÷ P
+    assert zero1[8] == "+51.50 MiB (22 %)"  # 54,001,628 B over 240,648,312
+    # fsdp: (4 + 4 + 8)/2 × P + fc2 (16,781,312 parameters × 4 B = 64.02 MiB) = 217.02 MiB; measured adds the root
     fsdp = by[("wide_mlp", "fsdp ×2")]
     assert fsdp[2] == "(4 + 4 + 8)/2 + largest unit"
-    assert fsdp[3] == fsdp[4] == "1.91 + 1.91 + 3.81 + 1.43"  # 2e6, 2e6, 4e6, 1.5e6 B
-    assert fsdp[5] == fsdp[6] == "9.06"  # 9.5e6 B
-    # a record whose total already holds the unsharded peak: the peak is not counted twice
-    cnn = by[("paper_cnn", "fsdp ×2")]
-    assert cnn[6] == f"{1_000_000 / MIB:.2f}" and cnn[4].endswith(f"+ {200_000 / MIB:.2f}")
+    assert fsdp[3] == "38.25 + 38.25 + 76.50 + 64.02"
+    assert fsdp[4] == "38.25 + 38.25 + 76.50 + 64.08"  # fc2 + bn1, bn2 (16,384 parameters = 64 KiB)
+    assert (fsdp[5], fsdp[6], fsdp[7]) == ("217.02", "217.08", "11.35")
 
 
-def test_the_difference_is_explained_from_the_zero1_partition(groups: list[Any]) -> None:
-    zero1 = _row(groups, "wide_mlp", "zero1")
-    text = explain(zero1)
-    assert text.startswith("+1.91 MiB (17 % of the prediction)")
-    assert "rank 0 owns the optimizer state of 2.86 of 3.81 MiB of parameters (75 %" in text
-    assert "8/4 × 2.86 = 5.72 MiB, not 8·P/2 = 3.81 MiB" in text
-    assert "not explained" not in text  # the partition accounts for all of it
-    assert explain(_row(groups, "wide_mlp", "ddp")) == "as predicted."
-    assert explain(_row(groups, "wide_mlp", "fsdp")).startswith("as predicted: largest unit: 1.43 MiB")
+def test_a_record_whose_total_holds_the_unsharded_peak_is_not_counted_twice() -> None:
+    p = CNN_P
+    runs = [_run("paper_cnn", "fsdp", 2, params=2 * p, grads=2 * p, opt=4 * p, unsharded=4 * DENSE1,
+                 total=8 * p + 4 * DENSE1, acts=0, images=1, n_parameters=p)]
+    (row,) = comparisons(group_runs(runs, {r["run_id"]: [] for r in runs})[0])[0].rows
+    assert row.measured.total == 8 * p + 4 * DENSE1 and row.measured.unsharded == 4 * DENSE1
+
+
+def test_the_no_reshard_variant_predicts_the_whole_model_unsharded() -> None:
+    p = WIDE_P
+    run = _run("wide_mlp", "fsdp", 2, params=2 * p, grads=2 * p, opt=4 * p, unsharded=4 * p, acts=0, images=1,
+               n_parameters=p)
+    run["config"]["reshard_after_forward"] = False
+    (row,) = comparisons(group_runs([run], {run["run_id"]: []})[0])[0].rows
+    assert row.variant == "fsdp (no reshard) ×2" and row.predicted.unsharded == 4 * p
+    assert explain(row).startswith("as predicted: unsharded: the whole model")
+
+
+def test_each_difference_is_explained_from_the_records(groups: list[Any]) -> None:
+    zero1 = explain(_row(groups, "wide_mlp", "zero1"))
+    assert zero1.startswith("+51.50 MiB (22 % of the prediction)")
+    assert "rank 0 owns the optimizer state of 64.00 of 76.50 MiB of parameters (84 %, not 1/2)" in zero1
+    assert "8/4 × 64.00 = 128.00 MiB, not 8·P/2 = 76.50 MiB" in zero1
+    assert "step count per parameter tensor (10 tensors), which the formula does not count: 4 B" in zero1
+    assert "not explained" not in zero1  # the partition and the step count account for all of it
+    assert explain(_row(groups, "wide_mlp", "ddp")) == (
+        "as predicted: Adam keeps a 4-byte step count per parameter tensor (10 tensors), which the formula does not "
+        "count: 40 B.")
+    fsdp = explain(_row(groups, "wide_mlp", "fsdp"))
+    assert fsdp.startswith("as predicted: largest unit: fc2, 64.02 MiB; beside it the root's parameters (bn1, bn2: "
+                           "64.00 KiB) stay gathered from forward to backward")
+    cnn = explain(_row(groups, "paper_cnn", "fsdp"))
+    assert "largest unit: dense1, 3.06 MiB; beside it the root's parameters (bn1, bn2, bn3, bn4 and 1 more: 3.25 KiB)" \
+        in cnn
 
 
 def test_an_unexplained_difference_says_so() -> None:
     p = WIDE_P
     runs = [_run("wide_mlp", "zero1", 2, params=5 * p, grads=4 * p, opt=4 * p, acts=0, images=1, n_parameters=p)]
     (row,) = comparisons(group_runs(runs, {r["run_id"]: [] for r in runs})[0])[0].rows
-    assert "not explained by the formula's terms: parameters +0.95 MiB" in explain(row)
+    assert "not explained by the formula's terms: parameters +19.13 MiB" in explain(row)  # 5 B per parameter, not 4
 
 
 def test_the_advice_sentences_numbers_come_from_the_records(groups: list[Any]) -> None:
     cnn, wide = (sharding.advice(c) for c in comparisons(groups))
-    # fsdp 9.5e6 B vs ddp 16e6 B; 900 / 1800 images/s = 50 %; zero1 14e6 B at 1700 / 1800 = 94 %
-    assert wide == ("At 2 workers, fsdp cuts wide_mlp's state per worker from 15.26 to 9.06 MiB at 50 % of ddp's "
-                    "throughput; zero1 to 13.35 MiB at 94 % of ddp's throughput (activations: 0.48 MiB per worker).")
-    # paper_cnn: 20e6 B of activations against 1.6e6 B of state; fsdp holds 1e6 B, so it saves 0.6e6 of 21.6e6
-    assert cnn == ("At 2 workers, for paper_cnn, activations dominate (19.07 MiB against 1.53 MiB of state per "
-                   "worker under ddp), so fsdp saves 0.57 MiB of the 20.60 MiB a step holds at 50 % of ddp's "
-                   "throughput; peak RSS 600 → 590 MiB.")
+    # fsdp holds 217.08 MiB at its peak against ddp's 306.00; 97 / 235 images/s = 41 %; zero1 281.00 at 165 / 235
+    assert wide == ("At 2 workers, fsdp cuts wide_mlp's state per worker from 306.00 to 217.08 MiB at 41 % of ddp's "
+                    "throughput; zero1 to 281.00 MiB at 70 % of ddp's throughput (activations: 8.32 MiB per worker).")
+    # paper_cnn: 42,956,292 B of activations against 14,485,752 B of state; fsdp holds 10,458,024 B at its peak,
+    # so it saves 4,027,728 B (3.84 MiB) of 57,442,044 (54.78 MiB); 102 / 147 images/s = 69 %
+    assert cnn == ("At 2 workers, for paper_cnn, activations dominate (40.97 MiB against 13.81 MiB of state per "
+                   "worker under ddp), so fsdp saves 3.84 MiB of the 54.78 MiB a step holds at 69 % of ddp's "
+                   "throughput; peak RSS 556 → 563 MiB.")
 
 
 def test_the_budget_line_per_strategy_on_the_largest_model(groups: list[Any]) -> None:
     lines = budget_lines(sharding.state_rows(groups), parse_size("16GiB"))
     assert [line.split(":")[0] for line in lines] == ["single ×1", "ddp ×2", "zero1 ×2", "fsdp ×2"]
-    budget = 16 * 2 ** 30
-    # ddp on wide_mlp (the largest model): 16 B per parameter, 0.5 MB of activations
-    assert f"{(budget - 500_000) / 16 / 1e9:.3g}" == "1.07"
+    # ddp on wide_mlp (the largest model): 320,864,456 B ÷ P = 16.00 B per parameter, 8,723,460 B of activations:
+    # (16 GiB − 8,723,460 B) ÷ 16.000002 = 1.073e9
     assert lines[1].startswith("ddp ×2: about 1.07 billion parameters fit in 16 GiB per worker, at 16.00 B of "
                                "state per parameter measured on wide_mlp at N = 2")
-    assert "plus 0.48 MiB of activations (wide_mlp's, 64 images per worker)" in lines[1]
+    assert "plus 8.32 MiB of activations (wide_mlp's, 64 images per worker)" in lines[1]
     assert "assuming the bytes per parameter stay as measured at N = 2" in lines[1]
-    assert "peak RSS was 520 MiB here" in lines[1]
-    assert lines[2].startswith("zero1 ×2: about 1.23 billion")  # (budget − 0.5e6) / 14
-    assert lines[3].startswith("fsdp ×2: about 1.81 billion")  # (budget − 0.5e6) / 9.5
+    assert "peak RSS was 1,258 MiB here" in lines[1]
+    assert lines[2].startswith("zero1 ×2: about 1.17 billion")  # ÷ 14.69 B per parameter
+    assert lines[3].startswith("fsdp ×2: about 1.51 billion")  # ÷ 11.35
     assert "largest unit taken to grow with the model" in lines[3]
-    tiny = budget_lines(sharding.state_rows(groups), parse_size("100kB"))
-    assert tiny[0].startswith("single ×1: nothing fits in 97.66 KiB per worker: 0.95 MiB of activations")
+    tiny = budget_lines(sharding.state_rows(groups), parse_size("10MB"))
+    assert tiny[0].startswith("single ×1: nothing fits in 9.537 MiB per worker: 16.51 MiB of activations")
+
+
+def test_the_catalogues_fsdp_units_are_the_engines() -> None:
+    """The report counts FSDP's units from the catalogue (no torch); the engine wraps models.torch_zoo.shard_units:
+    the two must name the same groups of parameters."""
+    from parallel_vision.models.catalog import model_costs
+    from parallel_vision.models.torch_zoo import build_torch_model, shard_units
+
+    for model in ("paper_cnn", "resnet18", "wide_mlp"):
+        units, root = sharding.fsdp_units({"model": model, "input_shape": [1, 28, 28], "classes": 10})
+        torch_model = build_torch_model(model, channels=1, image_size=28, classes=10)
+        engine = sorted(sum(p.numel() for p in u.parameters()) for u in shard_units(torch_model))
+        assert sorted(units.values()) == engine, model
+        assert sum(units.values()) + sum(root.values()) == model_costs(model).parameters
 
 
 @pytest.mark.parametrize("text,expected", [("16GiB", 16 * 2 ** 30), ("512MiB", 512 * 2 ** 20), ("8GB", 8 * 10 ** 9),
@@ -223,9 +277,9 @@ def test_the_section_renders_in_html_and_markdown_with_the_budget_lines(groups: 
     md = "".join(markdown.render_block(b, {}) for b in section.blocks)
     page = "".join(html.render_block(b, {}) for b in section.blocks)
     for text in (md, page):
-        assert "fsdp ×2" in text and "13.35" in text
+        assert "fsdp ×2" in text and "281.00" in text
         assert "fit in 16 GiB per worker" in text
-    assert "At 2 workers, fsdp cuts wide_mlp&#x27;s state per worker from 15.26 to 9.06 MiB" in page
+    assert "At 2 workers, fsdp cuts wide_mlp&#x27;s state per worker from 306.00 to 217.08 MiB" in page
     assert "ZeRO-1's sorted-greedy partition is uneven: rank 0" in md
     (plain,) = _sharding(SimpleNamespace(groups=groups, memory_per_worker=None))  # type: ignore[arg-type]
     assert "--memory-per-worker 16GiB" in "".join(markdown.render_block(b, {}) for b in plain.blocks)

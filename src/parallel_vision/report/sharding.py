@@ -97,6 +97,33 @@ def parameter_shapes(workload: dict[str, Any]) -> list[tuple[int, ...]]:
     return shapes
 
 
+def fsdp_units(workload: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
+    """FSDP's units as the engine wraps them (models.torch_zoo.shard_units; a test keeps the two equal), counted
+    from the catalogue: ResNet-18's residual blocks, otherwise every convolution and dense layer. Returns each
+    unit's parameters by name, and the root's (every other layer: BatchNorm, ResNet-18's stem and classifier)."""
+    channels, size, _ = workload.get("input_shape") or [1, 28, 28]
+    specs = layer_specs(str(workload["model"]), channels, size, int(workload.get("classes") or 10))
+    units: dict[str, int] = {}
+    root: dict[str, int] = {}
+    blocks = any(s.name.startswith("layer") for s in specs)
+    for s in specs:
+        if blocks and s.name.startswith("layer"):
+            name = ".".join(s.name.split(".")[:2])
+            units[name] = units.get(name, 0) + s.trainable
+        elif not blocks and s.kind in ("conv", "dense"):
+            units[s.name] = s.trainable
+        else:
+            root[s.name] = s.trainable
+    return units, root
+
+
+def largest_unit(workload: dict[str, Any]) -> tuple[str, int]:
+    """The FSDP unit with the most parameters: its name and its parameters."""
+    units, _ = fsdp_units(workload)
+    name = max(units, key=lambda k: units[k])
+    return name, units[name]
+
+
 def largest_shard_bytes(workload: dict[str, Any], workers: int) -> int:
     """fp32 bytes of rank 0's shard when every tensor is split along its first dimension into N chunks
     (torch.chunk, as FSDP2 does): ⌈rows/N⌉ rows each, so rank 0 holds the most."""
@@ -197,9 +224,11 @@ def shard_row(g: ConfigGroup) -> ShardRow | None:
     params = n_parameters(runs[0], state)
     k = optimizer_bytes_per_parameter(g.config)
     measured = _measured(state)
-    unit = measured.unsharded if g.strategy == "fsdp" else 0.0
-    if g.strategy == "fsdp" and g.config.get("reshard_after_forward") is False:
-        unit = 4.0 * params  # without resharding the whole model stays unsharded from forward to backward
+    unit = 0.0
+    if g.strategy == "fsdp":
+        # the largest unit gathered for its forward or backward; without resharding, the whole model stays gathered
+        # from forward to backward
+        unit = 4.0 * (params if g.config.get("reshard_after_forward") is False else largest_unit(g.workload)[1])
     rss = [max(r["summary"]["peak_rss_mib_per_worker"]) for r in runs if r["summary"].get("peak_rss_mib_per_worker")]
     acts = [float(r["summary"]["activation_bytes_per_worker"]) for r in runs
             if r["summary"].get("activation_bytes_per_worker") is not None]
@@ -272,8 +301,36 @@ def mib(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value / MIB:,.{digits}f}"
 
 
+def amount(value: float) -> str:
+    """Bytes in MiB, or in KiB (B) below one MiB (KiB)."""
+    if abs(value) >= MIB:
+        return f"{mib(value)} MiB"
+    return f"{value / 1024:.2f} KiB" if abs(value) >= 1024 else f"{value:.0f} B"
+
+
 def _share(value: float, of: float) -> str:
     return f"{100 * value / of:.0f} %" if of else "—"
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+
+
+def _unsharded_note(row: ShardRow, diffs: dict[str, float]) -> str:
+    """What FSDP's unsharded peak holds: the largest unit (or the whole model), plus the root's parameters, which
+    FSDP2 keeps gathered from forward to backward. Takes the part it explains out of `diffs`."""
+    if row.group.config.get("reshard_after_forward") is False:
+        return "unsharded: the whole model (4 B × P), gathered from forward to backward without resharding"
+    units, root = fsdp_units(row.group.workload)
+    name, size = largest_unit(row.group.workload)
+    note = f"largest unit: {name}, {amount(4 * size)}"
+    extra = diffs["unsharded"]
+    root_bytes = 4 * sum(root.values())
+    if root_bytes and abs(extra - root_bytes) <= max(64.0, TOLERANCE * root_bytes):
+        diffs["unsharded"] -= root_bytes
+        note += (f"; beside it the root's parameters ({_names(list(root))}: {amount(root_bytes)}) stay gathered "
+                 "from forward to backward (FSDP2 does not reshard the root)")
+    return note
 
 
 def explain(row: ShardRow) -> str:
@@ -281,10 +338,7 @@ def explain(row: ShardRow) -> str:
     diffs = {c: row.measured.get(c) - row.predicted.get(c) for c in COMPONENTS}
     notes: list[str] = []
     if row.strategy == "fsdp":
-        notes.append("largest unit: "
-                     + ("the whole model (4 B × P), none resharded after forward"
-                        if row.group.config.get("reshard_after_forward") is False
-                        else f"{mib(row.measured.unsharded)} MiB, the unsharded peak the run recorded"))
+        notes.append(_unsharded_note(row, diffs))
     partition = row.partition
     if row.strategy == "zero1" and partition and len(partition) > 1 and sum(partition):
         largest = max(partition)
