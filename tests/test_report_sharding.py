@@ -18,6 +18,7 @@ from parallel_vision.report import sharding
 from parallel_vision.report.groups import group_runs
 from parallel_vision.report.memory_budget import budget_lines, parse_size
 from parallel_vision.report.sharding import comparisons, explain, formula
+from shared_runs import WIDE_ADAM  # tests/ on sys.path
 
 WIDE_P = 20_054_026
 FC2 = 4096 * 4096 + 4096  # wide_mlp's largest FSDP unit
@@ -283,3 +284,45 @@ def test_the_section_renders_in_html_and_markdown_with_the_budget_lines(groups: 
     assert "ZeRO-1's sorted-greedy partition is uneven: rank 0" in md
     (plain,) = _sharding(SimpleNamespace(groups=groups, memory_per_worker=None))  # type: ignore[arg-type]
     assert "--memory-per-worker 16GiB" in "".join(markdown.render_block(b, {}) for b in plain.blocks)
+
+
+@pytest.mark.slow
+def test_the_report_of_real_ddp_zero1_and_fsdp_runs(trained: Any, tmp_path: Any) -> None:
+    """Real 2-worker runs of wide_mlp (the same ones tests/test_sharding.py checks, trained once per session) in one
+    ROOT: the section is there, its numbers are the records' worked through the formulas, `--memory-per-worker`
+    adds its lines, and the advice sentence quotes the records."""
+    import shutil
+
+    from parallel_vision.report import write_report
+
+    root = tmp_path / "root"
+    summaries = {}
+    for strategy in ("ddp", "zero1", "fsdp"):
+        result = trained(strategy=strategy, **WIDE_ADAM)
+        shutil.copytree(result.out_dir, root / "runs" / strategy)
+        summaries[strategy] = result.data["summary"]
+    write_report(root, formats=("md",), memory_per_worker=parse_size("8GiB"))
+    md = (root / "report.md").read_text()
+    assert "## Sharding: memory per worker vs speed" in md
+    doc = json.loads((root / "report.json").read_text())
+    (comp,) = doc["sharding"]
+    rows = {r["strategy"]: r for r in comp["rows"]}
+    p = summaries["ddp"]["n_parameters"]
+    for strategy, s in summaries.items():
+        state = s["state_bytes_per_worker"]
+        measured = rows[strategy]["measured"]
+        assert measured["total"] == state["total"] + (state["unsharded_peak"] or 0)
+        assert rows[strategy]["predicted"]["total"] == pytest.approx(
+            {"ddp": 16 * p, "zero1": 12 * p, "fsdp": 8 * p + 4 * FC2}[strategy])
+    # every measured difference is explained by the formula's own terms
+    assert not [r["explanation"] for r in comp["rows"] if "not explained" in r["explanation"]]
+    assert "ZeRO-1's sorted-greedy partition is uneven" in rows["zero1"]["explanation"]
+    ddp_mib = (summaries["ddp"]["state_bytes_per_worker"]["total"]) / 2 ** 20
+    fsdp_state = summaries["fsdp"]["state_bytes_per_worker"]
+    fsdp_mib = (fsdp_state["total"] + fsdp_state["unsharded_peak"]) / 2 ** 20
+    speed = 100 * summaries["fsdp"]["images_per_s_excl_warmup"] / summaries["ddp"]["images_per_s_excl_warmup"]
+    assert comp["advice"].startswith(f"At 2 workers, fsdp cuts wide_mlp's state per worker from {ddp_mib:.2f} to "
+                                     f"{fsdp_mib:.2f} MiB at {speed:.0f} % of ddp's throughput")
+    lines = doc["memory_per_worker"]["lines"]
+    assert [line.split(":")[0] for line in lines] == ["ddp ×2", "zero1 ×2", "fsdp ×2"]
+    assert all("fit in 8 GiB per worker" in line for line in lines) and lines[0] in md
