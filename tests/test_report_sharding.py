@@ -29,19 +29,19 @@ CNN_ROOT = 2 * (32 + 64 + 128 + 128 + 64)  # its root: five BatchNorm layers
 
 
 def _run(model: str, strategy: str, workers: int, *, params: int, grads: int, opt: int, acts: int,
-         images: float, unsharded: int | None = None, total: int | None = None, n_parameters: int,
+         images: float, unsharded: int | None = None, n_parameters: int,
          comm: dict[str, float] | None = None, partition: list[int] | None = None, rss: float = 500.0,
          optimizer: str = "adam", momentum: float = 0.0) -> dict[str, Any]:
     """One store row as the report reads it (config, identity, summary, workload)."""
     cfg = dict(RunConfig(model=model, batch_size=128, epochs=2, optimizer=optimizer,  # type: ignore[arg-type]
                          momentum=momentum).to_dict(), strategy=strategy, workers=workers)
     identity = {k: v for k, v in cfg.items() if k not in ("out_dir", "data_dir", "extra")}
-    total = params + grads + opt if total is None else total
     summary = {
         "images_per_s_excl_warmup": images, "mean_epoch_time_excl_warmup_s": 512 / images, "n_train": 512,
         "n_test_evaluated": 200, "peak_rss_mib_per_worker": [rss] * workers, "n_parameters": n_parameters,
         "activation_bytes_per_worker": acts,
-        "state_bytes_per_worker": {"parameters": params, "gradients": grads, "optimizer": opt, "total": total,
+        "state_bytes_per_worker": {"parameters": params, "gradients": grads, "optimizer": opt,
+                                   "total": params + grads + opt,
                                    "per_rank": [], "unsharded_peak": unsharded, "how": "test records"},
         "comm_bytes_by_op": {"all_reduce": 0.0, "all_gather": 0.0, "reduce_scatter": 0.0, "broadcast": 0.0,
                              **(comm or {})},
@@ -153,12 +153,16 @@ def test_the_formula_table_against_hand_computed_values(groups: list[Any]) -> No
     assert (fsdp[5], fsdp[6], fsdp[7]) == ("217.02", "217.08", "11.35")
 
 
-def test_a_record_whose_total_holds_the_unsharded_peak_is_not_counted_twice() -> None:
-    p = CNN_P
-    runs = [_run("paper_cnn", "fsdp", 2, params=2 * p, grads=2 * p, opt=4 * p, unsharded=4 * DENSE1,
-                 total=8 * p + 4 * DENSE1, acts=0, images=1, n_parameters=p)]
-    (row,) = comparisons(group_runs(runs, {r["run_id"]: [] for r in runs})[0])[0].rows
-    assert row.measured.total == 8 * p + 4 * DENSE1 and row.measured.unsharded == 4 * DENSE1
+@pytest.mark.parametrize("momentum,k,words", [(0.9, 4, "SGD with momentum"), (0.0, 0, "plain SGD")])
+def test_the_optimizer_state_of_the_formula_is_read_from_the_config(momentum: float, k: int, words: str) -> None:
+    p = WIDE_P
+    runs = [_run("wide_mlp", s, 2, params=4 * p, grads=4 * p, opt=k * p // (2 if s == "zero1" else 1), acts=0,
+                 images=1, n_parameters=p, optimizer="sgd", momentum=momentum) for s in ("ddp", "zero1")]
+    (comp,) = comparisons(group_runs(runs, {r["run_id"]: [] for r in runs})[0])
+    ddp, zero1 = comp.rows
+    assert (ddp.predicted.total, zero1.predicted.total) == ((8 + k) * p, 8 * p + k * p / 2)
+    table = sharding.formula_table([comp])
+    assert table.rows[2][1:3] == [words, f"4 + 4 + {k}/2"]
 
 
 def test_the_no_reshard_variant_predicts_the_whole_model_unsharded() -> None:
@@ -205,7 +209,15 @@ def test_the_advice_sentences_numbers_come_from_the_records(groups: list[Any]) -
     # so it saves 4,027,728 B (3.84 MiB) of 57,442,044 (54.78 MiB); 102 / 147 images/s = 69 %
     assert cnn == ("At 2 workers, for paper_cnn, activations dominate (40.97 MiB against 13.81 MiB of state per "
                    "worker under ddp), so fsdp saves 3.84 MiB of the 54.78 MiB a step holds at 69 % of ddp's "
-                   "throughput; peak RSS 556 → 563 MiB.")
+                   "throughput; peak RSS 556 MiB under ddp, 563 under fsdp.")
+
+
+def test_the_advice_says_when_the_machine_was_busy() -> None:
+    runs = _cnn()
+    runs[0]["other_cores"] = 1.3  # another process used 1.3 cores while ddp trained
+    (comp,) = comparisons(group_runs(runs, {r["run_id"]: [] for r in runs})[0])
+    assert sharding.advice(comp).endswith("Timing caveat: other processes used ≥ 0.25 cores while ddp ×2 trained, so "
+                                          "the throughput ratios may be the machine's; the bytes are not affected.")
 
 
 def test_the_budget_line_per_strategy_on_the_largest_model(groups: list[Any]) -> None:

@@ -20,6 +20,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from parallel_vision.bench.machine import BUSY_CORES
 from parallel_vision.models.catalog import layer_specs
 from parallel_vision.report.groups import ConfigGroup
 from parallel_vision.report.tables import Table
@@ -192,14 +193,11 @@ def state_of(run: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _measured(state: dict[str, Any]) -> StateBytes:
-    """The largest rank's state. FSDP's unsharded peak is a component of its own; if the record's total already
-    holds it (total > parameters + gradients + optimizer), it is not added twice."""
+    """The largest rank's state. The record's total is parameters + gradients + optimizer (engines/torch/
+    footprint.py); FSDP's unsharded peak, recorded apart, is a component of its own here: at the peak of a step a
+    worker holds its shards and the gathered parameters at once."""
     parts = [float(state.get(c) or 0) for c in ("parameters", "gradients", "optimizer")]
-    unsharded = float(state.get("unsharded_peak") or 0)
-    total = float(state.get("total") or sum(parts))
-    if unsharded and total >= sum(parts) + unsharded:
-        unsharded = max(unsharded, total - sum(parts))
-    return StateBytes(*parts, unsharded=unsharded)
+    return StateBytes(*parts, unsharded=float(state.get("unsharded_peak") or 0))
 
 
 def n_parameters(run: dict[str, Any], state: dict[str, Any]) -> int:
@@ -391,24 +389,34 @@ def advice(c: Comparison) -> str:
         return ""
 
     best = min(c.sharded, key=lambda r: r.measured.total)
-    others = [r for r in c.sharded if r is not best]
+    rest = [r for r in c.sharded if r is not best]
     acts = ddp.activations
     if acts is not None and acts > base:
         saved = base - best.measured.total
         rss = ""
         if ddp.rss_mib is not None and best.rss_mib is not None:
-            rss = f"; peak RSS {ddp.rss_mib:,.0f} → {best.rss_mib:,.0f} MiB"
-        verb = "saves" if saved >= 0 else "adds"
-        return (f"At {c.workers} workers, for {c.model}, activations dominate ({mib(acts)} MiB against "
-                f"{mib(base)} MiB of state per worker under ddp), so {best.name} {verb} "
-                f"{mib(abs(saved))} MiB of the {mib(base + acts)} MiB a step holds{speed(best)}{rss}.")
-    sentence = (f"At {c.workers} workers, {best.name} cuts {c.model}'s state per worker from "
-                f"{mib(base)} to {mib(best.measured.total)} MiB{speed(best)}")
-    for r in others:
-        sentence += f"; {r.name} to {mib(r.measured.total)} MiB{speed(r)}"
-    if acts is not None:
-        sentence += f" (activations: {mib(acts)} MiB per worker)"
-    return sentence + "."
+            rss = f"; peak RSS {ddp.rss_mib:,.0f} MiB under ddp, {best.rss_mib:,.0f} under {best.name}"
+        sentence = (f"At {c.workers} workers, for {c.model}, activations dominate ({mib(acts)} MiB against "
+                    f"{mib(base)} MiB of state per worker under ddp), so {best.name} "
+                    f"{'saves' if saved >= 0 else 'adds'} {mib(abs(saved))} MiB of the {mib(base + acts)} MiB a step "
+                    f"holds{speed(best)}"
+                    + "".join(f"; {r.name} holds {mib(r.measured.total)} MiB of state{speed(r)}" for r in rest)
+                    + f"{rss}.")
+    else:
+        sentence = (f"At {c.workers} workers, {best.name} cuts {c.model}'s state per worker from {mib(base)} to "
+                    f"{mib(best.measured.total)} MiB{speed(best)}"
+                    + "".join(f"; {r.name} to {mib(r.measured.total)} MiB{speed(r)}" for r in rest)
+                    + (f" (activations: {mib(acts)} MiB per worker)." if acts is not None else "."))
+    busy = [r.variant for r in c.rows if r.strategy != "single" and busy_machine(r.group)]
+    if busy:
+        sentence += (f" Timing caveat: other processes used ≥ {BUSY_CORES:g} cores while {', '.join(busy)} trained, "
+                     "so the throughput ratios may be the machine's; the bytes are not affected.")
+    return sentence
+
+
+def busy_machine(g: ConfigGroup) -> bool:
+    """Whether another process loaded the machine while one of this configuration's runs trained."""
+    return any((r.get("other_cores") or 0) >= BUSY_CORES for r in g.runs)
 
 
 def advice_sentences(comps: list[Comparison]) -> list[str]:
