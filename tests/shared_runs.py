@@ -30,8 +30,9 @@ TORCH_DDP: dict[str, object] = dict(TORCH_SMALL, strategy="ddp", workers=2, limi
 #: number of forward passes (each one all-gathers) on both ranks.
 TORCH_ZERO1: dict[str, object] = dict(TORCH_DDP, strategy="zero1")
 TORCH_FSDP: dict[str, object] = dict(TORCH_DDP, strategy="fsdp", eval_batch_size=100)
-#: wide_mlp (20 M parameters) for 4 steps of 128 on 2 workers, Adam, dropout off: tests/test_sharding.py's state
-#: checks and tests/test_report_sharding.py's report on real runs train it once per session (ddp, zero1, fsdp).
-WIDE_ADAM: dict[str, object] = {"model": "wide_mlp", "workers": 2, "limit_train": 512, "limit_test": 200,
-                                "batch_size": 128, "epochs": 1, "device": "cpu", "tensorboard": False,
-                                "dropout": 0.0}
+#: wide_mlp (20 M parameters) for 4 steps of 128 on 2 workers, SGD with momentum, dropout off: the same
+#: configuration as tests/test_sharding.py's PARITY, so its parity and state checks and tests/test_report_sharding.py's
+#: report on real runs share one session's ddp, zero1 and fsdp runs.
+WIDE_SGD: dict[str, object] = {"model": "wide_mlp", "workers": 2, "limit_train": 512, "limit_test": 200,
+                               "batch_size": 128, "epochs": 1, "device": "cpu", "tensorboard": False,
+                               "dropout": 0.0, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9}

@@ -18,7 +18,7 @@ from parallel_vision.report import sharding
 from parallel_vision.report.groups import group_runs
 from parallel_vision.report.memory_budget import budget_lines, parse_size
 from parallel_vision.report.sharding import comparisons, explain, formula
-from shared_runs import WIDE_ADAM  # tests/ on sys.path
+from shared_runs import WIDE_SGD  # tests/ on sys.path
 
 WIDE_P = 20_054_026
 FC2 = 4096 * 4096 + 4096  # wide_mlp's largest FSDP unit
@@ -300,9 +300,9 @@ def test_the_section_renders_in_html_and_markdown_with_the_budget_lines(groups: 
 
 @pytest.mark.slow
 def test_the_report_of_real_ddp_zero1_and_fsdp_runs(trained: Any, tmp_path: Any) -> None:
-    """Real 2-worker runs of wide_mlp (the same ones tests/test_sharding.py checks, trained once per session) in one
-    ROOT: the section is there, its numbers are the records' worked through the formulas, `--memory-per-worker`
-    adds its lines, and the advice sentence quotes the records."""
+    """Real 2-worker runs of wide_mlp with SGD and momentum (the ones tests/test_sharding.py checks, trained once per
+    session) in one ROOT: the section is there, its numbers are the records' and the formulas' with k = 4 read from
+    the config, `--memory-per-worker` adds its lines, and the advice sentence quotes the records."""
     import shutil
 
     from parallel_vision.report import write_report
@@ -310,7 +310,7 @@ def test_the_report_of_real_ddp_zero1_and_fsdp_runs(trained: Any, tmp_path: Any)
     root = tmp_path / "root"
     summaries = {}
     for strategy in ("ddp", "zero1", "fsdp"):
-        result = trained(strategy=strategy, **WIDE_ADAM)
+        result = trained(strategy=strategy, **WIDE_SGD)
         shutil.copytree(result.out_dir, root / "runs" / strategy)
         summaries[strategy] = result.data["summary"]
     write_report(root, formats=("md",), memory_per_worker=parse_size("8GiB"))
@@ -325,7 +325,9 @@ def test_the_report_of_real_ddp_zero1_and_fsdp_runs(trained: Any, tmp_path: Any)
         measured = rows[strategy]["measured"]
         assert measured["total"] == state["total"] + (state["unsharded_peak"] or 0)
         assert rows[strategy]["predicted"]["total"] == pytest.approx(
-            {"ddp": 16 * p, "zero1": 12 * p, "fsdp": 8 * p + 4 * FC2}[strategy])
+            {"ddp": 12 * p, "zero1": 10 * p, "fsdp": 6 * p + 4 * FC2}[strategy])  # 4 + 4 + 4 (momentum)
+        assert rows[strategy]["formula"] == {"ddp": "4 + 4 + 4", "zero1": "4 + 4 + 4/2",
+                                             "fsdp": "(4 + 4 + 4)/2 + largest unit"}[strategy]
     # every measured difference is explained by the formula's own terms
     assert not [r["explanation"] for r in comp["rows"] if "not explained" in r["explanation"]]
     assert "ZeRO-1's sorted-greedy partition is uneven" in rows["zero1"]["explanation"]
