@@ -18,13 +18,12 @@ import torch
 
 from parallel_vision.config import RunConfig
 from parallel_vision.errors import ConfigError
+from shared_runs import WIDE_SGD  # tests/ on sys.path
 
 pytestmark = pytest.mark.slow
 
 #: 4 steps of 128 on wide_mlp (20 M parameters: its 4096 × 4096 layer is 84 % of them); no dropout, SGD.
-PARITY: dict[str, object] = {"model": "wide_mlp", "workers": 2, "limit_train": 512, "limit_test": 200,
-                             "batch_size": 128, "epochs": 1, "device": "cpu", "tensorboard": False,
-                             "dropout": 0.0, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
+PARITY: dict[str, object] = WIDE_SGD  # shared with test_report_sharding.py, which reports these same runs
 
 
 def initial_weights(cfg: RunConfig) -> dict[str, torch.Tensor]:
