@@ -92,6 +92,11 @@ class EngineSpec:
     resume: ResumeFiles
     cluster: ClusterEnv | None = None
     """How its multi-process strategy is described by environment variables (None: no such hook)."""
+    model_file: str = ""
+    """The saved model a complete run leaves in OUT (`model.pt`, `model.keras`)."""
+    predict: str = ""
+    """Module run as `python -m MODULE RUN INPUTS.npy LOGITS.npy`: the saved model's logits for normalised NHWC
+    float32 inputs, in a process of its own (`pvision predict`; it imports the framework)."""
 
     @property
     def strategies(self) -> tuple[str, ...]:

@@ -1,6 +1,5 @@
 """A user's image file as the model's input: decoded with Pillow, brought to the dataset's shape and
-polarity, every step written down. numpy, Pillow and scipy only (no framework, nothing of the package
-but `data` and `errors`).
+polarity, every step written down. numpy, Pillow and scipy only (no framework; of the package, only `errors`).
 
     decode(path, channels)          -> uint8 (H, W, C), the steps (EXIF orientation, alpha, channels)
     preprocess(pixels, target, …)   -> uint8 (side, side, C) the model sees, the steps
@@ -25,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from scipy import ndimage
 
 from parallel_vision.errors import DataError
 
@@ -174,6 +172,8 @@ def _fit_centred(gray: np.ndarray, box: int, side: int, by_mass: bool = False) -
     canvas = np.clip(canvas, 0, 255)
     steps = [f"ink box {w}×{h} fitted into {box}×{box} as {new_w}×{new_h} (aspect ratio kept)"]
     if by_mass and canvas.sum() > 0:
+        from scipy import ndimage  # lazily, as the EDA analyses: it costs every other command's start-up
+
         cy, cx = ndimage.center_of_mass(canvas)
         dy, dx = round((side - 1) / 2 - cy), round((side - 1) / 2 - cx)
         canvas = ndimage.shift(canvas, (dy, dx), order=0, cval=0.0)

@@ -17,4 +17,6 @@ ENGINE = EngineSpec(
     resume=ResumeFiles(present=checkpoint.present, describe=checkpoint.describe, remove=checkpoint.remove,
                        auto_resume=checkpoint.elastic_auto_resume),
     cluster=ClusterEnv.of("ddp", cluster),
+    model_file="model.pt",
+    predict="parallel_vision.engines.torch.predict",
 )
