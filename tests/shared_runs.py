@@ -36,3 +36,7 @@ TORCH_FSDP: dict[str, object] = dict(TORCH_DDP, strategy="fsdp", eval_batch_size
 WIDE_SGD: dict[str, object] = {"model": "wide_mlp", "workers": 2, "limit_train": 512, "limit_test": 200,
                                "batch_size": 128, "epochs": 1, "device": "cpu", "tensorboard": False,
                                "dropout": 0.0, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
+#: The JAX engine's small run for `pvision predict`'s oracle (tests/test_predict.py): 1024 images in 4 steps of 256,
+#: 500 test images.
+JAX_SMALL: dict[str, object] = {"framework": "jax", "limit_train": 1024, "limit_test": 500, "batch_size": 256,
+                                "epochs": 1, "tensorboard": False}
