@@ -26,7 +26,7 @@ from PIL import Image
 
 from parallel_vision.data import load
 from parallel_vision.predict.images import Target, decode, load_image, preprocess
-from shared_runs import JAX_SMALL, TF_SMALL, TORCH_SMALL  # tests/ on sys.path
+from shared_runs import JAX_SMALL, TF_SMALL, TORCH_DIGITS, TORCH_SMALL  # tests/ on sys.path
 
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
 HAS_JAX = importlib.util.find_spec("jax") is not None and importlib.util.find_spec("keras") is not None
@@ -120,22 +120,24 @@ def test_broken_files_among_good_ones_are_one_line_each_and_exit_1(
 
 
 @pytest.mark.slow
-def test_load_digits_8x8_through_invert_and_fit_beats_chance(torch_run: Path, tmp_path: Path) -> None:
-    """scikit-learn's 8×8 digits (0..16, out of distribution) fitted into 20×20 and centred by mass."""
+def test_load_digits_8x8_through_invert_and_fit_beats_chance(trained: Any, tmp_path: Path) -> None:
+    """scikit-learn's 8×8 digits (0..16, out of distribution) fitted into 20×20 and centred by mass, predicted by
+    a run that reaches ~95 % on MNIST (TORCH_DIGITS): measured 72.6 % on the first 500 (chance: 10 %)."""
     from sklearn.datasets import load_digits
 
+    run = trained(**TORCH_DIGITS).out_dir
     digits = load_digits()
     folder = tmp_path / "digits"
     folder.mkdir()
-    n = 300
+    n = 500
     for i in range(n):
         Image.fromarray(np.round(digits.images[i] * 255 / 16).astype(np.uint8)).save(folder / f"{i:04d}.png")
-    proc = cli(torch_run, folder, "--format", "csv", "--out", tmp_path / "d.csv", "--save-inputs", tmp_path / "seen")
+    proc = cli(run, folder, "--format", "csv", "--out", tmp_path / "d.csv", "--save-inputs", tmp_path / "seen")
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = list(csv.DictReader((tmp_path / "d.csv").open()))
     accuracy = float(np.mean([int(r["label"]) == digits.target[i] for i, r in enumerate(rows)]))
     print(f"load_digits accuracy through predict: {accuracy:.3f} on {n} images")
-    assert accuracy > 0.10 * 3  # measured 0.xx with TORCH_SMALL; chance is 0.10
+    assert accuracy > 0.5  # chance is 0.10; a preprocessing slip (no inversion, no centring) falls near it
     assert "fitted into 20×20" in rows[0]["preprocessing"] and "centre of mass" in rows[0]["preprocessing"]
     seen = sorted((tmp_path / "seen").glob("*.png"))
     assert len(seen) == n and np.asarray(Image.open(seen[0])).shape == (28, 28)
@@ -206,7 +208,10 @@ def test_a_light_28x28_digit_is_inverted_and_a_dark_one_goes_in_unchanged() -> N
     light, steps = preprocess(255 - dark, mnist)
     assert steps[0] == "inverted (light background, border mean 255)" and light[..., 0].max() == 255
     assert light[0, 0, 0] == 0
-    kept, steps = preprocess(255 - dark, mnist, invert="no")
+    _, steps = preprocess(255 - dark, mnist, invert="no")
     assert steps == ["unchanged (already the dataset's shape and polarity)"]
-    fashion, steps = preprocess(dark[:, :, :], Target(dataset="fashion-mnist", side=28, channels=1), invert="yes")
-    assert steps[-1] == "centred in 28×28"
+    wide = np.zeros((30, 40, 1), np.uint8)
+    wide[5:25, 2:38] = 200  # a garment on black, wider than tall: its longest edge becomes 28, no 20×20 box
+    fashion, steps = preprocess(wide, Target(dataset="fashion-mnist", side=28, channels=1))
+    assert fashion.shape == (28, 28, 1) and steps[-2:] == [
+        "ink box 36×20 fitted into 28×28 as 28×16 (aspect ratio kept)", "centred in 28×28"]
