@@ -51,7 +51,8 @@ def predict(
     rows = output.records(saved_run, prepared, logits, top_k, saved) if logits is not None else []
     doc = output.document(saved_run, rows, failed, invert, top_k)
     if fmt == "table" and out is None:
-        output.table_text(doc, sys.stdout)
+        if rows:  # nothing predicted: the error lines say it all
+            output.table_text(doc, sys.stdout)
     else:
         text = {"csv": output.as_csv, "json": output.as_json, "table": output.table_text}[fmt](doc)
         if out is None:
