@@ -30,3 +30,17 @@ TORCH_DDP: dict[str, object] = dict(TORCH_SMALL, strategy="ddp", workers=2, limi
 #: number of forward passes (each one all-gathers) on both ranks.
 TORCH_ZERO1: dict[str, object] = dict(TORCH_DDP, strategy="zero1")
 TORCH_FSDP: dict[str, object] = dict(TORCH_DDP, strategy="fsdp", eval_batch_size=100)
+#: wide_mlp (20 M parameters) for 4 steps of 128 on 2 workers, SGD with momentum, dropout off: the same
+#: configuration as tests/test_sharding.py's PARITY, so its parity and state checks and tests/test_report_sharding.py's
+#: report on real runs share one session's ddp, zero1 and fsdp runs.
+WIDE_SGD: dict[str, object] = {"model": "wide_mlp", "workers": 2, "limit_train": 512, "limit_test": 200,
+                               "batch_size": 128, "epochs": 1, "device": "cpu", "tensorboard": False,
+                               "dropout": 0.0, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
+#: The JAX engine's small run for `pvision predict`'s oracle (tests/test_predict.py): 1024 images in 4 steps of 256,
+#: 500 test images.
+JAX_SMALL: dict[str, object] = {"framework": "jax", "limit_train": 1024, "limit_test": 500, "batch_size": 256,
+                                "epochs": 1, "tensorboard": False}
+#: A torch run good enough for out-of-distribution digits (tests/test_predict.py's load_digits check): 2048 images
+#: in 64 steps of 32 reach ~95 % on 500 MNIST test images; TORCH_SMALL's 8 steps (~44 %) call every 8×8 digit a 1.
+TORCH_DIGITS: dict[str, object] = {"limit_train": 2048, "limit_test": 500, "batch_size": 32, "epochs": 1,
+                                   "tensorboard": False, "device": "cpu"}

@@ -130,3 +130,16 @@ def test_every_preset_with_a_ddp_run_schedules_a_linktest_of_this_host(tmp_path)
     bench.overwrite = True
     bench.linktest(runner=fake)
     assert measured == [2, 2]
+
+
+def test_parallelism_preset_runs_each_model_under_ddp_zero1_and_fsdp_beside_single() -> None:
+    """12 runs on 2 cores: per model the 1-worker single baseline (zero1 and fsdp refuse 1 worker) and ddp, zero1
+    and fsdp at 2 workers, one thread each, on the declared subset."""
+    plan = expand(get_preset("parallelism"), cores=2)
+    assert all(p.cfg is not None for p in plan), [p.error for p in plan if p.cfg is None]
+    got = sorted((p.cfg.model, p.cfg.strategy, p.cfg.workers) for p in plan if p.cfg is not None)
+    assert got == sorted((m, s, n) for m in ("paper_cnn", "resnet18", "wide_mlp")
+                         for s, n in (("single", 1), ("ddp", 2), ("zero1", 2), ("fsdp", 2)))
+    for p in plan:
+        assert p.cfg is not None and p.cfg.framework == "torch" and p.cfg.threads_per_worker == 1
+        assert (p.cfg.limit_train, p.cfg.limit_test, p.cfg.epochs, p.cfg.batch_size) == (512, 200, 2, 128)

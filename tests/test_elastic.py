@@ -73,15 +73,17 @@ def _worker_pid(tag: str, rank: int, timeout: float = 90.0) -> int:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_torchrun_restarts_after_a_worker_dies_and_the_run_completes(data_dir: Path, tmp_path: Path,
                                                                     tmp_path_factory: pytest.TempPathFactory,
-                                                                    jobs: list[Job]) -> None:
+                                                                    jobs: list[Job], strategy: str) -> None:
+    """fsdp too: its restarted workers load the full state dicts back into their shards."""
     out, tag = tmp_path / "elastic", uuid.uuid4().hex
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
             "--max-restarts", "1", "--monitor-interval", "0.2",
             # No --workers: under torchrun the world size it set up is the default.
             "-m", "parallel_vision", "train", "--data-dir", str(data_dir), "--out", str(out),
-            "--strategy", "ddp", *RESUME_RUN]
+            "--strategy", strategy, *RESUME_RUN]
     job = start(jobs, argv, tmp_path / "torchrun.log", clean_env(PVISION_TEST_TAG=tag))
     victim = _worker_pid(tag, 1)  # found first, so the kill follows the checkpoint at once
     wait_for_checkpoint(job, out, mid_second_epoch)
@@ -101,7 +103,7 @@ def test_torchrun_restarts_after_a_worker_dies_and_the_run_completes(data_dir: P
     assert not (out / "checkpoint.pt").exists()
 
     # The same configuration spawned in one go: the restarted run lost nothing, bit for bit.
-    spawned = straight_run(data_dir, tmp_path_factory, jobs, *DDP)
+    spawned = straight_run(data_dir, tmp_path_factory, jobs, "--strategy", strategy, "--workers", "2")
     assert differing_tensors(spawned, out) == []
     assert_same_metrics(result(spawned), data)
 

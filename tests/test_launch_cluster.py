@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from parallel_vision import strategies
 from parallel_vision.config import RunConfig
 from parallel_vision.engines import registry
 from parallel_vision.errors import ConfigError
@@ -27,8 +28,10 @@ def _clean(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_multi_process_strategy_declares_its_cluster() -> None:
-    hooks = {name: (spec.cluster.strategy if spec.cluster else None) for name, spec in registry.engines().items()}
-    assert hooks == {"jax": "multiworker", "tensorflow": "multiworker", "torch": "ddp"}
+    hooks = {name: (spec.cluster.strategies if spec.cluster else None) for name, spec in registry.engines().items()}
+    assert hooks == {"jax": ("multiworker",), "tensorflow": ("multiworker",), "torch": ("ddp", "zero1", "fsdp")}
+    per_worker = {(s.framework, s.name) for s in strategies.STRATEGY_TABLE if s.processes == "per-worker"}
+    assert per_worker == {(f, name) for f, hook in hooks.items() for name in hook or ()}
 
 
 def test_no_job_described_means_a_plain_run() -> None:

@@ -407,8 +407,9 @@ def test_both_hosts_give_up_when_the_link_is_cut(
     args = [*LONG, "--data-dir", str(data_dir)]
     if framework == "torch":
         outs = _torch_nodes(hosts, nodes, tmp_path, args, PVISION_DIST_TIMEOUT_S="10")
-        _wait_for(lambda: bool(_events(outs[0])), nodes, RUN_DEADLINE_S, "training start")
-        time.sleep(2.0)
+        # the cut comes after epoch 1's checkpoint, which the lost-peer line must name (on a loaded machine a
+        # fixed sleep after the start was not always long enough)
+        _wait_for(lambda: (outs[0] / "checkpoint.json").exists(), nodes, RUN_DEADLINE_S, "epoch 1's checkpoint")
     else:
         outs = _tf_nodes(hosts, nodes, tmp_path, args)
         _wait_for(lambda: any(p.stat().st_size > 200 for p in _events(outs[0])), nodes, RUN_DEADLINE_S,

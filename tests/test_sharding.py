@@ -3,8 +3,9 @@
 Parity: with dropout off and SGD with momentum, 2 workers of zero1 and of fsdp end 4 steps of wide_mlp with
 the parameters ddp ends with, to fp32 rounding (measured on torch 2.13 CPU/gloo: identical, max |Δ| = 0). The
 state each worker holds is counted from its tensors and compared with what sharding must give: fsdp's
-parameters, gradients and Adam state are each half of ddp's; zero1's optimizer state is that of the
-parameters its share names (ZeroRedundancyOptimizer's greedy split: uneven when one tensor dominates).
+parameters, gradients and optimizer state are each half of ddp's; zero1's optimizer state is that of the
+parameters its share names (ZeroRedundancyOptimizer's greedy split: uneven when one tensor dominates). The
+same runs serve every test here (SGD keeps one momentum buffer per parameter; Adam's two change only the factor).
 """
 
 from __future__ import annotations
@@ -17,15 +18,12 @@ import torch
 
 from parallel_vision.config import RunConfig
 from parallel_vision.errors import ConfigError
+from shared_runs import WIDE_SGD  # tests/ on sys.path
 
 pytestmark = pytest.mark.slow
 
 #: 4 steps of 128 on wide_mlp (20 M parameters: its 4096 × 4096 layer is 84 % of them); no dropout, SGD.
-PARITY: dict[str, object] = {"model": "wide_mlp", "workers": 2, "limit_train": 512, "limit_test": 200,
-                             "batch_size": 128, "epochs": 1, "device": "cpu", "tensorboard": False,
-                             "dropout": 0.0, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
-#: The same with Adam (the paper's optimizer), for the state each worker holds.
-ADAM: dict[str, object] = {k: v for k, v in PARITY.items() if k not in ("optimizer", "lr", "momentum")}
+PARITY: dict[str, object] = WIDE_SGD  # shared with test_report_sharding.py, which reports these same runs
 
 
 def initial_weights(cfg: RunConfig) -> dict[str, torch.Tensor]:
@@ -55,12 +53,12 @@ def state(result: Any) -> dict[str, Any]:
 
 
 def test_fsdp_holds_half_of_ddps_state_per_worker_and_gathers_one_unit_at_a_time(trained: Any) -> None:
-    ddp, fsdp = trained(strategy="ddp", **ADAM), trained(strategy="fsdp", **ADAM)
+    ddp, fsdp = trained(strategy="ddp", **PARITY), trained(strategy="fsdp", **PARITY)
     full, half = state(ddp), state(fsdp)
     n = ddp.data["summary"]["n_parameters"]
     assert n == fsdp.data["summary"]["n_parameters"] == 20_054_026
     assert full["parameters"] == full["gradients"] == 4 * n
-    assert full["optimizer"] >= 8 * n  # Adam's two moments (+ a step counter per tensor)
+    assert full["optimizer"] == 4 * n  # SGD's momentum buffer
     for kind in ("parameters", "gradients", "optimizer"):
         # each rank holds its shard: half, give or take the padding of odd-sized dimensions
         assert 0.49 * full[kind] <= half[kind] <= 0.51 * full[kind], kind
@@ -80,7 +78,7 @@ def test_fsdp_holds_half_of_ddps_state_per_worker_and_gathers_one_unit_at_a_time
 
 
 def test_zero1_holds_the_optimizer_state_of_its_share_and_broadcasts_the_update(trained: Any) -> None:
-    ddp, zero1 = trained(strategy="ddp", **ADAM), trained(strategy="zero1", **ADAM)
+    ddp, zero1 = trained(strategy="ddp", **PARITY), trained(strategy="zero1", **PARITY)
     full, mine = state(ddp), state(zero1)
     n = ddp.data["summary"]["n_parameters"]
     shares = zero1.data["summary"]["zero1_partition"]
@@ -88,7 +86,7 @@ def test_zero1_holds_the_optimizer_state_of_its_share_and_broadcasts_the_update(
     assert max(shares) == 4096 * 4096 * 4  # the greedy split: the big layer alone on one rank
     for rank, share in enumerate(shares):
         held = mine["per_rank"][rank]
-        assert 2 * share <= held["optimizer"] <= 2 * share + 4 * 16  # two moments (+ the step counters)
+        assert held["optimizer"] == share  # the momentum buffers of its share
         assert held["parameters"] == held["gradients"] == 4 * n  # replicated, as under ddp
     assert mine["optimizer"] < full["optimizer"]
     by_op = zero1.data["summary"]["comm_bytes_by_op"]
@@ -115,7 +113,7 @@ def test_impossible_sharded_configs_are_refused_in_one_line(changes: dict[str, o
 def test_bf16_autocast_under_fsdp_keeps_its_collectives_in_fp32(trained: Any) -> None:
     """Over gloo, only fp32 is communicated: bf16 is autocast's compute type; parameters, gradients and so the
     all-gathers and reduce-scatters stay fp32 (4 bytes a parameter), and the model trains as in fp32."""
-    fp32, bf16 = trained(strategy="fsdp", **ADAM), trained(strategy="fsdp", precision="bf16", **ADAM)
+    fp32, bf16 = trained(strategy="fsdp", **PARITY), trained(strategy="fsdp", precision="bf16", **PARITY)
     n = bf16.data["summary"]["n_parameters"]
     by_op = bf16.data["summary"]["comm_bytes_by_op"]
     assert by_op["all_gather"] == pytest.approx(2 * 4 * n, rel=0.01)

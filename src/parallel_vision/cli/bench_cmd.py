@@ -9,7 +9,7 @@ import typer
 from parallel_vision import strategies as table
 from parallel_vision.bench.machine import gpu_count
 from parallel_vision.bench.matrix import expand
-from parallel_vision.bench.presets import BenchSpec, get_preset, resolve_workers
+from parallel_vision.bench.presets import PRESET_DESCRIPTIONS, PRESETS, BenchSpec, get_preset, resolve_workers
 from parallel_vision.bench.runner import run_bench
 from parallel_vision.config import usable_cores
 from parallel_vision.data.paths import absolute
@@ -42,8 +42,9 @@ FRAMEWORK_ALIASES = {"torch": "torch", "pytorch": "torch", "tensorflow": "tensor
 
 
 def bench(
-    preset: str | None = typer.Option(None, "--preset", "-p", help="quick | paper | scaling | models | levers (default "
-                                         "quick when no matrix option is given)."),
+    preset: str | None = typer.Option(None, "--preset", "-p", help=" | ".join(PRESETS) + " (default quick when no "
+                                      "matrix option is given). " + "; ".join(
+                                          f"{name}: {text}" for name, text in PRESET_DESCRIPTIONS.items()) + "."),
     models: str | None = typer.Option(None, "--models", help="Comma list of models, e.g. "
                                       "paper_cnn,resnet18,wide_mlp (docs/models.md)."),
     dataset: str | None = typer.Option(None, "--dataset", help="mnist, fashion-mnist, kmnist, cifar10 or "

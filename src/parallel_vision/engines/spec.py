@@ -47,8 +47,8 @@ class ClusterEnv:
     asks only these fields (`launch/cluster.py`).
     """
 
-    strategy: str
-    """The strategy these variables describe (e.g. 'multiworker')."""
+    strategies: tuple[str, ...]
+    """The strategies these variables describe (e.g. ('multiworker',); torchrun: ddp, zero1 and fsdp)."""
     present: Callable[[], bool]
     """Does this process's environment describe a job?"""
     world_size: Callable[[], int]
@@ -69,11 +69,11 @@ class ClusterEnv:
     processes'); None: '{variables} describes N process(es)'."""
 
     @classmethod
-    def of(cls, strategy: str, module: Any) -> ClusterEnv:
+    def of(cls, strategies: tuple[str, ...], module: Any) -> ClusterEnv:
         """The hook an engine's framework-free `cluster` module describes: it defines `present`, `world_size`,
         `is_writer`, `layout`, `describe_worker` and `VARIABLES`, and may define `worker_environment` and
         `describe_world` (every engine's cluster.py follows this one shape)."""
-        return cls(strategy=strategy, present=module.present, world_size=module.world_size,
+        return cls(strategies=strategies, present=module.present, world_size=module.world_size,
                    is_writer=module.is_writer, layout=module.layout, describe_worker=module.describe_worker,
                    variables=module.VARIABLES, worker_environment=getattr(module, "worker_environment", None),
                    describe_world=getattr(module, "describe_world", None))
@@ -92,6 +92,11 @@ class EngineSpec:
     resume: ResumeFiles
     cluster: ClusterEnv | None = None
     """How its multi-process strategy is described by environment variables (None: no such hook)."""
+    model_file: str = ""
+    """The saved model a complete run leaves in OUT (`model.pt`, `model.keras`)."""
+    predict: str = ""
+    """Module run as `python -m MODULE RUN INPUTS.npy LOGITS.npy`: the saved model's logits for normalised NHWC
+    float32 inputs, in a process of its own (`pvision predict`; it imports the framework)."""
 
     @property
     def strategies(self) -> tuple[str, ...]:

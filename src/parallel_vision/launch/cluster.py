@@ -20,7 +20,7 @@ def cluster_env(framework: str, strategy: str) -> ClusterEnv | None:
     """The engine's own cluster variables (EngineSpec.cluster) when its job is described in this environment."""
     spec = registry.engines().get(framework)
     hook = spec.cluster if spec is not None else None
-    if hook is not None and hook.strategy == strategy and hook.present():
+    if hook is not None and strategy in hook.strategies and hook.present():
         return hook
     return None
 

@@ -46,7 +46,7 @@ def run_multiworker(cfg: RunConfig, config_path: Path, env: dict[str, str], out:
     ports = [free_port() for _ in range(cfg.workers)]
     addresses = [f"127.0.0.1:{p}" for p in ports]
     hook = registry.get(cfg.framework).cluster  # the engine's own variables (TF_CONFIG, KERAS_DISTRIBUTION_*)
-    if hook is None or hook.strategy != cfg.strategy or hook.worker_environment is None:
+    if hook is None or cfg.strategy not in hook.strategies or hook.worker_environment is None:
         raise EngineError(f"the {cfg.framework} engine declares no cluster variables for its {cfg.strategy} workers "
                           "(EngineSpec.cluster.worker_environment)")
     jobs = []

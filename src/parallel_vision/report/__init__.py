@@ -13,24 +13,26 @@ from typing import Any
 
 from parallel_vision.atomic import atomic_write_bytes  # 0644 files; a full disk is a one-line error
 from parallel_vision.errors import ConfigError
-from parallel_vision.report import compare, html, markdown
+from parallel_vision.report import compare, html, markdown, sharding
 from parallel_vision.report.data import build_report_data
 from parallel_vision.report.figures import all_figures
+from parallel_vision.report.memory_budget import budget_lines
 from parallel_vision.report.text import print_text
 
 FORMATS = ("html", "md", "text")
 
 
 def write_report(root: str | Path, formats: Sequence[str] = ("html", "md"), data: Any = None,
-                 peak_gflops: float | None = None) -> list[Path]:
+                 peak_gflops: float | None = None, memory_per_worker: int | None = None) -> list[Path]:
     """Build the report for ROOT in the given file formats; return the files written. `peak_gflops`: a
-    declared peak per worker, for the model FLOPs utilisation column."""
+    declared peak per worker, for the model FLOPs utilisation column; `memory_per_worker`: a declared budget in
+    bytes, for the largest model each strategy would fit (the sharding section)."""
 
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ConfigError(f"unknown report format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
     root = Path(root)
-    data = data or build_report_data(root, peak_gflops)
+    data = data or build_report_data(root, peak_gflops, memory_per_worker)
     file_formats = [f for f in formats if f != "text"]
     written: list[Path] = []
     if file_formats:
@@ -89,5 +91,9 @@ def report_summary(data: Any) -> dict[str, Any]:
         "skipped": [{k: s[k] for k in ("name", "framework", "strategy", "workers", "reason")}
                     for s in data.skipped],
         "comparison": compare.as_dict(data),
+        "sharding": sharding.as_dict(sharding.comparisons(data.groups)),
+        "memory_per_worker": None if data.memory_per_worker is None else {
+            "bytes": data.memory_per_worker,
+            "lines": budget_lines(sharding.state_rows(data.groups), data.memory_per_worker)},
         "warnings": data.warnings,
     }

@@ -60,6 +60,9 @@ class ReportData:
     """A declared peak per worker (GFLOP/s) for model FLOPs utilisation; None: MFU is not shown."""
     projection: dict[str, Any] | None = None
     """ROOT/projection.json (`pvision project ROOT`), read once; None: the report shows no projection."""
+    memory_per_worker: int | None = None
+    """A declared memory budget per worker in bytes (`--memory-per-worker`): the sharding section says the largest
+    model each strategy would fit in it; None: no such line."""
 
     def group(self, key: str) -> ConfigGroup:
         for g in self.groups:
@@ -82,7 +85,8 @@ def _point(g: ConfigGroup) -> Point | None:
                  family=g.family, time=t, throughput=x, target=target, target_missed=missed)
 
 
-def build_report_data(root: str | Path, peak_gflops: float | None = None) -> ReportData:
+def build_report_data(root: str | Path, peak_gflops: float | None = None,
+                      memory_per_worker: int | None = None) -> ReportData:
     """Read ROOT's store (synced with its result.json files), bench.json and projection.json, once."""
     root = Path(root)
     with open_store(root) as store:
@@ -118,4 +122,5 @@ def build_report_data(root: str | Path, peak_gflops: float | None = None) -> Rep
         protocol_rows=protocol_rows(groups),
         peak_gflops=peak_gflops,
         projection=read_projection(root),
+        memory_per_worker=memory_per_worker,
     )

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from parallel_vision.report import compare, levers, provenance, stragglers, tables, workloads
+from parallel_vision.report import compare, levers, provenance, sharding, stragglers, tables, workloads
 from parallel_vision.report.data import ReportData
+from parallel_vision.report.memory_budget import budget_lines, size_text
 from parallel_vision.report.paper import paper_numbers, scaling_sentence
 from parallel_vision.report.scaling import DEFINITIONS
 
@@ -76,7 +77,7 @@ class Section:
 def sections(data: ReportData, figures: set[str]) -> list[Section]:
     """Every section of the report, in order (the headline and warnings come before them)."""
     return [_runs(data), _scaling(data, figures), *_projected(data, figures),  # projected: docs/projection.md
-            *_models(data), *_levers(data), *_timing(data), _comparison(data), _paper(data),
+            *_models(data), *_sharding(data), *_levers(data), *_timing(data), _comparison(data), _paper(data),
             _classification(data), *_environment(data)]
 
 
@@ -172,6 +173,45 @@ def _models(data: ReportData) -> list[Section]:
         blocks.append(Text("Synthetic data: random labels on random pixels measure throughput only; their accuracy "
                            "is not meaningful and is not reported.", muted=True))
     return [Section("models", "Models: why they scale differently", "Models", blocks)]
+
+
+def _sharding(data: ReportData) -> list[Section]:
+    """Shown when the runs hold a zero1 or fsdp run that recorded its state bytes (docs/parallelism.md)."""
+    comps = sharding.comparisons(data.groups)
+    if not comps:
+        return []
+    blocks: list[Block] = [
+        Text(SHARDING_NOTE, muted=True),
+        TableBlock(sharding.side_by_side_table(comps)),
+        Heading("Measured vs the ZeRO paper's formulas"),
+        Text(FORMULA_NOTE, muted=True),
+        TableBlock(sharding.formula_table(comps)),
+        Bullets(sharding.explanations(comps)),
+        Heading("What sharding buys here"),
+        Bullets(sharding.advice_sentences(comps)),
+    ]
+    if data.memory_per_worker is not None:
+        blocks += [Heading(f"The largest model each strategy would fit in {size_text(data.memory_per_worker)} "
+                           "per worker"),
+                   Bullets(budget_lines(sharding.state_rows(data.groups), data.memory_per_worker))]
+    else:
+        blocks.append(Text("Declare a memory budget with `pvision report ROOT --memory-per-worker 16GiB` for the "
+                           "largest model each strategy would fit in it.", muted=True))
+    return [Section("sharding", "Sharding: memory per worker vs speed", "Sharding", blocks)]
+
+
+SHARDING_NOTE = (
+    "State per worker: the bytes of parameters, gradients and optimizer state each rank held, the largest rank's "
+    "(summary.state_bytes_per_worker, measured from the tensors); for FSDP also the full parameters unsharded at "
+    "once at the peak of a step. Activations: the bytes autograd saved for backward in one step of one worker's "
+    "batch. Peak RSS: the largest worker's. Communication: bytes each worker handed to each collective kind per "
+    "optimiser step (median over steps). MiB = 2^20 bytes; ddp and single replicate everything, zero1 shards the "
+    "optimizer state, fsdp shards all three.")
+FORMULA_NOTE = (
+    "The ZeRO paper's (arXiv 1910.02054) bytes per parameter for fp32 training: replicated 4 (parameters) + 4 "
+    "(gradients) + k (optimizer state); ZeRO-1 4 + 4 + k/N; FSDP (4 + 4 + k)/N plus the largest unit's unsharded "
+    "parameters (the whole model without resharding). k = 8 for Adam (two moments), 4 for SGD with momentum, 0 for "
+    "plain SGD, read from each run's configuration. Below the table, why each measurement differs, if it does.")
 
 
 def _levers(data: ReportData) -> list[Section]:

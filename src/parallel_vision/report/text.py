@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from parallel_vision.report import compare, tables
+from parallel_vision.report import compare, sharding, tables
 from parallel_vision.report.data import ReportData, build_report_data
+from parallel_vision.report.memory_budget import budget_lines, size_text
 
 #: Shorter column names for the terminal (the HTML and Markdown keep the long ones).
 SHORT = {
@@ -16,6 +17,16 @@ SHORT = {
     "Same threads / worker": "same thr", "Baseline (1 worker)": "baseline", "Speedup S(N)": "S(N)",
     "Efficiency E(N) (%)": "E(N) (%)", "S vs best single-process": "S vs best single",
     "Steady epoch (s)": "T (s)", "Communication (s)": "comm (s)", "Data share (%)": "data %",
+    # the sharding section's (all MiB)
+    "Parameters (MiB)": "params", "Gradients (MiB)": "grads", "Optimizer (MiB)": "optim",
+    "Unsharded peak (MiB)": "unsharded", "State / worker (MiB)": "state", "State vs ddp": "vs ddp",
+    "Activations (MiB)": "acts", "Peak RSS (MiB)": "RSS", "Images/s vs ddp": "vs ddp",
+    "all-reduce (MiB / step)": "AR/step", "all-gather (MiB / step)": "AG/step",
+    "reduce-scatter (MiB / step)": "RS/step", "broadcast (MiB / step)": "bcast/step",
+    "Formula (B / parameter)": "formula (B/param)",
+    "Predicted: params + grads + optimizer (+ unit), MiB": "predicted p + g + o (+ unit)",
+    "Measured, MiB": "measured", "Predicted total (MiB)": "pred. total", "Measured total (MiB)": "meas. total",
+    "Measured B / parameter": "B/param",
 }
 
 
@@ -62,6 +73,7 @@ def print_text(root: str | Path | None = None, *, data: ReportData | None = None
     if full:
         console.print(_rich_table(tables.split_table(data), "Time split per steady epoch"))
         console.print(_rich_table(tables.paper_table(data), "The paper's numbers beside ours"))
+    _print_sharding(data, console)
     console.print(compare.noise_rule(data), highlight=False)
     for heading, sentences in compare.comparison(data):
         if not full and heading not in ("Scaling", "Against the best single-process run",
@@ -72,3 +84,19 @@ def print_text(root: str | Path | None = None, *, data: ReportData | None = None
             console.print(f"  • {s}", highlight=False)
     for w in data.warnings:
         console.print(f"[yellow]! {w}[/]", highlight=False)
+
+
+def _print_sharding(data: ReportData, console: Any) -> None:
+    """The sharding section's tables and sentences (none without sharded runs), and the budget's lines whenever
+    one was declared."""
+    comps = sharding.comparisons(data.groups)
+    if comps:
+        console.print(_rich_table(sharding.side_by_side_table(comps), "Sharding: memory per worker vs speed (MiB)"))
+        console.print(_rich_table(sharding.formula_table(comps), "Measured vs the ZeRO paper's formulas (MiB)"))
+        for s in sharding.explanations(comps) + sharding.advice_sentences(comps):
+            console.print(f"  • {s}", highlight=False)
+    if data.memory_per_worker is not None:
+        console.print(f"[bold]The largest model each strategy would fit in {size_text(data.memory_per_worker)} per "
+                      "worker[/]")
+        for line in budget_lines(sharding.state_rows(data.groups), data.memory_per_worker):
+            console.print(f"  • {line}", highlight=False)

@@ -15,5 +15,7 @@ ENGINE = EngineSpec(
     framework="jax",
     entry="parallel_vision.engines.jax.engine:train_and_evaluate",
     resume=ResumeFiles(present=backup.present, describe=backup.describe, remove=backup.remove),
-    cluster=ClusterEnv.of("multiworker", cluster),
+    cluster=ClusterEnv.of(("multiworker",), cluster),
+    model_file="model.keras",
+    predict="parallel_vision.engines.keras.predict",
 )

@@ -15,5 +15,7 @@ ENGINE = EngineSpec(
     framework="tensorflow",
     entry="parallel_vision.engines.tensorflow.engine:train_and_evaluate",
     resume=ResumeFiles(present=backup.present, describe=backup.describe, remove=backup.remove),
-    cluster=ClusterEnv.of("multiworker", cluster),
+    cluster=ClusterEnv.of(("multiworker",), cluster),
+    model_file="model.keras",
+    predict="parallel_vision.engines.keras.predict",
 )

@@ -1,4 +1,5 @@
-"""The PyTorch engine: `single`, `dp` (nn.DataParallel) and `ddp` (DistributedDataParallel).
+"""The PyTorch engine: `single`, `dp` (nn.DataParallel), `ddp` (DistributedDataParallel) and the sharded `zero1`
+and `fsdp` (engines/torch/sharding.py).
 
 Importing this package loads no framework: it only describes the engine to the launcher (`cluster.py`:
 a torchrun job, read from the environment). `engine.py` (the entry; with `loop`, `resume`, `dist`,
@@ -16,5 +17,7 @@ ENGINE = EngineSpec(
     entry="parallel_vision.engines.torch.engine:train_and_evaluate",
     resume=ResumeFiles(present=checkpoint.present, describe=checkpoint.describe, remove=checkpoint.remove,
                        auto_resume=checkpoint.elastic_auto_resume),
-    cluster=ClusterEnv.of("ddp", cluster),
+    cluster=ClusterEnv.of(("ddp", "zero1", "fsdp"), cluster),  # every per-worker torch strategy
+    model_file="model.pt",
+    predict="parallel_vision.engines.torch.predict",
 )
