@@ -318,7 +318,7 @@ def calibrate_run(inputs: Inputs, run: dict[str, Any], compute_s: float, gamma: 
         g = max(1.0, (step - fixed - hook) / compute_s) if adjust_gamma else gamma
         cal = OverlapCalibration(g, 0.0, "blocking")
     elif adjust_gamma:
-        cal = reconcile(step, compute_s, hook, gamma, exposed_ov, fixed)
+        cal = reconcile(step, compute_s, hook, gamma, exposed_ov, fixed_s=fixed)
     else:
         cal = OverlapCalibration(gamma, phi_of(step, compute_s * gamma, hook, exposed_ov, fixed), "phi")
     return {"run": run["path"], "overlap": cal.phi, "gamma": cal.gamma, "how": cal.how, "hook_comm_per_step_s": hook,
