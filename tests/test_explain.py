@@ -1,7 +1,7 @@
 """`pvision explain` on torch runs: the stratified sample, the faithfulness arithmetic on hand-made cases, and one
-real run (TORCH_DIGITS, ~95 % on its 500 test images) explained twice — through the Python API and through the
-CLI — whose maps must agree bit for bit, beat a random pixel order on deletion, and differ from a re-initialised
-model's (docs/explain.md)."""
+real run (TORCH_DIGITS, ~95 % on its 500 test images) explained twice — 20 images through the Python API, 50
+through the CLI, the 20 among the 50 — whose maps must agree bit for bit, beat a random pixel order on deletion,
+and differ from a re-initialised model's (docs/explain.md)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from parallel_vision.explain import faithfulness, run
 from parallel_vision.explain.sample import stratified_sample
 from shared_runs import TORCH_DIGITS  # tests/ on sys.path
 
-IMAGES = 50
+IMAGES = 50  # the CLI's run (issue 30's check)
+FEW = 20  # the Python API's run, whose figures the faithfulness and sanity tests assert
 
 
 def cli(*args: object, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -57,6 +58,11 @@ def test_the_sample_is_the_same_for_the_same_seed_and_balanced_over_classes() ->
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert len(np.unique(a)) == 50
     assert np.bincount(labels[a], minlength=10).tolist() == [5] * 10
+
+
+def test_a_larger_sample_of_the_same_seed_extends_a_smaller_one() -> None:
+    labels = np.random.default_rng(1).integers(0, 10, 1000)
+    assert set(stratified_sample(labels, 20, 4)) < set(stratified_sample(labels, 50, 4))
 
 
 def test_a_sample_that_does_not_divide_evenly_differs_by_at_most_one_per_class() -> None:
@@ -144,8 +150,8 @@ def digits_run(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def explained(digits_run: Path) -> dict[str, Any]:
-    """saliency and Grad-CAM on 50 test images through the Python API: explain.json and the maps."""
-    doc = run.explain(digits_run, ("saliency", "gradcam"), IMAGES, seed=0)
+    """saliency and Grad-CAM on 20 test images through the Python API: explain.json and the maps."""
+    doc = run.explain(digits_run, ("saliency", "gradcam"), FEW, seed=0)
     with np.load(digits_run / "explain" / "explanations.npz") as saved:
         return {"doc": doc, "maps": {name: saved[name] for name in saved.files}}
 
@@ -157,27 +163,31 @@ def test_explain_gradcam_on_50_images_writes_the_maps_and_faithfulness_scores(di
     with np.load(digits_run / "explain" / "explanations.npz") as saved:
         assert sorted(saved.files) == ["gradcam", "indices", "labels"]
         assert saved["gradcam"].shape == (IMAGES, 28, 28) and saved["gradcam"].dtype == np.float32
-        # the same model, images and seed in another process: the same maps, bit for bit
-        assert np.array_equal(saved["gradcam"], explained["maps"]["gradcam"])
-        assert np.array_equal(saved["indices"], explained["maps"]["indices"])
+        # the 20 images of the API's run are among these 50, and in another process, in another batch, the same
+        # model gives them the same maps, bit for bit
+        where = np.searchsorted(saved["indices"], explained["maps"]["indices"])
+        assert np.array_equal(saved["indices"][where], explained["maps"]["indices"])
+        assert np.array_equal(saved["gradcam"][where], explained["maps"]["gradcam"])
+        indices = saved["indices"].tolist()
     doc = json.loads((digits_run / "explain" / "explain.json").read_text())
     gradcam = doc["methods"]["gradcam"]
     assert 0 <= gradcam["deletion_auc"] <= 1 and 0 <= gradcam["insertion_auc"] <= 1 and gradcam["seconds"] > 0
-    assert doc["indices"] == explained["maps"]["indices"].tolist() and doc["seed"] == 0
+    assert doc["indices"] == indices and doc["images"] == IMAGES and doc["seed"] == 0
     assert "gradcam" in out.stdout and "random order" in out.stdout
 
 
 def test_the_maps_explain_the_true_label_of_a_stratified_sample(explained: dict[str, Any]) -> None:
     doc, maps = explained["doc"], explained["maps"]
-    assert np.bincount(maps["labels"], minlength=10).tolist() == [IMAGES // 10] * 10
-    assert doc["labels"] == maps["labels"].tolist() and len(doc["predicted"]) == IMAGES
-    assert doc["agreement"] >= 0.85  # the run reaches ~95 % on its test images
-    assert maps["saliency"].shape == maps["gradcam"].shape == (IMAGES, 28, 28)
+    assert np.bincount(maps["labels"], minlength=10).tolist() == [FEW // 10] * 10
+    assert doc["labels"] == maps["labels"].tolist() and len(doc["predicted"]) == FEW
+    assert doc["agreement"] >= 0.85  # the run reaches ~95 % on its test images (measured: 20 of 20 here)
+    assert maps["saliency"].shape == maps["gradcam"].shape == (FEW, 28, 28)
     assert (maps["gradcam"] >= 0).all()  # relu_attributions
 
 
 def test_saliency_and_gradcam_delete_the_class_faster_than_a_random_pixel_order(explained: dict[str, Any]) -> None:
-    """Measured on these 50 images: deletion AUC saliency SAL_DEL, Grad-CAM CAM_DEL, random order RND_DEL."""
+    """Measured on these 20 images: deletion AUC 0.229 (saliency) and 0.274 (Grad-CAM) against 0.414 for a random
+    order (on 500 images: 0.218, 0.273, 0.376)."""
     doc = explained["doc"]
     random = doc["faithfulness"]["random_order"]["deletion_auc"]
     for name in ("saliency", "gradcam"):
@@ -185,7 +195,7 @@ def test_saliency_and_gradcam_delete_the_class_faster_than_a_random_pixel_order(
 
 
 def test_a_randomised_models_maps_do_not_rank_pixels_like_the_trained_models(explained: dict[str, Any]) -> None:
-    """Adebayo et al. 2018: measured mean Spearman SAL_RHO (saliency) and CAM_RHO (Grad-CAM) on these images."""
+    """Adebayo et al. 2018: measured mean Spearman 0.082 (saliency) and 0.085 (Grad-CAM) on these 20 images."""
     for name in ("saliency", "gradcam"):
         check = explained["doc"]["methods"][name]["randomised_model"]
         assert check["spearman_mean"] < run.SANITY_THRESHOLD and check["passed"], name

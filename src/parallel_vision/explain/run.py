@@ -69,7 +69,7 @@ def explain(path: Path, methods: tuple[str, ...], images: int = DEFAULT_IMAGES, 
                "input_range": float(1 / max(run.shape.std))}
     started = time.perf_counter()
     out, timings = _run_child(run, child, x, y, request)
-    doc = _document(run, out, timings, request, indices, y)
+    doc = _document(run, out, timings, request, indices=indices, y=y)
     doc["seconds_total"] = round(time.perf_counter() - started, 2)
     arrays = {m: out[f"map_{m}"].astype(np.float32) for m in methods}
     buffer = io.BytesIO()
@@ -100,7 +100,7 @@ def _run_child(run: SavedRun, child: str, x: np.ndarray, y: np.ndarray,
         return out, json.loads((folder / "timings.json").read_text())
 
 
-def _document(run: SavedRun, out: dict[str, np.ndarray], timings: dict[str, Any], request: dict[str, Any],
+def _document(run: SavedRun, out: dict[str, np.ndarray], timings: dict[str, Any], request: dict[str, Any], *,
               indices: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     predicted = out["logits"].argmax(axis=1)
     probability = softmax(out["logits"])[np.arange(len(y)), y]

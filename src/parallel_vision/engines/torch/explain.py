@@ -123,7 +123,7 @@ def probabilities(model: nn.Module, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return torch.softmax(logits.double(), dim=1)[torch.arange(len(y)), torch.from_numpy(y)].numpy()
 
 
-def curves(model: nn.Module, x: np.ndarray, y: np.ndarray, orders: np.ndarray, black: np.ndarray,
+def curves(model: nn.Module, x: np.ndarray, y: np.ndarray, orders: np.ndarray, black: np.ndarray, *,
            steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Deletion and insertion curves (N, steps + 1) of the true class for each image's pixel order, the frames
     of CURVE_IMAGES images in one forward pass."""
@@ -160,14 +160,15 @@ def explain(run: Path, folder: Path) -> None:
         out[f"map_{method}"] = maps_of(method, model, setup, x, y)
         mapped = time.perf_counter()
         orders[method] = np.stack([faithfulness.order(m) for m in out[f"map_{method}"]])
-        out[f"deletion_{method}"], out[f"insertion_{method}"] = curves(model, x, y, orders[method], black_np, steps)
+        deletion, insertion = curves(model, x, y, orders[method], black_np, steps=steps)
+        out[f"deletion_{method}"], out[f"insertion_{method}"] = deletion, insertion
         curved = time.perf_counter()
         out[f"randomised_{method}"] = maps_of(method, untrained, setup, x[:k], y[:k])
         timings[method] = {"maps_s": mapped - started, "curves_s": curved - mapped,
                            "sanity_s": time.perf_counter() - curved}
         print(f"{method}: maps {mapped - started:.1f} s, curves {curved - mapped:.1f} s", file=sys.stderr)
     started = time.perf_counter()
-    out["deletion_random"], out["insertion_random"] = curves(model, x, y, orders["random"], black_np, steps)
+    out["deletion_random"], out["insertion_random"] = curves(model, x, y, orders["random"], black_np, steps=steps)
     timings["random"] = {"curves_s": time.perf_counter() - started}
     np.savez(folder / "maps.npz", **out)
     (folder / "timings.json").write_text(json.dumps(timings))
