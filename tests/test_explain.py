@@ -199,3 +199,54 @@ def test_a_randomised_models_maps_do_not_rank_pixels_like_the_trained_models(exp
     for name in ("saliency", "gradcam"):
         check = explained["doc"]["methods"][name]["randomised_model"]
         assert check["spearman_mean"] < run.SANITY_THRESHOLD and check["passed"], name
+
+
+# --- every method, in this process, on untrained models (the engine child's functions) -----------------------------
+
+@pytest.fixture(scope="module")
+def engine() -> Any:
+    pytest.importorskip("captum")
+    from parallel_vision.engines.torch import explain as torch_explain
+
+    return torch_explain
+
+
+def setup_of(engine: Any, model: str, seed: int = 0) -> Any:
+    import torch
+
+    from parallel_vision.config import RunConfig
+
+    black = torch.full((1, 1, 1, 1), -0.4242)
+    return engine.Setup(cfg=RunConfig(model=model), black=black, input_range=3.25, seed=seed)
+
+
+def test_every_method_gives_one_map_per_image_and_smoothgrad_repeats_for_its_seed(engine: Any) -> None:
+    from parallel_vision.config import RunConfig
+
+    net = engine.randomised(RunConfig(), seed=0)
+    x = np.random.default_rng(0).normal(size=(3, 28, 28, 1)).astype(np.float32)
+    y = np.array([0, 3, 7])
+    setup = setup_of(engine, "paper_cnn")
+    for method in run.METHODS:
+        maps = engine.maps_of(method, net, setup, x, y)
+        assert maps.shape == (3, 28, 28) and maps.dtype == np.float32 and np.isfinite(maps).all(), method
+    smooth = engine.maps_of("smoothgrad", net, setup, x, y)
+    assert np.array_equal(smooth, engine.maps_of("smoothgrad", net, setup, x, y))
+    assert not np.array_equal(smooth, engine.maps_of("smoothgrad", net, setup_of(engine, "paper_cnn", seed=1), x, y))
+
+
+def test_gradcam_on_resnet18_is_layer3_upsampled_to_the_image(engine: Any) -> None:
+    from parallel_vision.config import RunConfig
+
+    net = engine.randomised(RunConfig(model="resnet18"), seed=0)
+    assert engine.gradcam_layer(net, "resnet18") is net.layer3
+    x = np.random.default_rng(0).normal(size=(2, 28, 28, 1)).astype(np.float32)
+    maps = engine.maps_of("gradcam", net, setup_of(engine, "resnet18"), x, np.array([1, 2]))
+    assert maps.shape == (2, 28, 28) and (maps >= 0).all()
+
+
+def test_gradcam_has_no_layer_in_wide_mlp(engine: Any) -> None:
+    from parallel_vision.config import RunConfig
+
+    with pytest.raises(ConfigError, match="no conv layer"):
+        engine.gradcam_layer(engine.randomised(RunConfig(model="wide_mlp"), seed=0), "wide_mlp")

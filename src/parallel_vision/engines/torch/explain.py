@@ -111,7 +111,7 @@ def maps_of(method: str, model: nn.Module, setup: Setup, x: np.ndarray, y: np.nd
     torch.manual_seed(setup.seed)  # SmoothGrad's noise: the same maps for the same seed
     nchw = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     labels = torch.from_numpy(y)
-    parts = [attribute(method, model, setup, nchw[i:i + CHUNK], labels[i:i + CHUNK]).numpy()
+    parts = [attribute(method, model, setup, nchw[i:i + CHUNK].clone().requires_grad_(), labels[i:i + CHUNK]).numpy()
              for i in range(0, len(x), CHUNK)]
     return np.concatenate(parts).astype(np.float32)
 
