@@ -174,6 +174,8 @@ def test_explain_gradcam_on_50_images_writes_the_maps_and_faithfulness_scores(di
     assert 0 <= gradcam["deletion_auc"] <= 1 and 0 <= gradcam["insertion_auc"] <= 1 and gradcam["seconds"] > 0
     assert doc["indices"] == indices and doc["images"] == IMAGES and doc["seed"] == 0
     assert "gradcam" in out.stdout and "random order" in out.stdout
+    page = (digits_run / "explain" / "explain.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "gradcam" in page
 
 
 def test_the_maps_explain_the_true_label_of_a_stratified_sample(explained: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from parallel_vision.data import normalize
 from parallel_vision.engines import registry
 from parallel_vision.engines.common import load_split, to_nhwc
 from parallel_vision.errors import ConfigError, EngineError, PVisionError
-from parallel_vision.explain import faithfulness
+from parallel_vision.explain import faithfulness, page
 from parallel_vision.explain.sample import stratified_sample
 from parallel_vision.launch.processes import run_children
 from parallel_vision.predict.model import SavedRun, open_run, softmax
@@ -76,6 +76,10 @@ def explain(path: Path, methods: tuple[str, ...], images: int = DEFAULT_IMAGES, 
     np.savez(buffer, **arrays, indices=indices, labels=y)
     atomic_write_bytes(path / "explain" / "explanations.npz", buffer.getvalue())
     atomic_write_bytes(path / "explain" / "explain.json", (json.dumps(doc, indent=2) + "\n").encode())
+    mean_curves = {name: {kind: out[f"{kind}_{name}"].mean(axis=0).tolist() for kind in ("deletion", "insertion")}
+                   for name in (*methods, "random")}
+    text = page.page(doc, page.overlays(to_nhwc(pixels[indices]), y, arrays), page.curves(mean_curves))
+    atomic_write_bytes(path / "explain" / "explain.html", text.encode())
     return doc
 
 
