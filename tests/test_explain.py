@@ -185,6 +185,8 @@ def test_the_maps_explain_the_true_label_of_a_stratified_sample(explained: dict[
     assert doc["agreement"] >= 0.85  # the run reaches ~95 % on its test images (measured: 20 of 20 here)
     assert maps["saliency"].shape == maps["gradcam"].shape == (FEW, 28, 28)
     assert (maps["gradcam"] >= 0).all()  # relu_attributions
+    flat = maps["gradcam"].reshape(FEW, -1)
+    assert doc["methods"]["gradcam"]["constant_maps"] == int((flat.max(axis=1) == flat.min(axis=1)).sum())
 
 
 def test_saliency_and_gradcam_delete_the_class_faster_than_a_random_pixel_order(explained: dict[str, Any]) -> None:

@@ -114,6 +114,8 @@ def _document(run: SavedRun, out: dict[str, np.ndarray], timings: dict[str, Any]
         rho = faithfulness.rank_correlations(out[f"map_{m}"][:k], out[f"randomised_{m}"])
         methods[m] = {
             "deletion_auc": _mean(faithfulness.auc(out[f"deletion_{m}"])),
+            # a constant map ranks no pixel above another: its curves follow the pixel index (docs/explain.md)
+            "constant_maps": int((np.ptp(out[f"map_{m}"].reshape(len(y), -1), axis=1) == 0).sum()),
             "insertion_auc": _mean(faithfulness.auc(out[f"insertion_{m}"])),
             "seconds": round(sum(timings[m].values()), 2),
             "seconds_maps": round(timings[m]["maps_s"], 2),
