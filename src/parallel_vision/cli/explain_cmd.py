@@ -22,7 +22,8 @@ def explain(
     """Explain the true class of a seeded, class-stratified sample of the run's test images (torch runs so far).
 
     Writes RUN/explain/explanations.npz (one (N, H, W) map per method, the test-set indices and labels) and
-    RUN/explain/explain.json (deletion and insertion AUC, seconds, the randomised-model check per method).
+    RUN/explain/explain.json (deletion and insertion AUC, seconds, the randomised-model check per method) and
+    RUN/explain/explain.html.
     """
     doc = explain_run.explain(run, explain_run.parse_methods(method), images, seed)
     random = doc["faithfulness"]["random_order"]
@@ -35,7 +36,7 @@ def explain(
               f"{check['spearman_mean']:>13.2f}{'' if check['passed'] else '!':1}{m['seconds']:>9.1f}")
     print(f"{'random order':<12}{random['deletion_auc']:>14.3f}{random['insertion_auc']:>15.3f}{'':>14}"
           f"{random['seconds']:>9.1f}")
-    print(f"wrote {run / 'explain' / 'explanations.npz'} and explain.json ({doc['seconds_total']:.0f} s)")
+    print(f"wrote {run / 'explain'}/: explanations.npz, explain.json, explain.html ({doc['seconds_total']:.0f} s)")
 
 
 def register(app: typer.Typer) -> None:
