@@ -17,6 +17,7 @@ from parallel_vision.cli import (
     bench_cmd,
     data_cmd,
     eda_cmd,
+    explain_cmd,
     info_cmd,
     linktest_cmd,
     predict_cmd,
@@ -52,7 +53,7 @@ def _root(
 def _register() -> None:
     # None of the command modules imports a framework: the engines do, in their own processes.
 
-    for module in (info_cmd, data_cmd, train_cmd, predict_cmd, bench_cmd, report_cmd, runs_cmd, eda_cmd):
+    for module in (info_cmd, data_cmd, train_cmd, predict_cmd, explain_cmd, bench_cmd, report_cmd, runs_cmd, eda_cmd):
         module.register(app)
     for module in (linktest_cmd, project_cmd):  # the scaling projection (docs/projection.md)
         module.register(app)

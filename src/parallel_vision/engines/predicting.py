@@ -37,11 +37,21 @@ def child_main(argv: list[str], logits: Logits) -> int:
     if len(argv) != 4:
         print(f"usage: python -m {argv[0]} RUN INPUTS.npy LOGITS.npy", file=sys.stderr)
         return 2
-    try:
+
+    def body() -> None:
         run = Path(argv[1])
         cfg = RunConfig.from_json((run / "config.json").read_text())
         result = logits(run, cfg, np.load(argv[2]))
         np.save(argv[3], np.asarray(result, dtype=np.float32))
+
+    return guarded(body)
+
+
+def guarded(body: Callable[[], None]) -> int:
+    """Run a child's `body`; the exit code, every failure reported to the parent as one line (also used by
+    `pvision explain`'s children)."""
+    try:
+        body()
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent as one line
         if isinstance(exc, SystemExit) and exc.code in (0, None):
             return 0

@@ -97,6 +97,9 @@ class EngineSpec:
     predict: str = ""
     """Module run as `python -m MODULE RUN INPUTS.npy LOGITS.npy`: the saved model's logits for normalised NHWC
     float32 inputs, in a process of its own (`pvision predict`; it imports the framework)."""
+    explain: str = ""
+    """Module run as `python -m MODULE RUN FOLDER`: attribution maps and their faithfulness curves for the
+    images in FOLDER (`pvision explain`, explain/run.py; "" where the engine has none yet)."""
 
     @property
     def strategies(self) -> tuple[str, ...]:

@@ -20,4 +20,5 @@ ENGINE = EngineSpec(
     cluster=ClusterEnv.of(("ddp", "zero1", "fsdp"), cluster),  # every per-worker torch strategy
     model_file="model.pt",
     predict="parallel_vision.engines.torch.predict",
+    explain="parallel_vision.engines.torch.explain",
 )

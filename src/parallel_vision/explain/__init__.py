@@ -1,0 +1,9 @@
+"""`pvision explain`: attribution maps of a run's saved model and how faithful they are (docs/explain.md).
+
+    sample.py        the seeded, class-stratified sample of the test set (the same images for every run)
+    faithfulness.py  deletion and insertion curves (RISE) and their areas, the randomised-model check (numpy/scipy)
+    run.py           the parent side: the run folder, the sample, the engine's explain child, explain.json/.npz
+
+`sample` and `faithfulness` are framework-free basics the engine's explain child uses too; `run` is the parent
+side (it starts the child through the launcher), so the framework is imported only in that child.
+"""
