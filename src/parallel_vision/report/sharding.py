@@ -327,7 +327,7 @@ def _unsharded_note(row: ShardRow, diffs: dict[str, float]) -> str:
     if root_bytes and abs(extra - root_bytes) <= max(64.0, TOLERANCE * root_bytes):
         diffs["unsharded"] -= root_bytes
         note += (f"; beside it the root's parameters ({_names(list(root))}: {amount(root_bytes)}) stay gathered "
-                 "from forward to backward (FSDP2 does not reshard the root)")
+                 "beside it (the root's forward encloses every unit's)")
     return note
 
 
