@@ -187,7 +187,7 @@ def test_each_difference_is_explained_from_the_records(groups: list[Any]) -> Non
         "count: 40 B.")
     fsdp = explain(_row(groups, "wide_mlp", "fsdp"))
     assert fsdp.startswith("as predicted: largest unit: fc2, 64.02 MiB; beside it the root's parameters (bn1, bn2: "
-                           "64.00 KiB) stay gathered from forward to backward")
+                           "64.00 KiB) stay gathered beside it")
     cnn = explain(_row(groups, "paper_cnn", "fsdp"))
     assert "largest unit: dense1, 3.06 MiB; beside it the root's parameters (bn1, bn2, bn3, bn4 and 1 more: 3.25 KiB)" \
         in cnn
