@@ -45,6 +45,9 @@ for (const table of document.querySelectorAll('table')) {
             overflows.push(describe(cell) + ' is ' + cell.scrollWidth + ' px wide in a ' + cell.clientWidth +
                 ' px cell');
 }
+for (const block of document.querySelectorAll('p, nav, h1, h2, h3, h4, li, caption, figcaption'))
+    if (block.scrollWidth > block.clientWidth + 1)
+        overflows.push(describe(block) + ' is ' + block.scrollWidth + ' px wide in a ' + block.clientWidth + ' px box');
 return {imgs, sources, resources, overflows, title: document.title};
 """
 
@@ -53,12 +56,12 @@ return {imgs, sources, resources, overflows, title: document.title};
 class Rendered:
     """One page as Chromium drew it at WIDTH × HEIGHT."""
 
-    images: list[dict[str, Any]]
+    images: list[dict[str, Any]] = field(repr=False)
     sources: list[str]
     resources: list[str]
     overflows: list[str]
     title: str
-    screenshot: bytes
+    screenshot: bytes = field(repr=False)
     console: list[str] = field(default_factory=list)
 
     @property

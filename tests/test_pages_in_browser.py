@@ -1,6 +1,7 @@
-"""The three pages a user opens — report.html, eda.html and explain.html — rendered by headless Chromium at 1280 px
-(tests/browser.py): every image decodes to a non-zero size, nothing is fetched from the network, no text overflows
-its table, and the screenshot is not blank. A hand-made bad page first proves each check can fail.
+"""The pages a user opens — report.html (one ROOT and across machines), eda.html and explain.html — rendered by
+headless Chromium at 1280 px (tests/browser.py): every image decodes to a non-zero size, nothing is fetched from the
+network, no text overflows its table cell, its table's box or its paragraph, heading or navigation bar, and the
+screenshot is not blank. A hand-made bad page first proves each check can fail.
 
 The pages come from real runs the session already trains (tests/shared_runs.py: TORCH_SMALL and TORCH_DDP for the
 report, TORCH_DIGITS for explain) and from `run_eda` on MNIST with small samples (~9 s).
@@ -44,6 +45,17 @@ def report_page(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def machines_page(report_page: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`pvision report A B --out DIR`: the runs above beside tests/fixtures/old_root (a laptop, older code)."""
+    from parallel_vision.report.machines_page import write_machines_report
+
+    out = tmp_path_factory.mktemp("browser-machines")
+    old = shutil.copytree(Path(__file__).parent / "fixtures" / "old_root", out / "old_root")  # reading adds a db
+    write_machines_report([report_page.parent, old], out / "page")
+    return out / "page" / "report.html"
+
+
+@pytest.fixture(scope="module")
 def eda_page(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from parallel_vision.eda.page import EdaOptions, run_eda
 
@@ -64,11 +76,11 @@ def explain_page(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Path
     return folder / "explain" / "explain.html"
 
 
-def assert_renders_cleanly(shown: browser.Rendered) -> None:
-    assert shown.images, "the page shows no image"
+def assert_renders_cleanly(shown: browser.Rendered, figures: bool = True) -> None:
+    assert shown.images or not figures, "the page shows no image"
     assert not shown.broken_images, f"images that did not decode to a non-zero size: {shown.broken_images}"
     assert not shown.remote, f"the page reaches for the network: {shown.remote}"
-    assert not shown.overflows, "text wider than its table at 1280 px: " + "; ".join(shown.overflows)
+    assert not shown.overflows, "text wider than its box at 1280 px: " + "; ".join(shown.overflows)
     colours, inked = browser.ink(shown.screenshot)
     assert colours > 16 and inked > 0.05, f"blank screenshot: {colours} colours, {inked:.1%} not background"
 
@@ -79,17 +91,23 @@ def test_each_check_fails_on_a_page_made_to_fail_it(chromium: Any, tmp_path: Pat
         "<style>body{background:url(https://example.com/bg.png)}</style>"
         "<img src='https://example.com/a.png'><img src='data:image/png;base64,AAAA'>"
         "<div style='width:300px'><table style='width:300px;table-layout:fixed'><tr><td>"
-        + "unbreakable" * 8 + "</td><td>x</td></tr></table></div>")
+        + "unbreakable" * 8 + "</td><td>x</td></tr></table></div>"
+        "<nav style='width:300px'>" + "".join(f"<a style='white-space:nowrap'>link {i}</a>" for i in range(40))
+        + "</nav>")
     shown = browser.render(chromium, page)
     assert len(shown.broken_images) == 2
     assert any("example.com/bg.png" in url for url in shown.remote)  # a CSS url() is seen too
-    assert len(shown.overflows) == 1 and "unbreakable" in shown.overflows[0]
+    assert len(shown.overflows) == 2 and "unbreakable" in shown.overflows[0] and "nav" in shown.overflows[1]
     colours, inked = browser.ink(shown.screenshot)
     assert inked < 0.05
 
 
 def test_the_report_renders_cleanly(chromium: Any, report_page: Path) -> None:
     assert_renders_cleanly(browser.render(chromium, report_page))
+
+
+def test_the_report_across_machines_renders_cleanly(chromium: Any, machines_page: Path) -> None:
+    assert_renders_cleanly(browser.render(chromium, machines_page), figures=False)  # tables only, by design
 
 
 def test_the_eda_page_renders_cleanly(chromium: Any, eda_page: Path) -> None:

@@ -139,7 +139,7 @@ def render(data: ReportData, figures: list[Figure]) -> str:
     if data.warnings:
         parts.append("<div class='warnings'><b>Read with care:</b>" + _list(data.warnings) + "</div>")
     report = sections(data, set(figs))
-    parts.append("<nav class='toc'>" + "".join(f"<a href='#{s.anchor}'>{_e(s.toc)}</a>" for s in report) + "</nav>")
+    parts.append("<nav class='toc'>" + " ".join(f"<a href='#{s.anchor}'>{_e(s.toc)}</a>" for s in report) + "</nav>")
     for section in report:
         parts.append(f"<h2 id='{section.anchor}'>{_e(section.title)}</h2>")
         parts.extend(render_block(block, figs) for block in section.blocks)

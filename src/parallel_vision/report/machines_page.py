@@ -164,7 +164,7 @@ def render_html(data: MachinesData) -> str:
     if data.warnings:
         parts.append("<div class='warnings'><b>Read with care:</b>" + html_page._list(data.warnings) + "</div>")
     report = machine_sections(data)
-    parts.append("<nav class='toc'>" + "".join(f"<a href='#{s.anchor}'>{html_page._e(s.toc)}</a>"
+    parts.append("<nav class='toc'>" + " ".join(f"<a href='#{s.anchor}'>{html_page._e(s.toc)}</a>"
                                                for s in report) + "</nav>")
     for section in report:
         parts.append(f"<h2 id='{section.anchor}'>{html_page._e(section.title)}</h2>")
