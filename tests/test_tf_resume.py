@@ -20,7 +20,6 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +40,6 @@ EPOCHS = 5  # the TF CNN reaches 0.95-0.98 on the 200 test images by epoch 5 (0.
 #: 1024 images in global batches of 128: 8 short steps per epoch, so a kill lands mid-run.
 RUN = ["--framework", "tensorflow", "--limit-train", "1024", "--limit-test", "200", "--batch-size", "128",
        "--epochs", str(EPOCHS), "--device", "cpu", "--seed", "0", "--quiet", "--no-tensorboard"]
-
-
-@pytest.fixture
-def jobs() -> Iterator[list[Job]]:
-    yield from job_list()
 
 
 def wait_for_backup(job: Job, out: Path, min_epoch: int, timeout: float = DEADLINE_S) -> dict[str, Any]:
@@ -95,7 +89,7 @@ def interrupt_then_resume(data_dir: Path, tmp_path: Path, jobs: list[Job], signu
     return first_code, kept, data, text
 
 
-def test_mirrored_sigterm_stops_cleanly_and_resumes(data_dir: Path, tmp_path: Path, jobs: list[Job]) -> None:
+def _mirrored_sigterm_stops_cleanly_and_resumes(data_dir: Path, tmp_path: Path, jobs: list[Job]) -> None:
     out = tmp_path / "out"
     job = start(jobs, train_argv(data_dir, out, "--strategy", "mirrored", "--workers", "2", run=RUN),
                 tmp_path / "first.log")
@@ -123,13 +117,48 @@ def test_mirrored_sigterm_stops_cleanly_and_resumes(data_dir: Path, tmp_path: Pa
     assert data["environment"]["num_replicas_in_sync"] == 2
 
 
-def test_multiworker_killed_resumes_on_every_worker(data_dir: Path, tmp_path: Path, jobs: list[Job]) -> None:
+def _multiworker_killed_resumes_on_every_worker(data_dir: Path, tmp_path: Path, jobs: list[Job]) -> None:
     """SIGKILL to the launcher and both workers; the single-process kill is the same backup and resume code with
     one writer, and mirrored's SIGTERM test resumes a one-process run."""
     first_code, _, data, _ = interrupt_then_resume(data_dir, tmp_path, jobs, signal.SIGKILL,
                                                    "--strategy", "multiworker", "--workers", "2", min_epoch=1)
     assert first_code == -signal.SIGKILL
     assert data["summary"]["world_size"] == 2
+
+
+#: The two interrupt-and-resume scenarios, each a test below.
+SCENARIOS = {"mirrored": _mirrored_sigterm_stops_cleanly_and_resumes,
+             "multiworker": _multiworker_killed_resumes_on_every_worker}
+
+
+@pytest.fixture(scope="module")
+def scenarios(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, BaseException | None]:
+    """Both scenarios played at once, each in its own thread with its own folder and processes (killed at its end,
+    pass or fail): most of each is starting Python and TensorFlow, single-threaded, which then overlaps on the
+    cores; nothing they check is a time. name -> what its scenario raised (None: it passed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def play(name: str, folder: Path) -> None:
+        started = job_list()
+        try:
+            SCENARIOS[name](data_dir, folder, next(started))
+        finally:
+            started.close()  # kills whatever is left of its processes
+
+    folders = {name: tmp_path_factory.mktemp(name) for name in SCENARIOS}
+    with ThreadPoolExecutor(len(SCENARIOS)) as pool:
+        futures = {name: pool.submit(play, name, folder) for name, folder in folders.items()}
+        return {name: future.exception() for name, future in futures.items()}
+
+
+def test_mirrored_sigterm_stops_cleanly_and_resumes(scenarios: dict[str, BaseException | None]) -> None:
+    if scenarios["mirrored"] is not None:
+        raise scenarios["mirrored"]
+
+
+def test_multiworker_killed_resumes_on_every_worker(scenarios: dict[str, BaseException | None]) -> None:
+    if scenarios["multiworker"] is not None:
+        raise scenarios["multiworker"]
 
 
 # --------------------------------------------------------------------------- the backup file itself
