@@ -20,6 +20,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from parallel_vision.engines.jax import backup as jax_backup  # noqa: E402
 from parallel_vision.engines.tensorflow import backup as tf_backup  # noqa: E402
 from parallel_vision.errors import ConfigError, EngineError  # noqa: E402
 from test_resume import DEADLINE_S, Job, finish, job_list, result, start, train_argv  # noqa: E402
+from together import outcome, play_together  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,
@@ -133,32 +135,26 @@ SCENARIOS = {"mirrored": _mirrored_sigterm_stops_cleanly_and_resumes,
 
 @pytest.fixture(scope="module")
 def scenarios(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, BaseException | None]:
-    """Both scenarios played at once, each in its own thread with its own folder and processes (killed at its end,
-    pass or fail): most of each is starting Python and TensorFlow, single-threaded, which then overlaps on the
-    cores; nothing they check is a time. name -> what its scenario raised (None: it passed)."""
-    from concurrent.futures import ThreadPoolExecutor
+    """Both scenarios played at once (tests/together.py), each with its own folder and processes (killed at its
+    end, pass or fail): most of each is starting Python and TensorFlow; nothing they check is a time."""
+    def scenario(name: str, folder: Path) -> Callable[[], None]:
+        def play() -> None:
+            started = job_list()
+            try:
+                SCENARIOS[name](data_dir, folder, next(started))
+            finally:
+                started.close()  # kills whatever is left of its processes
+        return play
 
-    def play(name: str, folder: Path) -> None:
-        started = job_list()
-        try:
-            SCENARIOS[name](data_dir, folder, next(started))
-        finally:
-            started.close()  # kills whatever is left of its processes
-
-    folders = {name: tmp_path_factory.mktemp(name) for name in SCENARIOS}
-    with ThreadPoolExecutor(len(SCENARIOS)) as pool:
-        futures = {name: pool.submit(play, name, folder) for name, folder in folders.items()}
-        return {name: future.exception() for name, future in futures.items()}
+    return play_together({name: scenario(name, tmp_path_factory.mktemp(name)) for name in SCENARIOS})
 
 
 def test_mirrored_sigterm_stops_cleanly_and_resumes(scenarios: dict[str, BaseException | None]) -> None:
-    if scenarios["mirrored"] is not None:
-        raise scenarios["mirrored"]
+    outcome(scenarios, "mirrored")
 
 
 def test_multiworker_killed_resumes_on_every_worker(scenarios: dict[str, BaseException | None]) -> None:
-    if scenarios["multiworker"] is not None:
-        raise scenarios["multiworker"]
+    outcome(scenarios, "multiworker")
 
 
 # --------------------------------------------------------------------------- the backup file itself
