@@ -22,18 +22,21 @@ other host's folder must not even exist. Then failures, each bounded in time:
   from rank 0's checkpoint.
 
 Needs root and iproute2 (skipped with the reason otherwise). Every process runs in its own
-session under a deadline and is killed with its namespace at the end, pass or fail.
+session under a deadline and is killed with its namespace at the end, pass or fail. The two
+cases of each failure test (either victim; either framework's link cut) are played at once, each
+on its own pair of namespaces (tests/together.py): their bounds are deadlines, not timings.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from netns import HostPair, kill_group, refused, unavailable_reason  # noqa: E402
 from parallel_vision.config import RunConfig  # noqa: E402
 from parallel_vision.launch.cluster import is_writer  # noqa: E402
+from together import outcome, play_together  # noqa: E402
 
 RDZV_PORT = 29400
 TF_PORT = 23456
@@ -66,8 +70,8 @@ needs_tf = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, re
 
 
 # --------------------------------------------------------------------------- plumbing
-@pytest.fixture
-def hosts() -> Iterator[HostPair]:
+@contextlib.contextmanager
+def _host_pair() -> Iterator[HostPair]:
     """Two fresh namespaces; skipped (with the reason) only where namespaces cannot be made."""
     reason = unavailable_reason()
     if reason:
@@ -84,6 +88,12 @@ def hosts() -> Iterator[HostPair]:
         yield pair
     finally:
         pair.close()  # kills every process left in either namespace, then deletes both
+
+
+@pytest.fixture
+def hosts() -> Iterator[HostPair]:
+    with _host_pair() as pair:
+        yield pair
 
 
 class Node:
@@ -113,14 +123,38 @@ class Node:
         self._handle.close()
 
 
-@pytest.fixture
-def nodes() -> Iterator[list[Node]]:
+@contextlib.contextmanager
+def _node_list() -> Iterator[list[Node]]:
     started: list[Node] = []
     try:
         yield started
     finally:
         for node in started:
             node.stop()
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[Node]]:
+    with _node_list() as started:
+        yield started
+
+
+#: A scenario on two hosts of its own: (its parameter, hosts, nodes, data_dir, tmp_path).
+Scenario = Callable[[str, HostPair, list[Node], Path, Path], None]
+
+
+def _play_on_two_hosts(scenario: Scenario, params: list[str], data_dir: Path,
+                       tmp_path_factory: pytest.TempPathFactory) -> dict[str, BaseException | None]:
+    """`scenario` for every parameter at once (tests/together.py), each on its own pair of namespaces (the same
+    addresses in other namespaces do not meet) with its own processes, all killed at its end, pass or fail. Only
+    for scenarios whose bounds are generous deadlines: most of each is starting Python and a framework."""
+    def play(param: str, tmp: Path) -> Callable[[], None]:
+        def run() -> None:
+            with _host_pair() as pair, _node_list() as started:
+                scenario(param, pair, started, data_dir, tmp)
+        return run
+
+    return play_together({param: play(param, tmp_path_factory.mktemp(param)) for param in params})
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -314,12 +348,7 @@ def test_torchrun_two_hosts_matches_single_host_ddp(
     assert _compare("torch ddp", two, one) <= 0.05
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize("victim", ["rank1-host", "rank0-host"])
-def test_torchrun_survivor_fails_fast_when_a_host_dies(
-    victim: str, hosts: HostPair, nodes: list[Node], data_dir: Path, tmp_path: Path
-) -> None:
+def _torchrun_survivor(victim: str, hosts: HostPair, nodes: list[Node], data_dir: Path, tmp_path: Path) -> None:
     """The rank-0 host also runs the rendezvous store, so losing it is the harder case."""
     outs = _torch_nodes(hosts, nodes, tmp_path, [*LONG, "--data-dir", str(data_dir)])
     # Rank 0 opens its TensorBoard file after the process group, data and model are up and
@@ -336,6 +365,23 @@ def test_torchrun_survivor_fails_fast_when_a_host_dies(
     assert survivor.proc.returncode != 0
     assert error and error[-1].startswith(f"pvision: error: torchrun rank {alive} of 2 failed:"), text[-3000:]
     assert not (outs[0] / "result.json").exists()
+
+
+TORCH_VICTIMS = ["rank1-host", "rank0-host"]
+
+
+@pytest.fixture(scope="module")
+def torch_survivors(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, BaseException | None]:
+    return _play_on_two_hosts(_torchrun_survivor, TORCH_VICTIMS, data_dir, tmp_path_factory)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # both victims' scenarios, played at once by the fixture
+@pytest.mark.parametrize("victim", TORCH_VICTIMS)
+def test_torchrun_survivor_fails_fast_when_a_host_dies(victim: str,
+                                                       torch_survivors: dict[str, BaseException | None]) -> None:
+    """The rank-0 host also runs the rendezvous store, so losing it is the harder case (`_torchrun_survivor`)."""
+    outcome(torch_survivors, victim)
 
 
 # --------------------------------------------------------------------------- TensorFlow
@@ -364,14 +410,7 @@ def test_tf_config_two_hosts_matches_single_host_multiworker(
     assert _compare("tf multiworker", two, one) <= 0.05
 
 
-@pytest.mark.slow
-@pytest.mark.tensorflow
-@needs_tf
-@pytest.mark.timeout(240)
-@pytest.mark.parametrize("victim", ["worker1-host", "chief-host"])
-def test_tf_survivor_fails_fast_when_a_host_dies(
-    victim: str, hosts: HostPair, nodes: list[Node], data_dir: Path, tmp_path: Path
-) -> None:
+def _tf_survivor(victim: str, hosts: HostPair, nodes: list[Node], data_dir: Path, tmp_path: Path) -> None:
     """Worker 0 is the chief and also leads TensorFlow's coordination service."""
     outs = _tf_nodes(hosts, nodes, tmp_path, [*LONG, "--data-dir", str(data_dir)])
     # The chief creates its event file before `fit` and flushes scalars at each epoch's end:
@@ -388,6 +427,24 @@ def test_tf_survivor_fails_fast_when_a_host_dies(
     assert survivor.proc.returncode != 0
     assert error and error[-1].startswith(f"pvision: error: TF_CONFIG task worker {alive} failed:"), text[-3000:]
     assert not (outs[0] / "result.json").exists()
+
+
+TF_VICTIMS = ["worker1-host", "chief-host"]
+
+
+@pytest.fixture(scope="module")
+def tf_survivors(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, BaseException | None]:
+    return _play_on_two_hosts(_tf_survivor, TF_VICTIMS, data_dir, tmp_path_factory)
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow
+@needs_tf
+@pytest.mark.timeout(360)  # both victims' scenarios, played at once by the fixture
+@pytest.mark.parametrize("victim", TF_VICTIMS)
+def test_tf_survivor_fails_fast_when_a_host_dies(victim: str, tf_survivors: dict[str, BaseException | None]) -> None:
+    """Worker 0 is the chief and also leads TensorFlow's coordination service (`_tf_survivor`)."""
+    outcome(tf_survivors, victim)
 
 
 # --------------------------------------------------------------------------- silent loss, recovery
@@ -412,12 +469,7 @@ CUT_TIMEOUT_S = 10.0
 CUT_EXIT_BOUND_S = CUT_TIMEOUT_S + 35.0
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(240)
-@pytest.mark.parametrize("framework", ["torch", pytest.param("tensorflow", marks=[pytest.mark.tensorflow, needs_tf])])
-def test_both_hosts_give_up_when_the_link_is_cut(
-    framework: str, hosts: HostPair, nodes: list[Node], data_dir: Path, tmp_path: Path
-) -> None:
+def _link_cut(framework: str, hosts: HostPair, nodes: list[Node], data_dir: Path, tmp_path: Path) -> None:
     """A host that vanishes without closing its connections (power loss, partition): nothing is
     reset, so each side must notice on its own. PyTorch: the collective timeout and the lost-peer watchdog,
     lowered here with PVISION_DIST_TIMEOUT_S (default 300 s); TensorFlow: its coordination service's heartbeats.
@@ -466,6 +518,20 @@ def test_both_hosts_give_up_when_the_link_is_cut(
         assert "exitcode: 75" in node.text(), _tails(nodes)
         assert gone[i] < CUT_EXIT_BOUND_S, (gone, _tails(nodes))
     assert not (outs[0] / "result.json").exists()
+
+
+@pytest.fixture(scope="module")
+def link_cuts(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, BaseException | None]:
+    frameworks = ["torch", *(["tensorflow"] if importlib.util.find_spec("tensorflow") else [])]
+    return _play_on_two_hosts(_link_cut, frameworks, data_dir, tmp_path_factory)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(360)  # both frameworks' scenarios, played at once by the fixture
+@pytest.mark.parametrize("framework", ["torch", pytest.param("tensorflow", marks=[pytest.mark.tensorflow, needs_tf])])
+def test_both_hosts_give_up_when_the_link_is_cut(framework: str, link_cuts: dict[str, BaseException | None]) -> None:
+    """A host that vanishes without closing its connections: both sides give up and exit (`_link_cut`)."""
+    outcome(link_cuts, framework)
 
 
 @pytest.mark.slow
