@@ -42,24 +42,48 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Any]:
+def trained(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """trained(**config) -> RunResult: one real `launch.run` of `config` on the shared datasets, trained
     once per session and reused by every test that asks for the same configuration (tests/shared_runs.py
-    names the ones several files share). Callers only read the run's folder, never change it."""
+    names the ones several files share). Callers only read the run's folder, never change it.
+
+    trained.together(config, ...) -> [RunResult, ...]: the same for several configurations, the ones not
+    trained yet all at once (each in its own engine process, started from a thread): most of a small run is
+    starting Python and its framework, single-threaded, which then overlaps on the cores instead of leaving
+    one idle. Only for runs whose assertions read no timing."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from parallel_vision.config import RunConfig
     from parallel_vision.launch import run
 
     cache: dict[str, Any] = {}
 
-    def train(**config: Any) -> Any:
-        key = json.dumps(config, sort_keys=True)
-        if key not in cache:  # a failed run is not cached: the next test asking for it fails on its own
-            out = tmp_path_factory.mktemp("trained") / "run"
-            result = run(RunConfig(**config, data_dir=str(data_dir), out_dir=str(out)), progress=False)
-            assert result.out_dir == out
-            cache[key] = result
-        return cache[key]
+    def key(config: dict[str, Any]) -> str:
+        return json.dumps(config, sort_keys=True)
 
+    def launch(config: dict[str, Any], out: Path) -> Any:
+        result = run(RunConfig(**config, data_dir=str(data_dir), out_dir=str(out)), progress=False)
+        assert result.out_dir == out
+        return result
+
+    def train(**config: Any) -> Any:
+        if key(config) not in cache:  # a failed run is not cached: the next test asking for it fails on its own
+            cache[key(config)] = launch(config, tmp_path_factory.mktemp("trained") / "run")
+        return cache[key(config)]
+
+    def together(*configs: dict[str, Any]) -> list[Any]:
+        todo = list({key(c): c for c in configs if key(c) not in cache}.values())
+        outs = [tmp_path_factory.mktemp("trained") / "run" for _ in todo]  # made here, not in the threads
+        with ThreadPoolExecutor(max(1, len(todo))) as pool:
+            futures = [pool.submit(launch, config, out) for config, out in zip(todo, outs, strict=True)]
+            for config, future in zip(todo, futures, strict=True):
+                try:
+                    cache[key(config)] = future.result()
+                except Exception:  # noqa: BLE001 - not cached: train() below runs it again, alone, and fails there
+                    pass
+        return [train(**config) for config in configs]
+
+    train.together = together  # type: ignore[attr-defined]
     return train
 
 

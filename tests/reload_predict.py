@@ -1,8 +1,9 @@
-"""Predict the test subset with a run's saved model, in a fresh process: `python reload_predict.py OUT`.
+"""Predict the test subset with a run's saved model, in a fresh process: `python reload_predict.py OUT [OUT ...]`.
 
-Prints the predicted classes as one JSON list. Imports only the framework that saved the model
-(torch, TensorFlow and JAX never share a process), and builds inputs from the run's own config.json,
-the way a user reloading `model.pt` or `model.keras` would.
+Prints the predicted classes as one JSON list per OUT, one line each, in order (several runs of one framework
+share the start-up). Imports only the framework that saved the models (torch, TensorFlow and JAX never share a
+process: runs of different frameworks are refused), and builds inputs from each run's own config.json, the way
+a user reloading `model.pt` or `model.keras` would.
 """
 
 from __future__ import annotations
@@ -50,15 +51,18 @@ def predict_keras(out: Path, x: np.ndarray, batch: int, backend: str = "tensorfl
     return np.argmax(model.predict(x, batch_size=batch, verbose=0), axis=1)
 
 
-def main(out: Path) -> None:
-    cfg = RunConfig.from_json((out / "config.json").read_text())
-    x = test_inputs(cfg)
-    if cfg.framework == "torch":
-        predicted = predict_torch(out, x, cfg.eval_batch_size)
-    else:
-        predicted = predict_keras(out, x, cfg.eval_batch_size, "jax" if cfg.framework == "jax" else "tensorflow")
-    print(json.dumps(predicted.astype(int).tolist()))
+def main(outs: list[Path]) -> None:
+    configs = [RunConfig.from_json((out / "config.json").read_text()) for out in outs]
+    if len({cfg.framework for cfg in configs}) > 1:
+        sys.exit(f"runs of several frameworks ({sorted({c.framework for c in configs})}): one process per framework")
+    for out, cfg in zip(outs, configs, strict=True):
+        x = test_inputs(cfg)
+        if cfg.framework == "torch":
+            predicted = predict_torch(out, x, cfg.eval_batch_size)
+        else:
+            predicted = predict_keras(out, x, cfg.eval_batch_size, "jax" if cfg.framework == "jax" else "tensorflow")
+        print(json.dumps(predicted.astype(int).tolist()), flush=True)
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main([Path(arg) for arg in sys.argv[1:]])

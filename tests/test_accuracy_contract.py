@@ -6,7 +6,9 @@ in a fresh process. (TensorFlow's Mirrored and MultiWorkerMirrored once reported
 BatchNorm statistics that differed from the saved model's: 23.16 % reported vs 23.83 % saved.)
 
 The runs are the engine files' own (tests/shared_runs.py: 7-8 steps each; 500, 499 and, for multiworker,
-1000 test images), trained once per session and checked here too.
+1000 test images), trained once per session and checked here too: all at once, before the first case, and
+reloaded in one fresh process per framework (the assertions read no timing; most of each run, and of each
+reload, is starting Python and its framework).
 """
 
 from __future__ import annotations
@@ -47,8 +49,41 @@ CASES = [
 ]
 
 
+def _configs() -> list[dict[str, Any]]:
+    """The cases' configurations this machine can run."""
+    return [p.values[0] for p in CASES if HAS_TF or p.values[0].get("framework", "torch") == "torch"]  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="module")
+def reloaded(trained: Any) -> dict[Path, np.ndarray]:
+    """Every case trained (together, once per session), then each saved model's predictions from a fresh process:
+    one per framework (reload_predict.py takes several runs of one framework), both at once."""
+    results = trained.together(*_configs())
+    by_framework: dict[str, list[Path]] = {}
+    for result in results:
+        by_framework.setdefault(result.data["config"]["framework"], []).append(result.out_dir)
+    procs = {fw: subprocess.Popen([sys.executable, str(Path(__file__).parent / "reload_predict.py"), *map(str, outs)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for fw, outs in by_framework.items()}
+    predictions: dict[Path, np.ndarray] = {}
+    try:
+        for fw, proc in procs.items():
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-2000:]
+            lines = out.strip().splitlines()[-len(by_framework[fw]):]
+            for folder, line in zip(by_framework[fw], lines, strict=True):
+                predictions[folder] = np.asarray(json.loads(line))
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return predictions
+
+
 @pytest.mark.parametrize("config", CASES)
-def test_reported_accuracy_is_the_saved_models(data_dir: Path, trained: Any, config: dict[str, Any]) -> None:
+def test_reported_accuracy_is_the_saved_models(data_dir: Path, trained: Any, reloaded: dict[Path, np.ndarray],
+                                               config: dict[str, Any]) -> None:
     result = trained(**config)
     out, data = result.out_dir, result.data
     assert (data["config"]["framework"], data["config"]["strategy"]) == (
@@ -64,8 +99,4 @@ def test_reported_accuracy_is_the_saved_models(data_dir: Path, trained: Any, con
     assert reported == float(np.trace(matrix) / matrix.sum())
     assert data["epochs"][-1]["test_accuracy"] == reported
 
-    reloaded = subprocess.run([sys.executable, str(Path(__file__).parent / "reload_predict.py"), str(out)],
-                              capture_output=True, text=True, timeout=300)
-    assert reloaded.returncode == 0, reloaded.stderr[-2000:]
-    saved = np.asarray(json.loads(reloaded.stdout.strip().splitlines()[-1]))
-    assert np.array_equal(saved, predictions)
+    assert np.array_equal(reloaded[out], predictions)  # the saved model, reloaded in a fresh process

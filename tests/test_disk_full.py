@@ -16,6 +16,7 @@ The sizes below are of the paper's CNN: a checkpoint (weights and Adam's two mom
 from __future__ import annotations
 
 import errno
+import functools
 import http.server
 import importlib.util
 import json
@@ -35,6 +36,7 @@ from parallel_vision.atomic import atomic_write_bytes, human_size
 from parallel_vision.errors import DiskFullError
 from test_bad_input import _SCRUBBED, assert_one_line_error
 from test_store import make_result
+from together import outcome, play_together
 
 SIZE = r"\(~\d+(\.\d)? (B|kB|MB|GB)\)"
 #: Tiny training settings: 2 steps per epoch, 500 test images.
@@ -48,27 +50,38 @@ HAS_TF = importlib.util.find_spec("tensorflow") is not None
 
 
 # --------------------------------------------------------------------------- a small filesystem
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
-    """small_fs("16m") -> a fresh tmpfs of that size (skips where mounting is not allowed)."""
-    mounted: list[Path] = []
+class SmallFs:
+    """SmallFs(folder)("16m") -> a fresh tmpfs of that size under `folder` (skips where mounting is not allowed);
+    `unmount()` removes every one it made."""
 
-    def mount(size: str) -> Path:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.mounted: list[Path] = []
+
+    def __call__(self, size: str) -> Path:
         if os.geteuid() != 0:
             pytest.skip("mounting a small tmpfs needs root; the injected-error tests cover the code paths")
-        where = tmp_path / f"fs{len(mounted)}"
+        where = self.folder / f"fs{len(self.mounted)}"
         where.mkdir()
         proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode})")
-        mounted.append(where)
+        self.mounted.append(where)
         return where
 
-    yield mount
-    for where in reversed(mounted):
-        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(where)], capture_output=True)
+    def unmount(self) -> None:
+        for where in reversed(self.mounted):
+            if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """small_fs("16m") -> a fresh tmpfs of that size (skips where mounting is not allowed)."""
+    mounts = SmallFs(tmp_path)
+    yield mounts
+    mounts.unmount()
 
 
 def grow(where: Path, size: str = ROOMY) -> None:
@@ -359,9 +372,8 @@ def test_a_full_array_cache_only_costs_speed(small_fs: Callable[[str], Path], da
 
 
 # --------------------------------------------------------------------------- the real CLI, end to end
-@pytest.mark.slow
-def test_torch_checkpoint_on_a_full_disk_then_resume(small_fs: Callable[[str], Path], data_dir: Path,
-                                                      tmp_path: Path) -> None:
+def _torch_checkpoint_on_a_full_disk_then_resume(small_fs: Callable[[str], Path], data_dir: Path,
+                                                  tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     from parallel_vision.engines.torch import checkpoint
 
@@ -389,9 +401,8 @@ def test_torch_checkpoint_on_a_full_disk_then_resume(small_fs: Callable[[str], P
     assert (out / "model.pt").exists() and not checkpoint.present(out)
 
 
-@pytest.mark.slow
-def test_torch_model_file_on_a_full_disk_then_resume(small_fs: Callable[[str], Path], data_dir: Path,
-                                                      tmp_path: Path) -> None:
+def _torch_model_file_on_a_full_disk_then_resume(small_fs: Callable[[str], Path], data_dir: Path,
+                                                  tmp_path: Path) -> None:
     pytest.importorskip("torch")
     fs = small_fs(CHECKPOINT_ONLY)
     out = fs / "run"
@@ -407,11 +418,8 @@ def test_torch_model_file_on_a_full_disk_then_resume(small_fs: Callable[[str], P
     assert (out / "model.pt").exists() and not (out / "checkpoint.pt").exists()
 
 
-@pytest.mark.slow
-@pytest.mark.tensorflow
-@pytest.mark.skipif(not HAS_TF, reason="TensorFlow is not installed")
-def test_tensorflow_backup_on_a_full_disk_then_resume(small_fs: Callable[[str], Path], data_dir: Path,
-                                                       tmp_path: Path) -> None:
+def _tensorflow_backup_on_a_full_disk_then_resume(small_fs: Callable[[str], Path], data_dir: Path,
+                                                   tmp_path: Path) -> None:
     """Keras' savers write into memory first: h5py meeting ENOSPC would crash the process (SIGSEGV)."""
     fs = small_fs(ONE_CHECKPOINT)
     out = fs / "run"
@@ -430,6 +438,45 @@ def test_tensorflow_backup_on_a_full_disk_then_resume(small_fs: Callable[[str], 
     assert result["status"] == "complete" and len(result["epochs"]) == 2
     assert result["epochs"][0] == state["records"][0]
     assert (out / "model.keras").stat().st_size > 1 << 20 and not (out / "tf_backup").exists()
+
+
+#: The end-to-end scenarios, each a test below.
+E2E = {"torch-checkpoint": _torch_checkpoint_on_a_full_disk_then_resume,
+       "torch-model": _torch_model_file_on_a_full_disk_then_resume,
+       "tensorflow-backup": _tensorflow_backup_on_a_full_disk_then_resume}
+
+
+@pytest.fixture(scope="module")
+def e2e(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BaseException | None]]:
+    """The end-to-end scenarios played at once (tests/together.py), each on its own tmpfs and in its own folder:
+    most of each is starting Python and a framework; what they check is messages and files, never a time."""
+    names = [name for name in E2E if HAS_TF or not name.startswith("tensorflow")]
+    folders = {name: tmp_path_factory.mktemp(name) for name in names}
+    mounts = {name: SmallFs(folder) for name, folder in folders.items()}
+    try:
+        yield play_together({name: functools.partial(E2E[name], mounts[name], data_dir, folders[name])
+                             for name in names})
+    finally:
+        for fs in mounts.values():
+            fs.unmount()
+
+
+@pytest.mark.slow
+def test_torch_checkpoint_on_a_full_disk_then_resume(e2e: dict[str, BaseException | None]) -> None:
+    outcome(e2e, "torch-checkpoint")
+
+
+@pytest.mark.slow
+def test_torch_model_file_on_a_full_disk_then_resume(e2e: dict[str, BaseException | None]) -> None:
+    outcome(e2e, "torch-model")
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow
+@pytest.mark.skipif(not HAS_TF, reason="TensorFlow is not installed")
+def test_tensorflow_backup_on_a_full_disk_then_resume(e2e: dict[str, BaseException | None]) -> None:
+    """Keras' savers write into memory first: h5py meeting ENOSPC would crash the process (SIGSEGV)."""
+    outcome(e2e, "tensorflow-backup")
 
 
 @pytest.mark.slow

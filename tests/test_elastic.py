@@ -34,6 +34,7 @@ from test_resume import (  # noqa: E402
     mid_second_epoch,
     result,
     start,
+    start_straight,
     straight_run,
     wait_for_checkpoint,
 )
@@ -85,6 +86,7 @@ def test_torchrun_restarts_after_a_worker_dies_and_the_run_completes(data_dir: P
             "-m", "parallel_vision", "train", "--data-dir", str(data_dir), "--out", str(out),
             "--strategy", strategy, *RESUME_RUN]
     job = start(jobs, argv, tmp_path / "torchrun.log", clean_env(PVISION_TEST_TAG=tag))
+    start_straight(data_dir, tmp_path_factory, jobs, *DDP)  # the uninterrupted run trains meanwhile (below)
     victim = _worker_pid(tag, 1)  # found first, so the kill follows the checkpoint at once
     wait_for_checkpoint(job, out, mid_second_epoch)
     os.kill(victim, signal.SIGKILL)

@@ -65,37 +65,64 @@ def _check(out: Path, data_dir: Path, n_test: int, n_train_images: int) -> dict[
     return data
 
 
-def _reload(out: Path) -> np.ndarray:
-    """model.keras loaded by plain Keras in a fresh process (tests/reload_predict.py)."""
-    proc = subprocess.run([sys.executable, str(Path(__file__).parent / "reload_predict.py"), str(out)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return np.asarray(json.loads(proc.stdout.strip().splitlines()[-1]))
+#: The file's three real runs (4 steps of 256 each): single evaluates all 10,000 test images; dp 500 at eval batch
+#: 2000, one padded batch split over the two devices, each image once; multiworker 300 at eval batch 128.
+RUNS: dict[str, dict[str, Any]] = {
+    "single": {},
+    "dp": {"strategy": "dp", "workers": 2, "device": "cpu", "limit_test": 500, "eval_batch_size": 2000},
+    "mw": {"strategy": "multiworker", "workers": 2, "device": "cpu", "limit_test": 300, "eval_batch_size": 128,
+           "tensorboard": False},
+}
 
 
 @pytest.fixture(scope="module")
-def single(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    out = tmp_path_factory.mktemp("jax") / "single"
-    return out, run(_cfg(data_dir, out), progress=False).data  # limit_test None: all 10,000 test images
+def runs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """name -> (OUT, result.json), or the exception its run raised: the three runs train at once, each started
+    by launch.run in its own thread (their assertions read no timing; most of each run is starting Python, JAX
+    and XLA's compiler, which then overlaps), and single's and dp's saved models are reloaded by plain Keras in
+    one fresh process (tests/reload_predict.py): `reloaded` in the dict."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path_factory.mktemp("jax")
+    done: dict[str, Any] = {}
+    with ThreadPoolExecutor(len(RUNS)) as pool:
+        futures = {name: pool.submit(run, _cfg(data_dir, root / name, **changes), progress=False)
+                   for name, changes in RUNS.items()}
+        for name, future in futures.items():
+            try:
+                done[name] = (root / name, future.result().data)
+            except Exception as exc:  # noqa: BLE001 - raised again by the test that reads this run
+                done[name] = exc
+    outs = [done[name][0] for name in ("single", "dp") if not isinstance(done[name], Exception)]
+    if outs:
+        proc = subprocess.run([sys.executable, str(Path(__file__).parent / "reload_predict.py"), *map(str, outs)],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        lines = proc.stdout.strip().splitlines()[-len(outs):]
+        done["reloaded"] = {out: np.asarray(json.loads(line)) for out, line in zip(outs, lines, strict=True)}
+    return done
 
 
-def test_single_evaluates_all_10000_and_the_saved_model_reproduces_them(
-        single: tuple[Path, dict[str, Any]], data_dir: Path) -> None:
-    out, _ = single
+def _get(runs: dict[str, Any], name: str) -> tuple[Path, dict[str, Any]]:
+    if isinstance(runs[name], Exception):
+        raise runs[name]
+    return runs[name]
+
+
+def test_single_evaluates_all_10000_and_the_saved_model_reproduces_them(runs: dict[str, Any], data_dir: Path) -> None:
+    out, _ = _get(runs, "single")
     data = _check(out, data_dir, n_test=10_000, n_train_images=4 * 256)
     assert data["summary"]["world_size"] == 1 and data["environment"]["devices"] == ["cpu:0"]
     assert data["artifacts"] == {"predictions": "predictions.npy", "model": "model.keras", "tensorboard": "tb"}
     assert list((out / "tb").glob("events.out.tfevents.*"))
     assert not (out / "jax_backup").exists()  # a complete run leaves no backup behind
-    assert np.array_equal(_reload(out), np.load(out / "predictions.npy"))
+    assert np.array_equal(runs["reloaded"][out], np.load(out / "predictions.npy"))
 
 
-def test_dp_over_two_virtual_cpu_devices_trains_like_single(
-        single: tuple[Path, dict[str, Any]], data_dir: Path, tmp_path: Path) -> None:
+def test_dp_over_two_virtual_cpu_devices_trains_like_single(runs: dict[str, Any], data_dir: Path) -> None:
     # 500 test images at eval batch 2000: one padded batch split over the two devices, each image once.
-    out = tmp_path / "dp"
-    run(_cfg(data_dir, out, strategy="dp", workers=2, device="cpu", limit_test=500, eval_batch_size=2000),
-        progress=False)
+    out, _ = _get(runs, "dp")
+    single = _get(runs, "single")
     data = _check(out, data_dir, n_test=500, n_train_images=4 * 256)
     env = data["environment"]
     assert env["devices"] == ["cpu:0", "cpu:1"] and env["virtual_cpu_devices"] is True
@@ -104,13 +131,11 @@ def test_dp_over_two_virtual_cpu_devices_trains_like_single(
     # One SPMD program over the global batch (BatchNorm moments included): the maths of single, up to
     # reduction order and dropout bits drawn under a different sharding.
     assert data["epochs"][0]["train_loss"] == pytest.approx(single[1]["epochs"][0]["train_loss"], rel=2e-2)
-    assert np.array_equal(_reload(out), np.load(out / "predictions.npy"))
+    assert np.array_equal(runs["reloaded"][out], np.load(out / "predictions.npy"))
 
 
-def test_multiworker_two_processes_write_exactly_one_result(data_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "mw"
-    run(_cfg(data_dir, out, strategy="multiworker", workers=2, device="cpu", limit_test=300,
-             eval_batch_size=128, tensorboard=False), progress=False)
+def test_multiworker_two_processes_write_exactly_one_result(runs: dict[str, Any], data_dir: Path) -> None:
+    out, _ = _get(runs, "mw")
     assert [p.relative_to(out) for p in out.rglob("result.json")] == [Path("result.json")]
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
         "config.json", "model.keras", "predictions.npy", "result.json"]

@@ -126,3 +126,43 @@ def test_stop_waits_for_a_heartbeat_inside_the_store(monkeypatch: pytest.MonkeyP
     assert entered.wait(5)
     dog.stop()
     assert not any(t.is_alive() for t in dog._threads)
+
+
+#: gloo's and the store's words, as seen (docs/multinode.md, benchmarks/results/*partition_netns.log).
+NO_ROUTE = ("Got the following error when running the callback: RuntimeError: [/__w/pytorch/pytorch/third_party/gloo/"
+            "gloo/transport/tcp/pair.cc:537] Read error [10.201.0.2]:64675: No route to host. This is typically caused "
+            "by a remote worker hanging or bugs in the application.")
+
+
+@pytest.mark.parametrize(("text", "lost", "detail"), [
+    ("[pair.cc:534] Timed out waiting 5000ms for recv operation to complete", True,
+     "a collective waited the 300 s timeout: Timed out waiting 5000ms for recv operation to complete"),
+    (NO_ROUTE, True, "the connection to a peer failed: Read error [10.201.0.2]:64675: No route to host"),
+    ("RendezvousConnectionError: DistNetworkError: Connection timed out", True,
+     "the connection to a peer failed: Connection timed out"),
+    ("[pair.cc:152] Write error [10.0.0.2]:5000: Network is unreachable", True,
+     "the connection to a peer failed: Write error [10.0.0.2]:5000: Network is unreachable"),
+    # a peer whose process died resets its connections: reported as before, not as a lost peer
+    ("[pair.cc:534] Connection closed by peer [10.0.0.2]:5000", False, None),
+    ("Read error [10.0.0.2]:5000: Connection reset by peer", False, None),
+    ("connect [10.0.0.2]:5000: Connection refused", False, None),
+])
+def test_unreachable_host_errors_are_a_lost_peer_like_a_timeout(text: str, lost: bool, detail: str | None) -> None:
+    """A cut link may surface as the kernel's error before the collective timeout ("No route to host" once ARP
+    gives up, "Connection timed out" once TCP does): exit 75 with the lost-peer line, not exit 2."""
+    exc = RuntimeError(text)
+    assert watchdog.is_peer_timeout(exc) is lost
+    if detail is not None:
+        assert watchdog.lost_detail(exc, 300.0) == detail
+
+
+def test_the_lost_peer_line_carries_the_unreachable_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, messages = _fired(monkeypatch)
+    dog = watchdog.Watchdog(0, 2, 300.0, Store(), PEERS, lambda: "runs/a/checkpoint.pt (after epoch 1)")
+    dog.begin("the all-reduce of step 5 of epoch 2", "step")
+    dog.peer_lost(watchdog.lost_detail(RuntimeError(NO_ROUTE), 300.0), RuntimeError(NO_ROUTE))
+    # no heartbeat thread runs here: rank 1's counter stands still, so rank 1 is the one named
+    assert messages == ["peer lost: rank 1 (host b, 10.0.0.2) stopped answering while rank 0 (host a, 10.0.0.1) "
+                        "waited in the all-reduce of step 5 of epoch 2 (the connection to a peer failed: Read error "
+                        "[10.201.0.2]:64675: No route to host); the last checkpoint kept: runs/a/checkpoint.pt "
+                        "(after epoch 1); continue with --resume once every worker is reachable"]

@@ -169,21 +169,39 @@ def assert_same_metrics(a: dict[str, Any], b: dict[str, Any]) -> None:
 
 #: Uninterrupted runs of RUN per strategy, made once per session (test_signals.py compares with them too).
 _STRAIGHT: dict[tuple[str, ...], Path] = {}
+#: Uninterrupted runs started by `start_straight` and not yet waited for: (the job, its --out).
+_PENDING: dict[tuple[str, ...], tuple[Job, Path]] = {}
+
+
+def start_straight(data_dir: Path, tmp_path_factory: pytest.TempPathFactory, jobs: list[Job], *strategy: str) -> None:
+    """Start the uninterrupted run of `strategy` in the background unless it exists: it trains while the test
+    interrupts and resumes its own run (--deterministic with one thread per worker: the bits do not depend on what
+    else runs), and `straight_run` waits for it. Most of each run is starting Python and torch, which then overlaps."""
+    pending = _PENDING.get(strategy)
+    if pending is not None and pending[0] not in jobs:  # an earlier test's, killed when that test ended
+        del _PENDING[strategy]
+    if strategy in _STRAIGHT or strategy in _PENDING:
+        return
+    folder = tmp_path_factory.mktemp("straight")
+    _PENDING[strategy] = (start(jobs, train_argv(data_dir, folder / "out", *strategy), folder / "straight.log"),
+                          folder / "out")
 
 
 def straight_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory, jobs: list[Job], *strategy: str) -> Path:
     if strategy not in _STRAIGHT:
-        folder = tmp_path_factory.mktemp("straight")
-        code, text = finish(jobs, train_argv(data_dir, folder / "out", *strategy), folder / "straight.log")
-        assert code == 0, text
-        _STRAIGHT[strategy] = folder / "out"
+        start_straight(data_dir, tmp_path_factory, jobs, *strategy)
+        job, out = _PENDING.pop(strategy)
+        code = job.wait()
+        assert code == 0, job.text()
+        _STRAIGHT[strategy] = out
     return _STRAIGHT[strategy]
 
 
 # --------------------------------------------------------------------------- the tests
 def _kill_and_resume(data_dir: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, jobs: list[Job],
                      *strategy: str) -> None:
-    straight, killed = straight_run(data_dir, tmp_path_factory, jobs, *strategy), tmp_path / "killed"
+    start_straight(data_dir, tmp_path_factory, jobs, *strategy)
+    killed = tmp_path / "killed"
 
     job = start(jobs, train_argv(data_dir, killed, *strategy), tmp_path / "killed.log")
     wait_for_checkpoint(job, killed, mid_second_epoch)
@@ -205,6 +223,7 @@ def _kill_and_resume(data_dir: Path, tmp_path: Path, tmp_path_factory: pytest.Te
     assert code == 0, text
     assert re.search(r"pvision: resuming from epoch 2 step [1-7] of 8", text), text
 
+    straight = straight_run(data_dir, tmp_path_factory, jobs, *strategy)
     assert differing_tensors(straight, killed) == []
     a, b = result(straight), result(killed)
     assert b["status"] == "complete"

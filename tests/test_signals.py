@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,7 @@ from test_resume import (  # noqa: E402
     job_list,
     result,
     start,
+    start_straight,
     straight_run,
     train_argv,
     wait_for_checkpoint,
@@ -42,7 +43,10 @@ def jobs() -> Iterator[list[Job]]:
     yield from job_list()
 
 
-def _stop_and_resume(data_dir: Path, tmp_path: Path, jobs: list[Job], signum: int, *strategy: str) -> None:
+def _stop_and_resume(data_dir: Path, tmp_path: Path, jobs: list[Job], signum: int, *strategy: str,
+                     straight: Callable[[], Path] | None = None) -> None:
+    """Stop a run with `signum`, check what it kept, resume it; compare it with the uninterrupted run of the same
+    strategy: `straight()` (it waits for one started in the background), else the one test_resume.py made."""
     from parallel_vision.results.schema import read_result
 
     name = signal.Signals(signum).name
@@ -79,10 +83,10 @@ def _stop_and_resume(data_dir: Path, tmp_path: Path, jobs: list[Job], signum: in
     assert [(r["epoch"], r["step"]) for r in data["reliability"]["resumed_from"]] == [(ckpt["epoch"], ckpt["step"])]
     # Bit-identical to the uninterrupted run, checked when test_resume.py made it in this session
     # (the SIGKILL tests there prove exact resume; a signal's checkpoint is the same kind of file).
-    straight = STRAIGHT.get(strategy)
-    if straight is not None:
-        assert differing_tensors(straight, stopped) == []
-        assert_same_metrics(result(straight), data)
+    reference = straight() if straight is not None else STRAIGHT.get(strategy)
+    if reference is not None:
+        assert differing_tensors(reference, stopped) == []
+        assert_same_metrics(result(reference), data)
 
 
 @pytest.mark.timeout(200)
@@ -98,5 +102,6 @@ def test_sigint_ddp_powersgd_exits_130_and_resumes_bit_identical(data_dir: Path,
     feedback and the warm-started Q travel in the checkpoint, so the resumed run equals an uninterrupted one
     (made here; plain DDP's exact resume is test_resume.py's SIGKILL test)."""
     strategy = ("--strategy", "ddp", "--workers", "2", "--grad-compression", "powersgd:1")
-    straight_run(data_dir, tmp_path_factory, jobs, *strategy)
-    _stop_and_resume(data_dir, tmp_path, jobs, signal.SIGINT, *strategy)
+    start_straight(data_dir, tmp_path_factory, jobs, *strategy)  # trains meanwhile; waited for before comparing
+    _stop_and_resume(data_dir, tmp_path, jobs, signal.SIGINT, *strategy,
+                     straight=lambda: straight_run(data_dir, tmp_path_factory, jobs, *strategy))

@@ -20,7 +20,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from parallel_vision.engines.jax import backup as jax_backup  # noqa: E402
 from parallel_vision.engines.tensorflow import backup as tf_backup  # noqa: E402
 from parallel_vision.errors import ConfigError, EngineError  # noqa: E402
 from test_resume import DEADLINE_S, Job, finish, job_list, result, start, train_argv  # noqa: E402
+from together import outcome, play_together  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,
@@ -41,11 +42,6 @@ EPOCHS = 5  # the TF CNN reaches 0.95-0.98 on the 200 test images by epoch 5 (0.
 #: 1024 images in global batches of 128: 8 short steps per epoch, so a kill lands mid-run.
 RUN = ["--framework", "tensorflow", "--limit-train", "1024", "--limit-test", "200", "--batch-size", "128",
        "--epochs", str(EPOCHS), "--device", "cpu", "--seed", "0", "--quiet", "--no-tensorboard"]
-
-
-@pytest.fixture
-def jobs() -> Iterator[list[Job]]:
-    yield from job_list()
 
 
 def wait_for_backup(job: Job, out: Path, min_epoch: int, timeout: float = DEADLINE_S) -> dict[str, Any]:
@@ -95,7 +91,7 @@ def interrupt_then_resume(data_dir: Path, tmp_path: Path, jobs: list[Job], signu
     return first_code, kept, data, text
 
 
-def test_mirrored_sigterm_stops_cleanly_and_resumes(data_dir: Path, tmp_path: Path, jobs: list[Job]) -> None:
+def _mirrored_sigterm_stops_cleanly_and_resumes(data_dir: Path, tmp_path: Path, jobs: list[Job]) -> None:
     out = tmp_path / "out"
     job = start(jobs, train_argv(data_dir, out, "--strategy", "mirrored", "--workers", "2", run=RUN),
                 tmp_path / "first.log")
@@ -123,13 +119,42 @@ def test_mirrored_sigterm_stops_cleanly_and_resumes(data_dir: Path, tmp_path: Pa
     assert data["environment"]["num_replicas_in_sync"] == 2
 
 
-def test_multiworker_killed_resumes_on_every_worker(data_dir: Path, tmp_path: Path, jobs: list[Job]) -> None:
+def _multiworker_killed_resumes_on_every_worker(data_dir: Path, tmp_path: Path, jobs: list[Job]) -> None:
     """SIGKILL to the launcher and both workers; the single-process kill is the same backup and resume code with
     one writer, and mirrored's SIGTERM test resumes a one-process run."""
     first_code, _, data, _ = interrupt_then_resume(data_dir, tmp_path, jobs, signal.SIGKILL,
                                                    "--strategy", "multiworker", "--workers", "2", min_epoch=1)
     assert first_code == -signal.SIGKILL
     assert data["summary"]["world_size"] == 2
+
+
+#: The two interrupt-and-resume scenarios, each a test below.
+SCENARIOS = {"mirrored": _mirrored_sigterm_stops_cleanly_and_resumes,
+             "multiworker": _multiworker_killed_resumes_on_every_worker}
+
+
+@pytest.fixture(scope="module")
+def scenarios(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, BaseException | None]:
+    """Both scenarios played at once (tests/together.py), each with its own folder and processes (killed at its
+    end, pass or fail): most of each is starting Python and TensorFlow; nothing they check is a time."""
+    def scenario(name: str, folder: Path) -> Callable[[], None]:
+        def play() -> None:
+            started = job_list()
+            try:
+                SCENARIOS[name](data_dir, folder, next(started))
+            finally:
+                started.close()  # kills whatever is left of its processes
+        return play
+
+    return play_together({name: scenario(name, tmp_path_factory.mktemp(name)) for name in SCENARIOS})
+
+
+def test_mirrored_sigterm_stops_cleanly_and_resumes(scenarios: dict[str, BaseException | None]) -> None:
+    outcome(scenarios, "mirrored")
+
+
+def test_multiworker_killed_resumes_on_every_worker(scenarios: dict[str, BaseException | None]) -> None:
+    outcome(scenarios, "multiworker")
 
 
 # --------------------------------------------------------------------------- the backup file itself

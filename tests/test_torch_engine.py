@@ -128,14 +128,19 @@ def test_ddp_with_syncbn_matches_single_device_weights(data_dir: Path, tmp_path:
 
 
 def test_same_seed_gives_same_metrics(data_dir: Path, tmp_path: Path) -> None:
-    a = run(_cfg(data_dir, tmp_path / "a", limit_train=512, tensorboard=False), progress=False)
-    b = run(_cfg(data_dir, tmp_path / "b", limit_train=512, tensorboard=False), progress=False)
+    from concurrent.futures import ThreadPoolExecutor
+
+    # The four runs train at once, each started by launch.run in its own thread: the same number of threads per
+    # run whatever else runs, so the same bits (most of each run is starting Python and torch, which overlaps).
+    configs = {name: _cfg(data_dir, tmp_path / name, limit_train=512, tensorboard=False, **changes)
+               for name, changes in (("a", {}), ("b", {}), ("c", {"seed": 1}), ("d", {"fused_bn": False}))}
+    with ThreadPoolExecutor(len(configs)) as pool:
+        futures = {name: pool.submit(run, cfg, progress=False) for name, cfg in configs.items()}
+        a, b, c, d = (futures[name].result() for name in "abcd")
     keys = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
     assert [a.epochs[0][k] for k in keys] == [b.epochs[0][k] for k in keys]
-    c = run(_cfg(data_dir, tmp_path / "c", limit_train=512, tensorboard=False, seed=1), progress=False)
     assert c.epochs[0]["train_loss"] != a.epochs[0]["train_loss"]
     # The reference BatchNorm/ReLU/pool modules train to the same numbers as the fused default, bit for bit.
-    d = run(_cfg(data_dir, tmp_path / "d", limit_train=512, tensorboard=False, fused_bn=False), progress=False)
     assert [d.epochs[0][k] for k in keys] == [a.epochs[0][k] for k in keys]
     assert json.loads((tmp_path / "d" / "result.json").read_text())["environment"]["fused_bn_blocks"] == 0
 
@@ -185,10 +190,13 @@ def test_two_concurrent_ddp_runs_do_not_collide_on_ports(data_dir: Path, tmp_pat
         assert json.loads((tmp_path / name / "result.json").read_text())["status"] == "complete"
 
 
-def test_out_dir_holding_a_different_run_is_refused(data_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "o"
-    run(_cfg(data_dir, out, limit_train=512, tensorboard=False), progress=False)
+def test_out_dir_holding_a_different_run_is_refused(data_dir: Path, tmp_path: Path, trained: Any) -> None:
+    import shutil
+
+    out = tmp_path / "o"  # a finished run's folder: a copy of the session's shared one (--out is not its identity)
+    shutil.copytree(trained(**SMALL).out_dir, out)
     with pytest.raises(ConfigError, match="already holds a finished run"):
-        run(_cfg(data_dir, out, limit_train=512, tensorboard=False), progress=False)
+        run(_cfg(data_dir, out), progress=False)
     with pytest.raises(ConfigError, match="holds a different run"):
-        run(_cfg(data_dir, out, limit_train=512, tensorboard=False, seed=3), progress=False)
+        run(_cfg(data_dir, out, seed=3), progress=False)
+    assert json.loads((out / "result.json").read_text()) == trained(**SMALL).data  # refused: nothing written

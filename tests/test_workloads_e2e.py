@@ -40,20 +40,60 @@ def cifar(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], obj
     return env, fx
 
 
-@pytest.mark.parametrize(("framework", "strategy", "workers", "model", "augment"), [
+#: (framework, strategy, workers, model, augment): each model in each framework, one of them distributed.
+CIFAR_RUNS = [
     ("torch", "single", 1, "resnet18", True),
     ("torch", "ddp", 2, "wide_mlp", False),
-    pytest.param("tensorflow", "single", 1, "wide_mlp", False, marks=TF),
-    pytest.param("tensorflow", "mirrored", 2, "resnet18", True, marks=TF),
-])
-def test_zoo_models_train_on_cifar10(cifar: tuple[dict[str, str], object], tmp_path: Path, framework: str,
-                                     strategy: str, workers: int, model: str, augment: bool) -> None:
-    env, fx = cifar
-    out = tmp_path / "run"
-    args = ["train", "-f", framework, "-s", strategy, "-n", str(workers), "-m", model, "--dataset", "cifar10",
-            "-b", "16", "-e", "1", "--no-tensorboard", "-q", "-o", str(out)]
-    proc = pvision(*args, *(["--augment"] if augment else []), env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    ("tensorflow", "single", 1, "wide_mlp", False),
+    ("tensorflow", "mirrored", 2, "resnet18", True),
+]
+
+
+@pytest.fixture(scope="module")
+def cifar_runs(cifar: tuple[dict[str, str], object], tmp_path_factory: pytest.TempPathFactory) -> dict[tuple, dict]:
+    """Every CIFAR-10 run this machine can make, one after another (they are compute-bound: started at once they
+    only slowed each other here), then each saved model reloaded in a fresh process: one per
+    framework (tests/reload_predict.py takes several runs of one framework), both at once (mostly imports).
+    case -> {"out", "returncode", "stderr", "reloaded" (predictions, or the reload's stderr)}."""
+    env, _ = cifar
+    root = tmp_path_factory.mktemp("cifar-runs")
+    cases = [c for c in CIFAR_RUNS if HAS_TF or c[0] == "torch"]
+    runs: dict[tuple, dict] = {}
+    for i, (framework, strategy, workers, model, augment) in enumerate(cases):
+        out = root / f"run{i}"
+        args = ["train", "-f", framework, "-s", strategy, "-n", str(workers), "-m", model, "--dataset", "cifar10",
+                "-b", "16", "-e", "1", "--no-tensorboard", "-q", "-o", str(out), *(["--augment"] if augment else [])]
+        proc = pvision(*args, env=env)
+        runs[cases[i]] = {"out": out, "returncode": proc.returncode, "stderr": proc.stderr}
+    reloads: dict[str, tuple[subprocess.Popen, list[tuple]]] = {}
+    try:
+        for framework in ("torch", "tensorflow"):
+            done = [c for c, r in runs.items() if c[0] == framework and r["returncode"] == 0]
+            if done:
+                reloads[framework] = (subprocess.Popen(
+                    [sys.executable, str(HERE / "reload_predict.py"), *(str(runs[c]["out"]) for c in done)],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, **env)), done)
+        for proc, done in reloads.values():
+            stdout, stderr = proc.communicate(timeout=300)
+            lines = stdout.strip().splitlines()[-len(done):] if proc.returncode == 0 else []
+            for i, case in enumerate(done):
+                runs[case]["reloaded"] = np.asarray(json.loads(lines[i])) if len(lines) == len(done) else stderr
+    finally:
+        for proc, _ in reloads.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return runs
+
+
+@pytest.mark.parametrize(("framework", "strategy", "workers", "model", "augment"), [
+    pytest.param(*case, marks=TF) if case[0] == "tensorflow" else case for case in CIFAR_RUNS])
+def test_zoo_models_train_on_cifar10(cifar: tuple[dict[str, str], object], cifar_runs: dict[tuple, dict],
+                                     framework: str, strategy: str, workers: int, model: str, augment: bool) -> None:
+    _, fx = cifar
+    run = cifar_runs[(framework, strategy, workers, model, augment)]
+    out = run["out"]
+    assert run["returncode"] == 0, run["stderr"][-3000:]
 
     data = json.loads((out / "result.json").read_text())
     w = data["workload"]
@@ -63,10 +103,9 @@ def test_zoo_models_train_on_cifar10(cifar: tuple[dict[str, str], object], tmp_p
     predictions = np.load(out / "predictions.npy")
     assert data["summary"]["test_accuracy"] == float(np.mean(predictions == fx.labels["test"]))  # type: ignore[attr-defined]
 
-    reloaded = subprocess.run([sys.executable, str(HERE / "reload_predict.py"), str(out)], capture_output=True,
-                              text=True, timeout=300, env=dict(os.environ, **env))
-    assert reloaded.returncode == 0, reloaded.stderr[-2000:]
-    assert np.array_equal(np.asarray(json.loads(reloaded.stdout.strip().splitlines()[-1])), predictions)
+    reloaded = run.get("reloaded")  # the saved model, reloaded in a fresh process
+    assert isinstance(reloaded, np.ndarray), f"reload failed: {str(reloaded)[-2000:]}"
+    assert np.array_equal(reloaded, predictions)
 
 
 def test_the_report_explains_why_the_models_scale_differently(tmp_path: Path) -> None:

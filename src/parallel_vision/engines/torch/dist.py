@@ -125,10 +125,10 @@ def run_in_group(body: Body, cfg: RunConfig, backend: str, store: dist.Store | N
         dog.stop()
         dist.barrier()
     except Exception as exc:
-        # A collective (or the store) waited the timeout for a peer: name it and exit 75 (never returns).
+        # A collective (or the store) waited the timeout for a peer, or its host cannot be reached: name it and
+        # exit 75 (never returns).
         if ctx.world_size > 1 and not isinstance(exc, PVisionError) and watchdog.is_peer_timeout(exc):
-            dog.peer_lost(f"a collective waited the {wait.total_seconds():.0f} s timeout: "
-                          f"{watchdog.timeout_text(exc)}", exc)
+            dog.peer_lost(watchdog.lost_detail(exc, wait.total_seconds()), exc)
         raise
     finally:
         dog.stop()

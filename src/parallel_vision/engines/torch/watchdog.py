@@ -41,8 +41,15 @@ DEFAULT_TIMEOUT_S = 300.0
 #: Where a spawned worker leaves its one-line message for the spawn parent (set by dist.spawn).
 MESSAGE_DIR_ENV = "PVISION_PEER_LOST_DIR"
 
-#: What gloo and the store say when a peer does not answer or is gone.
+#: What gloo and the store say when a peer does not answer within the collective timeout.
 _TIMEOUT_TEXT = ("timed out", "timeout")
+#: What the kernel says when a peer's host cannot be reached: the link is down or the host is gone (EHOSTUNREACH,
+#: ENETUNREACH, and ETIMEDOUT once TCP gives up retransmitting, `net.ipv4.tcp_retries2`). A lost peer as much as
+#: a collective timeout; a peer whose process died resets its connections instead ("Connection reset by peer",
+#: "closed by peer", "refused"), which is not one of these.
+_UNREACHABLE_TEXT = ("no route to host", "network is unreachable", "host is unreachable", "connection timed out")
+_UNREACHABLE = re.compile(r"(?:(?:\w+ )*error )?(?:\[[0-9a-fA-F.:]+\]:\d+: )?(?:" + "|".join(_UNREACHABLE_TEXT) + ")",
+                          re.IGNORECASE)
 
 
 def timeout_s(option: float | None) -> float:
@@ -75,10 +82,20 @@ def my_address() -> dict[str, str]:
 
 
 def is_peer_timeout(exc: BaseException) -> bool:
-    """Whether a collective's (or the store's) exception says it waited the timeout for a peer. A peer whose
+    """Whether a collective's (or the store's) exception says it waited the timeout for a peer, or that the
+    peer's host cannot be reached ("No route to host", "Connection timed out": a cut link). A peer whose
     connections were reset (its process died) is not this: that error is reported as before."""
     text = str(exc).lower()
-    return any(t in text for t in _TIMEOUT_TEXT)
+    return any(t in text for t in _TIMEOUT_TEXT) or _UNREACHABLE.search(text) is not None
+
+
+def lost_detail(exc: BaseException, timeout: float) -> str:
+    """What ended the wait, for the lost-peer line: the kernel's unreachable-host error with the peer's address
+    ("Read error [10.0.0.2]:5000: No route to host"), else the collective timeout and its words."""
+    found = _UNREACHABLE.search(str(exc))
+    if found:
+        return f"the connection to a peer failed: {found.group(0).strip()}"
+    return f"a collective waited the {timeout:.0f} s timeout: {timeout_text(exc)}"
 
 
 def timeout_text(exc: BaseException) -> str:
