@@ -35,6 +35,7 @@ from parallel_vision.projection.model import (
     ring_allreduce_s,
     tree_allreduce_s,
 )
+from together import pvision_at_once  # tests/ on sys.path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from netns import HostPair, kill_group, refused, unavailable_reason  # noqa: E402
@@ -201,18 +202,7 @@ def bench_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("single-b64", ["-s", "single", "-b", "64", "--limit-train", "128"]),
         ("ddp-w2", ["-s", "ddp", "--workers", "2", "-b", "64", "--limit-train", "128"]))]
     jobs.append(["linktest", str(root), "--max-bytes", str(1 << 20), "--repeats", "2"])
-    env = {**os.environ, "COLUMNS": "160"}
-    procs = [subprocess.Popen([sys.executable, "-m", "parallel_vision", *job], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for job in jobs]
-    try:
-        outs = [p.communicate(timeout=300) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for job, p, (_, err) in zip(jobs, procs, outs, strict=True):
-        assert p.returncode == 0, f"{job[0]} {job[-1]}: {err[-2000:]}"
+    pvision_at_once(jobs)
     return root
 
 

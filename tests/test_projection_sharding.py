@@ -44,6 +44,7 @@ from parallel_vision.projection.model import (
     reconcile,
     ring_allreduce_s,
 )
+from together import pvision_at_once  # tests/ on sys.path
 
 LINK = Link("test", 1e9, 10e-6)  # 1 GB/s each way, 10 µs a hop
 S = 8e6
@@ -326,18 +327,7 @@ def test_project_an_fsdp_root_of_real_runs(tmp_path: Path) -> None:
         ("single-b64", ["-s", "single", "-b", "64", "--limit-train", "128"]),
         ("fsdp-w2", ["-s", "fsdp", "--workers", "2", "-b", "64", "--limit-train", "128"]))]
     jobs.append(["linktest", str(tmp_path), "--max-bytes", str(4 << 20), "--repeats", "2"])
-    env = {**os.environ, "COLUMNS": "160"}
-    procs = [subprocess.Popen([sys.executable, "-m", "parallel_vision", *job], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for job in jobs]
-    try:
-        outs = [p.communicate(timeout=300) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for job, p, (_, err) in zip(jobs, procs, outs, strict=True):
-        assert p.returncode == 0, f"{job[0]} {job[-1]}: {err[-2000:]}"
+    pvision_at_once(jobs)
     out = _pvision("project", str(tmp_path), "--link", "25gbe", "--workers", "2,8")
     assert out.returncode == 0, out.stderr
     assert "fsdp (resharded after forward), gloo" in " ".join(out.stdout.split())

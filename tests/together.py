@@ -9,6 +9,9 @@ assertion, pytest.fail, pytest.skip) is reported by the test it belongs to, as i
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,3 +30,20 @@ def outcome(played: dict[str, BaseException | None], name: str) -> None:
     error = played[name]
     if error is not None:
         raise error
+
+
+def pvision_at_once(jobs: list[list[str]], timeout: float = 300) -> None:
+    """Run `pvision JOB` for every job at once (fresh interpreters) and require each to succeed: most of a small
+    run is starting Python and torch, so a few together take about the time of one."""
+    env = {**os.environ, "COLUMNS": "160"}
+    procs = [subprocess.Popen([sys.executable, "-m", "parallel_vision", *job], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for job in jobs]
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for job, p, (_, err) in zip(jobs, procs, outs, strict=True):
+        assert p.returncode == 0, f"{job[0]} {job[-1]}: {err[-2000:]}"

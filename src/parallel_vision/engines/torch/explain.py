@@ -27,7 +27,8 @@ from captum.attr import (
 from torch import nn
 
 from parallel_vision.config import RunConfig
-from parallel_vision.engines.predicting import could_not_load, guarded
+from parallel_vision.engines.predicting import guarded
+from parallel_vision.engines.torch.predict import load_model
 from parallel_vision.engines.workload import workload
 from parallel_vision.errors import ConfigError
 from parallel_vision.explain import faithfulness
@@ -87,16 +88,6 @@ def attribute(method: str, model: nn.Module, setup: Setup, x: torch.Tensor, y: t
     else:
         raise ConfigError(f"unknown method {method!r}")
     return a.detach().sum(dim=1)
-
-
-def load_model(run: Path, cfg: RunConfig) -> nn.Module:
-    shape = workload(cfg)
-    model = build_torch_model(cfg.model, shape.channels, shape.image_size, shape.classes, 0.0)
-    try:
-        model.load_state_dict(torch.load(run / "model.pt", weights_only=True))
-    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file is one line
-        raise could_not_load(run / "model.pt", exc) from None
-    return model.eval()
 
 
 def randomised(cfg: RunConfig, seed: int) -> nn.Module:

@@ -71,7 +71,7 @@ class Trainer(Resumable):
         self.step_bytes: list[int] = []  # bytes this worker handed to all-reduce, per optimiser step (DDP)
         # Bytes per collective kind of each optimiser step (collectives.py), and what this worker holds
         # (footprint.py: measured in the first step this process takes).
-        self.collectives = install(CollectiveCounter()) if dist.world_size > 1 else None
+        self.collectives = install(CollectiveCounter())  # zero bytes at one worker
         self.step_collectives: list[dict[str, int]] = []
         self.footprint: dict[str, Any] | None = None
         # Each step's wall time and wait at the collective on this rank (steptimes.py): DDP on the CPU, uncompiled.
@@ -158,13 +158,11 @@ class Trainer(Resumable):
     def _measured_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`_step`, with its collectives counted; the first one this process takes also measures what the
         worker holds (parameters, gradients, optimizer state, gathered parameters, activations)."""
-        counting = self.collectives.counting() if self.collectives is not None else contextlib.nullcontext()
         probe = None if self.footprint is not None or self.cfg.compile else StepProbe(
             self.model, watch_gathered=self.cfg.strategy == "fsdp")
-        with counting, probe.watching() if probe is not None else contextlib.nullcontext():
+        with self.collectives.counting(), probe.watching() if probe is not None else contextlib.nullcontext():
             loss, logits = self._step(x, y)
-        if self.collectives is not None:
-            self.step_collectives.append(self.collectives.take())
+        self.step_collectives.append(self.collectives.take())
         if probe is not None:
             self.footprint = {"state": state_bytes(self.model, self.optimizer),
                               "unsharded_peak": probe.unsharded_peak, "activations": probe.activation_bytes}

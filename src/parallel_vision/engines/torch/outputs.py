@@ -112,7 +112,7 @@ def sharding_summary(trainer: Trainer) -> dict[str, Any]:
         summary["state_bytes_per_worker"] = summarise([f["state"] for f in footprints],
                                                       max(peaks) if None not in peaks else None)
         summary["activation_bytes_per_worker"] = max(int(f["activations"]) for f in footprints)
-    if all(b is not None for b in by_op) and trainer.dist.world_size > 1:
+    if all(b is not None for b in by_op):
         summary["comm_bytes_by_op"] = {k: max(b[k] for b in by_op) for k in by_op[0]}
     if trainer.cfg.strategy == "zero1":
         summary["zero1_partition"] = trainer.dist.all_gather_object(sharding.zero1_share(trainer.optimizer))
