@@ -42,7 +42,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 from netns import HostPair, kill_group  # noqa: E402
-from parallel_vision.projection import calibrate  # noqa: E402
+from parallel_vision.projection import calibrate, records, root_inputs  # noqa: E402
 from parallel_vision.projection.linktest import link_of, read_record  # noqa: E402
 from parallel_vision.projection.model import Scenario, project_point, reconcile_overlap  # noqa: E402
 
@@ -271,7 +271,7 @@ def main() -> None:
 
 def calibration(model_root: Path, model: str, loopback: dict[str, Any]) -> dict[str, Any]:
     """T_c(b), γ from the pair control and φ from the loopback DDP run: single-host measurements only."""
-    inputs = calibrate.load_inputs(model_root, model, "torch", 1.0)
+    inputs = root_inputs.load_inputs(model_root, model, "torch", 1.0)
     fit = calibrate.compute_fit(inputs)
     pair_gamma, gamma_note = calibrate.contention(inputs, fit)
     b = int(loopback["summary"]["per_worker_batch"])
@@ -279,7 +279,7 @@ def calibration(model_root: Path, model: str, loopback: dict[str, Any]) -> dict[
     cal = reconcile_overlap(inputs.buckets, step, fit.step_s(b), hook, pair_gamma)
     return {"fit": fit.as_dict(), "gamma": cal.gamma, "pair_gamma": pair_gamma, "gamma_note": gamma_note,
             "phi": cal.phi, "how": cal.how,
-            "pair_steps_s": [calibrate.step_s(r) for r in inputs.pairs], "loopback_step_s": step,
+            "pair_steps_s": [records.step_s(r) for r in inputs.pairs], "loopback_step_s": step,
             "loopback_hook_s": hook, "buckets": [bk.bytes for bk in inputs.buckets]}
 
 
@@ -312,7 +312,7 @@ def compare(cal: dict[str, Any], model: str, setting: str, measured: dict[str, A
 def sharded_calibration(model_root: Path, model: str, strategy: str, loopback_dir: Path) -> dict[str, Any]:
     """T_c(b), γ (pair control) and φ from the loopback run of the strategy, as `pvision project --strategy`
     takes them (calibrate.calibrate_run: its comm time, or its collectives over the loopback linktest)."""
-    inputs = calibrate.load_inputs(model_root, model, "torch", 1.0, strategy=strategy, backend="gloo")
+    inputs = root_inputs.load_inputs(model_root, model, "torch", 1.0, strategy=strategy, backend="gloo")
     fit = calibrate.compute_fit(inputs)
     pair_gamma, gamma_note = calibrate.contention(inputs, fit)
     [loop] = [r for r in inputs.ddp if Path(r["path"]).name == loopback_dir.name]
@@ -323,9 +323,9 @@ def sharded_calibration(model_root: Path, model: str, strategy: str, loopback_di
     return {"fit": fit.as_dict(), "gamma": cal["gamma"], "pair_gamma": pair_gamma, "gamma_note": gamma_note,
             "phi": cal["overlap"], "how": cal["how"], "comm_source": cal.get("comm_source"),
             "exposed_outside_hook_s": cal.get("exposed_outside_hook_s"),
-            "pair_steps_s": [calibrate.step_s(r) for r in inputs.pairs], "loopback_step_s": calibrate.step_s(loop),
-            "loopback_hook_s": cal["hook_comm_per_step_s"], "loopback_comm_bytes": calibrate.run_bytes(loop),
-            "collectives": inputs.plan(2, calibrate.run_bytes(loop), calibrate.run_partition(loop)).describe()}
+            "pair_steps_s": [records.step_s(r) for r in inputs.pairs], "loopback_step_s": records.step_s(loop),
+            "loopback_hook_s": cal["hook_comm_per_step_s"], "loopback_comm_bytes": records.run_bytes(loop),
+            "collectives": inputs.plan(2, records.run_bytes(loop), records.run_partition(loop)).describe()}
 
 
 def sharded_compare(cal: dict[str, Any], model_root: Path, model: str, strategy: str, setting: str,
@@ -340,8 +340,8 @@ def sharded_compare(cal: dict[str, Any], model_root: Path, model: str, strategy:
     f = cal["fit"]
     fit = ComputeFit(f["c0_s"], f["c1_s_per_image"], tuple((q["per_worker_batch"], q["step_s"]) for q in f["points"]),
                      f["kind"])
-    inputs = calibrate.load_inputs(model_root, model, "torch", 1.0, strategy=strategy, backend="gloo")
-    plan = inputs.plan(2, calibrate.run_bytes(measured), calibrate.run_partition(measured))
+    inputs = root_inputs.load_inputs(model_root, model, "torch", 1.0, strategy=strategy, backend="gloo")
+    plan = inputs.plan(2, records.run_bytes(measured), records.run_partition(measured))
     link = link_of(linkrec, setting)
     b = int(measured["summary"]["per_worker_batch"])
     phi = 1.0 if cal["phi"] is None else cal["phi"]

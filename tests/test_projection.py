@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from parallel_vision.models.catalog import layer_specs, model_costs
-from parallel_vision.projection import calibrate, links
+from parallel_vision.projection import calibrate, links, root_inputs, store
 from parallel_vision.projection.linktest import make_record, sweep_sizes
 from parallel_vision.projection.model import (
     FIRST_BUCKET_BYTES,
@@ -166,11 +166,11 @@ def test_contention_comes_from_the_pair_control() -> None:
                                                         "mean_epoch_time_excl_warmup_s": 4 * step},
                 "config": {"extra": {"control": control} if control else {}}}
     fit = fit_compute([(32, 0.1), (64, 0.2)])
-    inputs = calibrate.Inputs(Path("."), "paper_cnn", "torch", 1.0, (1, 28, 28), 10, [run(32, 0.1), run(64, 0.2)],
+    inputs = root_inputs.Inputs(Path("."), "paper_cnn", "torch", 1.0, (1, 28, 28), 10, [run(32, 0.1), run(64, 0.2)],
                               [], [run(64, 0.26, "pair"), run(64, 0.24, "pair")])
     gamma, note = calibrate.contention(inputs, fit)
     assert gamma == pytest.approx(1.25) and "2 run(s)" in note
-    assert calibrate.contention(calibrate.Inputs(**{**vars(inputs), "pairs": []}), fit)[0] == 1.0
+    assert calibrate.contention(root_inputs.Inputs(**{**vars(inputs), "pairs": []}), fit)[0] == 1.0
 
 
 def test_every_link_preset_has_a_source() -> None:
@@ -219,7 +219,7 @@ def test_project_cli_on_recorded_results(bench_root: Path) -> None:
     out = _pvision("project", str(bench_root), "--link", "25gbe", "--workers", "2,4,8,16,32", "--nodes", "4")
     assert out.returncode == 0, out.stderr
     assert "Projected" in out.stdout and "what would help" in out.stdout
-    doc = json.loads((bench_root / calibrate.PROJECTION_FILE).read_text())
+    doc = json.loads((bench_root / store.PROJECTION_FILE).read_text())
     assert [r["workers"] for r in doc["rows"]] == [2, 4, 8, 16, 32]
     assert [r["nodes"] for r in doc["rows"]] == [2, 4, 4, 4, 4]
     for r in doc["rows"]:

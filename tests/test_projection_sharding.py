@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from parallel_vision.models.catalog import layer_specs, model_costs
-from parallel_vision.projection import calibrate, links
+from parallel_vision.projection import calibrate, links, records, root_inputs, store
 from parallel_vision.projection.collectives import (
     Broadcasts,
     FsdpCosts,
@@ -234,10 +234,10 @@ def _linktest(nodes: int, bandwidth: float, a: float = 2e-4) -> dict[str, Any]:
 
 
 def test_default_strategy_is_that_of_the_multi_worker_runs_else_ddp() -> None:
-    assert calibrate.default_strategy([_run("s", 64, 0.2), _run("f", 64, 1, strategy="fsdp", workers=2)]) == "fsdp"
-    assert calibrate.default_strategy([_run("s", 64, 0.2)]) == "ddp"
+    assert records.default_strategy([_run("s", 64, 0.2), _run("f", 64, 1, strategy="fsdp", workers=2)]) == "fsdp"
+    assert records.default_strategy([_run("s", 64, 0.2)]) == "ddp"
     both = [_run("f", 64, 1, strategy="fsdp", workers=2), _run("z", 64, 1, strategy="zero1", workers=2)]
-    assert calibrate.default_strategy(both) == "ddp"
+    assert records.default_strategy(both) == "ddp"
 
 
 def test_fsdp_projection_from_a_root_takes_phi_from_its_loopback_run_and_bytes_from_the_runs() -> None:
@@ -246,7 +246,7 @@ def test_fsdp_projection_from_a_root_takes_phi_from_its_loopback_run_and_bytes_f
     singles = [_run("s32", 32, 0.1), _run("s64", 64, 0.2)]
     loop = _run("loop", 64, 0.5, strategy="fsdp", workers=2, comm_bytes=measured)  # no comm time: modelled
     far = _run("far", 64, 3.0, strategy="fsdp", workers=2, nodes=2, comm_bytes=measured)
-    inputs = calibrate.Inputs(Path("."), "wide_mlp", "torch", 1.0, (1, 28, 28), 10, singles, [loop, far], [],
+    inputs = root_inputs.Inputs(Path("."), "wide_mlp", "torch", 1.0, (1, 28, 28), 10, singles, [loop, far], [],
                               linktests=[_linktest(2, 1e8), _linktest(1, 1e9)], strategy="fsdp", backend="gloo")
     doc = calibrate.project(inputs, [2, 4], links.preset("25gbe"))
     assert doc["strategy"] == "fsdp" and doc["backend"] == "gloo"
@@ -261,7 +261,7 @@ def test_fsdp_projection_from_a_root_takes_phi_from_its_loopback_run_and_bytes_f
     # on the CPU FSDP2's collectives block: φ = 0, and the loopback run gives γ alone (step = T_c·γ + H)
     assert doc["calibration"]["overlap"]["phi"] == 0.0 and "block" in doc["calibration"]["overlap"]["note"]
     assert cal["how"] == "blocking" and cal["gamma"] == pytest.approx((0.5 - cal["hook_comm_per_step_s"]) / 0.2)
-    on_gpu = calibrate.project(calibrate.Inputs(**{**vars(inputs), "device": "cuda"}), [2], links.preset("25gbe"))
+    on_gpu = calibrate.project(root_inputs.Inputs(**{**vars(inputs), "device": "cuda"}), [2], links.preset("25gbe"))
     assert on_gpu["calibration"]["overlap"]["runs"][0]["how"] != "blocking"  # φ from the run there
     # H: the collectives over the 1 GB/s loopback link (N = 2, α = 0.1 ms): all-gathers of 2 × 80 MB at
     # (N−1)/N, the reduce-scatter on gloo an all-reduce of 80 MB at 2(N−1)/N; 4 units, 2 gathers and 1 RS each
@@ -282,12 +282,12 @@ def test_fsdp_projection_from_a_root_takes_phi_from_its_loopback_run_and_bytes_f
 def test_zero1_projection_adds_the_broadcasts_to_ddp() -> None:
     singles = [_run("s32", 32, 0.1), _run("s64", 64, 0.2)]
     z = _run("z", 64, 0.4, strategy="zero1", workers=2, hook=0.05)
-    base = calibrate.Inputs(Path("."), "resnet18", "torch", 1.0, (1, 28, 28), 10, singles, [z], [],
+    base = root_inputs.Inputs(Path("."), "resnet18", "torch", 1.0, (1, 28, 28), 10, singles, [z], [],
                             linktests=[_linktest(1, 1e9)], strategy="zero1", backend="gloo")
     doc = calibrate.project(base, [2], links.preset("10gbe"), overlap_phi=1.0)
     row = doc["rows"][0]
     assert row["comm_by_op_s"]["broadcast"] > 0 and row["comm_by_op_s"]["all_reduce"] > 0
-    ddp = calibrate.project(calibrate.Inputs(**{**vars(base), "strategy": "ddp"}), [2], links.preset("10gbe"),
+    ddp = calibrate.project(root_inputs.Inputs(**{**vars(base), "strategy": "ddp"}), [2], links.preset("10gbe"),
                             overlap_phi=1.0)["rows"][0]
     assert row["step_time_s"] == pytest.approx(ddp["step_time_s"] + row["comm_by_op_s"]["broadcast"])
     [cal] = doc["calibration"]["overlap"]["runs"]
@@ -332,7 +332,7 @@ def test_project_an_fsdp_root_of_real_runs(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "fsdp (resharded after forward), gloo" in " ".join(out.stdout.split())
     assert "all-gather" in out.stdout and "reduce-scatter" in out.stdout
-    doc = json.loads((tmp_path / calibrate.PROJECTION_FILE).read_text())
+    doc = json.loads((tmp_path / store.PROJECTION_FILE).read_text())
     assert doc["strategy"] == "fsdp" and doc["backend"] == "gloo"
     params = model_costs("paper_cnn").gradient_bytes
     assert doc["calibration"]["comm_bytes"]["measured_by_op"] == {
@@ -347,4 +347,4 @@ def test_project_an_fsdp_root_of_real_runs(tmp_path: Path) -> None:
     # ddp on the same ROOT: no ddp run, so no measured error, the same compute fit
     ddp = _pvision("project", str(tmp_path), "--link", "25gbe", "--workers", "2,8", "--strategy", "ddp")
     assert ddp.returncode == 0, ddp.stderr
-    assert json.loads((tmp_path / calibrate.PROJECTION_FILE).read_text())["measured"] == []
+    assert json.loads((tmp_path / store.PROJECTION_FILE).read_text())["measured"] == []

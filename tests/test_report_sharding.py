@@ -14,10 +14,11 @@ import pytest
 
 from parallel_vision.config import RunConfig
 from parallel_vision.errors import ConfigError
-from parallel_vision.report import sharding
+from parallel_vision.report import sharding, state_formulas
 from parallel_vision.report.groups import group_runs
 from parallel_vision.report.memory_budget import budget_lines, parse_size
-from parallel_vision.report.sharding import comparisons, explain, formula
+from parallel_vision.report.sharding import comparisons, explain
+from parallel_vision.report.state_formulas import formula
 from shared_runs import WIDE_SGD  # tests/ on sys.path
 
 WIDE_P = 20_054_026
@@ -104,8 +105,8 @@ def test_the_formulas_are_the_zero_papers_bytes_per_parameter() -> None:
     assert formula("zero1", 2, 1000, 0).total == 8_000  # plain SGD: no optimizer state to shard
     fsdp = formula("fsdp", 2, 1000, 8, unsharded_unit=500)
     assert (fsdp.parameters, fsdp.gradients, fsdp.optimizer, fsdp.unsharded) == (2_000, 2_000, 4_000, 500)
-    assert sharding.optimizer_bytes_per_parameter({"optimizer": "sgd", "momentum": 0.9}) == 4
-    assert sharding.optimizer_bytes_per_parameter({"optimizer": "sgd", "momentum": 0.0}) == 0
+    assert state_formulas.optimizer_bytes_per_parameter({"optimizer": "sgd", "momentum": 0.9}) == 4
+    assert state_formulas.optimizer_bytes_per_parameter({"optimizer": "sgd", "momentum": 0.0}) == 0
 
 
 def test_the_section_compares_ddp_zero1_and_fsdp_per_model_with_the_single_baseline(groups: list[Any]) -> None:
@@ -244,7 +245,7 @@ def test_the_catalogues_fsdp_units_are_the_engines() -> None:
     from parallel_vision.models.torch_zoo import build_torch_model, shard_units
 
     for model in ("paper_cnn", "resnet18", "wide_mlp"):
-        units, root = sharding.fsdp_units({"model": model, "input_shape": [1, 28, 28], "classes": 10})
+        units, root = state_formulas.fsdp_units({"model": model, "input_shape": [1, 28, 28], "classes": 10})
         torch_model = build_torch_model(model, channels=1, image_size=28, classes=10)
         engine = sorted(sum(p.numel() for p in u.parameters()) for u in shard_units(torch_model))
         assert sorted(units.values()) == engine, model

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from parallel_vision import envvars
-from parallel_vision.projection import calibrate, links
+from parallel_vision.projection import calibrate, links, root_inputs
 from parallel_vision.results.stragglers import (
     STRAGGLER_THRESHOLD,
     distribution,
@@ -85,7 +85,7 @@ def test_project_takes_its_skew_from_the_measured_per_rank_spread_unless_given()
     ddp = [_run("d1", 64, 0.25, [_rank(0, 200, 30), _rank(1, 206, 24)]),
            _run("d2", 64, 0.25, [_rank(0, 200, 30), _rank(1, 210, 20)]),
            _run("d3", 64, 0.25)]  # an older run without per-rank times: not counted
-    inputs = calibrate.Inputs(Path("."), "paper_cnn", "torch", 1.0, (1, 28, 28), 10, singles, ddp, [])
+    inputs = root_inputs.Inputs(Path("."), "paper_cnn", "torch", 1.0, (1, 28, 28), 10, singles, ddp, [])
     skew, note, runs = calibrate.measured_skew(inputs)
     assert skew == pytest.approx(0.008) and runs == ["d1", "d2"] and "measured" in note  # median of 6 and 10 ms
     link = links.preset("25gbe")
@@ -95,7 +95,7 @@ def test_project_takes_its_skew_from_the_measured_per_rank_spread_unless_given()
     assert given["calibration"]["skew"]["note"] == "given with --skew-ms"
     for a, b in zip(doc["rows"], given["rows"], strict=True):
         assert a["step_time_s"] == pytest.approx(b["step_time_s"] + 0.008)
-    none = calibrate.Inputs(**{**vars(inputs), "ddp": [ddp[2]]})
+    none = root_inputs.Inputs(**{**vars(inputs), "ddp": [ddp[2]]})
     assert calibrate.measured_skew(none)[0] == 0.0 and "give --skew-ms" in calibrate.measured_skew(none)[1]
 
 
@@ -104,7 +104,7 @@ def test_project_prints_where_its_skew_came_from(capsys: pytest.CaptureFixture[s
 
     singles = [_run("s32", 32, 0.1), _run("s64", 64, 0.2)]
     ddp = [_run("d1", 64, 0.25, [_rank(0, 200, 30), _rank(1, 206, 24)])]
-    inputs = calibrate.Inputs(Path("."), "paper_cnn", "torch", 1.0, (1, 28, 28), 10, singles, ddp, [])
+    inputs = root_inputs.Inputs(Path("."), "paper_cnn", "torch", 1.0, (1, 28, 28), 10, singles, ddp, [])
     print_projection(calibrate.project(inputs, [2], links.preset("25gbe")))
     out = capsys.readouterr().out
     assert "rank skew: 6.00 ms per step (measured" in " ".join(out.split())

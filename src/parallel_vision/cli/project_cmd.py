@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from parallel_vision.errors import ConfigError
-from parallel_vision.projection import calibrate, links
+from parallel_vision.projection import calibrate, links, records, root_inputs, store
 from parallel_vision.projection.linktest import link_of
 from parallel_vision.projection.model import Link
 
@@ -24,7 +24,7 @@ def _workers(text: str) -> list[int]:
     return values
 
 
-def choose_link(inputs: calibrate.Inputs, name: str | None, bandwidth_gbps: float | None,
+def choose_link(inputs: root_inputs.Inputs, name: str | None, bandwidth_gbps: float | None,
                 latency_us: float | None) -> Link:
     if bandwidth_gbps is not None or latency_us is not None:
         if name is not None:
@@ -83,8 +83,8 @@ def project(
     if list_links:
         _print_links()
         return
-    calibrate.check_strategy(strategy)
-    calibrate.check_backend(backend)
+    records.check_strategy(strategy)
+    records.check_backend(backend)
     if contention is not None and not contention >= 1:
         raise ConfigError(f"--contention must be ≥ 1; got {contention}")
     if overlap is not None and not 0 <= overlap <= 1:
@@ -93,14 +93,14 @@ def project(
                         ("--per-worker-batch", per_worker_batch), ("--global-batch", global_batch)):
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be positive; got {value}")
-    inputs = calibrate.load_inputs(root, model, framework, threads, strategy=strategy, reshard=reshard_after_forward,
+    inputs = root_inputs.load_inputs(root, model, framework, threads, strategy=strategy, reshard=reshard_after_forward,
                                    backend=backend)
     inter = choose_link(inputs, link, bandwidth_gbps, latency_us)
     intra = links.preset(intra_link) if intra_link else None
     doc = calibrate.project(inputs, _workers(workers), inter, nodes=nodes, per_node=workers_per_node, intra=intra,
                             per_worker_batch=per_worker_batch, global_batch=global_batch, gamma=contention,
                             skew_s=None if skew_ms is None else skew_ms / 1e3, overlap_phi=overlap)
-    path = calibrate.write_projection(doc, root)
+    path = store.write_projection(doc, root)
     print_projection(doc)
     typer.echo(f"projection: {path}")
 

@@ -12,282 +12,49 @@ imports no framework.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from parallel_vision.atomic import atomic_write_bytes
-from parallel_vision.errors import ConfigError, ResultsError
-from parallel_vision.models.catalog import layer_specs, model_costs
+from parallel_vision.errors import ConfigError
+from parallel_vision.projection import records
 from parallel_vision.projection.collectives import (
-    BACKENDS,
-    OPS,
-    STRATEGIES,
     Plan,
     comm_by_op_s,
     exposure,
-    fsdp_layout,
     project_strategy,
-    zero1_broadcasts,
 )
 from parallel_vision.projection.linktest import link_of
 from parallel_vision.projection.model import (
     BACKWARD_SHARE,
-    Bucket,
     ComputeFit,
     Link,
     OverlapCalibration,
     Projected,
     Scenario,
-    ddp_buckets,
     fit_compute,
     phi_of,
     reconcile,
 )
-from parallel_vision.results.store import open_store, require_runs
+from parallel_vision.projection.root_inputs import BYTES_TRUST, Inputs, bytes_scales
+from parallel_vision.projection.store import PROJECTION_VERSION
 from parallel_vision.results.stragglers import rank_spread_s
 
-PROJECTION_FILE = "projection.json"
-PROJECTION_VERSION = 1
 #: A projected step within this of the measured one counts as a hit (the issue's target).
 TOLERANCE = 0.15
 
 
-@dataclass
-class Inputs:
-    """What a ROOT offers the projection for one model, framework and threads per worker."""
-
-    root: Path
-    model: str
-    framework: str
-    threads: float | None
-    input_shape: tuple[int, int, int]
-    classes: int
-    singles: list[dict[str, Any]]
-    ddp: list[dict[str, Any]]
-    """The multi-worker runs of the strategy projected (`strategy`: ddp, zero1 or fsdp)."""
-    pairs: list[dict[str, Any]]
-    linktests: list[dict[str, Any]] = field(default_factory=list)
-    strategy: str = "ddp"
-    reshard: bool = True
-    """fsdp: the blocks are resharded after forward (the runs' --reshard-after-forward)."""
-    backend: str = "gloo"
-    """The collectives' backend (gloo's reduce-scatter is an all-reduce; its broadcast a binomial tree)."""
-    device: str = "cpu"
-    """'cpu' or 'cuda': where the runs' tensors were (FSDP2 overlaps nothing on the CPU: `blocking`)."""
-
-    @property
-    def blocking(self) -> bool:
-        """FSDP2 on the CPU: every all-gather and reduce-scatter blocks the step (φ = 0).
-
-        FSDP2 overlaps its collectives with compute only through CUDA streams (its all-gather and
-        reduce-scatter streams; `unshard` and `foreach_reduce` call the collectives with async_op=False). On
-        the CPU there are no such streams: each collective runs to completion before compute goes on, so
-        none of it is hidden, whatever the loopback run seems to say (γ and φ trade off in its one equation)."""
-        return self.strategy == "fsdp" and self.device == "cpu"
-
-    @property
-    def buckets(self) -> list[Bucket]:
-        return ddp_buckets(self.specs)
-
-    @property
-    def gradient_bytes(self) -> int:
-        c, s, _ = self.input_shape
-        return model_costs(self.model, c, s, self.classes).gradient_bytes
-
-    @property
-    def specs(self) -> list[Any]:
-        c, s, _ = self.input_shape
-        return layer_specs(self.model, c, s, self.classes)
-
-    def plan(self, workers: int, measured: dict[str, float] | None = None,
-             partition: list[float] | None = None) -> Plan:
-        """What the strategy issues per step at N = `workers`; `measured` (summary.comm_bytes_by_op) rescales
-        each kind's bytes to what the runs counted (`bytes_scales`); `partition` (summary.zero1_partition, bytes
-        per rank) is ZeRO-1's split where it has `workers` ranks."""
-        specs = self.specs
-        buckets = tuple(ddp_buckets(specs)) if self.strategy in ("ddp", "zero1") else ()
-        model_plan = Plan(self.strategy, buckets=buckets,
-                          broadcasts=zero1_broadcasts(specs, workers, shares=partition)
-                          if self.strategy == "zero1" else None,
-                          fsdp=fsdp_layout(specs, self.model) if self.strategy == "fsdp" else None,
-                          reshard=self.reshard, reshard_root=self.reshard)
-        scales = bytes_scales(model_plan, measured)
-        if self.strategy == "zero1" and "broadcast" in scales:
-            model_plan = Plan(self.strategy, buckets=buckets, broadcasts=zero1_broadcasts(
-                specs, workers, total_bytes=scales["broadcast"] * model_plan.modelled_bytes()["broadcast"],
-                shares=partition))
-        return Plan(model_plan.strategy, buckets=model_plan.buckets, broadcasts=model_plan.broadcasts,
-                    fsdp=model_plan.fsdp, reshard=model_plan.reshard, reshard_root=model_plan.reshard_root,
-                    all_reduce_scale=scales.get("all_reduce", 1.0), all_gather_scale=scales.get("all_gather", 1.0),
-                    reduce_scatter_scale=scales.get("reduce_scatter", 1.0))
-
-
-#: Measured bytes further than this factor from the model's are not used (a different counting convention,
-#: compression): the model's stand, and calibration.comm_bytes says so.
-BYTES_TRUST = 4.0
-
-
-def bytes_scales(plan: Plan, measured: dict[str, float] | None) -> dict[str, float]:
-    """Measured ÷ modelled bytes per collective kind the plan issues (only kinds both have, within BYTES_TRUST)."""
-    if not measured:
-        return {}
-    modelled = plan.modelled_bytes()
-    out = {}
-    for op in OPS:
-        m, want = measured.get(op), modelled[op]
-        if m and want and 1 / BYTES_TRUST <= m / want <= BYTES_TRUST:
-            out[op] = m / want
-    return out
-
-
-def comm_bytes(runs: list[dict[str, Any]]) -> tuple[dict[str, float] | None, list[str]]:
-    """The median over `runs` of summary.comm_bytes_by_op (bytes per worker per step, each kind), and the runs."""
-    have = [r for r in runs if isinstance((r.get("summary") or {}).get("comm_bytes_by_op"), dict)]
-    if not have:
-        return None, []
-    return ({op: statistics.median(float(r["summary"]["comm_bytes_by_op"].get(op) or 0.0) for r in have)
-             for op in OPS}, [r["path"] for r in have])
-
-
-def run_partition(run: dict[str, Any]) -> list[float] | None:
-    """ZeRO-1's measured split of the parameters over the ranks (summary.zero1_partition, bytes per rank)."""
-    got = (run.get("summary") or {}).get("zero1_partition")
-    return [float(x) for x in got] if isinstance(got, list) and got else None
-
-
-def run_bytes(run: dict[str, Any]) -> dict[str, float] | None:
-    got = (run.get("summary") or {}).get("comm_bytes_by_op")
-    return {op: float(got.get(op) or 0.0) for op in OPS} if isinstance(got, dict) else None
-
-
-def step_s(run: dict[str, Any]) -> float:
-    """Steady seconds per step: the mean epoch time without the warm-up epoch ÷ steps per epoch."""
-    s = run["summary"]
-    return float(s["mean_epoch_time_excl_warmup_s"]) / max(1, int(s["steps_per_epoch"]))
-
-
-def _hook_per_step(epochs: list[dict[str, Any]], run: dict[str, Any]) -> float | None:
-    """The comm hook's all-reduce seconds per step over the steady epochs (None where not measured)."""
-    steady = epochs[1:] or epochs
-    comm = [e["comm_time_s"] for e in steady if e.get("comm_time_s") is not None]
-    if not comm or len(comm) != len(steady):
-        return None
-    return sum(comm) / (len(comm) * max(1, int(run["summary"]["steps_per_epoch"])))
-
-
-def _control(run: dict[str, Any]) -> str | None:
-    return (run["config"].get("extra") or {}).get("control")
-
-
-def _nodes(run: dict[str, Any]) -> int:
-    extra = run["config"].get("extra") or {}
-    return int(extra.get("nodes") or 1)
-
-
-def check_strategy(strategy: str | None) -> None:
-    if strategy is not None and strategy not in STRATEGIES:
-        raise ConfigError(f"pvision project: unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-
-
-def check_backend(backend: str | None) -> None:
-    if backend is not None and backend not in BACKENDS:
-        raise ConfigError(f"pvision project: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-
-
-def _reshard(run: dict[str, Any]) -> bool:
-    value = run["config"].get("reshard_after_forward")
-    return True if value is None else bool(value)
-
-
-def _device_of(runs: list[dict[str, Any]]) -> str:
-    devices = [str((r.get("environment") or {}).get("device") or "") for r in runs]
-    return "cuda" if any(d.startswith("cuda") for d in devices) else "cpu"
-
-
-def _backend_of(runs: list[dict[str, Any]], linktests: list[dict[str, Any]]) -> str:
-    """The runs' process-group backend (environment.backend), else the linktest's, else by device."""
-    found = [(r.get("environment") or {}).get("backend") for r in runs]
-    found = [b for b in found if b in BACKENDS] or [t.get("backend") for t in linktests if t.get("backend") in BACKENDS]
-    if found:
-        return max(set(found), key=found.count)
-    devices = [str((r.get("environment") or {}).get("device") or "") for r in runs]
-    return "nccl" if any(d.startswith("cuda") for d in devices) else "gloo"
-
-
-def default_strategy(runs: list[dict[str, Any]]) -> str:
-    """The strategy of a ROOT's multi-worker runs when they have one (of ddp, zero1, fsdp), else ddp."""
-    found = sorted({r["strategy"] for r in runs if r["workers"] > 1 and r["strategy"] in STRATEGIES})
-    return found[0] if len(found) == 1 else "ddp"
-
-
-def load_inputs(root: str | Path, model: str | None = None, framework: str = "torch",
-                threads: float | None = None, strategy: str | None = None, reshard: bool | None = None,
-                backend: str | None = None) -> Inputs:
-    """A ROOT's runs for projecting `strategy` (None: the one strategy of ROOT's multi-worker runs, else ddp)."""
-    check_strategy(strategy)
-    check_backend(backend)
-    root = Path(root)
-    with open_store(root) as store:
-        require_runs(store)
-        runs = [r for r in store.runs() if r["framework"] == framework]
-        linktests = store.linktests()
-        for r in runs:
-            if r["workers"] > 1:
-                r["hook_comm_per_step_s"] = _hook_per_step(store.epochs(r["run_id"]), r)
-    if not runs:
-        raise ResultsError(f"{root}: no complete {framework} runs to calibrate from")
-    models = sorted({r["model"] or "paper_cnn" for r in runs})
-    if model is None:
-        if len(models) > 1:
-            raise ConfigError(f"{root} holds runs of {', '.join(models)}; choose one with --model")
-        model = models[0]
-    runs = [r for r in runs if (r["model"] or "paper_cnn") == model]
-    if not runs:
-        raise ConfigError(f"{root}: no {framework} runs of {model}; it has {', '.join(models)}")
-    strategy = strategy or default_strategy(runs)
-    ddp = [r for r in runs if r["strategy"] == strategy and r["workers"] > 1]
-    if strategy == "fsdp":
-        if reshard is None:
-            settings = [_reshard(r) for r in ddp] or [True]
-            reshard = max(set(settings), key=lambda v: (settings.count(v), v))
-        ddp = [r for r in ddp if _reshard(r) == reshard]
-    one = [r for r in runs if r["workers"] == 1 and r["strategy"] in ("single", "ddp")]
-    if threads is None:
-        pool = ddp or [r for r in one if _control(r) is None]
-        counts = [r["threads_per_replica"] for r in pool if r["threads_per_replica"] is not None]
-        threads = min(set(counts), key=lambda t: (-counts.count(t), t)) if counts else None
-    if threads is not None:
-        one = [r for r in one if r["threads_per_replica"] == threads]
-        ddp = [r for r in ddp if r["threads_per_replica"] == threads]
-    singles = [r for r in one if _control(r) is None]
-    pairs = [r for r in one if _control(r) == "pair"]
-    if not singles:
-        raise ResultsError(f"{root}: no 1-worker {framework} run of {model}"
-                           + (f" with {threads:g} thread(s) per worker" if threads else "")
-                           + " to fit the compute time from")
-    w = singles[0].get("workload") or {}
-    shape = tuple(w.get("input_shape") or (1, 28, 28))
-    return Inputs(root=root, model=model, framework=framework, threads=threads,
-                  input_shape=(int(shape[0]), int(shape[1]), int(shape[2])),
-                  classes=int(w.get("classes") or 10), singles=singles, ddp=ddp, pairs=pairs, linktests=linktests,
-                  strategy=strategy, reshard=True if reshard is None else reshard,
-                  backend=backend or _backend_of(ddp or singles, linktests), device=_device_of(ddp or singles))
-
-
 def compute_fit(inputs: Inputs) -> ComputeFit:
-    return fit_compute([(int(r["summary"]["per_worker_batch"]), step_s(r)) for r in inputs.singles])
+    return fit_compute([(int(r["summary"]["per_worker_batch"]), records.step_s(r)) for r in inputs.singles])
 
 
 def contention(inputs: Inputs, fit: ComputeFit) -> tuple[float, str]:
     """γ = the pair control's step time ÷ T_c at its batch (median over the control's runs), else 1."""
     if not inputs.pairs:
         return 1.0, "no 'two independent runs at once' control in ROOT: γ = 1 (no slowdown assumed)"
-    ratios = [step_s(r) / fit.step_s(int(r["summary"]["per_worker_batch"])) for r in inputs.pairs]
+    ratios = [records.step_s(r) / fit.step_s(int(r["summary"]["per_worker_batch"])) for r in inputs.pairs]
     gamma = max(1.0, statistics.median(ratios))
     return gamma, f"from {len(ratios)} run(s) of the pair control: median ratio {statistics.median(ratios):.3f}"
 
@@ -302,7 +69,7 @@ def calibrate_run(inputs: Inputs, run: dict[str, Any], compute_s: float, gamma: 
     The full-overlap exposure takes the collectives' shares from that linktest (any link where there is none).
     """
     n = int(run["workers"])
-    plan = inputs.plan(n, run_bytes(run), run_partition(run))
+    plan = inputs.plan(n, records.run_bytes(run), records.run_partition(run))
     single = linktest_for(inputs, 1)
     link = link_of(single) if single else Link("shares", 1e9, 0.0)
     modelled = comm_by_op_s(plan, n, link, inputs.backend) if single else None
@@ -313,7 +80,7 @@ def calibrate_run(inputs: Inputs, run: dict[str, Any], compute_s: float, gamma: 
         return None
     fixed = modelled["broadcast"] if modelled is not None and inputs.strategy == "zero1" else 0.0
     exposed_ov = exposure(plan, hook, n, link, inputs.backend)
-    step = step_s(run)
+    step = records.step_s(run)
     if inputs.blocking:  # nothing overlaps (Inputs.blocking): the run's one equation gives γ alone
         g = max(1.0, (step - fixed - hook) / compute_s) if adjust_gamma else gamma
         cal = OverlapCalibration(g, 0.0, "blocking")
@@ -332,7 +99,7 @@ def overlap(inputs: Inputs, fit: ComputeFit, gamma: float, adjust_gamma: bool = 
     re-solved from it (model.reconcile); else φ is only clamped."""
     runs = []
     for r in inputs.ddp:
-        if _nodes(r) != 1:
+        if records.nodes(r) != 1:
             continue  # the runs projected over a linktest are what the projection is checked against
         cal = calibrate_run(inputs, r, fit.step_s(int(r["summary"]["per_worker_batch"])), gamma, adjust_gamma)
         if cal is not None:
@@ -459,7 +226,7 @@ def project(inputs: Inputs, workers: Sequence[int], link: Link, *, nodes: int | 
         intra = link_of(single_host, "linktest (this host)") if single_host else link
     if global_batch is None:
         per_worker_batch = per_worker_batch or max(b for b, _ in fit.points)
-    measured_bytes, bytes_runs = comm_bytes(inputs.ddp)
+    measured_bytes, bytes_runs = records.comm_bytes(inputs.ddp)
     rows: list[Projected] = []
     bases: list[dict[str, Any]] = []
     for n in sorted(set(workers)):
@@ -515,11 +282,11 @@ def comm_hook_check(inputs: Inputs) -> list[dict[str, Any]]:
     their linktest, in all (`modelled_ring_per_step_s`) and by kind."""
     out = []
     for r in inputs.ddp:
-        record = linktest_for(inputs, _nodes(r))
+        record = linktest_for(inputs, records.nodes(r))
         hook = r.get("hook_comm_per_step_s")
         if hook is None:
             continue
-        plan = inputs.plan(r["workers"], run_bytes(r), run_partition(r))
+        plan = inputs.plan(r["workers"], records.run_bytes(r), records.run_partition(r))
         by_op = comm_by_op_s(plan, r["workers"], link_of(record), inputs.backend) if record else None
         out.append({"run": r["path"], "workers": r["workers"], "hook_comm_per_step_s": hook,
                     "modelled_ring_per_step_s": sum(by_op.values()) if by_op else None,
@@ -532,7 +299,7 @@ def measured_errors(inputs: Inputs, fit: ComputeFit, gamma: float, skew_s: float
     """Every run of the strategy in ROOT projected over the link its linktest measured: measured vs projected."""
     out = []
     for r in inputs.ddp:
-        k = _nodes(r)
+        k = records.nodes(r)
         record = linktest_for(inputs, k)
         if record is None:
             continue
@@ -540,28 +307,13 @@ def measured_errors(inputs: Inputs, fit: ComputeFit, gamma: float, skew_s: float
         single = linktest_for(inputs, 1)
         intra = link_of(single) if single else link
         b = int(r["summary"]["per_worker_batch"])
-        plan = inputs.plan(r["workers"], run_bytes(r), run_partition(r))
+        plan = inputs.plan(r["workers"], records.run_bytes(r), records.run_partition(r))
         p = project_strategy(plan, Scenario(r["workers"], k, link, intra), b, fit, backend=inputs.backend,
                              contention=gamma, skew_s=skew_s, overlap=phi)
-        m = step_s(r)
+        m = records.step_s(r)
         out.append({"run": r["path"], "strategy": inputs.strategy, "workers": r["workers"], "nodes": k,
                     "per_worker_batch": b, "measured_step_s": m, "projected_step_s": p.step_time_s,
                     "step_time_low_s": p.step_time_low_s, "step_time_high_s": p.step_time_high_s,
                     "error": p.step_time_s / m - 1, "within_band": p.step_time_low_s <= m <= p.step_time_high_s,
                     "link": link.as_dict(), "comm_by_op_s": p.extra.get("comm_by_op_s")})
     return out
-
-
-def write_projection(doc: dict[str, Any], root: str | Path) -> Path:
-    path = Path(root) / PROJECTION_FILE
-    atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
-    return path
-
-
-def read_projection(root: str | Path) -> dict[str, Any] | None:
-    """ROOT/projection.json, or None when there is none (or it is unreadable)."""
-    try:
-        doc = json.loads((Path(root) / PROJECTION_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return doc if isinstance(doc, dict) and doc.get("kind") == "projection" else None

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from parallel_vision.projection.calibrate import read_projection
+from parallel_vision.projection.store import read_projection
 from parallel_vision.report import paper
 from parallel_vision.report.caveats import read_manifest, warnings_for
 from parallel_vision.report.environment import environment

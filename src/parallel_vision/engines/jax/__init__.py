@@ -9,13 +9,6 @@ Importing this package loads no framework: it only describes the engine to the l
 from __future__ import annotations
 
 from parallel_vision.engines.jax import backup, cluster
-from parallel_vision.engines.spec import ClusterEnv, EngineSpec, ResumeFiles
+from parallel_vision.engines.keras.spec import keras_engine
 
-ENGINE = EngineSpec(
-    framework="jax",
-    entry="parallel_vision.engines.jax.engine:train_and_evaluate",
-    resume=ResumeFiles(present=backup.present, describe=backup.describe, remove=backup.remove),
-    cluster=ClusterEnv.of(("multiworker",), cluster),
-    model_file="model.keras",
-    predict="parallel_vision.engines.keras.predict",
-)
+ENGINE = keras_engine("jax", backup, cluster)

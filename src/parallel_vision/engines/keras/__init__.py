@@ -12,4 +12,5 @@ its modules in (the run state holds them). Not an engine: defines no `ENGINE`, s
     resume.py   restore under --resume and the timed epoch-end back_up
     epochs.py   the epoch count / divergence check that makes each epoch's record; the prediction tail
     outputs.py  Complete / Stopped, model.keras written atomically, `finish`
+    spec.py     the EngineSpec both Keras engines declare (framework name, backup folder, cluster variables)
 """

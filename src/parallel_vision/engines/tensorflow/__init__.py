@@ -8,14 +8,7 @@ multiworker job included (`cluster.py` reads TF_CONFIG without TensorFlow).
 
 from __future__ import annotations
 
-from parallel_vision.engines.spec import ClusterEnv, EngineSpec, ResumeFiles
+from parallel_vision.engines.keras.spec import keras_engine
 from parallel_vision.engines.tensorflow import backup, cluster
 
-ENGINE = EngineSpec(
-    framework="tensorflow",
-    entry="parallel_vision.engines.tensorflow.engine:train_and_evaluate",
-    resume=ResumeFiles(present=backup.present, describe=backup.describe, remove=backup.remove),
-    cluster=ClusterEnv.of(("multiworker",), cluster),
-    model_file="model.keras",
-    predict="parallel_vision.engines.keras.predict",
-)
+ENGINE = keras_engine("tensorflow", backup, cluster)
