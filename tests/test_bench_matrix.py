@@ -143,3 +143,23 @@ def test_parallelism_preset_runs_each_model_under_ddp_zero1_and_fsdp_beside_sing
     for p in plan:
         assert p.cfg is not None and p.cfg.framework == "torch" and p.cfg.threads_per_worker == 1
         assert (p.cfg.limit_train, p.cfg.limit_test, p.cfg.epochs, p.cfg.batch_size) == (512, 200, 2, 128)
+
+
+def test_seeds_train_every_configuration_once_per_seed_and_repeats_stay_repeats() -> None:
+    spec = BenchSpec(frameworks=("torch",), workers=(1, 2), batch_size=256, limit_train=2048, seeds=(0, 3),
+                     repeats=2)
+    plan = expand(spec, cores=2)
+    assert _names(plan) == [
+        "torch-single-w1-b256-t1-seed0-r1", "torch-single-w1-b256-t1-seed3-r1",
+        "torch-ddp-w2-b256-t1-seed0-r1", "torch-ddp-w2-b256-t1-seed3-r1",
+        "torch-single-w1-b256-t1-seed0-r2", "torch-single-w1-b256-t1-seed3-r2",
+        "torch-ddp-w2-b256-t1-seed0-r2", "torch-ddp-w2-b256-t1-seed3-r2",
+    ]
+    assert [p.cfg.seed for p in plan if p.cfg is not None] == [0, 3, 0, 3, 0, 3, 0, 3]
+    assert [p.cfg.seed for p in expand(spec.replace(seeds=None), cores=2) if p.cfg is not None] == [0] * 4
+
+
+@pytest.mark.parametrize("seeds", [(), (1, 1), (-1,)])
+def test_seeds_must_be_distinct_non_negative_integers(seeds: tuple[int, ...]) -> None:
+    with pytest.raises(ConfigError, match="seeds must be distinct non-negative integers"):
+        expand(BenchSpec(frameworks=("torch",), seeds=seeds), cores=2)

@@ -206,3 +206,28 @@ def test_the_headline_puts_throughput_beside_efficiency() -> None:
         "PyTorch, TensorFlow and JAX compared")
     assert compare.frameworks_title(SimpleNamespace(frameworks=["torch", "tensorflow"])) == (  # type: ignore[arg-type]
         "PyTorch and TensorFlow compared")
+
+
+def test_runs_that_differ_only_by_seed_are_one_configuration_with_each_seed_a_replicate() -> None:
+    from parallel_vision.config import RunConfig
+    from parallel_vision.report.groups import group_runs
+    from parallel_vision.results.store import identity_hash
+
+    def run(seed: int, strategy: str, accuracy: float) -> dict:
+        cfg = RunConfig(strategy=strategy, workers=1 if strategy == "single" else 2, seed=seed).to_dict()
+        return {"run_id": f"{strategy}-{seed}", "identity_hash": identity_hash(cfg), "config": cfg,
+                "created_at": f"2026-12-07T00:00:0{seed}", "code_version": "v", "repeat": 1,
+                "framework": "torch", "strategy": strategy, "workers": cfg["workers"],
+                "summary": {"test_accuracy": accuracy, "images_per_s_excl_warmup": 100.0}}
+
+    runs = [run(2, "single", 0.97), run(0, "single", 0.99), run(1, "single", 0.98), run(0, "ddp", 0.95)]
+    assert len({r["identity_hash"] for r in runs}) == 4  # the seed is part of a run's identity ...
+    groups, superseded = group_runs(runs, {r["run_id"]: [] for r in runs})
+    assert superseded == []
+    single = next(g for g in groups if g.strategy == "single")  # ... but not of its configuration
+    assert [r["run_id"] for r in single.runs] == ["single-0", "single-1", "single-2"]
+    assert single.seeds == [0, 1, 2] and "3 seeds" in single.label
+    acc = single.stats["test_accuracy"]
+    assert acc is not None and acc.n == 3 and abs(acc.median - 0.98) < 1e-12
+    (ddp,) = [g for g in groups if g.strategy == "ddp"]
+    assert ddp.seeds == [0] and "seeds" not in ddp.label

@@ -64,6 +64,9 @@ def check_spec(spec: BenchSpec) -> None:
         raise ConfigError("workers must be a list of positive integers, e.g. 1,2")
     if spec.repeats < 1:
         raise ConfigError(f"repeats must be >= 1; got {spec.repeats}")
+    if spec.seeds is not None and (not spec.seeds or any(s < 0 for s in spec.seeds)
+                                   or len(set(spec.seeds)) != len(spec.seeds)):
+        raise ConfigError(f"seeds must be distinct non-negative integers, e.g. 0,1,2; got {list(spec.seeds)}")
     if spec.scaling not in ("strong", "weak", "both"):
         raise ConfigError(f"scaling must be strong, weak or both; got {spec.scaling!r}")
     for model in spec.models:
@@ -90,6 +93,13 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
 
     def add(framework: str, strategy: str, workers: int, batch: int, threads: int | None,
             mode: str | None, role: str, model: str, lever: tuple[str, dict[str, Any]] | None = None) -> None:
+        for seed in spec.seeds or (None,):
+            add_seed(framework=framework, strategy=strategy, workers=workers, batch=batch, threads=threads,
+                     mode=mode, role=role, model=model, lever=lever, seed=seed)
+
+    def add_seed(framework: str, strategy: str, workers: int, batch: int, threads: int | None,
+                 mode: str | None, role: str, model: str, lever: tuple[str, dict[str, Any]] | None,
+                 seed: int | None) -> None:
         base: dict[str, Any] = {
             "framework": framework, "strategy": strategy, "workers": workers, "batch_size": batch,
             "epochs": spec.epochs, "limit_train": spec.limit_train, "limit_test": spec.limit_test,
@@ -98,6 +108,8 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
         }
         if spec.target_accuracy is not None:
             base["target_accuracy"] = spec.target_accuracy
+        if seed is not None:
+            base["seed"] = seed
         if lever is not None:
             base.update(lever[1])
             try:
@@ -125,6 +137,8 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
         if lever is not None:
             name += f"-{lever[0]}"
             extra["lever"] = lever[0]
+        if seed is not None:
+            name += f"-seed{seed}"
         describe = {k: base[k] for k in ("model", "framework", "strategy", "workers", "batch_size")}
         try:
             cfg = RunConfig(**base, extra=extra)  # type: ignore[arg-type]

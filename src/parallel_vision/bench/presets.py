@@ -30,6 +30,10 @@ class BenchSpec:
     """Multi-worker strategies to run; None: ddp for torch, mirrored for tensorflow."""
     workers: tuple[int, ...] = (1, 2)
     repeats: int = 1
+    """Runs per configuration and seed: the same seed again measures timing noise."""
+    seeds: tuple[int, ...] | None = None
+    """Every configuration trained once per seed (seed variation: the band `pvision explain ROOT` and the
+    accuracy spread are judged against); None: RunConfig's default seed only."""
     scaling: Scaling = "strong"
     epochs: int = 2
     batch_size: int = 512
@@ -67,6 +71,7 @@ class BenchSpec:
         d["frameworks"] = list(self.frameworks)
         d["strategies"] = list(self.strategies) if self.strategies else None
         d["workers"] = list(self.workers)
+        d["seeds"] = list(self.seeds) if self.seeds else None
         d["models"] = list(self.models)
         d["reference_frameworks"] = list(self.reference_frameworks) if self.reference_frameworks else None
         d["levers"] = [[label, dict(changes)] for label, changes in self.levers]

@@ -55,7 +55,10 @@ def bench(
                                           f"{','.join(n for n in table.all_names() if n != 'single')} "
                                           f"(default {table.bench_default_help()}; 1 worker is always 'single')."),
     workers: str | None = typer.Option(None, "--workers", help="Comma list of worker counts, e.g. 1,2."),
-    repeats: int | None = typer.Option(None, "--repeats", "-r", help="Runs per configuration."),
+    repeats: int | None = typer.Option(None, "--repeats", "-r", help="Runs per configuration and seed (the "
+                                       "same seed again: timing noise)."),
+    seeds: str | None = typer.Option(None, "--seeds", help="Comma list of seeds, e.g. 0,1,2: every configuration "
+                                     "trained with each (seed variation; `pvision explain ROOT`'s band)."),
     scaling: str | None = typer.Option(None, "--scaling", help="strong (global batch fixed), weak "
                                           "(per-worker batch fixed) or both."),
     epochs: int | None = typer.Option(None, "--epochs", "-e"),
@@ -111,6 +114,8 @@ def bench(
         changes["dataset"] = dataset
     if workers is not None:
         changes["workers"] = _ints(workers, "workers")
+    if seeds is not None:
+        changes["seeds"] = _ints(seeds, "seeds")
     for name, value in (("repeats", repeats), ("epochs", epochs), ("batch_size", batch_size),
                         ("threads", threads), ("reference", reference)):
         if value is not None:

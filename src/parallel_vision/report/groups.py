@@ -1,7 +1,8 @@
 """One configuration and its repeats: how runs are grouped, labelled, ordered and summarised.
 
-A `ConfigGroup` holds the runs of one configuration identity (repeats share it) from the
-newest code version; `group_runs` builds them from the store's rows, superseded runs aside.
+A `ConfigGroup` holds the runs of one configuration from the newest code version: the runs of one identity, the
+seed aside (`pvision bench --seeds`: a seed is a replicate of the configuration, so its spread counts seed
+variation as well as timing noise); `group_runs` builds them from the store's rows, superseded runs aside.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from parallel_vision import strategies
 from parallel_vision.models.catalog import model_costs
 from parallel_vision.report.scaling import Spread, spread
+from parallel_vision.results.store import identity_hash
 
 FRAMEWORK_NAMES = {"torch": "PyTorch", "tensorflow": "TensorFlow", "jax": "JAX"}
 STRATEGY_NAMES = strategies.titles()
@@ -57,6 +59,11 @@ class ConfigGroup:
     @property
     def framework(self) -> str:
         return str(self.config["framework"])
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds of its runs (one unless the bench ran --seeds)."""
+        return sorted({int(r["config"].get("seed") or 0) for r in self.runs})
 
     @property
     def strategy(self) -> str:
@@ -186,7 +193,7 @@ def group_runs(
     """The configurations of `runs` (by identity), sorted and labelled, and the superseded runs left out."""
     by_key: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
-        by_key.setdefault(r["identity_hash"], []).append(r)
+        by_key.setdefault(configuration_key(r), []).append(r)
     groups = []
     superseded: list[dict[str, Any]] = []
     for key, members in by_key.items():
@@ -195,13 +202,23 @@ def group_runs(
         newest = max(members, key=lambda r: r.get("created_at") or "").get("code_version")
         superseded += [r for r in members if r.get("code_version") != newest]
         members = [r for r in members if r.get("code_version") == newest]
-        members.sort(key=lambda r: (r.get("repeat") or 0, r.get("created_at") or ""))
+        members.sort(key=lambda r: (r["config"].get("seed") or 0, r.get("repeat") or 0, r.get("created_at") or ""))
         g = ConfigGroup(key=key, runs=members, epochs=[epochs[r["run_id"]] for r in members])
         g.stats = {k: spread(r["summary"].get(k) for r in members) for k in STAT_KEYS}
         groups.append(g)
     groups.sort(key=_sort_key)
     _label_groups(groups)
     return groups, superseded
+
+
+def configuration_key(run: dict[str, Any]) -> str:
+    """The run's identity with the seed left out: runs that differ only by seed are one configuration."""
+    if not run["config"].get("seed"):
+        return str(run["identity_hash"])
+    try:
+        return identity_hash({**run["config"], "seed": 0})
+    except Exception:  # a config this version cannot read back: the run stays a configuration of its own
+        return str(run["identity_hash"])
 
 
 def _label_groups(groups: list[ConfigGroup]) -> None:
@@ -231,6 +248,8 @@ def _label_groups(groups: list[ConfigGroup]) -> None:
             parts.append(f"{g.n_train} train")
         if len(inits) > 1:
             parts.append(f"{g.init} init")
+        if len(g.seeds) > 1:
+            parts.append(f"{len(g.seeds)} seeds")
         g.label = " · ".join(parts)
         g.color = PALETTE[i % len(PALETTE)]
 
