@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from parallel_vision.explain.files import read_compare
 from parallel_vision.projection.store import read_projection
 from parallel_vision.report import paper
 from parallel_vision.report.caveats import read_manifest, warnings_for
@@ -60,6 +61,8 @@ class ReportData:
     """A declared peak per worker (GFLOP/s) for model FLOPs utilisation; None: MFU is not shown."""
     projection: dict[str, Any] | None = None
     """ROOT/projection.json (`pvision project ROOT`), read once; None: the report shows no projection."""
+    explain_compare: dict[str, Any] | None = None
+    """ROOT/explain/compare.json (`pvision explain ROOT`), read once; None: no trust section."""
     memory_per_worker: int | None = None
     """A declared memory budget per worker in bytes (`--memory-per-worker`): the sharding section says the largest
     model each strategy would fit in it; None: no such line."""
@@ -122,5 +125,6 @@ def build_report_data(root: str | Path, peak_gflops: float | None = None,
         protocol_rows=protocol_rows(groups),
         peak_gflops=peak_gflops,
         projection=read_projection(root),
+        explain_compare=read_compare(root),
         memory_per_worker=memory_per_worker,
     )

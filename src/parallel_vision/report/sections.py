@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from parallel_vision.report import compare, levers, provenance, sharding, stragglers, tables, workloads
+from parallel_vision.report import compare, levers, provenance, sharding, stragglers, tables, trust, workloads
 from parallel_vision.report.data import ReportData
 from parallel_vision.report.memory_budget import budget_lines, size_text
 from parallel_vision.report.paper import paper_numbers, scaling_sentence
@@ -77,8 +77,8 @@ class Section:
 def sections(data: ReportData, figures: set[str]) -> list[Section]:
     """Every section of the report, in order (the headline and warnings come before them)."""
     return [_runs(data), _scaling(data, figures), *_projected(data, figures),  # projected: docs/projection.md
-            *_models(data), *_sharding(data), *_levers(data), *_timing(data), _comparison(data), _paper(data),
-            _classification(data), *_environment(data)]
+            *_models(data), *_sharding(data), *_levers(data), *_trust(data), *_timing(data), _comparison(data),
+            _paper(data), _classification(data), *_environment(data)]
 
 
 def _runs(data: ReportData) -> Section:
@@ -212,6 +212,16 @@ FORMULA_NOTE = (
     "(gradients) + k (optimizer state); ZeRO-1 4 + 4 + k/N; FSDP (4 + 4 + k)/N plus the largest unit's unsharded "
     "parameters (the whole model without resharding). k = 8 for Adam (two moments), 4 for SGD with momentum, 0 for "
     "plain SGD, read from each run's configuration. Below the table, why each measurement differs, if it does.")
+
+
+def _trust(data: ReportData) -> list[Section]:
+    """Shown when ROOT has explain/compare.json (`pvision explain ROOT`; docs/explain.md)."""
+    doc = data.explain_compare
+    if doc is None:
+        return []
+    blocks: list[Block] = [Text(trust.intro(doc), muted=True), TableBlock(trust.groups_table(doc), swatches=False),
+                           Text(doc["answer"])]
+    return [Section("trust", "Do parallel-trained models look at the same pixels?", "Same pixels?", blocks)]
 
 
 def _levers(data: ReportData) -> list[Section]:
