@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from parallel_vision.bench.matrix import expand, multi_strategies
@@ -163,3 +165,33 @@ def test_seeds_train_every_configuration_once_per_seed_and_repeats_stay_repeats(
 def test_seeds_must_be_distinct_non_negative_integers(seeds: tuple[int, ...]) -> None:
     with pytest.raises(ConfigError, match="seeds must be distinct non-negative integers"):
         expand(BenchSpec(frameworks=("torch",), seeds=seeds), cores=2)
+
+
+def test_trust_preset_three_seeds_of_five_configurations_aligned_then_explain(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from parallel_vision.bench import runner
+
+    plan = expand(get_preset("trust"), cores=2)
+    configs = [p.cfg for p in plan]
+    assert all(c is not None and c.init == "aligned" and c.limit_train is None and c.model == "paper_cnn"
+               for c in configs)
+    layouts = {(c.framework, c.strategy, c.workers) for c in configs if c is not None}
+    assert layouts == {("torch", "single", 1), ("torch", "ddp", 2), ("tensorflow", "single", 1),
+                       ("tensorflow", "mirrored", 2), ("jax", "single", 1), ("jax", "dp", 2)}
+    for layout in layouts:
+        seeds = sorted(c.seed for c in configs if c is not None and (c.framework, c.strategy, c.workers) == layout)
+        assert seeds == [0, 1, 2], layout
+
+    called: list[Path] = []
+    bench = runner.Bench.__new__(runner.Bench)  # the explain step alone: no data, no store
+    bench.spec, bench.root, bench.echo, bench.manifest = get_preset("trust"), tmp_path, lambda line: None, {}
+    bench.explain(runner=lambda root, log_file: called.append(root))
+    assert called == [tmp_path] and bench.manifest["explain"]["state"] == "done"
+
+    def broken(root, log_file):  # type: ignore[no-untyped-def]
+        raise ConfigError("no run could be explained")
+
+    bench.explain(runner=broken)  # a warning in the manifest, never the bench's failure
+    assert bench.manifest["explain"] == {"state": "failed", "reason": "no run could be explained"}
+    bench.spec = get_preset("quick")
+    bench.explain(runner=lambda root, log_file: called.append(root))
+    assert called == [tmp_path]  # only a preset that asks for it explains

@@ -61,6 +61,8 @@ class BenchSpec:
     refuses a lever's change simply does not get that run."""
     target_accuracy: float | None = None
     """Every run records its time to this test accuracy (RunConfig.target_accuracy)."""
+    explain: bool = False
+    """After the runs, `pvision explain ROOT`: every run explained on the same images and compared (docs/explain.md)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> BenchSpec:
@@ -179,6 +181,21 @@ PRESETS: dict[str, BenchSpec] = {
         scaling="strong",
         reference=False,
     ),
+    # Do parallel-trained models look at the same pixels? (docs/explain.md) The same initial weights in every
+    # framework, three seeds of each configuration for the seed band, then `pvision explain ROOT`.
+    "trust": BenchSpec(
+        preset="trust",
+        frameworks=("torch", "tensorflow", "jax"),
+        strategies=("ddp", "mirrored"),  # JAX: its bench default, dp (naming "dp" would ask torch for DataParallel)
+        workers=(1, 2),
+        seeds=(0, 1, 2),
+        init="aligned",
+        epochs=2,
+        batch_size=512,
+        scaling="strong",
+        reference=False,
+        explain=True,
+    ),
 }
 
 PRESET_DESCRIPTIONS = {
@@ -195,6 +212,9 @@ PRESET_DESCRIPTIONS = {
     "single baseline (12 runs: state bytes per worker, activations, peak RSS, images/s, bytes per collective); 512 "
     "training / 200 test MNIST images, 2 epochs, batch 128; the report's Sharding section compares them with the "
     "ZeRO paper's formulas",
+    "trust": "paper_cnn on full MNIST with --init aligned, seeds 0, 1 and 2 × (torch single and ddp ×2, TF single and "
+    "mirrored ×2, JAX single and dp ×2), 2 epochs, batch 512, then `pvision explain ROOT`: do parallel-trained models "
+    "look at the same pixels, judged against the seed band",
 }
 
 

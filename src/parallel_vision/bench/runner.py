@@ -101,6 +101,7 @@ def run_bench(
         for position, i in enumerate(todo, 1):
             bench.run_one(i, bench.heading(position, len(todo), i))
         bench.linktest()
+        bench.explain()
     except (KeyboardInterrupt, RunInterrupted):
         bench.interrupted()
     finally:
@@ -124,6 +125,15 @@ def run_linktest(root: Path, workers: int, log_file: Path) -> None:
         code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
     if code:
         raise EngineError(f"pvision linktest exited with {code}")
+
+
+def run_explain(root: Path, log_file: Path) -> None:
+    """`pvision explain ROOT` (every run explained on the same images and compared) in a child process."""
+    cmd = [sys.executable, "-m", "parallel_vision", "explain", str(root)]
+    with open(log_file, "wb") as log:
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+    if code:
+        raise EngineError(f"pvision explain exited with {code}")
 
 
 def prepare_data(plan: list[PlannedRun], data_dir: str | None) -> list[PlannedRun]:
@@ -350,6 +360,24 @@ class Bench:
         self.manifest["linktest"] = {"state": "done", "path": LINKTEST_FILE, "workers": workers,
                                      "seconds": round(time.monotonic() - t0, 2)}
         self.echo(f"    done in {time.monotonic() - t0:.1f} s → {path}")
+
+    def explain(self, runner: Any = None) -> None:
+        """With `spec.explain` (the trust preset): `pvision explain ROOT` after the runs, so the report can say
+        whether the parallel-trained models look at the same pixels. A failure is a warning, as the linktest's."""
+        if not self.spec.explain:
+            return
+        log_file = self.root / "logs" / "explain.log"
+        self.echo("explain: every run on the same test images, compared against the seed band …")
+        t0 = time.monotonic()
+        try:
+            (runner or run_explain)(self.root, log_file)
+        except (PVisionError, OSError) as exc:
+            self.manifest["explain"] = {"state": "failed", "reason": _first_line(exc)}
+            self.echo(f"    explain FAILED — {_first_line(exc)} (see {log_file}); `pvision explain {self.root}` "
+                      "runs it by hand")
+            return
+        self.manifest["explain"] = {"state": "done", "seconds": round(time.monotonic() - t0, 2)}
+        self.echo(f"    done in {time.monotonic() - t0:.1f} s → {self.root / 'explain'}")
 
     # -- the end ----------------------------------------------------------------------------
     def interrupted(self) -> None:

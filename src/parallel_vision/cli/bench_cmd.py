@@ -77,8 +77,9 @@ def bench(
                                                  "this test accuracy; the report adds speedup to target "
                                                  "(preset levers: 0.85)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    init: str = typer.Option("framework", "--init", help="framework (each framework's defaults) or aligned "
-                             "(identical initial weights and optimiser constants; docs/definitions.md)."),
+    init: str | None = typer.Option(None, "--init", help="framework (each framework's defaults) or aligned "
+                                    "(identical initial weights and optimiser constants; docs/definitions.md). "
+                                    "Default: the preset's (aligned for trust), else framework."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder (else $PVISION_DATA_DIR)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Bench ROOT (default bench-<preset>)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Run again configurations already stored for "
@@ -131,7 +132,8 @@ def bench(
     if target_accuracy is not None:
         changes["target_accuracy"] = target_accuracy
     changes["device"] = device
-    changes["init"] = init
+    if init is not None:
+        changes["init"] = init
     if data_dir is not None:
         changes["data_dir"] = str(absolute(data_dir))
     spec = spec.replace(**changes)
