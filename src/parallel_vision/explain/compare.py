@@ -68,8 +68,10 @@ class Explained:
 
 def is_root(path: Path) -> bool:
     """A bench ROOT (runs under it and a store), not one run folder."""
-    return path.is_dir() and not (path / "result.json").exists() and (
-        (path / "results.sqlite").exists() or (path / "runs").is_dir())
+    if not path.is_dir() or (path / "config.json").exists() or (path / "result.json").exists():
+        return False
+    return ((path / "results.sqlite").exists() or (path / "runs").is_dir()
+            or any((child / "result.json").exists() for child in path.iterdir() if child.is_dir()))
 
 
 def _identity(record: dict[str, Any], free: tuple[str, ...]) -> str:
