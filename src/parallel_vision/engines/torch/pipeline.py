@@ -102,6 +102,18 @@ def _run(block: list[Part], x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """The identity, whose gradient (the one a stage sends back to the stage before) is made contiguous."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return grad.contiguous()
+
+
 class Stage(nn.Module):
     """One stage: its blocks' modules (the plain model's own objects), run in order, under `autocast`."""
 
@@ -112,10 +124,13 @@ class Stage(nn.Module):
         self.autocast = autocast
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _ContiguousGrad.apply(x)
         with self.autocast():
             for module in self.layers:
                 x = module(x)
-        return x.float()  # what passes between stages is fp32 (autocast's bf16 stays inside a stage)
+        # What passes between stages is fp32 (autocast's bf16 stays inside a stage) and contiguous: gloo sends
+        # only contiguous tensors, and a channels_last convolution's output is not.
+        return x.float().contiguous()
 
     def original_state(self) -> dict[str, torch.Tensor]:
         """This stage's state under the plain model's key names, as CPU copies."""
