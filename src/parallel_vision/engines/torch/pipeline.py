@@ -117,14 +117,17 @@ class _ContiguousGrad(torch.autograd.Function):
 class Stage(nn.Module):
     """One stage: its blocks' modules (the plain model's own objects), run in order, under `autocast`."""
 
-    def __init__(self, parts: list[Part], autocast: Callable[[], Any]) -> None:
+    def __init__(self, parts: list[Part], autocast: Callable[[], Any], channels_last: bool) -> None:
         super().__init__()
         self.layers = nn.ModuleList([m for _, m in parts])
         self.names = [name for name, _ in parts]
         self.autocast = autocast
+        self.channels_last = channels_last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _ContiguousGrad.apply(x)
+        if self.channels_last and x.dim() == 4:  # received contiguous: back in the layout one process would have
+            x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast():
             for module in self.layers:
                 x = module(x)
@@ -160,7 +163,8 @@ def build_stage(model: nn.Module, cfg: RunConfig, device: torch.device, autocast
     costs, cuts = box[0]
     bounds = [0, *cuts, len(blocks)]
     names = pipeline_blocks(cfg.model)
-    stage = Stage([p for b in blocks[bounds[rank]:bounds[rank + 1]] for p in b], autocast)
+    stage = Stage([p for b in blocks[bounds[rank]:bounds[rank + 1]] for p in b], autocast,
+                  channels_last=cfg.memory_format == "channels_last")
     with torch.no_grad(), torch.random.fork_rng(devices=[]):  # each stage's input shape, for evaluation
         model.eval()
         x, shapes = example[:1], []
