@@ -65,6 +65,8 @@ def test_a_pipeline_run_reports_its_model_its_split_and_its_bubble(runs: tuple[A
     assert info["bubble_formula"] == pytest.approx(1 / 5, abs=1e-4)
     assert [s["stage"] for s in info["per_stage"]] == [0, 1]
     assert all(s["forward_ms"] > 0 and s["backward_ms"] > 0 for s in info["per_stage"])
+    # 1F1B holds at most (stages from here on) micro-batches' activations at once: 2 on stage 0, 1 on the last
+    assert [s["most_microbatches_in_flight"] for s in info["per_stage"]] == [2, 1]
     # Each step the activations at the cut go forward and their gradients back: 2 x batch x the cut's width, fp32.
     cut = info["split"]["cuts"][0]
     width = {1: 32 * 28 * 28, 2: 64 * 14 * 14, 3: 128 * 7 * 7 * 1, 4: 128, 5: 64}[cut]

@@ -44,6 +44,7 @@ class PipelineStep:
         self.schedule = kind(self.stage, cfg.pipeline_microbatches, loss_fn=self._loss, scale_grads=True)
         self.action_s = {"forward": 0.0, "backward": 0.0}
         self.steps: list[dict[str, float]] = []  # wall and busy seconds of each step's schedule on this stage
+        self.in_flight = self.most_in_flight = 0
         for action in self.action_s:
             method = f"{action}_one_chunk"
             setattr(self.stage, method, self._timed(getattr(self.stage, method), action))
@@ -53,12 +54,16 @@ class PipelineStep:
         return F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
 
     def _timed(self, method: Callable[..., Any], action: str) -> Callable[..., Any]:
+        """`method` timed; forwards not yet matched by their backward counted (the micro-batches whose
+        activations this stage holds at once: M under GPipe, at most the stages from here on under 1F1B)."""
         def call(*args: Any, **kwargs: Any) -> Any:
             t = time.perf_counter()
             try:
                 return method(*args, **kwargs)
             finally:
                 self.action_s[action] += time.perf_counter() - t
+                self.in_flight += 1 if action == "forward" else -1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
 
         return call
 
@@ -128,7 +133,8 @@ class PipelineStep:
                 "step_ms": round(1e3 * statistics.median(s["wall_s"] for s in steps), 3),
                 "forward_ms": round(1e3 * statistics.median(s["forward_s"] for s in steps), 3),
                 "backward_ms": round(1e3 * statistics.median(s["backward_s"] for s in steps), 3),
-                "bubble_fraction": round(max(0.0, 1.0 - busy / wall), 4)}
+                "bubble_fraction": round(max(0.0, 1.0 - busy / wall), 4),
+                "most_microbatches_in_flight": self.most_in_flight}
 
 
 def summary(trainer: Trainer) -> dict[str, Any]:
