@@ -105,6 +105,7 @@ def test_the_blocks_run_in_order_are_the_model() -> None:
     ({"framework": "tensorflow", "strategy": "pipeline"}, "TensorFlow has no pipeline strategy .*torch's"),
     ({"framework": "jax", "strategy": "pipeline"}, "JAX has no pipeline strategy .*torch's"),
     ({"workers": 1}, "needs at least 2"),
+    ({"compile": True}, "--compile is not supported with strategy pipeline"),
 ])
 def test_impossible_pipeline_configs_are_refused_in_one_line(changes: dict[str, object], words: str) -> None:
     with pytest.raises(ConfigError, match=words) as caught:

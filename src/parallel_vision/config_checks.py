@@ -174,6 +174,9 @@ def _check_pipeline(cfg: Any) -> None:
         return
     from parallel_vision.models.catalog import pipeline_blocks
 
+    if cfg.compile:
+        raise ConfigError("--compile is not supported with strategy pipeline (its stages run through the schedule, "
+                          "not the compiled model)")
     if cfg.pipeline_schedule not in ("1f1b", "gpipe"):
         raise ConfigError(f"pipeline_schedule must be 1f1b or gpipe; got {cfg.pipeline_schedule!r}")
     if cfg.microbatches is not None:

@@ -109,7 +109,7 @@ class Trainer(Resumable):
         # DataParallel's replicas draw their dropout from every GPU's generator, not just this one's.
         replicas = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
         t = time.perf_counter()
-        per = self.cfg.per_worker_batch
+        per = self.cfg.batch_size // self.stepper.sampler[1]  # this rank's share of a step (pipeline: all of it)
         x, y = self.train.batch(slice(0, per))
         self.model.train()
         for _ in range(3):
