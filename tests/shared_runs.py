@@ -44,3 +44,11 @@ JAX_SMALL: dict[str, object] = {"framework": "jax", "limit_train": 1024, "limit_
 #: in 64 steps of 32 reach ~95 % on 500 MNIST test images; TORCH_SMALL's 8 steps (~44 %) call every 8×8 digit a 1.
 TORCH_DIGITS: dict[str, object] = {"limit_train": 2048, "limit_test": 500, "batch_size": 32, "epochs": 1,
                                    "tensorboard": False, "device": "cpu"}
+#: pipeline on 2 stages, 4 micro-batches of 16, against `single --grad-accum 4` (tests/test_pipeline.py's parity):
+#: paper_cnn (BatchNorm everywhere), 4 SGD steps, dropout off, one thread per process (a second thread alone changes
+#: a running variance by 0.29 after these 4 steps: its reductions round differently, micro-batches of 16 amplify it).
+TORCH_PIPELINE: dict[str, object] = {"strategy": "pipeline", "workers": 2, "microbatches": 4, "limit_train": 256,
+                                     "limit_test": 100, "batch_size": 64, "epochs": 1, "device": "cpu",
+                                     "tensorboard": False, "dropout": 0.0, "optimizer": "sgd", "lr": 0.05,
+                                     "momentum": 0.9, "threads_per_worker": 1}
+TORCH_ACCUM4: dict[str, object] = dict(TORCH_PIPELINE, strategy="single", workers=1, microbatches=None, grad_accum=4)

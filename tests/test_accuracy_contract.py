@@ -30,6 +30,7 @@ from shared_runs import (
     TF_SMALL,
     TORCH_DDP,
     TORCH_FSDP,
+    TORCH_PIPELINE,
     TORCH_SMALL,
     TORCH_ZERO1,  # tests/ on sys.path
 )
@@ -43,6 +44,7 @@ CASES = [
     pytest.param(TORCH_DDP, id="torch-ddp-2"),
     pytest.param(TORCH_ZERO1, id="torch-zero1-2"),
     pytest.param(TORCH_FSDP, id="torch-fsdp-2"),
+    pytest.param(TORCH_PIPELINE, id="torch-pipeline-2"),  # test_pipeline.py's run: 100 test images from the last stage
     pytest.param(TF_SMALL, id="tensorflow-single-1", marks=NO_TF),
     pytest.param(TF_MIRRORED, id="tensorflow-mirrored-2", marks=NO_TF),
     pytest.param(TF_MULTIWORKER, id="tensorflow-multiworker-2", marks=NO_TF),

@@ -83,6 +83,12 @@ class RunConfig:
                                        "after its forward and gather them again for backward (ZeRO-3); False keeps "
                                        "them from forward to backward (ZeRO-2: more memory, one all-gather less).",
                                        identity="unless-default")
+    microbatches: int | None = only("torch", "what runs", None, "pipeline: micro-batches per step, each "
+                                    "batch_size ÷ microbatches images through every stage (default 4 × workers).",
+                                    identity="unless-default")
+    pipeline_schedule: str = only("torch", "what runs", "1f1b", "pipeline: `1f1b` (one forward, one backward in "
+                                  "the steady state; fewer activations alive) or `gpipe` (all forwards, then all "
+                                  "backwards).", identity="unless-default")
     seed: int = knob("what runs", 0, "Seeds weights, shuffling and dropout (each worker offsets it by rank).")
     # ------------------------------------------------------------------------------------------- recipe
     epochs: int = knob("recipe", 30, "Passes over the training set.")
@@ -189,6 +195,11 @@ class RunConfig:
     @property
     def per_worker_batch(self) -> int:
         return self.batch_size // self.workers
+
+    @property
+    def pipeline_microbatches(self) -> int:
+        """pipeline: the micro-batches of one step (`microbatches`, else 4 per stage)."""
+        return self.microbatches if self.microbatches is not None else 4 * self.workers
 
     @property
     def micro_batch(self) -> int:

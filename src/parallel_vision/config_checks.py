@@ -156,11 +156,46 @@ def _check_strategy(cfg: Any) -> None:
                           f"{cfg.precision} (fp16 needs a loss scaler that knows the sharded state; use bf16)")
     if not cfg.reshard_after_forward and spec.name != "fsdp":
         raise ConfigError(f"--no-reshard-after-forward applies to strategy fsdp only; strategy is {spec.name}")
+    _check_pipeline(cfg)
     if spec.needs_cuda and cfg.device == "cpu":
         raise ConfigError(f"strategy '{spec.name}' ({spec.api}) needs >= 2 CUDA devices; --device cpu was given")
     if cfg.model not in spec.models:
         raise ConfigError(f"{strategies.FRAMEWORK_TITLES[cfg.framework]}'s {spec.name} strategy does not support "
                           f"model {cfg.model}; it supports {', '.join(spec.models)}")
+
+
+def _check_pipeline(cfg: Any) -> None:
+    """pipeline's options belong to it; its micro-batches must split the batch evenly (the stages' shapes are
+    fixed) and there must be a block of the model for every stage."""
+    if cfg.strategy != "pipeline":
+        for name, option in (("microbatches", "--microbatches"), ("pipeline_schedule", "--pipeline-schedule")):
+            if getattr(cfg, name) != _DEFAULTS[name]:
+                raise ConfigError(f"{option} applies to strategy pipeline only; strategy is {cfg.strategy}")
+        return
+    from parallel_vision.models.catalog import pipeline_blocks
+
+    if cfg.compile:
+        raise ConfigError("--compile is not supported with strategy pipeline (its stages run through the schedule, "
+                          "not the compiled model)")
+    if cfg.pipeline_schedule not in ("1f1b", "gpipe"):
+        raise ConfigError(f"pipeline_schedule must be 1f1b or gpipe; got {cfg.pipeline_schedule!r}")
+    if cfg.microbatches is not None:
+        _check_int("microbatches", cfg.microbatches, 1)
+    m = cfg.pipeline_microbatches
+    if cfg.batch_size % m:
+        raise ConfigError(f"global batch {cfg.batch_size} does not divide into {m} pipeline micro-batches "
+                          "(--microbatches; the stages' shapes are fixed)")
+    blocks = len(pipeline_blocks(cfg.model))
+    if cfg.workers > blocks:
+        raise ConfigError(f"pipeline: {cfg.workers} stages but {cfg.model} has {blocks} blocks to split between "
+                          "them; use at most that many workers")
+    if cfg.pipeline_schedule == "1f1b" and m < cfg.workers:
+        raise ConfigError(f"pipeline schedule 1f1b needs at least one micro-batch per stage; got {m} micro-batches "
+                          f"for {cfg.workers} stages (use more --microbatches or --pipeline-schedule gpipe)")
+
+
+#: RunConfig's defaults of the pipeline options: what "not given" is.
+_DEFAULTS = {"microbatches": None, "pipeline_schedule": "1f1b"}
 
 
 def _check_levers(cfg: Any) -> None:

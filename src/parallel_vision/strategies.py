@@ -122,10 +122,17 @@ _SHARDED = {"grad_compression": "grad_compression is a DDP communication hook; F
                                   "reduce-scatter, which DDP hooks do not reach (use strategy ddp or zero1)",
             "sync_batchnorm": "sync_batchnorm is DDP's SyncBatchNorm conversion; strategy fsdp does not support it "
                               "(use ddp or zero1)"}
+_PIPELINE = {"grad_accum": "--grad-accum is refused with strategy pipeline: its micro-batches (--microbatches) "
+                           "already are the accumulation",
+             "sync_batchnorm": "sync_batchnorm is DDP's SyncBatchNorm conversion; under strategy pipeline each "
+                               "stage owns its BatchNorm layers outright (use ddp or zero1)"}
 #: What a framework without a strategy says when it is asked for it (the strategy exists for another framework).
 ELSEWHERE = {
     ("tensorflow", "zero1"): "TensorFlow has no supported sharded strategy (zero1 and fsdp are torch's)",
     ("tensorflow", "fsdp"): "TensorFlow has no supported sharded strategy (zero1 and fsdp are torch's)",
+    ("tensorflow", "pipeline"): "TensorFlow has no pipeline strategy (pipeline is torch's: "
+                                "torch.distributed.pipelining)",
+    ("jax", "pipeline"): "JAX has no pipeline strategy (pipeline is torch's: torch.distributed.pipelining)",
     ("jax", "zero1"): "JAX has no zero1 strategy: under JAX, state is sharded by model parallelism "
                       "(keras.distribution.ModelParallel; docs/parallelism.md)",
     ("jax", "fsdp"): "JAX has no fsdp strategy: under JAX, state is sharded by model parallelism "
@@ -155,6 +162,11 @@ STRATEGY_TABLE: list[StrategySpec] = [
                  models=ALL_MODELS, levers=COMMON_LEVERS | {"grad_accum"}, bench_default=False, refusals=_SHARDED,
                  min_workers=2, precisions=("fp32", "bf16", "auto"),
                  shards="parameters, gradients and optimizer state"),
+    StrategySpec(framework="torch", name="pipeline", title="Pipeline",
+                 api="torch.distributed.pipelining (PipelineStage + ScheduleGPipe / Schedule1F1B)",
+                 **{**_PER_WORKER, "collectives": ("send_recv",)}, spawner="engine", models=ALL_MODELS,
+                 levers=COMMON_LEVERS, bench_default=False, refusals=_PIPELINE, min_workers=2,
+                 precisions=("fp32", "bf16", "auto"), shards="parameters, gradients and optimizer state (by layer)"),
     StrategySpec(framework="tensorflow", name="single", title="single", api="default (one device)",
                  **_ONE_DEVICE, models=ALL_MODELS, levers=COMMON_LEVERS | {"grad_accum"}),
     StrategySpec(framework="tensorflow", name="mirrored", title="Mirrored", api="tf.distribute.MirroredStrategy",

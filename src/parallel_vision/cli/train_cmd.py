@@ -126,6 +126,10 @@ def train(
                                                "--reshard-after-forward/--no-reshard-after-forward",
                                                help="fsdp: free gathered parameters after each unit's forward "
                                                "(ZeRO-3) or keep them until backward (ZeRO-2)."),
+    microbatches: int | None = typer.Option(D.microbatches, "--microbatches",
+                                            help="pipeline: micro-batches per step (default 4 × workers)."),
+    pipeline_schedule: str = typer.Option(D.pipeline_schedule, "--pipeline-schedule",
+                                          help="pipeline: 1f1b or gpipe."),
     compile: bool = typer.Option(D.compile, "--compile", help="torch.compile the model (time reported apart)."),
     compile_mode: str = typer.Option(D.compile_mode, "--compile-mode",
                                      help="torch.compile mode, e.g. reduce-overhead."),

@@ -157,6 +157,23 @@ def _wide_mlp(channels: int, image_size: int, classes: int) -> list[LayerSpec]:
 _BUILDERS = {"paper_cnn": _paper_cnn, "resnet18": _resnet18, "wide_mlp": _wide_mlp}
 
 
+def pipeline_blocks(name: str) -> list[list[str]]:
+    """The layers of `name` grouped into the blocks a pipeline may be cut between, in order: a block starts at
+    each convolution or dense layer (its BatchNorm joins it), except inside a residual block (`layerK.J.*`),
+    which stays whole. paper_cnn: 6 blocks, wide_mlp: 3, resnet18: the stem, 8 residual blocks, the head."""
+    blocks: list[list[str]] = []
+    unit = None
+    for spec in layer_specs(name):
+        parts = spec.name.split(".")
+        this = ".".join(parts[:2]) if len(parts) > 2 else spec.name
+        residual = len(parts) > 2 and this == unit
+        if spec.kind in ("conv", "dense") and not residual:
+            blocks.append([])
+        blocks[-1].append(spec.name)
+        unit = this
+    return blocks
+
+
 def layer_specs(name: str, channels: int = 1, image_size: int = 28, classes: int = 10) -> list[LayerSpec]:
     """Every parameterised layer of `name` for (channels, image_size × image_size) input, in canonical order."""
     _check(name, channels, image_size, classes)

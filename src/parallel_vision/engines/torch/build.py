@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -18,12 +18,19 @@ from torch.optim.lr_scheduler import LRScheduler
 from parallel_vision.config import RunConfig
 from parallel_vision.engines import levers
 from parallel_vision.engines.common import steps_per_epoch
-from parallel_vision.engines.torch import sharding
+from parallel_vision.engines.torch import pipeline, sharding
 from parallel_vision.engines.torch.comm import CommTimer
+from parallel_vision.engines.torch.pipeline_step import PipelineStep
 from parallel_vision.engines.torch.sync_batchnorm import convert_sync_batchnorm
 from parallel_vision.models import init as model_init
 from parallel_vision.models.torch_fused import BatchNormReLUMaxPool2d, fuse_bn_relu_pool
 from parallel_vision.models.torch_zoo import build_torch_model, load_canonical
+
+#: loop.Trainer (not imported: the loop imports this module).
+Trainer = Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def build_model(cfg: RunConfig, image_shape: tuple[int, int, int], classes: int, device: torch.device) -> nn.Module:
@@ -69,12 +76,33 @@ WRAPPERS: dict[str, Callable[[nn.Module, RunConfig, torch.device, CommTimer], nn
     "ddp": _ddp,
     "zero1": _ddp,  # the sharding is the optimizer's (`optimizer`)
     "fsdp": lambda model, cfg, device, comm: sharding.fully_shard_model(model, cfg, device),
+    "pipeline": lambda model, cfg, device, comm: pipeline.build_stage(model, cfg, device, autocast(cfg, device)),
 }
 
 
 def wrap(model: nn.Module, cfg: RunConfig, device: torch.device, comm: CommTimer) -> nn.Module:
     """The strategy: the model wrapped as `cfg.strategy` says (WRAPPERS)."""
     return WRAPPERS[cfg.strategy](model, cfg, device, comm)
+
+
+class LocalStep:
+    """The step object of every data-parallel strategy: the Trainer's own step (`_local_step`) on this rank's share
+    of the batch, and its evaluation of this rank's shard of the test set."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.sampler = (trainer.dist.rank, trainer.dist.world_size)  # (part, parts) of each global batch
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.trainer._local_step(x, y)
+
+    def evaluate(self) -> tuple[float, float, np.ndarray | None]:
+        return self.trainer._evaluate_shards()
+
+
+def stepper(trainer: Trainer) -> LocalStep | PipelineStep:
+    """How the loop takes a step and evaluates: pipeline's schedule, or every other strategy's own step."""
+    return PipelineStep(trainer) if trainer.cfg.strategy == "pipeline" else LocalStep(trainer)
 
 
 def optimizer(cfg: RunConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:

@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.distributed.distributed_c10d as c10d
 
-KINDS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
+KINDS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "send_recv")
 
 #: torch.distributed function -> (kind, which argument holds the full tensor: name, position).
 _WRAPPED: dict[str, tuple[str, str, int]] = {
@@ -29,6 +30,10 @@ _WRAPPED: dict[str, tuple[str, str, int]] = {
     "all_gather_single": ("all_gather", "output_tensor", 0),
     "reduce_scatter_tensor": ("reduce_scatter", "input", 1),
     "reduce_scatter_single": ("reduce_scatter", "input", 1),
+    # torch.distributed.pipelining's activations and gradients: the bytes each rank sends and receives. Its
+    # P2POp checks `op in [isend, irecv]` against distributed_c10d's own names, so those are wrapped there too.
+    "isend": ("send_recv", "tensor", 0),
+    "irecv": ("send_recv", "tensor", 0),
 }
 
 
@@ -66,7 +71,10 @@ def install(counter: CollectiveCounter) -> CollectiveCounter:
         for name, (kind, keyword, position) in _WRAPPED.items():
             original = getattr(dist, name, None)
             if original is not None:
-                setattr(dist, name, _counted(original, kind, keyword, position))
+                counted = _counted(original, kind, keyword, position)
+                setattr(dist, name, counted)
+                if getattr(c10d, name, None) is original:
+                    setattr(c10d, name, counted)
     _COUNTERS[:] = [counter]
     return counter
 

@@ -64,6 +64,7 @@ class Trainer(Resumable):
         self.timing["model_build_s"] = time.perf_counter() - t
         self.autocast = build.autocast(cfg, self.device)
         self.scaler = build.grad_scaler(cfg, self.device)
+        self.stepper = build.stepper(self)  # how a step is taken and the test set evaluated (build.stepper)
         self.cuda_graphs = cfg.compile and cfg.compile_mode == "reduce-overhead"
         self.forward = torch.compile(self.model, mode=cfg.compile_mode) if cfg.compile else self.model
 
@@ -108,13 +109,13 @@ class Trainer(Resumable):
         # DataParallel's replicas draw their dropout from every GPU's generator, not just this one's.
         replicas = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
         t = time.perf_counter()
-        per = self.cfg.per_worker_batch
+        per = self.cfg.batch_size // self.stepper.sampler[1]  # this rank's share of a step (pipeline: all of it)
         x, y = self.train.batch(slice(0, per))
         self.model.train()
         for _ in range(3):
             loss, logits = self._step(x, y)
             (loss.detach().double() * per).item()
-            (logits.detach().argmax(1) == y).sum().item()
+            self._correct(logits, y).item()
         synchronize(self.device)
         self.timing["compile_s"] = time.perf_counter() - t
         self.load_state_dict(state)
@@ -137,7 +138,18 @@ class Trainer(Resumable):
         return f"{self.out / checkpoint.CHECKPOINT_FILE} ({self._last_good})"
 
     # -- one step -------------------------------------------------------------------------
-    def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimiser step, as the strategy's step object takes it: (loss, logits; None where this rank has
+        none, as a pipeline stage before the last)."""
+        return self.stepper.step(x, y)
+
+    @staticmethod
+    def _correct(logits: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+        if logits is None:
+            return torch.zeros((), dtype=torch.int64, device=y.device)
+        return (logits.detach().argmax(1) == y).sum()
+
+    def _local_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs may be overwritten now
         self.optimizer.zero_grad(set_to_none=True)
@@ -155,7 +167,7 @@ class Trainer(Resumable):
             self.scheduler.step()
         return loss, logits
 
-    def _measured_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _measured_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`_step`, with its collectives counted; the first one this process takes also measures what the
         worker holds (parameters, gradients, optimizer state, gathered parameters, activations)."""
         probe = None if self.footprint is not None or self.cfg.compile else StepProbe(
@@ -236,8 +248,8 @@ class Trainer(Resumable):
         for step in range(first, steps):
             self._begin(f"the all-reduce of step {step + 1} of epoch {epoch + 1}", "step")
             t = time.perf_counter()
-            idx = order[shard_slice(step, cfg.batch_size, self.dist.rank, self.dist.world_size)]
-            x, y = self.train.batch(idx, key=(epoch, step, self.dist.rank))
+            idx = order[shard_slice(step, cfg.batch_size, *self.stepper.sampler)]
+            x, y = self.train.batch(idx, key=(epoch, step, self.stepper.sampler[0]))
             batch_ready = time.perf_counter()
             data_time += batch_ready - t
             if self.step_timer is not None:
@@ -248,7 +260,7 @@ class Trainer(Resumable):
             if self.comm.measured:
                 self.step_bytes.append(self.comm.take_bytes())
             loss_sum += loss.detach().double() * y.shape[0]
-            correct += (logits.detach().argmax(1) == y).sum()
+            correct += self._correct(logits, y)
             progress.advance()
             done = step + 1
             global_step = epoch * steps + done
@@ -335,8 +347,13 @@ class Trainer(Resumable):
         self._stop_signum = int(signum)
 
     # -- evaluation -----------------------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self) -> tuple[float, float, np.ndarray | None]:
+        """Every test image exactly once, as the strategy's step object evaluates: (loss, accuracy, predictions on
+        rank 0)."""
+        return self.stepper.evaluate()
+
+    @torch.no_grad()
+    def _evaluate_shards(self) -> tuple[float, float, np.ndarray | None]:
         """Every test image exactly once: contiguous shards without padding, gathered in order.
 
         Returns mean loss and accuracy (on every rank) and the predictions (on rank 0).

@@ -19,7 +19,7 @@ import torch
 from parallel_vision.atomic import atomic_write_bytes
 from parallel_vision.engines.common import peak_rss_mib
 from parallel_vision.engines.outputs import FinishedRun, write_run
-from parallel_vision.engines.torch import build, checkpoint, sharding
+from parallel_vision.engines.torch import build, checkpoint, pipeline_step, sharding
 from parallel_vision.engines.torch.collectives import per_step
 from parallel_vision.engines.torch.comm import steady_steps
 from parallel_vision.engines.torch.footprint import summarise
@@ -68,7 +68,7 @@ def write_outputs(trainer: Trainer, out: Path, status: str) -> None:
     held = sharding_summary(trainer)  # collective: what every rank held and sent
     # The plain model's weights: gathered from every rank's shards under fsdp (a collective), else rank 0's own.
     weights = (sharding.full_model_state(cfg, trainer.model)
-               if status == "complete" and (trainer.dist.master or cfg.strategy == "fsdp") else None)
+               if status == "complete" and (trainer.dist.master or sharding.state_is_collective(cfg)) else None)
     if not trainer.dist.master:
         return
     kept = checkpoint.kept_note(out)  # what a full disk leaves: the checkpoint, removed only once all is written
@@ -114,6 +114,8 @@ def sharding_summary(trainer: Trainer) -> dict[str, Any]:
         summary["activation_bytes_per_worker"] = max(int(f["activations"]) for f in footprints)
     if all(b is not None for b in by_op):
         summary["comm_bytes_by_op"] = {k: max(b[k] for b in by_op) for k in by_op[0]}
+    if trainer.cfg.strategy == "pipeline":  # the split, the schedule, each stage's times and bubble
+        summary.update(pipeline_step.summary(trainer))
     if trainer.cfg.strategy == "zero1":
         summary["zero1_partition"] = trainer.dist.all_gather_object(sharding.zero1_share(trainer.optimizer))
     return summary

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from parallel_vision.engines.torch import pipeline
 from parallel_vision.models.torch_zoo import shard_units
 
 if TYPE_CHECKING:
@@ -58,6 +59,11 @@ def is_sharded(cfg: RunConfig) -> bool:
     return cfg.strategy in SHARDED
 
 
+def state_is_collective(cfg: RunConfig) -> bool:
+    """Under fsdp and pipeline the plain model's state dict is assembled from every rank (`full_model_state`)."""
+    return cfg.strategy in ("fsdp", "pipeline")
+
+
 def forward_is_collective(cfg: RunConfig) -> bool:
     """Under FSDP every forward all-gathers: all ranks must run the same number of them (evaluation too)."""
     return cfg.strategy == "fsdp"
@@ -78,7 +84,10 @@ def _options(**kwargs: Any) -> Any:
 
 
 def full_model_state(cfg: RunConfig, model: nn.Module) -> dict[str, torch.Tensor] | None:
-    """Collective under fsdp: the plain model's state dict on CPU, on rank 0 (None on the others)."""
+    """Collective under fsdp: the plain model's state dict on CPU, on rank 0 (None on the others); under pipeline
+    (collective too) the stages' entries merged, on every rank."""
+    if cfg.strategy == "pipeline":
+        return pipeline.merged_state(model)
     if cfg.strategy != "fsdp":
         bare = model.module if hasattr(model, "module") else model
         return {k: v.detach().to("cpu", copy=True) for k, v in bare.state_dict().items()}
@@ -91,6 +100,8 @@ def full_model_state(cfg: RunConfig, model: nn.Module) -> dict[str, torch.Tensor
 def full_optimizer_state(cfg: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
     """Collective under zero1 and fsdp: the whole optimizer's state dict on rank 0 (None on the other ranks of a
     sharded strategy); every rank's own copy under the replicated ones."""
+    if cfg.strategy == "pipeline":  # each stage's own optimizer: every stage's state dict, in stage order
+        return pipeline.stage_optimizer_states(optimizer)
     if cfg.strategy == "zero1":
         optimizer.consolidate_state_dict(to=0)  # type: ignore[attr-defined]
         return copy.deepcopy(optimizer.state_dict()) if dist.get_rank() == 0 else None
@@ -104,7 +115,12 @@ def full_optimizer_state(cfg: RunConfig, model: nn.Module, optimizer: torch.opti
 
 def load_full_state(cfg: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
                     model_state: dict[str, torch.Tensor] | None, optimizer_state: dict[str, Any] | None) -> None:
-    """Put plain state dicts back (rank 0's is the one used under zero1 and fsdp; collective there)."""
+    """Put plain state dicts back (rank 0's is the one used under zero1 and fsdp; collective there). Under
+    pipeline every rank has both (the checkpoint is handed to every rank) and takes its stage's part."""
+    if cfg.strategy == "pipeline":
+        assert model_state is not None and optimizer_state is not None
+        pipeline.load_state(model, optimizer, model_state, optimizer_state)
+        return
     if cfg.strategy == "fsdp":
         from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
