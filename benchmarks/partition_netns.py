@@ -70,8 +70,12 @@ def torch_argv(host, rank: int, a_addr: str, tag: str, args: argparse.Namespace,
 
 
 def jax_argv(host, rank: int, a_addr: str, args: argparse.Namespace, out: Path) -> list[str]:
-    return host.command([sys.executable, "-m", "parallel_vision", "train", "--framework", "jax",
-                         "--strategy", "multiworker", "--epochs", str(args.epochs), *RUN, "--out", str(out)])
+    """JAX's gloo binds and advertises the address its host name resolves to (no interface option reaches it
+    through jax.distributed), so each namespace also gets its own UTS namespace whose host name IS its address:
+    a numeric name resolves to itself, with no /etc/hosts entry."""
+    train = [sys.executable, "-m", "parallel_vision", "train", "--framework", "jax", "--strategy", "multiworker",
+             "--epochs", str(args.epochs), *RUN, "--out", str(out)]
+    return host.command(["unshare", "--uts", "sh", "-c", f'hostname {host.addr} && exec "$@"', "sh", *train])
 
 
 def alive(pid: int) -> bool:

@@ -82,6 +82,10 @@ class Host:
         """Take this host's link down: its peers' packets vanish, no connection is reset (a silent loss)."""
         _ip("-n", self.netns, "link", "set", self.ifname, "down")
 
+    def restore(self) -> None:
+        """Bring this host's link back up after `cut` (its address stays assigned while it is down)."""
+        _ip("-n", self.netns, "link", "set", self.ifname, "up")
+
     def kill_all(self, sig: int = signal.SIGKILL) -> list[int]:
         """Signal every process in this namespace (the whole "host" dies); returns their pids."""
         pids = self.pids()
