@@ -135,7 +135,9 @@ class Trainer(Resumable):
     def _last_checkpoint(self) -> str:
         if self.out is None or self._last_good is None:
             return "none had been written yet"
-        return f"{self.out / checkpoint.CHECKPOINT_FILE} ({self._last_good})"
+        where = f"{self.out / checkpoint.CHECKPOINT_FILE} ({self._last_good})"
+        # Only rank 0 writes checkpoints: on another host the path names rank 0's folder, not this one's.
+        return where if self.dist.master else f"{where} on rank 0's host (rank 0 writes every checkpoint)"
 
     # -- one step -------------------------------------------------------------------------
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
