@@ -35,7 +35,7 @@ PULLS: dict[str, dict[str, Any]] = {
 
 def base_config(spec: strategies.StrategySpec, **changes: Any) -> RunConfig:
     return RunConfig(framework=spec.framework, strategy=spec.name, workers=1 if not spec.multi else 2,
-                     epochs=2, batch_size=512, **changes)
+                     epochs=2, batch_size=512, model=spec.models[0], **changes)
 
 
 def test_every_column_is_valid() -> None:
@@ -118,7 +118,7 @@ def test_a_strategy_added_to_the_table_reaches_the_cli(fake_strategy: strategies
     try:
         runner = CliRunner()
         shown = " ".join(runner.invoke(app, ["train", "--help"]).output.split())
-        assert "torch: single|dp|ddp|zero1|fsdp|fake;" in shown
+        assert "torch: single|dp|ddp|zero1|fsdp|tensor|fake;" in shown
         refused = runner.invoke(app, ["train", "-s", "fake", "-n", "2", "-m", "wide_mlp", "--grad-accum", "2"])
         assert isinstance(refused.exception, ConfigError)
         assert "the fake strategy accumulates nothing" in str(refused.exception)

@@ -18,7 +18,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from parallel_vision.config import RunConfig
 from parallel_vision.engines import levers
 from parallel_vision.engines.common import steps_per_epoch
-from parallel_vision.engines.torch import sharding
+from parallel_vision.engines.torch import sharding, tensor_parallel
 from parallel_vision.engines.torch.comm import CommTimer
 from parallel_vision.engines.torch.sync_batchnorm import convert_sync_batchnorm
 from parallel_vision.models import init as model_init
@@ -69,6 +69,7 @@ WRAPPERS: dict[str, Callable[[nn.Module, RunConfig, torch.device, CommTimer], nn
     "ddp": _ddp,
     "zero1": _ddp,  # the sharding is the optimizer's (`optimizer`)
     "fsdp": lambda model, cfg, device, comm: sharding.fully_shard_model(model, cfg, device),
+    "tensor": lambda model, cfg, device, comm: tensor_parallel.tensor_parallel_model(model, device),
 }
 
 
@@ -89,6 +90,8 @@ def optimizer(cfg: RunConfig, model: nn.Module, device: torch.device) -> torch.o
         options = {"lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "fused": fused or None}
     if cfg.strategy == "zero1":
         return sharding.zero1_optimizer(model.parameters(), kind, **options)
+    if cfg.strategy == "tensor":  # fused and foreach kernels refuse a list mixing DTensors and plain tensors (bn2
+        options.update(fused=None, foreach=False)  # and fc3 stay plain): one update per tensor, the same arithmetic
     return kind(model.parameters(), **options)
 
 
