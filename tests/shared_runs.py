@@ -44,3 +44,7 @@ JAX_SMALL: dict[str, object] = {"framework": "jax", "limit_train": 1024, "limit_
 #: in 64 steps of 32 reach ~95 % on 500 MNIST test images; TORCH_SMALL's 8 steps (~44 %) call every 8×8 digit a 1.
 TORCH_DIGITS: dict[str, object] = {"limit_train": 2048, "limit_test": 500, "batch_size": 32, "epochs": 1,
                                    "tensorboard": False, "device": "cpu"}
+#: Strategy tensor on WIDE_SGD's run (tests/test_tensor_parallel.py), and the one-worker `single` run it must
+#: match; test_accuracy_contract.py reloads the tensor run's model.pt.
+TORCH_TENSOR: dict[str, object] = dict(WIDE_SGD, strategy="tensor")
+WIDE_SGD_SINGLE: dict[str, object] = dict(WIDE_SGD, strategy="single", workers=1)
