@@ -52,3 +52,7 @@ TORCH_PIPELINE: dict[str, object] = {"strategy": "pipeline", "workers": 2, "micr
                                      "tensorboard": False, "dropout": 0.0, "optimizer": "sgd", "lr": 0.05,
                                      "momentum": 0.9, "threads_per_worker": 1}
 TORCH_ACCUM4: dict[str, object] = dict(TORCH_PIPELINE, strategy="single", workers=1, microbatches=None, grad_accum=4)
+#: Strategy tensor on WIDE_SGD's run (tests/test_tensor_parallel.py), and the one-worker `single` run it must
+#: match; test_accuracy_contract.py reloads the tensor run's model.pt.
+TORCH_TENSOR: dict[str, object] = dict(WIDE_SGD, strategy="tensor")
+WIDE_SGD_SINGLE: dict[str, object] = dict(WIDE_SGD, strategy="single", workers=1)

@@ -32,6 +32,7 @@ from shared_runs import (
     TORCH_FSDP,
     TORCH_PIPELINE,
     TORCH_SMALL,
+    TORCH_TENSOR,
     TORCH_ZERO1,  # tests/ on sys.path
 )
 
@@ -45,6 +46,7 @@ CASES = [
     pytest.param(TORCH_ZERO1, id="torch-zero1-2"),
     pytest.param(TORCH_FSDP, id="torch-fsdp-2"),
     pytest.param(TORCH_PIPELINE, id="torch-pipeline-2"),  # test_pipeline.py's run: 100 test images from the last stage
+    pytest.param(TORCH_TENSOR, id="torch-tensor-2"),  # the run test_tensor_parallel.py checks: only a reload more
     pytest.param(TF_SMALL, id="tensorflow-single-1", marks=NO_TF),
     pytest.param(TF_MIRRORED, id="tensorflow-mirrored-2", marks=NO_TF),
     pytest.param(TF_MULTIWORKER, id="tensorflow-multiworker-2", marks=NO_TF),

@@ -35,7 +35,7 @@ PULLS: dict[str, dict[str, Any]] = {
 
 def base_config(spec: strategies.StrategySpec, **changes: Any) -> RunConfig:
     return RunConfig(framework=spec.framework, strategy=spec.name, workers=1 if not spec.multi else 2,
-                     epochs=2, batch_size=512, **changes)
+                     epochs=2, batch_size=512, model=spec.models[0], **changes)
 
 
 def test_every_column_is_valid() -> None:

@@ -193,8 +193,14 @@ class RunConfig:
         return strategies.get(self.framework, self.strategy)
 
     @property
+    def data_replicas(self) -> int:
+        """How many parts the global batch is split into: the workers, or 1 where every worker takes the whole
+        batch (tensor parallelism: strategies.StrategySpec.same_batch)."""
+        return 1 if self.strategy_spec.same_batch else self.workers
+
+    @property
     def per_worker_batch(self) -> int:
-        return self.batch_size // self.workers
+        return self.batch_size // self.data_replicas
 
     @property
     def pipeline_microbatches(self) -> int:
@@ -204,7 +210,7 @@ class RunConfig:
     @property
     def micro_batch(self) -> int:
         """Images one worker pushes through forward and backward at a time (per-worker batch ÷ grad_accum)."""
-        return self.batch_size // (self.workers * self.grad_accum)
+        return self.per_worker_batch // self.grad_accum
 
     @property
     def compression(self) -> tuple[str, int | None]:

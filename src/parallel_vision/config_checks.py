@@ -161,7 +161,8 @@ def _check_strategy(cfg: Any) -> None:
         raise ConfigError(f"strategy '{spec.name}' ({spec.api}) needs >= 2 CUDA devices; --device cpu was given")
     if cfg.model not in spec.models:
         raise ConfigError(f"{strategies.FRAMEWORK_TITLES[cfg.framework]}'s {spec.name} strategy does not support "
-                          f"model {cfg.model}; it supports {', '.join(spec.models)}")
+                          f"model {cfg.model}; it supports {', '.join(spec.models)}"
+                          + (f" ({spec.models_why})" if spec.models_why else ""))
 
 
 def _check_pipeline(cfg: Any) -> None:

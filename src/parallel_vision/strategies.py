@@ -86,6 +86,11 @@ class StrategySpec:
     shards: str = "nothing"
     """What each worker holds only a part of (docs/parallelism.md): nothing, optimizer state, or parameters,
     gradients and optimizer state."""
+    same_batch: bool = False
+    """Every worker takes the whole global batch (tensor and pipeline parallelism): the group processes it once, so
+    the data is not split over workers and images/s counts each image once."""
+    models_why: str = ""
+    """Why `models` is not every model (appended to the refusal of another model)."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -126,6 +131,10 @@ _PIPELINE = {"grad_accum": "--grad-accum is refused with strategy pipeline: its 
                            "already are the accumulation",
              "sync_batchnorm": "sync_batchnorm is DDP's SyncBatchNorm conversion; under strategy pipeline each "
                                "stage owns its BatchNorm layers outright (use ddp or zero1)"}
+_TENSOR = {"grad_compression": "grad_compression is a DDP communication hook; strategy tensor all-reduces "
+                                 "activations, not gradients (use strategy ddp or zero1)",
+           "sync_batchnorm": "sync_batchnorm is DDP's SyncBatchNorm conversion; under strategy tensor every rank "
+                             "already normalises over the whole batch (its features are sharded, not its images)"}
 #: What a framework without a strategy says when it is asked for it (the strategy exists for another framework).
 ELSEWHERE = {
     ("tensorflow", "zero1"): "TensorFlow has no supported sharded strategy (zero1 and fsdp are torch's)",
@@ -137,6 +146,10 @@ ELSEWHERE = {
                       "(keras.distribution.ModelParallel; docs/parallelism.md)",
     ("jax", "fsdp"): "JAX has no fsdp strategy: under JAX, state is sharded by model parallelism "
                      "(keras.distribution.ModelParallel; docs/parallelism.md)",
+    ("tensorflow", "tensor"): "TensorFlow has no tensor strategy: tensor parallelism is torch's "
+                              "(torch.distributed.tensor.parallel; -f torch -s tensor)",
+    ("jax", "tensor"): "JAX has no tensor strategy: tensor parallelism is torch's (torch.distributed.tensor.parallel;"
+                       " -f torch -s tensor)",
 }
 _ONE_DEVICE = {"processes": "one", "spawner": None, "max_workers": 1, "collectives": (), "bench_default": False}
 _ONE_PROCESS = {"processes": "one", "spawner": None, "max_workers": None, "collectives": ("all_reduce",)}
@@ -166,7 +179,16 @@ STRATEGY_TABLE: list[StrategySpec] = [
                  api="torch.distributed.pipelining (PipelineStage + ScheduleGPipe / Schedule1F1B)",
                  **{**_PER_WORKER, "collectives": ("send_recv",)}, spawner="engine", models=ALL_MODELS,
                  levers=COMMON_LEVERS, bench_default=False, refusals=_PIPELINE, min_workers=2,
-                 precisions=("fp32", "bf16", "auto"), shards="parameters, gradients and optimizer state (by layer)"),
+                 precisions=("fp32", "bf16", "auto"), shards="parameters, gradients and optimizer state (by layer)",
+                 same_batch=True),
+    StrategySpec(framework="torch", name="tensor", title="Tensor parallel",
+                 api="torch.distributed.tensor.parallel (ColwiseParallel fc1, RowwiseParallel fc2)",
+                 **_PER_WORKER, spawner="engine", models=("wide_mlp",),
+                 levers=COMMON_LEVERS | {"grad_accum"}, bench_default=False, refusals=_TENSOR,
+                 min_workers=2, precisions=("fp32", "bf16", "auto"),
+                 shards="fc1, bn1 and fc2's parameters, gradients and optimizer state", same_batch=True,
+                 models_why="ColwiseParallel and RowwiseParallel shard nn.Linear and nn.Embedding only; "
+                            "the convolution models have no tensor-parallel plan"),
     StrategySpec(framework="tensorflow", name="single", title="single", api="default (one device)",
                  **_ONE_DEVICE, models=ALL_MODELS, levers=COMMON_LEVERS | {"grad_accum"}),
     StrategySpec(framework="tensorflow", name="mirrored", title="Mirrored", api="tf.distribute.MirroredStrategy",

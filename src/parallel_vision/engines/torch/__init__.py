@@ -1,5 +1,5 @@
-"""The PyTorch engine: `single`, `dp` (nn.DataParallel), `ddp` (DistributedDataParallel) and the sharded `zero1`
-and `fsdp` (engines/torch/sharding.py).
+"""The PyTorch engine: `single`, `dp` (nn.DataParallel), `ddp` (DistributedDataParallel), the sharded `zero1`
+and `fsdp` (engines/torch/sharding.py) and `tensor` (tensor parallelism, engines/torch/tensor_parallel.py).
 
 Importing this package loads no framework: it only describes the engine to the launcher (`cluster.py`:
 a torchrun job, read from the environment). `engine.py` (the entry; with `loop`, `resume`, `dist`,

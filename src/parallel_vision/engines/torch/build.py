@@ -18,7 +18,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from parallel_vision.config import RunConfig
 from parallel_vision.engines import levers
 from parallel_vision.engines.common import steps_per_epoch
-from parallel_vision.engines.torch import pipeline, sharding
+from parallel_vision.engines.torch import pipeline, sharding, tensor_parallel
 from parallel_vision.engines.torch.comm import CommTimer
 from parallel_vision.engines.torch.pipeline_step import PipelineStep
 from parallel_vision.engines.torch.sync_batchnorm import convert_sync_batchnorm
@@ -77,6 +77,7 @@ WRAPPERS: dict[str, Callable[[nn.Module, RunConfig, torch.device, CommTimer], nn
     "zero1": _ddp,  # the sharding is the optimizer's (`optimizer`)
     "fsdp": lambda model, cfg, device, comm: sharding.fully_shard_model(model, cfg, device),
     "pipeline": lambda model, cfg, device, comm: pipeline.build_stage(model, cfg, device, autocast(cfg, device)),
+    "tensor": lambda model, cfg, device, comm: tensor_parallel.tensor_parallel_model(model, device),
 }
 
 
@@ -91,7 +92,10 @@ class LocalStep:
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
-        self.sampler = (trainer.dist.rank, trainer.dist.world_size)  # (part, parts) of each global batch
+        cfg = trainer.cfg
+        self.sampler = (trainer.data_rank, cfg.data_replicas)  # (part, parts) of each global batch
+        #: How many ranks hold each image's loss and correctness: 1, or every rank where all take the whole batch.
+        self.copies = trainer.dist.world_size // cfg.data_replicas
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.trainer._local_step(x, y)
@@ -117,6 +121,8 @@ def optimizer(cfg: RunConfig, model: nn.Module, device: torch.device) -> torch.o
         options = {"lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "fused": fused or None}
     if cfg.strategy == "zero1":
         return sharding.zero1_optimizer(model.parameters(), kind, **options)
+    if cfg.strategy == "tensor":  # fused and foreach kernels refuse a list mixing DTensors and plain tensors (bn2
+        options.update(fused=None, foreach=False)  # and fc3 stay plain): one update per tensor, the same arithmetic
     return kind(model.parameters(), **options)
 
 

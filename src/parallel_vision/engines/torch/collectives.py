@@ -7,6 +7,10 @@ call the `torch.distributed` module's functions (`dist.all_reduce`, `dist.broadc
 wrapped call adds the bytes of the full tensor the collective works on (S of the projection's cost formulas:
 all-gather's output, reduce-scatter's input, the reduced or broadcast tensor) to its kind while a step is
 being counted. The loop's own small collectives (stop polls, sums) happen outside the counted window.
+
+DTensor (tensor parallelism's activation all-reduce, and any redistribution) does not call those: it calls the
+functional collectives of `torch.distributed._functional_collectives` (`funcol.all_reduce` …, the c10d_functional
+ops), which `install` wraps too, in the same way (an all-gather counted by its output, known before it completes).
 """
 
 from __future__ import annotations
@@ -34,6 +38,16 @@ _WRAPPED: dict[str, tuple[str, str, int]] = {
     # P2POp checks `op in [isend, irecv]` against distributed_c10d's own names, so those are wrapped there too.
     "isend": ("send_recv", "tensor", 0),
     "irecv": ("send_recv", "tensor", 0),
+}
+
+
+#: torch.distributed._functional_collectives function -> (kind, the full tensor: the input, or the output). Only
+#: the base functions: the others (all_gather_tensor, the *_autograd ones) call these, and would count twice.
+_FUNCTIONAL: dict[str, tuple[str, str]] = {
+    "all_reduce": ("all_reduce", "input"),
+    "broadcast": ("broadcast", "input"),
+    "all_gather_single": ("all_gather", "output"),
+    "reduce_scatter_single": ("reduce_scatter", "input"),
 }
 
 
@@ -75,6 +89,12 @@ def install(counter: CollectiveCounter) -> CollectiveCounter:
                 setattr(dist, name, counted)
                 if getattr(c10d, name, None) is original:
                     setattr(c10d, name, counted)
+        import torch.distributed._functional_collectives as funcol
+
+        for name, (kind, which) in _FUNCTIONAL.items():
+            original = getattr(funcol, name, None)
+            if original is not None:
+                setattr(funcol, name, _counted_functional(original, kind, which))
     _COUNTERS[:] = [counter]
     return counter
 
@@ -86,6 +106,17 @@ def _counted(original: Callable[..., Any], kind: str, keyword: str, position: in
         for counter in _COUNTERS:
             counter.add(kind, tensor)
         return original(*args, **kwargs)
+
+    return call
+
+
+def _counted_functional(original: Callable[..., Any], kind: str, which: str) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def call(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        result = original(tensor, *args, **kwargs)
+        for counter in _COUNTERS:
+            counter.add(kind, tensor if which == "input" else result)
+        return result
 
     return call
 

@@ -82,16 +82,17 @@ class StepProbe:
         if isinstance(output, torch.Tensor) and output.requires_grad:
             output.register_hook(lambda grad: self._sample())  # this module's backward is about to run
 
-    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+    def _pack(self, saved: torch.Tensor) -> torch.Tensor:
+        t = local_tensor(saved)  # a DTensor's (tensor parallelism) own part
         try:
             ptr = t.untyped_storage().data_ptr()
-            params = {p.untyped_storage().data_ptr() for p in self._plain_parameters()}
+            params = {local_tensor(p).untyped_storage().data_ptr() for p in self.model.parameters()}
         except (RuntimeError, NotImplementedError):  # no storage of its own (a tensor subclass): not counted
-            return t
+            return saved
         if ptr not in self._seen and ptr not in params:  # parameters are state, not activations
             self._seen.add(ptr)
             self.activation_bytes += t.untyped_storage().nbytes()
-        return t
+        return saved
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[StepProbe]:

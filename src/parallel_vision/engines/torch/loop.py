@@ -47,6 +47,9 @@ class Trainer(Resumable):
     def __init__(self, cfg: RunConfig, dist: Dist) -> None:
         self.cfg, self.dist = cfg, dist
         self.device = choose_device(cfg, dist.local_rank)
+        # Which part of each batch this rank takes: its own under data parallelism; the whole batch where the model,
+        # not the data, is split (StrategySpec.same_batch: tensor, pipeline). build.stepper says how sums count.
+        self.data_rank = 0 if cfg.strategy_spec.same_batch else dist.rank
         self.timing: dict[str, float | None] = {}
 
         t = time.perf_counter()
@@ -60,7 +63,7 @@ class Trainer(Resumable):
         self.model = build.wrap(model, cfg, self.device, self.comm)
         self.optimizer = build.optimizer(cfg, self.model, self.device)
         self.scheduler = build.scheduler(cfg, self.optimizer, self.train.n)
-        torch.manual_seed(cfg.seed + dist.rank)  # dropout differs by rank, as with independent devices
+        torch.manual_seed(cfg.seed + self.data_rank)  # dropout differs by data rank, as with independent devices
         self.timing["model_build_s"] = time.perf_counter() - t
         self.autocast = build.autocast(cfg, self.device)
         self.scaler = build.grad_scaler(cfg, self.device)
@@ -319,7 +322,7 @@ class Trainer(Resumable):
         size = self.cfg.eval_batch_size
         if not sharding.forward_is_collective(self.cfg):
             return [slice(a, min(a + size, shard.stop)) for a in range(shard.start, shard.stop, size)]
-        largest = -(-self.test.n // self.dist.world_size)
+        largest = -(-self.test.n // self.cfg.data_replicas)
         count = max(1, -(-largest // size))
         bounds = np.linspace(shard.start, shard.stop, count + 1).round().astype(int)
         return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
@@ -334,8 +337,10 @@ class Trainer(Resumable):
 
     # -- agreement between ranks ----------------------------------------------------------
     def _all_sum(self, *values: torch.Tensor) -> list[float]:
+        """Per-image sums over the group, each image counted once: the step object's `copies` ranks hold each
+        (tensor parallelism: every rank; exact, a sum of equal doubles divided)."""
         stacked = torch.stack([v.detach().double().to(self.device) for v in values])
-        return self.dist.all_sum(stacked).cpu().tolist()
+        return (self.dist.all_sum(stacked) / self.stepper.copies).cpu().tolist()
 
     def _poll(self, epoch: int, done: int, loss_sum: torch.Tensor) -> None:
         """All ranks agree whether to stop (the largest signal number any rank saw) and whether the loss
@@ -360,14 +365,15 @@ class Trainer(Resumable):
 
         Returns mean loss and accuracy (on every rank) and the predictions (on rank 0).
         """
-        shard = eval_shard(self.test.n, self.dist.rank, self.dist.world_size)
-        # The same weights on every rank. Under fsdp each forward all-gathers, so every rank runs the same number
-        # of batches (its shard in as many near-equal parts as the largest shard needs); else a plain loop.
+        shard = eval_shard(self.test.n, self.data_rank, self.cfg.data_replicas)
+        # The same weights on every rank. Under fsdp each forward all-gathers (under tensor it all-reduces, and
+        # every rank's shard is the whole test set), so every rank runs the same number of batches (its shard in
+        # as many near-equal parts as the largest shard needs); else a plain loop.
         batches = self._eval_batches(shard)
         model = self.bare_model
         # DDP keeps rank 0's BatchNorm statistics (broadcast before each forward); after the last
         # step each rank holds its own update. Evaluate every shard with rank 0's, the saved model's.
-        for buffer in model.buffers():
+        for buffer in model.buffers() if not self.cfg.strategy_spec.same_batch else ():  # tensor: equal already
             self.dist.broadcast(buffer)
         model.eval()
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
@@ -382,6 +388,6 @@ class Trainer(Resumable):
         correct = (local == self.test.labels[shard]).sum().double()
         total_loss, total_correct = self._all_sum(loss_sum, correct)
         gathered = self.dist.all_gather_object(local.cpu().numpy())
-        predictions = np.concatenate(gathered) if self.dist.master else None
+        predictions = np.concatenate(gathered[:self.cfg.data_replicas]) if self.dist.master else None
         return total_loss / self.test.n, total_correct / self.test.n, predictions
 

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from parallel_vision.engines.torch.loop import Trainer
 
 MODEL_FILE = "model.pt"
+#: summary.same_batch of a tensor-parallel run: what its data loading and images/s mean.
+SAME_BATCH = ("every rank takes the whole global batch (the model, not the data, is split): each image is loaded "
+              "on every rank but trained on once by the group, so images/s counts it once and per_worker_batch is "
+              "the global batch")
 
 
 # --------------------------------------------------------------------------- the result
@@ -66,7 +70,8 @@ def write_outputs(trainer: Trainer, out: Path, status: str) -> None:
     rss = trainer.dist.all_gather_object(peak_rss_mib())
     per_rank = trainer.per_rank_summary()  # collective too: every rank's step times (DDP on the CPU)
     held = sharding_summary(trainer)  # collective: what every rank held and sent
-    # The plain model's weights: gathered from every rank's shards under fsdp (a collective), else rank 0's own.
+    # The plain model's weights: gathered from every rank's shards under fsdp and tensor (a collective), else
+    # rank 0's own.
     weights = (sharding.full_model_state(cfg, trainer.model)
                if status == "complete" and (trainer.dist.master or sharding.state_is_collective(cfg)) else None)
     if not trainer.dist.master:
@@ -116,6 +121,8 @@ def sharding_summary(trainer: Trainer) -> dict[str, Any]:
         summary["comm_bytes_by_op"] = {k: max(b[k] for b in by_op) for k in by_op[0]}
     if trainer.cfg.strategy == "pipeline":  # the split, the schedule, each stage's times and bubble
         summary.update(pipeline_step.summary(trainer))
+    if trainer.cfg.strategy_spec.same_batch:
+        summary["same_batch"] = SAME_BATCH
     if trainer.cfg.strategy == "zero1":
         summary["zero1_partition"] = trainer.dist.all_gather_object(sharding.zero1_share(trainer.optimizer))
     return summary

@@ -33,6 +33,7 @@ class PipelineStep:
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.first, self.last = self.rank == 0, self.rank == self.world - 1
         self.sampler = (0, 1)  # every stage walks the whole batch of the same sampler: no data-parallel split
+        self.copies = 1  # only the last stage has the logits: the other ranks add zeros to every sum
         # Static shapes: without them the stage infers its shapes by a forward pass in training mode on an
         # uninitialised tensor, whose BatchNorm statistics it would keep (measured: NaN running means).
         model, micro, device = trainer.model, cfg.batch_size // cfg.pipeline_microbatches, trainer.device

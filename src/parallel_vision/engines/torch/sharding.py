@@ -1,4 +1,4 @@
-"""The two sharded strategies, built from PyTorch's own implementations: `zero1` and `fsdp`.
+"""The sharded strategies, built from PyTorch's own implementations: `zero1`, `fsdp` and `tensor`.
 
 - `zero1`: DistributedDataParallel with `torch.distributed.optim.ZeroRedundancyOptimizer`: gradients are
   all-reduced as under DDP; each rank keeps the optimizer state of its own part of the parameters, steps that
@@ -7,6 +7,8 @@
   then on the root, over a one-dimensional DeviceMesh: parameters, gradients and optimizer state are sharded;
   each unit's parameters are all-gathered for its forward (and again for backward when resharded) and its
   gradients reduce-scattered.
+- `tensor`: tensor parallelism (`tensor_parallel.py`): wide_mlp's fc1 column-wise, bn1 by feature and fc2
+  row-wise over a DeviceMesh; every rank takes the whole batch.
 
 Everything outside this module sees the same Trainer: `full_model_state` / `full_optimizer_state` give the plain
 single-model state dicts (on rank 0; collectives, so every rank calls them), `load_full_state` puts such dicts
@@ -28,7 +30,9 @@ from parallel_vision.models.torch_zoo import shard_units
 if TYPE_CHECKING:
     from parallel_vision.config import RunConfig
 
-SHARDED = ("zero1", "fsdp")
+SHARDED = ("zero1", "fsdp", "tensor")
+#: Strategies whose parameters are DTensors: their plain state dicts are gathered (a collective on every rank).
+DTENSOR_STATE = ("fsdp", "tensor")
 
 
 def fully_shard_model(model: nn.Module, cfg: RunConfig, device: torch.device) -> nn.Module:
@@ -60,13 +64,15 @@ def is_sharded(cfg: RunConfig) -> bool:
 
 
 def state_is_collective(cfg: RunConfig) -> bool:
-    """Under fsdp and pipeline the plain model's state dict is assembled from every rank (`full_model_state`)."""
-    return cfg.strategy in ("fsdp", "pipeline")
+    """Under fsdp, tensor and pipeline the plain model's state dict is assembled from every rank
+    (`full_model_state`): every rank must call it."""
+    return cfg.strategy in (*DTENSOR_STATE, "pipeline")
 
 
 def forward_is_collective(cfg: RunConfig) -> bool:
-    """Under FSDP every forward all-gathers: all ranks must run the same number of them (evaluation too)."""
-    return cfg.strategy == "fsdp"
+    """Under FSDP every forward all-gathers, under tensor it all-reduces: all ranks must run the same number of
+    them (evaluation too)."""
+    return cfg.strategy in DTENSOR_STATE
 
 
 def zero1_share(optimizer: torch.optim.Optimizer) -> int:
@@ -84,11 +90,11 @@ def _options(**kwargs: Any) -> Any:
 
 
 def full_model_state(cfg: RunConfig, model: nn.Module) -> dict[str, torch.Tensor] | None:
-    """Collective under fsdp: the plain model's state dict on CPU, on rank 0 (None on the others); under pipeline
-    (collective too) the stages' entries merged, on every rank."""
+    """Collective under fsdp and tensor: the plain model's state dict on CPU, on rank 0 (None on the others); under
+    pipeline (collective too) the stages' entries merged, on every rank."""
     if cfg.strategy == "pipeline":
         return pipeline.merged_state(model)
-    if cfg.strategy != "fsdp":
+    if cfg.strategy not in DTENSOR_STATE:
         bare = model.module if hasattr(model, "module") else model
         return {k: v.detach().to("cpu", copy=True) for k, v in bare.state_dict().items()}
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
@@ -98,14 +104,14 @@ def full_model_state(cfg: RunConfig, model: nn.Module) -> dict[str, torch.Tensor
 
 
 def full_optimizer_state(cfg: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
-    """Collective under zero1 and fsdp: the whole optimizer's state dict on rank 0 (None on the other ranks of a
-    sharded strategy); every rank's own copy under the replicated ones."""
+    """Collective under zero1, fsdp and tensor: the whole optimizer's state dict on rank 0 (None on the other ranks
+    of a sharded strategy); every rank's own copy under the replicated ones."""
     if cfg.strategy == "pipeline":  # each stage's own optimizer: every stage's state dict, in stage order
         return pipeline.stage_optimizer_states(optimizer)
     if cfg.strategy == "zero1":
         optimizer.consolidate_state_dict(to=0)  # type: ignore[attr-defined]
         return copy.deepcopy(optimizer.state_dict()) if dist.get_rank() == 0 else None
-    if cfg.strategy == "fsdp":
+    if cfg.strategy in DTENSOR_STATE:
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
         state = get_optimizer_state_dict(model, optimizer, options=_options(cpu_offload=True))
@@ -115,13 +121,13 @@ def full_optimizer_state(cfg: RunConfig, model: nn.Module, optimizer: torch.opti
 
 def load_full_state(cfg: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
                     model_state: dict[str, torch.Tensor] | None, optimizer_state: dict[str, Any] | None) -> None:
-    """Put plain state dicts back (rank 0's is the one used under zero1 and fsdp; collective there). Under
+    """Put plain state dicts back (rank 0's is the one used under zero1, fsdp and tensor; collective there). Under
     pipeline every rank has both (the checkpoint is handed to every rank) and takes its stage's part."""
     if cfg.strategy == "pipeline":
         assert model_state is not None and optimizer_state is not None
         pipeline.load_state(model, optimizer, model_state, optimizer_state)
         return
-    if cfg.strategy == "fsdp":
+    if cfg.strategy in DTENSOR_STATE:
         from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
         options = _options(broadcast_from_rank0=True)
