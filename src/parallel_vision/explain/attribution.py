@@ -128,8 +128,8 @@ def occlusion(model: Model, x: np.ndarray, y: np.ndarray, black: np.ndarray, *, 
         occluded = np.repeat(x[None], len(part), axis=0)
         for c, (i, j) in enumerate(part):
             occluded[c, :, i:i + patch, j:j + patch, :] = black
-        drop = base[None] - model.logits(occluded.reshape(-1, h, w, x.shape[3]))[
-            np.tile(rows, len(part)), np.tile(y, len(part))].reshape(len(part), n)
+        scores = model.logits(occluded.reshape(-1, h, w, x.shape[3]))  # patch-major: row c·n + image
+        drop = base[None] - scores[np.arange(len(scores)), np.tile(y, len(part))].reshape(len(part), n)
         for c, (i, j) in enumerate(part):
             total[:, i:i + patch, j:j + patch] += drop[c][:, None, None]
             covered[i:i + patch, j:j + patch] += 1
