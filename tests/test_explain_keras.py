@@ -35,6 +35,7 @@ KERAS_RUN_IMAGES = 20
 #: the methods through explain.attribution, and the two wrong implementations the floor must catch.
 KERAS_MAPS = """
 import importlib, pickle, sys
+from pathlib import Path
 import keras, numpy as np
 from parallel_vision.config import RunConfig
 from parallel_vision.engines.keras import explain
