@@ -124,13 +124,15 @@ def test_an_unknown_method_is_one_line() -> None:
     assert run.parse_methods("gradcam, saliency,gradcam") == ("gradcam", "saliency")
 
 
-def test_gradcam_on_wide_mlp_and_keras_runs_are_refused_in_one_line(tmp_path: Path) -> None:
-    mlp = fake_run(tmp_path / "mlp", model="wide_mlp")
-    with pytest.raises(ConfigError, match="gradcam needs a convolutional layer and wide_mlp has none"):
-        run.explain(mlp, ("saliency", "gradcam"), 10)
-    keras = fake_run(tmp_path / "keras", framework="tensorflow")
-    with pytest.raises(ConfigError, match=r"explain supports torch runs so far; Keras runs are planned \(issue 30\)"):
-        run.explain(keras, ("saliency",), 10)
+def test_gradcam_on_wide_mlp_is_refused_in_one_line_and_keras_runs_have_their_child(tmp_path: Path) -> None:
+    from parallel_vision.predict.model import open_run
+
+    for framework in ("torch", "tensorflow", "jax"):
+        mlp = fake_run(tmp_path / f"mlp-{framework}", model="wide_mlp", framework=framework)
+        with pytest.raises(ConfigError, match="gradcam needs a convolutional layer and wide_mlp has none"):
+            run.explain(mlp, ("saliency", "gradcam"), 10)
+        child = run.check(open_run(fake_run(tmp_path / framework, framework=framework)), ("saliency",))
+        assert child.endswith("torch.explain" if framework == "torch" else "keras.explain"), framework
 
 
 def test_a_run_folder_without_model_pt_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ def check(run: SavedRun, methods: tuple[str, ...]) -> str:
     """The explain child of the run's engine; a one-line ConfigError for what cannot be explained yet."""
     spec = registry.get(run.cfg.framework)
     if not spec.explain:
-        raise ConfigError("explain supports torch runs so far; Keras runs are planned (issue 30)")
+        raise ConfigError(f"explain does not support {run.cfg.framework} runs")
     if "gradcam" in methods and run.cfg.model == "wide_mlp":
         raise ConfigError("gradcam needs a convolutional layer and wide_mlp has none; "
                           "use saliency, ig, smoothgrad or occlusion")
@@ -61,12 +61,7 @@ def explain(path: Path, methods: tuple[str, ...], images: int = DEFAULT_IMAGES, 
     child = check(run, methods)
     pixels, labels, _names = load_split(run.cfg, "test")
     indices = stratified_sample(labels, images, seed)
-    x = normalize(to_nhwc(pixels[indices]), run.shape.mean, run.shape.std).astype(np.float32)
-    y = labels[indices].astype(np.int64)
-    black = normalize(np.zeros((1, 1, 1, run.shape.channels), np.uint8), run.shape.mean, run.shape.std).ravel()
-    request = {"methods": list(methods), "seed": seed, "steps": faithfulness.STEPS,
-               "sanity_images": min(SANITY_IMAGES, images), "black": black.tolist(),
-               "input_range": float(1 / max(run.shape.std))}
+    x, y, request = prepare(run, pixels[indices], labels[indices], methods=methods, seed=seed)
     started = time.perf_counter()
     out, timings = _run_child(run, child, x, y, request)
     doc = _document(run, out, timings, request, indices=indices, y=y)
@@ -81,6 +76,17 @@ def explain(path: Path, methods: tuple[str, ...], images: int = DEFAULT_IMAGES, 
     text = page.page(doc, page.overlays(to_nhwc(pixels[indices]), y, arrays), page.curves(mean_curves))
     atomic_write_bytes(path / "explain" / "explain.html", text.encode())
     return doc
+
+
+def prepare(run: SavedRun, pixels: np.ndarray, labels: np.ndarray, *, methods: tuple[str, ...],
+            seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The child's inputs (normalised NHWC float32, as in training), classes and request.json for these images."""
+    x = normalize(to_nhwc(pixels), run.shape.mean, run.shape.std).astype(np.float32)
+    black = normalize(np.zeros((1, 1, 1, run.shape.channels), np.uint8), run.shape.mean, run.shape.std).ravel()
+    request = {"methods": list(methods), "seed": seed, "steps": faithfulness.STEPS,
+               "sanity_images": min(SANITY_IMAGES, len(x)), "black": black.tolist(),
+               "input_range": float(1 / max(run.shape.std))}
+    return x, labels.astype(np.int64), request
 
 
 def _run_child(run: SavedRun, child: str, x: np.ndarray, y: np.ndarray,

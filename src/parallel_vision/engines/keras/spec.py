@@ -11,7 +11,8 @@ from parallel_vision.engines.spec import ClusterEnv, EngineSpec, ResumeFiles
 
 def keras_engine(framework: str, backup: ModuleType, cluster: ModuleType) -> EngineSpec:
     """The `EngineSpec` of the Keras engine `parallel_vision.engines.<framework>`: model.keras, epoch-end
-    backups, a launcher-started `multiworker` strategy, and `pvision predict` through the Keras layer."""
+    backups, a launcher-started `multiworker` strategy, and `pvision predict` and `pvision explain` through the
+    Keras layer."""
     return EngineSpec(
         framework=framework,
         entry=f"parallel_vision.engines.{framework}.engine:train_and_evaluate",
@@ -19,4 +20,5 @@ def keras_engine(framework: str, backup: ModuleType, cluster: ModuleType) -> Eng
         cluster=ClusterEnv.of(("multiworker",), cluster),
         model_file="model.keras",
         predict="parallel_vision.engines.keras.predict",
+        explain="parallel_vision.engines.keras.explain",
     )

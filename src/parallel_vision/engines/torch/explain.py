@@ -32,18 +32,19 @@ from parallel_vision.engines.torch.predict import load_model
 from parallel_vision.engines.workload import workload
 from parallel_vision.errors import ConfigError
 from parallel_vision.explain import faithfulness
+from parallel_vision.explain.attribution import (  # the settings the Keras side uses too
+    IG_STEPS,
+    OCCLUSION_PATCH,
+    OCCLUSION_STRIDE,
+    SMOOTHGRAD_NOISE,
+    SMOOTHGRAD_SAMPLES,
+)
 from parallel_vision.models.torch_zoo import build_torch_model
 
 #: Images attributed per Captum call (IG and SmoothGrad multiply it by their samples internally).
 CHUNK = 100
 #: Images whose deletion (or insertion) frames go through the model in one forward pass.
 CURVE_IMAGES = 32
-#: IntegratedGradients: Riemann steps from the black baseline. SmoothGrad: noisy samples, noise 15 % of the
-#: input range (Smilkov et al. 2017). Occlusion: a 4×4 patch in strides of 2, replaced by black.
-IG_STEPS = 32
-SMOOTHGRAD_SAMPLES = 16
-SMOOTHGRAD_NOISE = 0.15
-OCCLUSION_PATCH, OCCLUSION_STRIDE = 4, 2
 
 
 @dataclass(frozen=True)
