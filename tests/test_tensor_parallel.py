@@ -90,7 +90,7 @@ def test_each_worker_holds_its_half_of_the_hidden_layers_and_all_reduces_the_act
     # functional collective (funcol.all_reduce), which torch.distributed.all_reduce's wrapper alone would miss;
     # backward has none (fc1's input gradient, ColwiseParallel's all-reduce, is not needed for images)
     assert summary["comm_bytes_by_op"] == {"all_reduce": 128 * 4096 * 4, "all_gather": 0, "reduce_scatter": 0,
-                                           "broadcast": 0}
+                                           "broadcast": 0, "send_recv": 0}
     assert summary["per_worker_batch"] == 128 and "whole global batch" in summary["same_batch"]
 
 
