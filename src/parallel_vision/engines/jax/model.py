@@ -1,14 +1,16 @@
 """The Keras model of a JAX run and its compiled SPMD programs.
 
 `Model` holds two copies of the paper's CNN (engines.keras.model, shared with the TensorFlow engine):
-`net`, built inside keras.distribution.DataParallel's scope, whose `stateless_call` the jitted step traces;
-and `host`, a plain single-device copy compiled with the same optimiser, into which the trained state is
-copied for backups and the saved model. The training state is an explicit pytree (trainable, non-trainable
-including BatchNorm statistics and dropout seeds, optimiser slots, epoch sums) replicated on every device.
+`net`, built inside the distribution's scope (DataParallel, or ModelParallel for `model-parallel`), whose
+`stateless_call` the jitted step traces; and `host`, a plain single-device copy compiled with the same optimiser,
+into which the trained state is copied for backups and the saved model. The training state is an explicit pytree
+(trainable, non-trainable including BatchNorm statistics and dropout seeds, optimiser slots, epoch sums), each
+array placed as its variable is (replicated under DataParallel, the LayoutMap's sharding under ModelParallel).
 
 `train_step` and `eval_step` are jitted once and compiled ahead of time (timing compile_s): with the batch
 sharded over 'batch' and the state replicated, XLA's SPMD partitioner splits the step over the devices and
-inserts the gradient all-reduce (and BatchNorm's cross-device batch moments) into the one program.
+inserts the gradient all-reduce (and BatchNorm's cross-device batch moments) into the one program; with the
+layers split, it inserts what the layout needs (layout.py).
 """
 
 from __future__ import annotations
