@@ -18,10 +18,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from parallel_vision import strategies
 from parallel_vision.config import RunConfig
+from parallel_vision.data import load
 from parallel_vision.errors import ConfigError
 from parallel_vision.models.catalog import WIDE_MLP_WIDTH
 from shared_runs import JAX_MODEL_PARALLEL, JAX_WIDE  # tests/ on sys.path
@@ -45,13 +47,20 @@ def pair(trained: Any) -> tuple[Any, Any, dict[str, Any]]:
 @pytest.mark.slow
 @pytest.mark.jax
 @pytest.mark.skipif(not HAS_JAX, reason="JAX is not installed")
-def test_model_parallel_trains_what_single_trains_with_the_layers_split(pair: tuple[Any, Any, dict[str, Any]]
-                                                                        ) -> None:
+def test_model_parallel_trains_what_single_trains_with_the_layers_split(pair: tuple[Any, Any, dict[str, Any]],
+                                                                        data_dir: Path) -> None:
     single, parallel, compared = pair
     assert max(compared["weight_diff"].values()) < WEIGHT_TOL, compared["weight_diff"]
     assert compared["logit_diff"] < LOGIT_TOL * compared["logit_scale"]
     assert compared["reproduces"] == [True, True]  # each model.keras, loaded plainly, gives its predictions.npy
     data = parallel.data
+    # The accuracy contract (tests/test_accuracy_contract.py's checks, on this run): the reported accuracy is the
+    # saved model's predictions', the confusion matrix's and the last epoch's.
+    predictions, labels = np.load(parallel.out_dir / "predictions.npy"), load("mnist", "test", data_dir)[1][:256]
+    reported = data["summary"]["test_accuracy"]
+    assert predictions.shape == (256,) and reported == float(np.mean(predictions == labels))
+    matrix = np.asarray(data["confusion_matrix"])
+    assert reported == float(np.trace(matrix) / matrix.sum()) == data["epochs"][-1]["test_accuracy"]
     assert data["epochs"][0]["train_loss"] == pytest.approx(single.data["epochs"][0]["train_loss"], rel=1e-5)
     assert data["epochs"][0]["n_train_images"] == 256 and data["epochs"][0]["n_test_evaluated"] == 256
 
