@@ -116,7 +116,6 @@ def record(run: Any, model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """(summary_extra, environment_extra) of a model-parallel run."""
     comm = hlo_collectives(model.train_step.as_text())
     summary = {"state_bytes_per_worker": state_bytes(model.state), "comm_bytes_by_op": comm["bytes_by_op"],
-               "per_worker_batch": run.cfg.batch_size,  # every device sees the whole batch; the layers are split
                "n_parameters": int(sum(int(v.size) for v in model.state[0]))}
     mesh = {"shape": [1, len(run.placement.devices)], "axis_names": list(AXES)}
     environment = {"layout_map": {p: list(a) for p, a in LAYOUT.items()}, "mesh": mesh,
