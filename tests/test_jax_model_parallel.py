@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,14 @@ def test_model_parallel_is_refused_where_it_cannot_run_in_one_line() -> None:
         with pytest.raises(ConfigError, match=fragment) as info:
             RunConfig(**config)
         assert "\n" not in str(info.value)
+
+
+def test_a_multi_process_model_parallel_job_is_refused_before_jax_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from parallel_vision.engines.jax import cluster
+    from parallel_vision.engines.jax.setup import start_run
+
+    monkeypatch.setenv(cluster.ADDRESSES, "10.0.0.1:1234,10.0.0.2:1234")
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    with pytest.raises(ConfigError, match="multi-process model parallelism is not offered"):
+        start_run(RunConfig(framework="jax", strategy="model-parallel", workers=2, model="wide_mlp"))
+    assert "KERAS_BACKEND" not in os.environ  # refused before the environment JAX reads was set

@@ -39,6 +39,9 @@ DTYPE_BYTES = {"f32": 4, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "s8": 1, "u8":
 CPU_NOTE = ("the model axis spans virtual CPU devices of one process (XLA_FLAGS "
             "--xla_force_host_platform_device_count), which share one thread pool: this run shows the layout and "
             "its correctness, not a speed-up")
+NO_PROCESSES = ("strategy model-parallel runs in one process over its local devices, but KERAS_DISTRIBUTION_JOB_"
+                "ADDRESSES describes a multi-process job: multi-process model parallelism is not offered (use "
+                "multiworker for data parallelism across processes)")
 STATE_HOW = ("bytes of each state array's shards on each device (addressable_shards) between steps: parameters "
              "(trainable), non_trainable (BatchNorm statistics, seeds), optimizer (slots, step counter); gradients "
              "exist only inside the compiled step (XLA buffers, laid out like their parameters), so null")

@@ -40,6 +40,7 @@ from parallel_vision.engines.common import pin_to_cores
 from parallel_vision.engines.jax import backup as jax_backup
 from parallel_vision.engines.jax import layout
 from parallel_vision.engines.jax.cluster import JaxCluster, cluster_from_env
+from parallel_vision.engines.jax.cluster import present as cluster_present
 from parallel_vision.engines.keras.backup import KerasBackups
 from parallel_vision.engines.keras.run import KerasRun, refuse_devices
 from parallel_vision.errors import ConfigError
@@ -165,6 +166,8 @@ def start_run(cfg: RunConfig) -> JaxRun:
     """Everything before the data: cluster check (before JAX is imported), environment, pinning, JAX and
     Keras, devices and distribution, seeds and precision. Records startup_s (launch → devices ready)."""
     cluster = cluster_from_env(cfg.workers) if cfg.strategy == "multiworker" else None
+    if cfg.strategy == "model-parallel" and cluster_present():
+        raise ConfigError(layout.NO_PROCESSES)
     configure_environment(cfg)
     threads = cfg.resolved_threads()
     if cfg.pin_threads or threads < usable_cores():
