@@ -56,3 +56,9 @@ TORCH_ACCUM4: dict[str, object] = dict(TORCH_PIPELINE, strategy="single", worker
 #: match; test_accuracy_contract.py reloads the tensor run's model.pt.
 TORCH_TENSOR: dict[str, object] = dict(WIDE_SGD, strategy="tensor")
 WIDE_SGD_SINGLE: dict[str, object] = dict(WIDE_SGD, strategy="single", workers=1)
+#: JAX model parallelism (test_jax_model_parallel.py): wide_mlp in 4 steps of 64 on 256
+#: images, 256 test images, dropout as the model has it, split over 2 virtual CPU devices; JAX_WIDE is its `single`
+#: twin for the parity check (same seed, same data order, same dropout draws).
+JAX_WIDE: dict[str, object] = {"framework": "jax", "model": "wide_mlp", "limit_train": 256, "limit_test": 256,
+                               "batch_size": 64, "epochs": 1, "tensorboard": False}
+JAX_MODEL_PARALLEL: dict[str, object] = dict(JAX_WIDE, strategy="model-parallel", workers=2, device="cpu")

@@ -153,6 +153,10 @@ CONFIG_CASES = [
     ("powersgd-rank-0", {"strategy": "ddp", "workers": 2, "grad_compression": "powersgd:0"},
      ["the PowerSGD rank must be an integer >= 1"]),
     ("target-accuracy-percent", {"target_accuracy": 99}, ["target_accuracy must be in (0, 1]", "0.99 for 99 %"]),
+    ("model-parallel-conv", {"framework": "jax", "strategy": "model-parallel", "workers": 2},
+     ["JAX's model-parallel strategy does not support model paper_cnn; it supports wide_mlp"]),
+    ("model-parallel-3-devices", {"framework": "jax", "strategy": "model-parallel", "workers": 3, "batch_size": 96,
+                                  "model": "wide_mlp"}, ["--workers 3 does not divide 4096"]),
 ]
 
 

@@ -245,7 +245,7 @@ def _fake_jax_run(tmp_path: Path, **config: Any) -> tuple[Any, Any, Any, Any, li
     data = Data(x_train=rng.random((8, 2, 2, 1), np.float32), y_train=np.arange(8, dtype=np.int32) % 10,
                 x_test=rng.random((4, 2, 2, 1), np.float32), y_test=np.arange(4, dtype=np.int64), input_shape=(2, 2, 1),
                 steps=4, eval_batch=4)
-    feeder = SimpleNamespace(put=lambda *arrays: arrays, replicate=lambda tree: tree)
+    feeder = SimpleNamespace(put=lambda *arrays: arrays, replicate=lambda tree: tree, place=lambda tree, _: tree)
     steps: list[int] = []
 
     def train_step(state: Any, x: Any, y: Any) -> Any:

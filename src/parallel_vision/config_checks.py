@@ -163,6 +163,10 @@ def _check_strategy(cfg: Any) -> None:
         raise ConfigError(f"{strategies.FRAMEWORK_TITLES[cfg.framework]}'s {spec.name} strategy does not support "
                           f"model {cfg.model}; it supports {', '.join(spec.models)}"
                           + (f" ({spec.models_why})" if spec.models_why else ""))
+    split = spec.split_dims.get(cfg.model)
+    if split is not None and split % cfg.workers:
+        raise ConfigError(f"strategy '{spec.name}' splits {cfg.model}'s {split}-wide layers over the devices; "
+                          f"--workers {cfg.workers} does not divide {split}")
 
 
 def _check_pipeline(cfg: Any) -> None:

@@ -91,6 +91,9 @@ class StrategySpec:
     the data is not split over workers and images/s counts each image once."""
     models_why: str = ""
     """Why `models` is not every model (appended to the refusal of another model)."""
+    split_dims: Mapping[str, int] = field(default_factory=dict)
+    """model -> the size of the dimension it splits over the workers (model parallelism): --workers must
+    divide it."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -150,7 +153,14 @@ ELSEWHERE = {
                               "(torch.distributed.tensor.parallel; -f torch -s tensor)",
     ("jax", "tensor"): "JAX has no tensor strategy: tensor parallelism is torch's (torch.distributed.tensor.parallel;"
                        " -f torch -s tensor)",
+    ("tensorflow", "model-parallel"): "TensorFlow has no supported model-parallel strategy (DTensor is "
+                                      "experimental, Keras' TensorFlow distribution backend a prototype); "
+                                      "model-parallel is JAX's (-f jax)",
+    ("torch", "model-parallel"): "torch has no model-parallel strategy: torch splits layers with -s tensor or "
+                                 "-s pipeline; model-parallel is JAX's keras.distribution.ModelParallel (-f jax)",
 }
+#: Width of wide_mlp's hidden layers (models.catalog.WIDE_MLP_WIDTH; a test keeps the two equal).
+WIDE_MLP_WIDTH = 4096
 _ONE_DEVICE = {"processes": "one", "spawner": None, "max_workers": 1, "collectives": (), "bench_default": False}
 _ONE_PROCESS = {"processes": "one", "spawner": None, "max_workers": None, "collectives": ("all_reduce",)}
 _PER_WORKER = {"processes": "per-worker", "max_workers": None, "collectives": ("all_reduce",)}
@@ -205,6 +215,14 @@ STRATEGY_TABLE: list[StrategySpec] = [
                  api="keras.distribution.DataParallel over jax.distributed processes (one device each)",
                  **_PER_WORKER, spawner="launcher",
                  models=ALL_MODELS, levers=COMMON_LEVERS, bench_default=False, refusals=_JAX_ACCUM),
+    StrategySpec(framework="jax", name="model-parallel", title="ModelParallel",
+                 api="keras.distribution.ModelParallel (LayoutMap: wide_mlp's hidden layers split on a 'model' "
+                     "mesh axis; one SPMD program over local devices)",
+                 **_ONE_PROCESS, models=("wide_mlp",), levers=COMMON_LEVERS, bench_default=False,
+                 refusals=_JAX_ACCUM, min_workers=2, split_dims={"wide_mlp": WIDE_MLP_WIDTH},
+                 shards="fc1, bn1 and fc2's parameters, gradients and optimizer state", same_batch=True,
+                 models_why="its LayoutMap splits wide_mlp's dense layers; the convolution models have no "
+                            "model-parallel layout here"),
 ]
 
 

@@ -98,6 +98,13 @@ class Feeder:
             out.append(self.jax.make_array_from_process_local_data(self.batch, rows, a.shape))
         return tuple(out)
 
+    def place(self, tree: Any, shardings: Any) -> Any:
+        """Host arrays → arrays laid out as `shardings` (a matching tree): each device gets its own block."""
+        def one(value: Any, sharding: Any) -> Any:
+            value = np.asarray(value)
+            return self.jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+        return self.jax.tree_util.tree_map(one, tree, shardings)
+
     def replicate(self, tree: Any) -> Any:
         """Host arrays → arrays replicated on every device of the mesh (in every process)."""
         def one(value: Any) -> Any:

@@ -10,6 +10,7 @@ process itself); JAX is imported by `setup.start_run`, after the environment it 
     resume.py    epoch-end backups: restored under --resume, written after every epoch (backup.py: the folder)
     train.py     the epoch loop and clock (what each number means), TensorBoard, signals
     evaluate.py  per-epoch evaluation and the final prediction pass of the saved weights
+    layout.py    model-parallel: the LayoutMap, and what the result records of the layout
     outputs.py   the result's environment block
 
 What both Keras engines share (the run state, the epoch check, backups, the prediction tail and `finish`,
@@ -24,6 +25,7 @@ eval_total_s = sum of per-epoch eval times; final_eval_s = the final prediction 
 from __future__ import annotations
 
 from parallel_vision.config import RunConfig
+from parallel_vision.engines.jax import layout
 from parallel_vision.engines.jax.data import Feeder, load_data
 from parallel_vision.engines.jax.evaluate import predict_with_saved_weights
 from parallel_vision.engines.jax.model import build, state_to_host
@@ -43,5 +45,7 @@ def train_and_evaluate(cfg: RunConfig) -> None:
     feeder = Feeder(run)
     model = build(run, data, feeder)
     restore(run, model, feeder)
+    if cfg.strategy == "model-parallel":  # the layout the state has, restored from a backup or not
+        run.summary_extra, run.environment_extra = layout.record(run, model)
     stopped = fit(run, model, data, feeder)
     finish(run, stopped or predict_with_saved_weights(run, state_to_host(model.state), data), environment)

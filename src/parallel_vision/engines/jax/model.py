@@ -1,14 +1,16 @@
 """The Keras model of a JAX run and its compiled SPMD programs.
 
 `Model` holds two copies of the paper's CNN (engines.keras.model, shared with the TensorFlow engine):
-`net`, built inside keras.distribution.DataParallel's scope, whose `stateless_call` the jitted step traces;
-and `host`, a plain single-device copy compiled with the same optimiser, into which the trained state is
-copied for backups and the saved model. The training state is an explicit pytree (trainable, non-trainable
-including BatchNorm statistics and dropout seeds, optimiser slots, epoch sums) replicated on every device.
+`net`, built inside the distribution's scope (DataParallel, or ModelParallel for `model-parallel`), whose
+`stateless_call` the jitted step traces; and `host`, a plain single-device copy compiled with the same optimiser,
+into which the trained state is copied for backups and the saved model. The training state is an explicit pytree
+(trainable, non-trainable including BatchNorm statistics and dropout seeds, optimiser slots, epoch sums), each
+array placed as its variable is (replicated under DataParallel, the LayoutMap's sharding under ModelParallel).
 
 `train_step` and `eval_step` are jitted once and compiled ahead of time (timing compile_s): with the batch
 sharded over 'batch' and the state replicated, XLA's SPMD partitioner splits the step over the devices and
-inserts the gradient all-reduce (and BatchNorm's cross-device batch moments) into the one program.
+inserts the gradient all-reduce (and BatchNorm's cross-device batch moments) into the one program; with the
+layers split, it inserts what the layout needs (layout.py).
 """
 
 from __future__ import annotations
@@ -30,14 +32,22 @@ class Model:
     host: Any  # single-device copy with its own optimiser (backups; resume)
     train_step: Any  # compiled: (state, x, y) -> state
     eval_step: Any  # compiled: (tv, ntv, x, y) -> (loss_sum, correct, count)
-    state: Any  # replicated pytree: (trainable, non_trainable, optimizer, sums)
+    state: Any  # pytree: (trainable, non_trainable, optimizer, sums), each array laid out as its variable
+    shardings: Any = None  # (trainable, non_trainable, optimizer) shardings: the variables' own (layout)
 
 
 def zero_sums(jnp: Any) -> tuple[Any, Any, Any]:
     return (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
 
-def make_functions(run: JaxRun, net: Any, optimizer: Any) -> tuple[Any, Any]:
+def variable_shardings(net: Any, optimizer: Any) -> tuple[list[Any], list[Any], list[Any]]:
+    """Where each state array lives: the sharding its variable got in the distribution's scope (replicated under
+    DataParallel, the LayoutMap's under ModelParallel)."""
+    return ([v.value.sharding for v in net.trainable_variables],
+            [v.value.sharding for v in net.non_trainable_variables], [v.value.sharding for v in optimizer.variables])
+
+
+def make_functions(run: JaxRun, net: Any, optimizer: Any, shardings: Any) -> tuple[Any, Any]:
     jax, keras = run.jax, run.keras
     jnp = jax.numpy
     cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
@@ -67,7 +77,9 @@ def make_functions(run: JaxRun, net: Any, optimizer: Any) -> tuple[Any, Any]:
         return (jnp.sum(jnp.where(valid, losses, 0.0)), jnp.sum(correct.astype(jnp.int32)),
                 jnp.sum(valid.astype(jnp.int32)))
 
-    return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
+    replicated = jax.sharding.NamedSharding(run.placement.mesh, jax.sharding.PartitionSpec())
+    # The state keeps its layout from step to step (XLA would otherwise pick the outputs' shardings).
+    return jax.jit(train_step, donate_argnums=0, out_shardings=(*shardings, replicated)), jax.jit(eval_step)
 
 
 def build(run: JaxRun, data: Data, feeder: Feeder) -> Model:
@@ -84,16 +96,17 @@ def build(run: JaxRun, data: Data, feeder: Feeder) -> Model:
         host.optimizer.build(host.trainable_variables)
         if cfg.init == "framework":  # the seeded draws of the net (identical in every process), read on the host
             load_into_host_model(host, net)
-        values = host_values(host, host.optimizer)
-        state = feeder.replicate((*values, tuple(np.zeros((), d) for d in (np.float32, np.int32, np.int32))))
-        train_step, eval_step = make_functions(run, net, optimizer)
+        shardings = variable_shardings(net, optimizer)
+        state = (*feeder.place(host_values(host, host.optimizer), shardings),
+                 feeder.replicate(tuple(np.zeros((), d) for d in (np.float32, np.int32, np.int32))))
+        train_step, eval_step = make_functions(run, net, optimizer, shardings)
     with run.timed("compile_s"):
         x, y = feeder.put(data.x_train[: cfg.batch_size], data.y_train[: cfg.batch_size])
         compiled_train = train_step.lower(state, x, y).compile()
         tx, ty = feeder.put(*test_batches(data)[0])
         compiled_eval = eval_step.lower(state[0], state[1], tx, ty).compile()
     return Model(net=net, optimizer=optimizer, host=host, train_step=compiled_train, eval_step=compiled_eval,
-                 state=state)
+                 state=state, shardings=shardings)
 
 
 def host_values(net: Any, optimizer: Any) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:

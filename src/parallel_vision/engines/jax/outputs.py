@@ -24,6 +24,9 @@ def collectives(run: JaxRun) -> str | None:
     placement = run.placement
     if placement.world_size == 1:
         return None
+    if run.cfg.strategy == "model-parallel":
+        return (f"XLA collectives within one process ({placement.world_size} {placement.platform} devices on the "
+                "'model' axis; environment.hlo_collectives lists them)")
     if placement.processes > 1:
         return "XLA all-reduce across processes (gloo)" if placement.platform == "cpu" else "XLA all-reduce (NCCL)"
     return f"XLA all-reduce within one process ({placement.world_size} {placement.platform} devices)"
@@ -43,10 +46,10 @@ def environment(run: JaxRun) -> dict[str, Any]:
             "keras_backend": keras.backend.backend(),
             "platform": placement.platform,
             "devices": [str(d) for d in placement.devices],
-            "virtual_cpu_devices": cfg.strategy == "dp" and placement.platform == "cpu",
+            "virtual_cpu_devices": cfg.strategy_spec.shares_process and placement.platform == "cpu",
             "gpus": placement.gpus,
             "strategy": cfg.strategy_spec.api,
-            "num_replicas_in_sync": placement.world_size,
+            "num_replicas_in_sync": int(placement.mesh.shape["batch"]),  # data replicas (model-parallel: 1)
             "processes": placement.processes,
             "cross_device_ops": collectives(run),
             "world_size": placement.world_size,
@@ -59,4 +62,5 @@ def environment(run: JaxRun) -> dict[str, Any]:
             "other_frameworks_loaded": sorted(m for m in ("tensorflow", "torch") if m in sys.modules),
         }
     )
+    env.update(run.environment_extra)
     return env

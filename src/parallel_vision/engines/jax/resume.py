@@ -15,11 +15,12 @@ from parallel_vision.engines.keras.backup import Backup
 
 
 def restore(run: JaxRun, model: Model, feeder: Feeder) -> None:
-    """Under `--resume`, load the last epoch-end backup into the replicated state (sets `run.start_epoch`)."""
+    """Under `--resume`, load the last epoch-end backup into the state, each array in its variable's layout
+    (sets `run.start_epoch`)."""
     def load(backup: Backup) -> None:
         model.host.load_weights(str(backup.weights))
         trainable, non_trainable, slots = host_state(model)
-        model.state = (*feeder.replicate((trainable, non_trainable, slots)), model.state[3])
+        model.state = (*feeder.place((trainable, non_trainable, slots), model.shardings), model.state[3])
 
     resume.restore(run, load=load, agree=lambda epoch: agree_on_start(run, feeder, epoch))
 

@@ -14,16 +14,23 @@ Strategies
                  each process feeds its own shard of every global batch (auto_shard_dataset=False).
                  CPU collectives across processes: gloo. Rank 0 writes every output.
 
-In every strategy the parameters are replicated and the batch is split; BatchNorm's batch statistics
+    model-parallel
+                 keras.distribution.ModelParallel over `workers` local devices (virtual CPU devices as in
+                 `dp`): a (1, N) mesh ('batch', 'model'), wide_mlp's hidden layers split on 'model' by a
+                 LayoutMap (layout.py), the batch whole on every device. Multi-process model parallelism is not
+                 offered: the strategy is one process (strategies.py), like `dp`.
+
+In `dp` and `multiworker` the parameters are replicated and the batch is split; BatchNorm's batch statistics
 are those of the whole global batch (the SPMD program reduces them across devices), so the maths of
-`dp` and `multiworker` is that of `single` at the same global batch, up to reduction order.
+`dp` and `multiworker` is that of `single` at the same global batch, up to reduction order. In
+`model-parallel` each state array has its variable's layout instead, and the maths is single's as well.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, ClassVar
 
@@ -31,7 +38,9 @@ from parallel_vision import envvars
 from parallel_vision.config import RunConfig, usable_cores
 from parallel_vision.engines.common import pin_to_cores
 from parallel_vision.engines.jax import backup as jax_backup
+from parallel_vision.engines.jax import layout
 from parallel_vision.engines.jax.cluster import JaxCluster, cluster_from_env
+from parallel_vision.engines.jax.cluster import present as cluster_present
 from parallel_vision.engines.keras.backup import KerasBackups
 from parallel_vision.engines.keras.run import KerasRun, refuse_devices
 from parallel_vision.errors import ConfigError
@@ -57,7 +66,7 @@ def configure_environment(cfg: RunConfig) -> None:
     os.environ["KERAS_BACKEND"] = "jax"
     if cfg.device == "cpu":
         os.environ["JAX_PLATFORMS"] = "cpu"
-    virtual = cfg.workers if cfg.strategy == "dp" else None  # only the CPU platform reads it
+    virtual = cfg.workers if cfg.strategy_spec.shares_process else None  # only the CPU platform reads it
     os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""), virtual, cfg.resolved_threads() == 1)
 
 
@@ -128,30 +137,37 @@ def place(jax: Any, keras: Any, cfg: RunConfig, cluster: JaxCluster | None) -> P
                               "multiworker uses exactly one device per process")
     else:
         available = jax.devices(backend)
-        wanted = cfg.workers if cfg.strategy == "dp" else 1
+        wanted = cfg.workers if cfg.strategy_spec.shares_process else 1
         if len(available) < wanted:
             kind = "GPU(s)" if gpus else "CPU device(s)"
             raise ConfigError(f"--workers {wanted} but JAX sees only {len(available)} {kind}")
         devices = list(available[:wanted])
-    distribution = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
-    mesh = jax.sharding.Mesh(devices, ("batch",))
+    if cfg.strategy == "model-parallel":
+        distribution, mesh = layout.distribution(keras, devices), layout.jax_mesh(jax, devices)
+    else:
+        distribution = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
+        mesh = jax.sharding.Mesh(devices, ("batch",))
     names = [str(getattr(d, "device_kind", d)) for d in devices] if gpus else []
     return Placement(devices=devices, distribution=distribution, mesh=mesh, gpus=names, world_size=len(devices),
                      processes=cluster.world_size if cluster else 1, is_writer=cluster.is_writer if cluster else True,
                      threads=threads, cluster=cluster)
 
 
+@dataclass
 class JaxRun(KerasRun):
     """The state of a JAX run: engines.keras.run.KerasRun, with `jax` naming its backend."""
 
     BACKUPS: ClassVar[KerasBackups] = jax_backup.BACKUPS
     jax = property(attrgetter("backend"))
+    environment_extra: dict[str, Any] = field(default_factory=dict)  # model-parallel: the layout as it came out
 
 
 def start_run(cfg: RunConfig) -> JaxRun:
     """Everything before the data: cluster check (before JAX is imported), environment, pinning, JAX and
     Keras, devices and distribution, seeds and precision. Records startup_s (launch → devices ready)."""
     cluster = cluster_from_env(cfg.workers) if cfg.strategy == "multiworker" else None
+    if cfg.strategy == "model-parallel" and cluster_present():
+        raise ConfigError(layout.NO_PROCESSES)
     configure_environment(cfg)
     threads = cfg.resolved_threads()
     if cfg.pin_threads or threads < usable_cores():

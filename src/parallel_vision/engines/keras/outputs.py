@@ -69,7 +69,7 @@ def finish(run: KerasRun, outcome: Complete | Stopped | None,
             cfg=run.cfg, out=out, status="incomplete" if stopped else "complete", records=run.records,
             timing=run.timing, environment=environment(run), labels=labels, predictions=predictions,
             class_names=run.class_names, world_size=run.placement.world_size, n_train=run.n_train,
-            artifacts=artifacts, extra=extra, kept=kept,
+            artifacts=artifacts, extra=extra, kept=kept, summary_extra=run.summary_extra or None,
         ))
     if isinstance(outcome, Stopped):
         kept_epochs = (f"{len(run.records)} finished epoch(s) kept; continue with --resume"

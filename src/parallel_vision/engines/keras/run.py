@@ -44,6 +44,7 @@ class KerasRun:
     records: list[dict[str, Any]] = field(default_factory=list)
     reliability: dict[str, Any] = field(default_factory=new_reliability)
     start_epoch: int = 0  # 0-based epoch training starts at: the epochs a backup already holds
+    summary_extra: dict[str, Any] = field(default_factory=dict)  # what only the engine measured (result summary)
 
     @classmethod
     def started(cls, cfg: RunConfig, backend: Any, keras: Any, placement: Any) -> Any:
