@@ -47,6 +47,14 @@ def child_main(argv: list[str], logits: Logits) -> int:
     return guarded(body)
 
 
+def explain_main(argv: list[str], explain: Callable[[Path, Path], None]) -> int:
+    """`pvision explain`'s child (`python -m … RUN FOLDER`): `explain(run, folder)` guarded; the exit code."""
+    if len(argv) != 3:
+        print(f"usage: python -m {argv[0]} RUN FOLDER", file=sys.stderr)
+        return 2
+    return guarded(lambda: explain(Path(argv[1]), Path(argv[2])))
+
+
 def guarded(body: Callable[[], None]) -> int:
     """Run a child's `body`; the exit code, every failure reported to the parent as one line (also used by
     `pvision explain`'s children)."""

@@ -10,13 +10,13 @@ backend is set from the run's config.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from parallel_vision.config import RunConfig
-from parallel_vision.engines.predicting import could_not_load, guarded
+from parallel_vision.engines.keras.predict import load_saved
+from parallel_vision.engines.predicting import explain_main
 from parallel_vision.engines.workload import workload
 from parallel_vision.errors import ConfigError
 from parallel_vision.explain import attribution, child
@@ -64,25 +64,10 @@ def functions(keras: Any, cfg: RunConfig, model: Any) -> attribution.Model:
 
 def explain(run: Path, folder: Path) -> None:
     cfg = RunConfig.from_json((run / "config.json").read_text())
-    # Keras reads its backend at import: set it first (this process is the child's own).
-    os.environ["KERAS_BACKEND"] = "jax" if cfg.framework == "jax" else "tensorflow"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
-
-    try:
-        model = keras.models.load_model(run / "model.keras")
-    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file is one line
-        raise could_not_load(run / "model.keras", exc) from None
+    keras, model = load_saved(run, cfg)
     untrained = randomised(keras, cfg, child.settings_of(folder).seed)
     child.explain(folder, functions(keras, cfg, model), functions(keras, cfg, untrained))
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 3:
-        print(f"usage: python -m {argv[0]} RUN FOLDER", file=sys.stderr)
-        return 2
-    return guarded(lambda: explain(Path(argv[1]), Path(argv[2])))
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(explain_main(sys.argv, explain))

@@ -27,7 +27,7 @@ from captum.attr import (
 from torch import nn
 
 from parallel_vision.config import RunConfig
-from parallel_vision.engines.predicting import guarded
+from parallel_vision.engines.predicting import explain_main
 from parallel_vision.engines.torch.predict import load_model
 from parallel_vision.engines.workload import workload
 from parallel_vision.errors import ConfigError
@@ -166,12 +166,5 @@ def explain(run: Path, folder: Path) -> None:
     (folder / "timings.json").write_text(json.dumps(timings))
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 3:
-        print(f"usage: python -m {argv[0]} RUN FOLDER", file=sys.stderr)
-        return 2
-    return guarded(lambda: explain(Path(argv[1]), Path(argv[2])))
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(explain_main(sys.argv, explain))
