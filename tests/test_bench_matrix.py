@@ -134,17 +134,22 @@ def test_every_preset_with_a_ddp_run_schedules_a_linktest_of_this_host(tmp_path)
     assert measured == [2, 2]
 
 
-def test_parallelism_preset_runs_each_model_under_ddp_zero1_and_fsdp_beside_single() -> None:
-    """12 runs on 2 cores: per model the 1-worker single baseline (zero1 and fsdp refuse 1 worker) and ddp, zero1
-    and fsdp at 2 workers, one thread each, on the declared subset."""
+def test_parallelism_preset_runs_every_strategy_that_supports_each_model_beside_single() -> None:
+    """20 runs on 2 cores: per model each framework's 1-worker single baseline (the others refuse 1 worker) and
+    torch ddp, zero1, fsdp and pipeline at 2 workers; torch tensor and JAX model-parallel for wide_mlp only (they
+    split dense layers: not planned, rather than refused, for the conv models); one thread each, on the subset."""
     plan = expand(get_preset("parallelism"), cores=2)
     assert all(p.cfg is not None for p in plan), [p.error for p in plan if p.cfg is None]
-    got = sorted((p.cfg.model, p.cfg.strategy, p.cfg.workers) for p in plan if p.cfg is not None)
-    assert got == sorted((m, s, n) for m in ("paper_cnn", "resnet18", "wide_mlp")
-                         for s, n in (("single", 1), ("ddp", 2), ("zero1", 2), ("fsdp", 2)))
+    got = sorted((p.cfg.model, p.cfg.framework, p.cfg.strategy, p.cfg.workers) for p in plan if p.cfg is not None)
+    want = [(m, "torch", s, n) for m in ("paper_cnn", "resnet18", "wide_mlp")
+            for s, n in (("single", 1), ("ddp", 2), ("zero1", 2), ("fsdp", 2), ("pipeline", 2))]
+    want += [(m, "jax", "single", 1) for m in ("paper_cnn", "resnet18", "wide_mlp")]
+    want += [("wide_mlp", "torch", "tensor", 2), ("wide_mlp", "jax", "model-parallel", 2)]
+    assert got == sorted(want)
     for p in plan:
-        assert p.cfg is not None and p.cfg.framework == "torch" and p.cfg.threads_per_worker == 1
+        assert p.cfg is not None
         assert (p.cfg.limit_train, p.cfg.limit_test, p.cfg.epochs, p.cfg.batch_size) == (512, 200, 2, 128)
+        assert p.cfg.threads_per_worker == (2 if p.cfg.strategy == "model-parallel" else 1)  # one process, 2 devices
 
 
 def test_seeds_train_every_configuration_once_per_seed_and_repeats_stay_repeats() -> None:

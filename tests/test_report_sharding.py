@@ -14,7 +14,7 @@ import pytest
 
 from parallel_vision.config import RunConfig
 from parallel_vision.errors import ConfigError
-from parallel_vision.report import sharding, state_formulas
+from parallel_vision.report import sharding, sharding_tables, state_formulas
 from parallel_vision.report.groups import group_runs
 from parallel_vision.report.memory_budget import budget_lines, parse_size
 from parallel_vision.report.sharding import comparisons, explain
@@ -122,7 +122,7 @@ def test_no_section_without_sharded_runs() -> None:
 
 
 def _formula_rows(groups: list[Any]) -> dict[tuple[str, str], list[str]]:
-    table = sharding.formula_table(comparisons(groups))
+    table = sharding_tables.formula_table(comparisons(groups))
     by, model = {}, ""
     for i, r in enumerate(table.rows):
         if i in table.sections:
@@ -162,7 +162,7 @@ def test_the_optimizer_state_of_the_formula_is_read_from_the_config(momentum: fl
     (comp,) = comparisons(group_runs(runs, {r["run_id"]: [] for r in runs})[0])
     ddp, zero1 = comp.rows
     assert (ddp.predicted.total, zero1.predicted.total) == ((8 + k) * p, 8 * p + k * p / 2)
-    table = sharding.formula_table([comp])
+    table = sharding_tables.formula_table([comp])
     assert table.rows[2][1:3] == [words, f"4 + 4 + {k}/2"]
 
 
@@ -287,7 +287,7 @@ def test_the_section_renders_in_html_and_markdown_with_the_budget_lines(groups: 
     from parallel_vision.report.sections import _sharding
 
     (section,) = _sharding(SimpleNamespace(groups=groups, memory_per_worker=parse_size("16GiB")))  # type: ignore[arg-type]
-    assert section.title == "Sharding: memory per worker vs speed"
+    assert section.title == "Beyond data parallelism: memory per worker vs speed"
     md = "".join(markdown.render_block(b, {}) for b in section.blocks)
     page = "".join(html.render_block(b, {}) for b in section.blocks)
     for text in (md, page):
@@ -316,7 +316,7 @@ def test_the_report_of_real_ddp_zero1_and_fsdp_runs(trained: Any, tmp_path: Any)
         summaries[strategy] = result.data["summary"]
     write_report(root, formats=("md",), memory_per_worker=parse_size("8GiB"))
     md = (root / "report.md").read_text()
-    assert "## Sharding: memory per worker vs speed" in md
+    assert "## Beyond data parallelism: memory per worker vs speed" in md
     doc = json.loads((root / "report.json").read_text())
     (comp,) = doc["sharding"]
     rows = {r["strategy"]: r for r in comp["rows"]}
@@ -341,3 +341,33 @@ def test_the_report_of_real_ddp_zero1_and_fsdp_runs(trained: Any, tmp_path: Any)
     lines = doc["memory_per_worker"]["lines"]
     assert [line.split(":")[0] for line in lines] == ["ddp ×2", "zero1 ×2", "fsdp ×2"]
     assert all("fit in 8 GiB per worker" in line for line in lines) and lines[0] in md
+
+
+def test_pipeline_and_tensor_join_the_comparison_with_the_bubble_and_the_fastest_named() -> None:
+    """The strategies that split the model sit beside ddp, zero1 and fsdp: no ZeRO formula for them (their note says
+    what a worker holds), the pipeline's bubble measured beside its formula, and one sentence on which strategy is
+    fastest here and why the others lose (bytes on the wire, the bubble)."""
+    p = WIDE_P
+    split = 4096 * 784 + 4096 + 2 * 4096 + 4096 * 4096  # fc1, bn1 and fc2's weights, halved under tensor
+    tensor = _run("wide_mlp", "tensor", 2, params=4 * (p - split // 2), grads=4 * (p - split // 2),
+                  opt=8 * (p - split // 2), acts=8_000_000, images=300, n_parameters=p,
+                  comm={"all_reduce": 128 * 4096 * 4})
+    pipe = _run("wide_mlp", "pipeline", 2, params=4 * FC2, grads=4 * FC2, opt=8 * FC2, acts=9_000_000, images=120,
+                n_parameters=p, comm={"send_recv": 4 * 2 ** 20})
+    pipe["summary"].update(bubble_fraction=0.45, pipeline={"bubble_formula": 0.2, "split": [["fc1"], ["fc2", "fc3"]]})
+    runs = _wide() + [tensor, pipe]
+    (comp,) = comparisons(group_runs(runs, {r["run_id"]: [] for r in runs})[0])
+    assert [r.strategy for r in comp.rows] == ["single", "ddp", "zero1", "fsdp", "pipeline", "tensor"]
+    t, pl = comp.of("tensor"), comp.of("pipeline")
+    assert t is not None and pl is not None and t.predicted is None and pl.predicted is None
+    assert explain(t).startswith("no ZeRO formula: the hidden layers' weights are split across the workers")
+    assert "the split: [['fc1'], ['fc2', 'fc3']]" in explain(pl)
+    assert [row[0] for row in sharding_tables.formula_table([comp]).rows][1:] == ["single ×1", "ddp ×2", "zero1 ×2",
+                                                                                 "fsdp ×2"]
+    side = sharding_tables.side_by_side_table([comp])
+    bubble = {row[0]: row[-1] for row in side.rows[1:]}
+    assert bubble["pipeline ×2"] == "45 % / 20 %" and bubble["tensor ×2"] == "—"
+    sentence = sharding.advice(comp)
+    assert "At 2 workers on this machine, tensor ×2 is fastest for wide_mlp: 300 images/s (3.49× single)" in sentence
+    assert "pipeline ×2 120 (4.00 MiB on the wire per step, its stages idle 45 % of a step in the bubble " \
+           "(formula 20 %))" in sentence

@@ -100,6 +100,9 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
     def add_seed(framework: str, strategy: str, workers: int, batch: int, threads: int | None,
                  mode: str | None, role: str, model: str, lever: tuple[str, dict[str, Any]] | None,
                  seed: int | None) -> None:
+        row = table.lookup(framework, strategy)
+        if row is not None and model not in row.models:
+            return  # the strategy does not support this model (tensor, model-parallel: wide_mlp only): not planned
         base: dict[str, Any] = {
             "framework": framework, "strategy": strategy, "workers": workers, "batch_size": batch,
             "epochs": spec.epochs, "limit_train": spec.limit_train, "limit_test": spec.limit_test,

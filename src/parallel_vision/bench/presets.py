@@ -165,13 +165,14 @@ PRESETS: dict[str, BenchSpec] = {
         # flips between epoch 2 and 3 on noise; by epoch 3 they are at 91–96 %.
         target_accuracy=0.90,
     ),
-    # What sharding buys per worker, and what it costs in speed (docs/parallelism.md): the three models under torch
-    # ddp, zero1 (ZeRO-1's sharded optimizer state) and fsdp (FSDP2), 2 workers, beside the 1-worker single run
-    # (zero1 and fsdp refuse 1 worker). Sized for a 2-core CPU: 12 runs, resnet18's four about two minutes of them.
+    # Beyond data parallelism (docs/parallelism.md): what each strategy holds per worker, sends and costs in speed.
+    # The three models under torch ddp, zero1, fsdp and pipeline, wide_mlp under torch tensor and JAX model-parallel
+    # (the strategies that split its dense layers; conv models are not planned for them), 2 workers, beside each
+    # framework's 1-worker single run. Sized for a 2-core CPU: 20 runs.
     "parallelism": BenchSpec(
         preset="parallelism",
-        frameworks=("torch",),
-        strategies=("ddp", "zero1", "fsdp"),
+        frameworks=("torch", "jax"),
+        strategies=("ddp", "zero1", "fsdp", "pipeline", "tensor", "model-parallel"),
         models=("paper_cnn", "resnet18", "wide_mlp"),
         workers=(1, 2),
         epochs=2,
@@ -208,10 +209,10 @@ PRESET_DESCRIPTIONS = {
     "frameworks, 512 training / 500 test MNIST images, 3 epochs, batch 128",
     "levers": "torch 1 worker vs 2 (ddp) plain and with LR scaling + warm-up, gradient accumulation, fp16 and PowerSGD "
     "compression, bf16 and two combinations; 6,144 training / 2,000 test images, 3 epochs, batch 512, time to 90 %",
-    "parallelism": "paper_cnn, resnet18 and wide_mlp under torch ddp, zero1 and fsdp at 2 workers beside the 1-worker "
-    "single baseline (12 runs: state bytes per worker, activations, peak RSS, images/s, bytes per collective); 512 "
-    "training / 200 test MNIST images, 2 epochs, batch 128; the report's Sharding section compares them with the "
-    "ZeRO paper's formulas",
+    "parallelism": "paper_cnn, resnet18 and wide_mlp under torch ddp, zero1, fsdp and pipeline, wide_mlp also under "
+    "torch tensor and JAX model-parallel, at 2 workers beside each framework's 1-worker single baseline (20 runs: "
+    "state bytes per worker, activations, peak RSS, images/s, bytes per collective, the pipeline bubble); 512 "
+    "training / 200 test MNIST images, 2 epochs, batch 128; the report's section Beyond data parallelism",
     "trust": "paper_cnn on full MNIST with --init aligned, seeds 0, 1 and 2 × (torch single and ddp ×2, TF single and "
     "mirrored ×2, JAX single and dp ×2), 2 epochs, batch 512, then `pvision explain ROOT`: do parallel-trained models "
     "look at the same pixels, judged against the seed band",

@@ -13,7 +13,7 @@ from typing import Any
 
 from parallel_vision.atomic import atomic_write_bytes  # 0644 files; a full disk is a one-line error
 from parallel_vision.errors import ConfigError
-from parallel_vision.report import compare, html, markdown, sharding
+from parallel_vision.report import compare, html, markdown, sharding, sharding_tables
 from parallel_vision.report.data import build_report_data
 from parallel_vision.report.figures import all_figures
 from parallel_vision.report.memory_budget import budget_lines
@@ -91,7 +91,7 @@ def report_summary(data: Any) -> dict[str, Any]:
         "skipped": [{k: s[k] for k in ("name", "framework", "strategy", "workers", "reason")}
                     for s in data.skipped],
         "comparison": compare.as_dict(data),
-        "sharding": sharding.as_dict(sharding.comparisons(data.groups)),
+        "sharding": sharding_tables.as_dict(sharding.comparisons(data.groups)),
         "memory_per_worker": None if data.memory_per_worker is None else {
             "bytes": data.memory_per_worker,
             "lines": budget_lines(sharding.state_rows(data.groups), data.memory_per_worker)},

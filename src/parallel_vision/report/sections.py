@@ -9,7 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from parallel_vision.report import compare, levers, provenance, sharding, stragglers, tables, trust, workloads
+from parallel_vision.report import (
+    compare,
+    levers,
+    provenance,
+    sharding,
+    sharding_tables,
+    stragglers,
+    tables,
+    trust,
+    workloads,
+)
 from parallel_vision.report.data import ReportData
 from parallel_vision.report.memory_budget import budget_lines, size_text
 from parallel_vision.report.paper import paper_numbers, scaling_sentence
@@ -176,18 +186,19 @@ def _models(data: ReportData) -> list[Section]:
 
 
 def _sharding(data: ReportData) -> list[Section]:
-    """Shown when the runs hold a zero1 or fsdp run that recorded its state bytes (docs/parallelism.md)."""
+    """Shown when the runs hold a run beyond data parallelism (zero1, fsdp, pipeline, tensor, model-parallel) that
+    recorded its state bytes (docs/parallelism.md)."""
     comps = sharding.comparisons(data.groups)
     if not comps:
         return []
     blocks: list[Block] = [
         Text(SHARDING_NOTE, muted=True),
-        TableBlock(sharding.side_by_side_table(comps)),
+        TableBlock(sharding_tables.side_by_side_table(comps)),
         Heading("Measured vs the ZeRO paper's formulas"),
         Text(FORMULA_NOTE, muted=True),
-        TableBlock(sharding.formula_table(comps)),
-        Bullets(sharding.explanations(comps)),
-        Heading("What sharding buys here"),
+        TableBlock(sharding_tables.formula_table(comps)),
+        Bullets(sharding_tables.explanations(comps)),
+        Heading("What each strategy buys here"),
         Bullets(sharding.advice_sentences(comps)),
     ]
     if data.memory_per_worker is not None:
@@ -197,7 +208,7 @@ def _sharding(data: ReportData) -> list[Section]:
     else:
         blocks.append(Text("Declare a memory budget with `pvision report ROOT --memory-per-worker 16GiB` for the "
                            "largest model each strategy would fit in it.", muted=True))
-    return [Section("sharding", "Sharding: memory per worker vs speed", "Sharding", blocks)]
+    return [Section("sharding", sharding.TITLE, "Beyond data parallelism", blocks)]
 
 
 SHARDING_NOTE = (
@@ -205,8 +216,11 @@ SHARDING_NOTE = (
     "(summary.state_bytes_per_worker, measured from the tensors); for FSDP also the full parameters unsharded at "
     "once at the peak of a step. Activations: the bytes autograd saved for backward in one step of one worker's "
     "batch. Peak RSS: the largest worker's. Communication: bytes each worker handed to each collective kind per "
-    "optimiser step (median over steps). MiB = 2^20 bytes; ddp and single replicate everything, zero1 shards the "
-    "optimizer state, fsdp shards all three.")
+    "optimiser step (median over steps), send-recv being the pipeline's activations and gradients between stages. "
+    "Bubble: the pipeline stages' measured idle share of a step, beside (p − 1)/(m + p − 1). MiB = 2^20 bytes; ddp "
+    "and single replicate everything, zero1 shards the optimizer state, fsdp shards all three, pipeline gives each "
+    "stage its own blocks, tensor (torch) and model-parallel (JAX) split wide_mlp's hidden layers across the "
+    "workers, which then all take the whole batch.")
 FORMULA_NOTE = (
     "The ZeRO paper's (arXiv 1910.02054) bytes per parameter for fp32 training: replicated 4 (parameters) + 4 "
     "(gradients) + k (optimizer state); ZeRO-1 4 + 4 + k/N; FSDP (4 + 4 + k)/N plus the largest unit's unsharded "

@@ -1,4 +1,6 @@
-"""Sharding: memory per worker vs speed (docs/parallelism.md). DDP, ZeRO-1 and FSDP side by side, per model.
+"""Beyond data parallelism: memory per worker vs speed (docs/parallelism.md). Per model, every strategy that
+supports it side by side: DDP, ZeRO-1, FSDP, pipeline and tensor (torch), model-parallel (JAX), beside the
+1-worker single run.
 
 Every number comes from the runs' result.json (never from training): `summary.state_bytes_per_worker` (the
 parameter, gradient and optimizer bytes each rank held, and FSDP's unsharded peak), `activation_bytes_per_worker`,
@@ -25,26 +27,28 @@ from parallel_vision.report.groups import ConfigGroup
 from parallel_vision.report.state_formulas import (
     StateBytes,
     formula,
-    formula_text,
     fsdp_units,
     largest_shard_bytes,
     largest_unit,
     optimizer_bytes_per_parameter,
-    optimizer_words,
     parameter_shapes,
 )
-from parallel_vision.report.tables import Table
 
+TITLE = "Beyond data parallelism: memory per worker vs speed"
 SHARDED = ("zero1", "fsdp")
+#: Strategies that split the model rather than replicate or shard its state: the ZeRO formulas do not describe them.
+SPLIT = ("pipeline", "tensor", "model-parallel")
+#: A run of one of these makes the section.
+BEYOND = (*SHARDED, *SPLIT)
 #: The strategies the section compares, in the order it shows them (single: the 1-worker baseline).
-COMPARED = ("single", "ddp", "zero1", "fsdp")
-COLLECTIVE_KINDS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
+COMPARED = ("single", "ddp", "zero1", "fsdp", "pipeline", "tensor", "model-parallel")
+COLLECTIVE_KINDS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "send_recv")
 COMPONENTS = ("parameters", "gradients", "optimizer", "unsharded")
 MIB = 2 ** 20
 #: A measurement within this share of the formula's total is "as predicted".
 TOLERANCE = 0.01
 #: Config fields that tell variants of one strategy apart, not the workload: left out of the comparison key.
-_STRATEGY_FIELDS = ("reshard_after_forward",)
+_STRATEGY_FIELDS = ("reshard_after_forward", "microbatches", "pipeline_schedule")
 
 
 def _median(values: list[float]) -> float | None:
@@ -59,7 +63,8 @@ class ShardRow:
     n_parameters: int
     measured: StateBytes
     """The largest rank's bytes, per component (unsharded: FSDP's unsharded peak, else 0)."""
-    predicted: StateBytes
+    predicted: StateBytes | None
+    """The ZeRO paper's expectation (None for the strategies that split the model: SPLIT)."""
     k: int
     activations: float | None
     rss_mib: float | None
@@ -70,6 +75,10 @@ class ShardRow:
     partition: list[int] | None
     """ZeRO-1: bytes of parameters whose optimizer state each rank owns."""
     how: str
+    bubble: float | None = None
+    """pipeline: the stages' measured idle share of a step (summary.bubble_fraction)."""
+    bubble_formula: float | None = None
+    """pipeline: (p − 1)/(m + p − 1)."""
 
     @property
     def strategy(self) -> str:
@@ -145,17 +154,21 @@ def shard_row(g: ConfigGroup) -> ShardRow | None:
                               if (r["summary"].get("comm_bytes_by_op") or {}).get(kind) is not None])
     images = g.stats.get("images_per_s_excl_warmup")
     partition = summary.get("zero1_partition")
+    bubbles = [float(r["summary"]["bubble_fraction"]) for r in runs if r["summary"].get("bubble_fraction") is not None]
+    pipeline = summary.get("pipeline") or {}
     return ShardRow(group=g, n_parameters=params, measured=measured,
-                    predicted=formula(g.strategy, g.workers, params, k, unit), k=k, activations=_median(acts),
-                    rss_mib=_median(rss), images_per_s=images.median if images else None, comm=comm,
-                    partition=[int(b) for b in partition] if isinstance(partition, list) else None,
-                    how=str(state.get("how") or ""))
+                    predicted=None if g.strategy in SPLIT else formula(g.strategy, g.workers, params, k, unit), k=k,
+                    activations=_median(acts), rss_mib=_median(rss), images_per_s=images.median if images else None,
+                    comm=comm, partition=[int(b) for b in partition] if isinstance(partition, list) else None,
+                    how=str(state.get("how") or ""), bubble=_median(bubbles),
+                    bubble_formula=pipeline.get("bubble_formula"))
 
 
 # ------------------------------------------------------------------------------------------ comparisons
 @dataclass(frozen=True)
 class Comparison:
-    """One model at one worker count N: its ddp, zero1 and fsdp runs, and the 1-worker single baseline."""
+    """One model at one worker count N in one framework: its runs of every compared strategy, and the 1-worker single
+    baseline."""
 
     model: str
     workers: int
@@ -168,6 +181,10 @@ class Comparison:
     def sharded(self) -> list[ShardRow]:
         return [r for r in self.rows if r.strategy in SHARDED]
 
+    @property
+    def split(self) -> list[ShardRow]:
+        return [r for r in self.rows if r.strategy in SPLIT]
+
 
 def _key(g: ConfigGroup) -> str:
     """What must be equal to compare two configurations: everything but the strategy, its variant fields,
@@ -177,18 +194,18 @@ def _key(g: ConfigGroup) -> str:
 
 
 def state_rows(groups: list[ConfigGroup]) -> list[ShardRow]:
-    """A row for every torch configuration of the compared strategies whose runs recorded their state bytes."""
-    rows = (shard_row(g) for g in groups if g.framework == "torch" and g.strategy in COMPARED)
+    """A row for every configuration of the compared strategies whose runs recorded their state bytes."""
+    rows = (shard_row(g) for g in groups if g.strategy in COMPARED)
     return [r for r in rows if r is not None]
 
 
 def comparisons(groups: list[ConfigGroup]) -> list[Comparison]:
-    """For every (model, N > 1) that has a zero1 or fsdp run with state bytes: the rows of that workload, the
-    1-worker single run first, then ddp, zero1 and fsdp at N. Empty: the results hold no sharded run."""
+    """For every (model, framework, N > 1) that has a run beyond data parallelism (BEYOND) with state bytes: the rows
+    of that workload, the 1-worker single run first, then every compared strategy at N. Empty: there is none."""
     rows = state_rows(groups)
     out: list[Comparison] = []
     seen: set[tuple[str, int]] = set()
-    for sharded in (r for r in rows if r.strategy in SHARDED):
+    for sharded in (r for r in rows if r.strategy in BEYOND):
         key, n = _key(sharded.group), sharded.workers
         if (key, n) in seen:
             continue
@@ -206,6 +223,11 @@ def has_sharded_runs(groups: list[ConfigGroup]) -> bool:
 # ------------------------------------------------------------------------------------------ the words
 def mib(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value / MIB:,.{digits}f}"
+
+
+def pct(share: float) -> str:
+    """0.45 -> '45 %' (the report's way of writing a share)."""
+    return f"{100 * share:.0f} %"
 
 
 def amount(value: float) -> str:
@@ -241,7 +263,10 @@ def _unsharded_note(row: ShardRow, diffs: dict[str, float]) -> str:
 
 
 def explain(row: ShardRow) -> str:
-    """Why the measurement differs from the formula, from the records; 'as predicted' within TOLERANCE."""
+    """Why the measurement differs from the formula, from the records; 'as predicted' within TOLERANCE. The
+    strategies that split the model have no ZeRO formula: what each worker holds, measured, and why."""
+    if row.predicted is None:
+        return _split_note(row)
     diffs = {c: row.measured.get(c) - row.predicted.get(c) for c in COMPONENTS}
     notes: list[str] = []
     if row.strategy == "fsdp":
@@ -284,7 +309,60 @@ def explain(row: ShardRow) -> str:
     return head + (": " + "; ".join(notes) if notes else "") + "."
 
 
+def _split_note(row: ShardRow) -> str:
+    """What a worker of a model-splitting strategy holds, from its record."""
+    share = (f"{mib(row.measured.total)} MiB of state, {_share(row.measured.total, 16 * row.n_parameters)} of a "
+             "replicated worker's with Adam" if row.k == 8 else f"{mib(row.measured.total)} MiB of state")
+    if row.strategy == "pipeline":
+        split = (row.group.first["summary"].get("pipeline") or {}).get("split")
+        where = f"; the split: {split}" if split else ""
+        return f"no ZeRO formula: each stage holds its own blocks' parameters, gradients and optimizer state " \
+               f"({share}{where})."
+    return (f"no ZeRO formula: the hidden layers' weights are split across the workers, the rest replicated "
+            f"({share}); the group takes each batch once, every worker the whole batch.")
+
+
 def advice(c: Comparison) -> str:
+    """The section's sentences for one model at N workers: what sharding saves (`sharding_advice`) and which
+    strategy is fastest here and why (`fastest`)."""
+    parts = [sharding_advice(c)] if c.sharded else []
+    if c.split:
+        parts.append(fastest(c))
+    busy = [r.variant for r in c.rows if r.strategy != "single" and busy_machine(r.group)]
+    if busy:
+        parts.append(f"Timing caveat: other processes used ≥ {BUSY_CORES:g} cores while {', '.join(busy)} trained, "
+                     "so the throughput ratios may be the machine's; the bytes are not affected.")
+    return " ".join(parts) or f"{c.model} at {c.workers} workers: nothing beyond data parallelism to compare."
+
+
+def fastest(c: Comparison) -> str:
+    """Which strategy has the most images/s at N on this machine, and why the others lose: communication (bytes per
+    step), the pipeline's bubble, or virtual devices sharing one CPU."""
+    timed = [r for r in c.rows if r.strategy != "single" and r.images_per_s]
+    if not timed:
+        return f"{c.model} at {c.workers} workers: no throughput recorded."
+    best = max(timed, key=lambda r: r.images_per_s or 0.0)
+    single = c.of("single")
+    base = f" ({best.images_per_s / single.images_per_s:.2f}× single)" if single and single.images_per_s else ""
+    text = f"At {c.workers} workers on this machine, {best.variant} is fastest for {c.model}: " \
+           f"{best.images_per_s:,.0f} images/s{base}"
+    for r in sorted(timed, key=lambda r: -(r.images_per_s or 0.0)):
+        if r is best:
+            continue
+        why = []
+        sent = sum(v for v in r.comm.values() if v)
+        if sent:
+            why.append(f"{mib(sent, 2)} MiB on the wire per step")
+        if r.bubble is not None:
+            formula = f" (formula {pct(r.bubble_formula)})" if r.bubble_formula is not None else ""
+            why.append(f"its stages idle {pct(r.bubble)} of a step in the bubble{formula}")
+        if r.strategy == "model-parallel" and r.group.first.get("environment", {}).get("platform") == "cpu":
+            why.append("virtual CPU devices sharing one thread pool, which shows layout and correctness, not speed")
+        text += f"; {r.variant} {r.images_per_s:,.0f}" + (f" ({', '.join(why)})" if why else "")
+    return text + "."
+
+
+def sharding_advice(c: Comparison) -> str:
     """One sentence, every number from the records: what sharding saves for this model at N workers and what
     it costs in throughput against ddp; where activations outweigh the state, that it saves little of a step."""
     ddp = c.of("ddp")
@@ -316,10 +394,6 @@ def advice(c: Comparison) -> str:
                     f"{mib(best.measured.total)} MiB{speed(best)}"
                     + "".join(f"; {r.name} to {mib(r.measured.total)} MiB{speed(r)}" for r in rest)
                     + (f" (activations: {mib(acts)} MiB per worker)." if acts is not None else "."))
-    busy = [r.variant for r in c.rows if r.strategy != "single" and busy_machine(r.group)]
-    if busy:
-        sentence += (f" Timing caveat: other processes used ≥ {BUSY_CORES:g} cores while {', '.join(busy)} trained, "
-                     "so the throughput ratios may be the machine's; the bytes are not affected.")
     return sentence
 
 
@@ -330,84 +404,3 @@ def busy_machine(g: ConfigGroup) -> bool:
 
 def advice_sentences(comps: list[Comparison]) -> list[str]:
     return [advice(c) for c in comps]
-
-
-# ------------------------------------------------------------------------------------------ the tables
-def _parts(s: StateBytes, with_unit: bool) -> str:
-    parts = [s.parameters, s.gradients, s.optimizer] + ([s.unsharded] if with_unit else [])
-    return " + ".join(mib(v) for v in parts)
-
-
-def _ratio(value: float | None, of: float | None) -> str:
-    return f"{100 * value / of:.0f} %" if value is not None and of else "—"
-
-
-def side_by_side_table(comps: list[Comparison]) -> Table:
-    """Per model and N: each strategy's state per worker by component, activations, peak RSS, images/s and bytes
-    per optimiser step by collective kind."""
-    headers = ["Configuration", "Parameters (MiB)", "Gradients (MiB)", "Optimizer (MiB)", "Unsharded peak (MiB)",
-               "State / worker (MiB)", "State vs ddp", "Activations (MiB)", "Peak RSS (MiB)", "Images/s",
-               "Images/s vs ddp"] + [f"{k.replace('_', '-')} (MiB / step)" for k in COLLECTIVE_KINDS]
-    rows: list[list[str]] = []
-    colors: list[str | None] = []
-    sections: set[int] = set()
-    for c in comps:
-        sections.add(len(rows))
-        rows.append([f"{c.model} at {c.workers} workers ({c.rows[0].n_parameters:,} parameters)"]
-                    + [""] * (len(headers) - 1))
-        colors.append(None)
-        ddp = c.of("ddp")
-        for r in c.rows:
-            m = r.measured
-            rows.append([r.variant, mib(m.parameters), mib(m.gradients), mib(m.optimizer),
-                         mib(m.unsharded) if r.strategy == "fsdp" else "—", mib(m.total),
-                         _ratio(m.total, ddp.measured.total if ddp else None), mib(r.activations),
-                         f"{r.rss_mib:,.0f}" if r.rss_mib is not None else "—",
-                         f"{r.images_per_s:,.0f}" if r.images_per_s is not None else "—",
-                         _ratio(r.images_per_s, ddp.images_per_s if ddp else None)]
-                        + [mib(r.comm[k], 3) for k in COLLECTIVE_KINDS])
-            colors.append(r.group.color)
-    return Table(headers, rows, colors, "l" + "r" * (len(headers) - 1), sections=sections)
-
-
-def formula_table(comps: list[Comparison]) -> Table:
-    """Per configuration: the ZeRO paper's prediction beside the measurement, by component and in total."""
-    headers = ["Configuration", "Optimizer", "Formula (B / parameter)",
-               "Predicted: params + grads + optimizer (+ unit), MiB", "Measured, MiB", "Predicted total (MiB)",
-               "Measured total (MiB)", "Measured B / parameter", "Difference"]
-    rows: list[list[str]] = []
-    colors: list[str | None] = []
-    sections: set[int] = set()
-    for c in comps:
-        sections.add(len(rows))
-        rows.append([f"{c.model}: P = {c.rows[0].n_parameters:,} parameters, N = {c.workers}"]
-                    + [""] * (len(headers) - 1))
-        colors.append(None)
-        for r in c.rows:
-            unit = r.strategy == "fsdp"
-            diff = r.measured.total - r.predicted.total
-            rows.append([r.variant, optimizer_words(r.group.config), formula_text(r.strategy, r.workers, r.k),
-                         _parts(r.predicted, unit), _parts(r.measured, unit), mib(r.predicted.total),
-                         mib(r.measured.total), f"{r.bytes_per_parameter:.2f}",
-                         f"{'+' if diff >= 0 else '−'}{mib(abs(diff))} MiB ({_ratio(abs(diff), r.predicted.total)})"])
-            colors.append(r.group.color)
-    return Table(headers, rows, colors, "lllllrrrr", sections=sections)
-
-
-def explanations(comps: list[Comparison]) -> list[str]:
-    return [f"{c.model}, {r.variant}: {explain(r)}" for c in comps for r in c.rows]
-
-
-def as_dict(comps: list[Comparison]) -> list[dict[str, Any]]:
-    """The section's numbers for report.json."""
-    def state(s: StateBytes) -> dict[str, float]:
-        return {**{c: s.get(c) for c in COMPONENTS}, "total": s.total}
-
-    return [{"model": c.model, "workers": c.workers, "advice": advice(c), "rows": [
-        {"configuration": r.variant, "strategy": r.strategy, "run_ids": [x["run_id"] for x in r.group.runs],
-         "n_parameters": r.n_parameters, "optimizer_bytes_per_parameter": r.k,
-         "formula": formula_text(r.strategy, r.workers, r.k), "predicted": state(r.predicted),
-         "measured": state(r.measured), "bytes_per_parameter": r.bytes_per_parameter,
-         "activation_bytes": r.activations, "peak_rss_mib": r.rss_mib, "images_per_s": r.images_per_s,
-         "comm_bytes_by_op": r.comm, "zero1_partition": r.partition, "explanation": explain(r)}
-        for r in c.rows]} for c in comps]

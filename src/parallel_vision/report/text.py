@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from parallel_vision.report import compare, sharding, tables
+from parallel_vision.report import compare, sharding, sharding_tables, tables
 from parallel_vision.report.data import ReportData, build_report_data
 from parallel_vision.report.memory_budget import budget_lines, size_text
 
@@ -91,9 +91,9 @@ def _print_sharding(data: ReportData, console: Any) -> None:
     one was declared."""
     comps = sharding.comparisons(data.groups)
     if comps:
-        console.print(_rich_table(sharding.side_by_side_table(comps), "Sharding: memory per worker vs speed (MiB)"))
-        console.print(_rich_table(sharding.formula_table(comps), "Measured vs the ZeRO paper's formulas (MiB)"))
-        for s in sharding.explanations(comps) + sharding.advice_sentences(comps):
+        console.print(_rich_table(sharding_tables.side_by_side_table(comps), f"{sharding.TITLE} (MiB)"))
+        console.print(_rich_table(sharding_tables.formula_table(comps), "Measured vs the ZeRO paper's formulas (MiB)"))
+        for s in sharding_tables.explanations(comps) + sharding.advice_sentences(comps):
             console.print(f"  • {s}", highlight=False)
     if data.memory_per_worker is not None:
         console.print(f"[bold]The largest model each strategy would fit in {size_text(data.memory_per_worker)} per "
