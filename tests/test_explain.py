@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from parallel_vision.errors import ConfigError
-from parallel_vision.explain import faithfulness, run
+from parallel_vision.explain import child, faithfulness, run
 from parallel_vision.explain.sample import stratified_sample
 from shared_runs import TORCH_DIGITS  # tests/ on sys.path
 
@@ -234,11 +234,12 @@ def test_every_method_gives_one_map_per_image_and_smoothgrad_repeats_for_its_see
     y = np.array([0, 3, 7])
     setup = setup_of(engine, "paper_cnn")
     for method in run.METHODS:
-        maps = engine.maps_of(method, net, setup, x, y)
+        maps = child.maps_of(method, engine.CaptumExplainer(net, setup), x, y)
         assert maps.shape == (3, 28, 28) and maps.dtype == np.float32 and np.isfinite(maps).all(), method
-    smooth = engine.maps_of("smoothgrad", net, setup, x, y)
-    assert np.array_equal(smooth, engine.maps_of("smoothgrad", net, setup, x, y))
-    assert not np.array_equal(smooth, engine.maps_of("smoothgrad", net, setup_of(engine, "paper_cnn", seed=1), x, y))
+    smooth = child.maps_of("smoothgrad", engine.CaptumExplainer(net, setup), x, y)
+    assert np.array_equal(smooth, child.maps_of("smoothgrad", engine.CaptumExplainer(net, setup), x, y))
+    other_seed = engine.CaptumExplainer(net, setup_of(engine, "paper_cnn", seed=1))
+    assert not np.array_equal(smooth, child.maps_of("smoothgrad", other_seed, x, y))
 
 
 def test_gradcam_on_resnet18_is_layer3_upsampled_to_the_image(engine: Any) -> None:
@@ -247,7 +248,8 @@ def test_gradcam_on_resnet18_is_layer3_upsampled_to_the_image(engine: Any) -> No
     net = engine.randomised(RunConfig(model="resnet18"), seed=0)
     assert engine.gradcam_layer(net, "resnet18") is net.layer3
     x = np.random.default_rng(0).normal(size=(2, 28, 28, 1)).astype(np.float32)
-    maps = engine.maps_of("gradcam", net, setup_of(engine, "resnet18"), x, np.array([1, 2]))
+    explainer = engine.CaptumExplainer(net, setup_of(engine, "resnet18"))
+    maps = child.maps_of("gradcam", explainer, x, np.array([1, 2]))
     assert maps.shape == (2, 28, 28) and (maps >= 0).all()
 
 
@@ -256,3 +258,32 @@ def test_gradcam_has_no_layer_in_wide_mlp(engine: Any) -> None:
 
     with pytest.raises(ConfigError, match="no conv layer"):
         engine.gradcam_layer(engine.randomised(RunConfig(model="wide_mlp"), seed=0), "wide_mlp")
+
+
+def test_the_childs_progress_reaches_the_parent_as_bars_with_the_time_left(tmp_path: Path) -> None:
+    """The child declares its tasks and advances them (progress.json, replaced whole); the parent's bars show each
+    task's count and an estimate of the time left (drawn here on an in-memory terminal)."""
+    import io
+
+    from rich.console import Console
+
+    from parallel_vision.explain import progress
+
+    assert progress.read(tmp_path) == []  # nothing written yet
+    report = progress.Reporter(tmp_path, {"ig: maps": 500, "ig: curves": 500})
+    report.advance("ig: maps", 100)
+    report.advance("ig: maps", 400)  # a task done is written at once
+    tasks = progress.read(tmp_path)
+    assert [(t["name"], t["done"], t["total"]) for t in tasks] == [("ig: maps", 500, 500), ("ig: curves", 0, 500)]
+    report.advance("ig: curves", 9999)
+    assert progress.read(tmp_path)[1]["done"] == 500  # never past its total
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120)
+    with progress.watching(tmp_path, console):
+        pass
+    text = screen.getvalue()
+    assert "ig: maps" in text and "500/500" in text and "left" in text
+    quiet = Console(file=io.StringIO(), force_terminal=False)
+    with progress.watching(tmp_path, quiet):  # not a terminal (a log, CI): no bars
+        pass
+    assert quiet.file.getvalue() == ""  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from parallel_vision.explain import child as explain_child
 from parallel_vision.explain import faithfulness, run
 from parallel_vision.explain.sample import stratified_sample
 from shared_runs import JAX_SMALL, TF_SMALL, TORCH_DIGITS  # tests/ on sys.path
@@ -48,13 +49,13 @@ load_canonical(model, pickle.loads((folder / "weights.pkl").read_bytes()))
 functions = explain.functions(keras, RunConfig(framework=backend), model)
 settings = child.settings_of(folder)
 x, y = np.load(folder / "inputs.npy"), np.load(folder / "labels.npy")
-out = {m: child.maps_of(m, functions, settings, x, y) for m in sys.argv[3].split(",")}
+out = {m: child.maps_of(m, child.NumpyExplainer(functions, settings), x, y) for m in sys.argv[3].split(",")}
 out["logits"] = functions.logits(x)
 out["signed_saliency"] = functions.gradients(x, y).sum(axis=-1)
 second_block = [la for la in model.layers if isinstance(la, keras.layers.ReLU)][1]
 gradients = importlib.import_module(f"parallel_vision.engines.{backend}.gradients")
 wrong = gradients.functions(model, explain.split_at(keras, model, second_block))
-out["gradcam_wrong_layer"] = child.maps_of("gradcam", wrong, settings, x, y)
+out["gradcam_wrong_layer"] = child.maps_of("gradcam", child.NumpyExplainer(wrong, settings), x, y)
 np.savez(folder / f"{backend}.npz", **out)
 """
 
@@ -106,7 +107,8 @@ def floor(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, d
                 for b in BACKENDS}
     setup = torch_explain.Setup(cfg=saved.cfg, black=torch.tensor(request["black"]).reshape(1, -1, 1, 1),
                                 input_range=request["input_range"], seed=0)
-    maps = {"torch": {m: torch_explain.maps_of(m, model, setup, x, y) for m in FLOOR_METHODS}}
+    explainer = torch_explain.CaptumExplainer(model, setup)
+    maps = {"torch": {m: explain_child.maps_of(m, explainer, x, y) for m in FLOOR_METHODS}}
     with torch.no_grad():
         maps["torch"]["logits"] = model(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()
     for backend, child in children.items():

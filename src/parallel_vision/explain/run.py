@@ -20,7 +20,7 @@ from parallel_vision.data import normalize
 from parallel_vision.engines import registry
 from parallel_vision.engines.common import load_split, to_nhwc
 from parallel_vision.errors import ConfigError, EngineError, PVisionError
-from parallel_vision.explain import faithfulness, page
+from parallel_vision.explain import faithfulness, page, progress
 from parallel_vision.explain.sample import stratified_sample
 from parallel_vision.launch.processes import run_children
 from parallel_vision.predict.model import SavedRun, open_run, softmax
@@ -99,7 +99,8 @@ def _run_child(run: SavedRun, child: str, x: np.ndarray, y: np.ndarray,
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"))
         log = folder / "child.log"
         try:
-            run_children([([sys.executable, "-m", child, str(run.path), str(folder)], env)], folder, log)
+            with progress.watching(folder):  # IG and occlusion take minutes: a bar per task with the time left
+                run_children([([sys.executable, "-m", child, str(run.path), str(folder)], env)], folder, log)
         except PVisionError as exc:
             tail = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1:]
             if isinstance(exc, EngineError) and "exit code" in str(exc) and tail:

@@ -65,8 +65,10 @@ def functions(keras: Any, cfg: RunConfig, model: Any) -> attribution.Model:
 def explain(run: Path, folder: Path) -> None:
     cfg = RunConfig.from_json((run / "config.json").read_text())
     keras, model = load_saved(run, cfg)
-    untrained = randomised(keras, cfg, child.settings_of(folder).seed)
-    child.explain(folder, functions(keras, cfg, model), functions(keras, cfg, untrained))
+    settings = child.settings_of(folder)
+    untrained = randomised(keras, cfg, settings.seed)
+    child.explain(folder, child.NumpyExplainer(functions(keras, cfg, model), settings),
+                  child.NumpyExplainer(functions(keras, cfg, untrained), settings))
 
 
 if __name__ == "__main__":
