@@ -17,7 +17,7 @@ ENGINE = EngineSpec(
     entry="parallel_vision.engines.torch.engine:train_and_evaluate",
     resume=ResumeFiles(present=checkpoint.present, describe=checkpoint.describe, remove=checkpoint.remove,
                        auto_resume=checkpoint.elastic_auto_resume),
-    cluster=ClusterEnv.of(("ddp", "zero1", "fsdp"), cluster),  # every per-worker torch strategy
+    cluster=ClusterEnv.of(("ddp", "zero1", "fsdp", "pipeline", "tensor"), cluster),  # every per-worker torch strategy
     model_file="model.pt",
     predict="parallel_vision.engines.torch.predict",
     explain="parallel_vision.engines.torch.explain",
