@@ -36,10 +36,22 @@ TORCH_FSDP: dict[str, object] = dict(TORCH_DDP, strategy="fsdp", eval_batch_size
 WIDE_SGD: dict[str, object] = {"model": "wide_mlp", "workers": 2, "limit_train": 512, "limit_test": 200,
                                "batch_size": 128, "epochs": 1, "device": "cpu", "tensorboard": False,
                                "dropout": 0.0, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
-#: The JAX engine's small run for `pvision predict`'s oracle (tests/test_predict.py): 1024 images in 4 steps of 256,
-#: 500 test images.
-JAX_SMALL: dict[str, object] = {"framework": "jax", "limit_train": 1024, "limit_test": 500, "batch_size": 256,
-                                "epochs": 1, "tensorboard": False}
+#: Every run of WIDE_SGD the session asserts on (tests/test_sharding.py and tests/test_report_sharding.py): the file
+#: that asks first trains them all at once with `trained.together` (their assertions read bytes, parameters and
+#: accuracy, no timing), the other finds them trained. A new strategy's case on WIDE_SGD belongs in this list.
+#: Strategy tensor on WIDE_SGD's run (tests/test_tensor_parallel.py), and the one-worker `single` run it must
+#: match; test_accuracy_contract.py reloads the tensor run's model.pt.
+TORCH_TENSOR: dict[str, object] = dict(WIDE_SGD, strategy="tensor")
+WIDE_SGD_SINGLE: dict[str, object] = dict(WIDE_SGD, strategy="single", workers=1)
+WIDE_SGD_RUNS: list[dict[str, object]] = [
+    *(dict(WIDE_SGD, strategy=strategy) for strategy in ("ddp", "zero1", "fsdp")),
+    dict(WIDE_SGD, strategy="fsdp", precision="bf16"), TORCH_TENSOR, WIDE_SGD_SINGLE,
+]
+#: The JAX engine's small run (tests/test_jax_engine.py's single run, and `pvision predict`'s oracle in
+#: tests/test_predict.py, which predicts the first 500 of its test images): 1024 images in 4 steps of 256, all
+#: 10,000 test images evaluated.
+JAX_SMALL: dict[str, object] = {"framework": "jax", "limit_train": 1024, "batch_size": 256, "epochs": 1,
+                                "tensorboard": True}
 #: A torch run good enough for out-of-distribution digits (tests/test_predict.py's load_digits check): 2048 images
 #: in 64 steps of 32 reach ~95 % on 500 MNIST test images; TORCH_SMALL's 8 steps (~44 %) call every 8×8 digit a 1.
 TORCH_DIGITS: dict[str, object] = {"limit_train": 2048, "limit_test": 500, "batch_size": 32, "epochs": 1,
@@ -52,10 +64,6 @@ TORCH_PIPELINE: dict[str, object] = {"strategy": "pipeline", "workers": 2, "micr
                                      "tensorboard": False, "dropout": 0.0, "optimizer": "sgd", "lr": 0.05,
                                      "momentum": 0.9, "threads_per_worker": 1}
 TORCH_ACCUM4: dict[str, object] = dict(TORCH_PIPELINE, strategy="single", workers=1, microbatches=None, grad_accum=4)
-#: Strategy tensor on WIDE_SGD's run (tests/test_tensor_parallel.py), and the one-worker `single` run it must
-#: match; test_accuracy_contract.py reloads the tensor run's model.pt.
-TORCH_TENSOR: dict[str, object] = dict(WIDE_SGD, strategy="tensor")
-WIDE_SGD_SINGLE: dict[str, object] = dict(WIDE_SGD, strategy="single", workers=1)
 #: JAX model parallelism (test_jax_model_parallel.py): wide_mlp in 4 steps of 64 on 256
 #: images, 256 test images, dropout as the model has it, split over 2 virtual CPU devices; JAX_WIDE is its `single`
 #: twin for the parity check (same seed, same data order, same dropout draws).

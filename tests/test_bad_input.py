@@ -1,15 +1,20 @@
 """Bad input everywhere: every data and configuration failure mode, through the real CLI.
 
-Each case runs `python -m parallel_vision ...` as a user would and checks the contract of
-`parallel_vision.cli.main`: exit code 2, stderr exactly one line starting `pvision: error:`,
-no traceback, and a phrase that says what is wrong. Settings are tiny and almost every case
-fails before a worker starts, so the module runs in seconds. docs/bad-input.md is the table
-of these cases (and of the ones other test modules already cover through the CLI, e.g. a
-diverging loss in test_resume.py, a bit flip under `data verify` in test_data_cli.py).
+Each case calls the command line's entry point, `parallel_vision.cli.main` (what `python -m parallel_vision`
+runs), with the user's arguments and checks its contract: exit code 2, stderr exactly one line starting
+`pvision: error:`, no traceback, and a phrase that says what is wrong. Every case that fails in the launcher,
+before any framework or worker, calls it in this process (`pvision`: typer's CliRunner isolation, a private
+environment and working directory; ~0.1 s instead of ~2 s to start Python); the ones that start an engine or
+would run one in this process (a user TF_CONFIG, CUDA-only settings, a busy port) run the real command
+(`pvision_process`), and test_the_real_command_prints_the_same_one_line checks that the real command prints
+what the entry point prints. docs/bad-input.md is the table of these cases (and of the ones other test modules
+already cover through the CLI, e.g. a diverging loss in test_resume.py, a bit flip under `data verify` in
+test_data_cli.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -35,15 +40,53 @@ TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
 TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
 
 
-def pvision(*args: str, cwd: Path, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the CLI in a clean environment: private caches, no cluster variables, cwd in tmp."""
+def _private(cwd: Path) -> dict[str, str]:
+    return {"PVISION_CACHE_DIR": str(cwd / ".cache" / "arrays"), "XDG_CACHE_HOME": str(cwd / ".cache"),
+            "COLUMNS": "200"}
+
+
+def pvision_process(*args: str, cwd: Path, env: dict[str, str] | None = None,
+                    timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real command (`python -m parallel_vision`) in a clean environment: private caches, no cluster
+    variables, cwd in tmp."""
     base = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
-    base.update({"PVISION_CACHE_DIR": str(cwd / ".cache" / "arrays"), "XDG_CACHE_HOME": str(cwd / ".cache"),
-                 "COLUMNS": "200"})
+    base.update(_private(cwd))
     base.update(env or {})
     return subprocess.run([sys.executable, "-m", "parallel_vision", *args], cwd=cwd, env=base,
                           capture_output=True, text=True, timeout=timeout)
+
+
+#: Frameworks that must never be imported into this process by a refusal (TensorFlow and torch never share one).
+_FRAMEWORKS = ("tensorflow", "jax", "keras")
+
+
+def pvision(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The entry point `main(args)` in this process, as pvision_process runs it: the same environment (every variable
+    it touches is restored afterwards), cwd, exit code, stdout and stderr (typer's CliRunner isolation). For cases
+    that fail before any framework or worker starts; a framework imported here fails the case."""
+    from typer.testing import CliRunner
+
+    from parallel_vision import cli, envvars
+
+    before = {name for name in _FRAMEWORKS if name in sys.modules}
+    changes: dict[str, str | None] = {k: None for k in (*_SCRUBBED, envvars.LAUNCH_TIME, envvars.PROGRESS)}
+    changes.update({**_private(cwd), **(env or {})})
+    debug = cli._state["debug"]
+    with CliRunner().isolation(env=changes) as (stdout, stderr, _), contextlib.chdir(cwd):
+        cli._state["debug"] = False
+        try:
+            cli.main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            cli._state["debug"] = debug
+            sys.stdout.flush()
+            sys.stderr.flush()
+        out, err = stdout.getvalue().decode(), stderr.getvalue().decode()
+    imported = {name for name in _FRAMEWORKS if name in sys.modules} - before
+    assert not imported, f"pvision {' '.join(args)} imported {imported} into the calling process"
+    return subprocess.CompletedProcess(["pvision", *args], code, out, err)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *phrases: str) -> str:
@@ -69,6 +112,27 @@ def train_args(data_dir: Path | str | None, out: Path, **options: object) -> lis
         elif value is not None:
             args += [f"--{key.replace('_', '-')}", str(value)]
     return args
+
+
+def test_the_real_command_prints_the_same_one_line(data_dir: Path, tmp_path: Path) -> None:
+    """What the in-process cases see is what a user sees: for a refusal of each command family (and click's usage
+    error), `python -m parallel_vision` exits with the same code and prints the same stderr and stdout as `main()`
+    here, so nothing printed while Python starts (a warning, an import's message) slips past the one-line checks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    (tmp_path / "datasets.txt").write_text("not a folder")
+    cases = [train_args(data_dir, tmp_path / "out", epochs=0),
+             ["train", "--epochs", "abc"],
+             ["data", "verify", "--data-dir", "datasets.txt"],
+             ["report", str(tmp_path / "no-such-root")],
+             ["bench", "--dry-run", "--data-dir", str(data_dir), "--out", "bench", "--preset", "nope"]]
+    with ThreadPoolExecutor(len(cases)) as pool:  # the real commands at once: most of each is starting Python
+        real = list(pool.map(lambda args: pvision_process(*args, cwd=tmp_path), cases))
+    for args, proc in zip(cases, real, strict=True):
+        here = pvision(*args, cwd=tmp_path)
+        assert (proc.returncode, proc.stderr, proc.stdout) == (here.returncode, here.stderr, here.stdout), args
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------------------- configuration
@@ -173,8 +237,8 @@ def test_busy_master_port(data_dir: Path, tmp_path: Path) -> None:
         held.bind(("127.0.0.1", 0))
         held.listen(1)
         port = held.getsockname()[1]
-        proc = pvision(*train_args(data_dir, out, strategy="ddp", workers=_DDP_WORKERS, master_port=port),
-                       cwd=tmp_path)
+        proc = pvision_process(*train_args(data_dir, out, strategy="ddp", workers=_DDP_WORKERS, master_port=port),
+                               cwd=tmp_path)
     assert_one_line_error(proc, f"port {port} on 127.0.0.1 is busy")
     assert not out.exists()
 
@@ -301,7 +365,8 @@ _TWO = ["127.0.0.1:23401", "127.0.0.1:23402"]
 def test_invalid_tf_config_for_multiworker(data_dir: Path, tmp_path: Path, tf_config: str, phrases: list[str]) -> None:
     out = tmp_path / "out"
     args = train_args(data_dir, out, framework="tensorflow", strategy="multiworker", workers=2)
-    assert_one_line_error(pvision(*args, cwd=tmp_path, env={"TF_CONFIG": tf_config}), *phrases)
+    # the real command: under a valid TF_CONFIG the engine would run in the calling process
+    assert_one_line_error(pvision_process(*args, cwd=tmp_path, env={"TF_CONFIG": tf_config}), *phrases)
     assert not out.exists()  # refused before the output folder (and before TensorFlow is imported)
 
 
@@ -471,5 +536,5 @@ def test_cuda_only_settings_on_a_machine_without_cuda(data_dir: Path, tmp_path: 
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA devices")
-    proc = pvision(*train_args(data_dir, tmp_path / "out", **options), cwd=tmp_path)
+    proc = pvision_process(*train_args(data_dir, tmp_path / "out", **options), cwd=tmp_path)
     assert_one_line_error(proc, phrase)

@@ -26,6 +26,7 @@ from parallel_vision.engines.jax import cluster as jax_cluster
 from parallel_vision.errors import ConfigError
 from parallel_vision.launch import run
 from parallel_vision.results import schema
+from shared_runs import JAX_SMALL  # tests/ on sys.path
 
 HAS_JAX = importlib.util.find_spec("jax") is not None and importlib.util.find_spec("keras") is not None
 jax_runs = [pytest.mark.jax, pytest.mark.slow, pytest.mark.skipif(not HAS_JAX, reason="JAX is not installed")]
@@ -66,7 +67,9 @@ def _check(out: Path, data_dir: Path, n_test: int, n_train_images: int) -> dict[
 
 
 #: The file's three real runs (4 steps of 256 each): single evaluates all 10,000 test images; dp 500 at eval batch
-#: 2000, one padded batch split over the two devices, each image once; multiworker 300 at eval batch 128.
+#: 2000, one padded batch split over the two devices, each image once; multiworker 300 at eval batch 128. single is
+#: the session's JAX_SMALL (tests/shared_runs.py), which tests/test_predict.py predicts from too.
+assert dict(SMALL, tensorboard=True) == JAX_SMALL
 RUNS: dict[str, dict[str, Any]] = {
     "single": {},
     "dp": {"strategy": "dp", "workers": 2, "device": "cpu", "limit_test": 500, "eval_batch_size": 2000},
@@ -76,21 +79,23 @@ RUNS: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture(scope="module")
-def runs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def runs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory, trained: Any) -> dict[str, Any]:
     """name -> (OUT, result.json), or the exception its run raised: the three runs train at once, each started
-    by launch.run in its own thread (their assertions read no timing; most of each run is starting Python, JAX
-    and XLA's compiler, which then overlaps), and single's and dp's saved models are reloaded by plain Keras in
-    one fresh process (tests/reload_predict.py): `reloaded` in the dict."""
+    by launch.run in its own thread, single through the session's `trained` (their assertions read no timing; most
+    of each run is starting Python, JAX and XLA's compiler, which then overlaps), and single's and dp's saved models
+    are reloaded by plain Keras in one fresh process (tests/reload_predict.py): `reloaded` in the dict."""
     from concurrent.futures import ThreadPoolExecutor
 
     root = tmp_path_factory.mktemp("jax")
     done: dict[str, Any] = {}
     with ThreadPoolExecutor(len(RUNS)) as pool:
         futures = {name: pool.submit(run, _cfg(data_dir, root / name, **changes), progress=False)
-                   for name, changes in RUNS.items()}
+                   for name, changes in RUNS.items() if name != "single"}
+        futures["single"] = pool.submit(trained, **JAX_SMALL)  # the only mktemp in a thread: no race
         for name, future in futures.items():
             try:
-                done[name] = (root / name, future.result().data)
+                result = future.result()
+                done[name] = (Path(result.out_dir), result.data)
             except Exception as exc:  # noqa: BLE001 - raised again by the test that reads this run
                 done[name] = exc
     outs = [done[name][0] for name in ("single", "dp") if not isinstance(done[name], Exception)]

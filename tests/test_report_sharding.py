@@ -19,7 +19,7 @@ from parallel_vision.report.groups import group_runs
 from parallel_vision.report.memory_budget import budget_lines, parse_size
 from parallel_vision.report.sharding import comparisons, explain
 from parallel_vision.report.state_formulas import formula
-from shared_runs import WIDE_SGD  # tests/ on sys.path
+from shared_runs import WIDE_SGD, WIDE_SGD_RUNS  # tests/ on sys.path
 
 WIDE_P = 20_054_026
 FC2 = 4096 * 4096 + 4096  # wide_mlp's largest FSDP unit
@@ -302,14 +302,15 @@ def test_the_section_renders_in_html_and_markdown_with_the_budget_lines(groups: 
 @pytest.mark.slow
 def test_the_report_of_real_ddp_zero1_and_fsdp_runs(trained: Any, tmp_path: Any) -> None:
     """Real 2-worker runs of wide_mlp with SGD and momentum (the ones tests/test_sharding.py checks, trained once per
-    session) in one ROOT: the section is there, its numbers are the records' and the formulas' with k = 4 read from
-    the config, `--memory-per-worker` adds its lines, and the advice sentence quotes the records."""
+    session, all at once) in one ROOT: the section is there, its numbers are the records' and the formulas' with k = 4
+    read from the config, `--memory-per-worker` adds its lines, and the advice sentence quotes the records."""
     import shutil
 
     from parallel_vision.report import write_report
 
     root = tmp_path / "root"
     summaries = {}
+    trained.together(*WIDE_SGD_RUNS)  # every WIDE_SGD run of the session at once (tests/shared_runs.py)
     for strategy in ("ddp", "zero1", "fsdp"):
         result = trained(strategy=strategy, **WIDE_SGD)
         shutil.copytree(result.out_dir, root / "runs" / strategy)

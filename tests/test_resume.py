@@ -5,7 +5,8 @@ small MNIST subset with `--deterministic` on the CPU: once straight through, onc
 killed from outside (SIGKILL to its whole process group: launcher, engine and DDP
 workers) as soon as the checkpoint of a step in the middle of the second epoch
 exists, and once more with `--resume`. The resumed model.pt must equal the
-uninterrupted one tensor for tensor (torch.equal), and so must the epoch metrics.
+uninterrupted one tensor for tensor (torch.equal), and so must the epoch metrics. The strategies'
+scenarios are played at once (tests/together.py), each with its own folders and processes.
 
 The helpers here (bounded subprocesses, polling the checkpoint summary) are shared
 with test_signals.py and test_elastic.py.
@@ -13,6 +14,8 @@ with test_signals.py and test_elastic.py.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import re
@@ -26,6 +29,8 @@ from typing import Any
 
 import pytest
 
+from together import outcome, play_together  # tests/ on sys.path
+
 torch = pytest.importorskip("torch")
 
 pytestmark = pytest.mark.slow
@@ -36,9 +41,10 @@ DEADLINE_S = 150.0
 FOREIGN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
                "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT", "TF_CONFIG", "PVISION_LAUNCH_TIME",
                "PVISION_PROGRESS", "PVISION_ERROR_FILE")
-#: 1024 images in global batches of 128: 8 steps per epoch, a checkpoint every 3 steps (3, 6, 9, 12, 15)
-#: besides the epoch ends, so the second epoch has mid-epoch checkpoints at its steps 1, 4 and 7.
-RUN = ["--limit-train", "1024", "--limit-test", "200", "--batch-size", "128", "--epochs", "2",
+#: 512 images in global batches of 64: 8 steps per epoch, a checkpoint every 3 steps (3, 6, 9, 12, 15)
+#: besides the epoch ends, so the second epoch has mid-epoch checkpoints at its steps 1, 4 and 7. Tiny on
+#: purpose: what is tested is the step count and the bits, and most of each run is starting Python and torch.
+RUN = ["--limit-train", "512", "--limit-test", "200", "--batch-size", "64", "--epochs", "2",
        "--threads", "1", "--device", "cpu", "--seed", "0", "--deterministic", "--checkpoint-every", "3",
        "--quiet", "--no-tensorboard"]
 FLOAT_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
@@ -239,21 +245,42 @@ def np_equal(a: Path, b: Path) -> bool:
     return bool(np.array_equal(np.load(a), np.load(b)))
 
 
-@pytest.mark.timeout(240)
-def test_single_killed_mid_epoch_resumes_bit_identical(data_dir: Path, tmp_path: Path,
-                                                       tmp_path_factory: pytest.TempPathFactory,
-                                                       jobs: list[Job]) -> None:
-    _kill_and_resume(data_dir, tmp_path, tmp_path_factory, jobs)
+#: The strategies killed and resumed on two workers: a new strategy's case is one more name here.
+TWO_WORKER_STRATEGIES = ["ddp", "zero1", "fsdp"]
 
 
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("strategy", ["ddp", "zero1", "fsdp"])
-def test_two_workers_killed_mid_epoch_resume_bit_identical(data_dir: Path, tmp_path: Path,
-                                                           tmp_path_factory: pytest.TempPathFactory,
-                                                           jobs: list[Job], strategy: str) -> None:
+def _strategy_args(name: str) -> tuple[str, ...]:
+    return () if name == "single" else ("--strategy", name, "--workers", "2")
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, BaseException | None]:
+    """Every strategy's scenario (`_kill_and_resume`) played at once, each in its own thread with its own folders
+    and jobs (tests/together.py): the checks read bits and step counts, no timing, and --deterministic with one
+    thread per worker gives the same bits whatever else runs; most of each run is starting Python and torch, which
+    then overlaps. Each test re-raises its own scenario's outcome."""
+    names = ["single", *TWO_WORKER_STRATEGIES]
+    with contextlib.ExitStack() as stack:
+        jobs = {name: stack.enter_context(contextlib.contextmanager(job_list)()) for name in names}
+        folders = {name: tmp_path_factory.mktemp(f"resume-{name}") for name in names}  # made here, not in threads
+        for name in names:
+            start_straight(data_dir, tmp_path_factory, jobs[name], *_strategy_args(name))
+        return play_together({name: functools.partial(_kill_and_resume, data_dir, folders[name], tmp_path_factory,
+                                                      jobs[name], *_strategy_args(name)) for name in names})
+
+
+@pytest.mark.timeout(600)  # the module's scenarios, all at once, are set up within the first test's time
+def test_single_killed_mid_epoch_resumes_bit_identical(killed_and_resumed: dict[str, BaseException | None]) -> None:
+    outcome(killed_and_resumed, "single")
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("strategy", TWO_WORKER_STRATEGIES)
+def test_two_workers_killed_mid_epoch_resume_bit_identical(killed_and_resumed: dict[str, BaseException | None],
+                                                           strategy: str) -> None:
     """The sharded strategies too: zero1's checkpoint holds the consolidated optimizer state, fsdp's the full
     (gathered) model and optimizer state dicts, loaded back shard by shard."""
-    _kill_and_resume(data_dir, tmp_path, tmp_path_factory, jobs, "--strategy", strategy, "--workers", "2")
+    outcome(killed_and_resumed, strategy)
 
 
 @pytest.mark.timeout(120)

@@ -18,12 +18,21 @@ import torch
 
 from parallel_vision.config import RunConfig
 from parallel_vision.errors import ConfigError
-from shared_runs import WIDE_SGD  # tests/ on sys.path
+from shared_runs import WIDE_SGD, WIDE_SGD_RUNS  # tests/ on sys.path
 
 pytestmark = pytest.mark.slow
 
 #: 4 steps of 128 on wide_mlp (20 M parameters: its 4096 × 4096 layer is 84 % of them); no dropout, SGD.
 PARITY: dict[str, object] = WIDE_SGD  # shared with test_report_sharding.py, which reports these same runs
+
+
+@pytest.fixture(scope="module")
+def trained(trained: Any) -> Any:
+    """The session's `trained` (tests/conftest.py), once every WIDE_SGD run is trained: all at once, here or already
+    by test_report_sharding.py. A new strategy's case on WIDE_SGD goes in shared_runs.WIDE_SGD_RUNS to train with
+    them."""
+    trained.together(*WIDE_SGD_RUNS)
+    return trained
 
 
 def initial_weights(cfg: RunConfig) -> dict[str, torch.Tensor]:
