@@ -45,7 +45,8 @@ PIPE = _run("pipe", 64, 0.8, strategy="pipeline", workers=2, summary={
     "comm_bytes_by_op": {"send_recv": 2 * 64 * 12544 * 4.0},  # rank 0: conv2's output out, its gradient back
     "pipeline": {"schedule": "1f1b", "microbatches": 4, "stages": 2, "micro_batch": 16,
                  "split": {"cuts": [2], "block_ms": [10.0, 50.0, 30.0, 5.0, 3.0, 2.0]},
-                 "per_stage": [{"forward_ms": 200.0, "backward_ms": 400.0}, {"forward_ms": 100.0, "backward_ms": 200.0}]}})
+                 "per_stage": [{"forward_ms": 200.0, "backward_ms": 400.0},
+                               {"forward_ms": 100.0, "backward_ms": 200.0}]}})
 
 
 def _inputs(model: str, runs: list[dict[str, Any]], strategy: str) -> root_inputs.Inputs:

@@ -86,7 +86,7 @@ def check_stages(model: str, stages: Sequence[int]) -> None:
                           f"{max(too_many)} stages (give --workers up to {blocks})")
 
 
-def _send_scale(inputs: Inputs, batch_of: dict[str, int]) -> tuple[float, str]:
+def send_scale(inputs: Inputs, batch_of: dict[str, int]) -> tuple[float, str]:
     """Measured ÷ modelled bytes of rank 0's sends and receives per step (summary.comm_bytes_by_op.send_recv;
     modelled 2 × batch × the width of its first cut (summary.pipeline.split.cuts) × 4 bytes), median over the
     pipeline runs, within BYTES_TRUST."""
@@ -153,14 +153,14 @@ def project(inputs: Inputs, workers: Sequence[int], link: Link, *, batch: int | 
         ms = [_pipe(r)["microbatches"] for r in inputs.ddp if _pipe(r).get("microbatches")]
         m_how = ("given with --microbatches" if microbatches else f"m = {max(set(ms), key=ms.count)}, the pipeline "
                  "runs' microbatches" if ms else "m = 4·p, the engine's default (no pipeline run in ROOT)")
-        scale, bytes_note = _send_scale(inputs, {r["path"]: int(r["summary"]["per_worker_batch"]) for r in inputs.ddp})
+        scale, bytes_note = send_scale(inputs, {r["path"]: int(r["summary"]["per_worker_batch"]) for r in inputs.ddp})
         for p in sorted(set(workers)):
             m = microbatches or (max(set(ms), key=ms.count) if ms else 4 * p)
             step, how, _ = pipeline_step(inputs, fit, p, link=link, microbatches=m, batch=batch, send_scale=scale)
             rows.append(_row(p, batch, fit, step.step_s, step.step_s, step.high_s, step.exposed_s, step.compute_s,
                              stage_s=step.stage_s, microbatches=m, bubble=step.bubble, send_bytes=list(step.send_bytes),
                              stage_time_from=how, sends_per_microbatch_s=step.sends_per_microbatch_s))
-        notes = [f"microbatches: {m_how}", f"bytes: {bytes_note}", _stage_check(inputs, fit),
+        notes = [f"microbatches: {m_how}", f"bytes: {bytes_note}", stage_check(inputs, fit),
                  "the step: (m + p − 1) × the slowest stage's forward + backward per micro-batch + 2(p − 1) sends "
                  "(the first micro-batch's activation down every cut, the last one's gradient back); high: every "
                  "micro-batch's sends in series"]
@@ -191,7 +191,7 @@ def project(inputs: Inputs, workers: Sequence[int], link: Link, *, batch: int | 
     }
 
 
-def _stage_check(inputs: Inputs, fit: ComputeFit) -> str:
+def stage_check(inputs: Inputs, fit: ComputeFit) -> str:
     """How far the pipeline runs' measured slowest stage is from the block model at their own p (not applied)."""
     ratios = []
     for r in inputs.ddp:
@@ -235,7 +235,7 @@ def measured_errors(inputs: Inputs, fit: ComputeFit) -> list[dict[str, Any]]:
         extra: dict[str, Any] = {}
         if inputs.strategy == "pipeline":
             m = int(_pipe(r).get("microbatches") or 4 * n)
-            scale = _send_scale(inputs, {x["path"]: int(x["summary"]["per_worker_batch"]) for x in inputs.ddp})[0]
+            scale = send_scale(inputs, {x["path"]: int(x["summary"]["per_worker_batch"]) for x in inputs.ddp})[0]
             step, how, runs = pipeline_step(inputs, fit, n, link=link, microbatches=m, batch=b, send_scale=scale)
             point, low, high = step.step_s, step.step_s, step.high_s
             extra = {"stage_time_from": how, "stage_time_from_this_run": r["path"] in runs}
