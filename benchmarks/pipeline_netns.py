@@ -39,7 +39,7 @@ MODEL, BATCH, MICRO, STEPS = "paper_cnn", 64, 4, 6
 
 
 def _pipeline_args(out: Path) -> list[str]:
-    return ["train", "-f", "torch", "-s", "pipeline", "--workers", "2", "--model", MODEL, "-b", str(BATCH),
+    return ["train", "-f", "torch", "-s", "pipeline", "--model", MODEL, "-b", str(BATCH),
             "--microbatches", str(MICRO), "-e", "2", "--limit-train", str(BATCH * STEPS), "--limit-test", "64",
             "--threads", "1", "--device", "cpu", "--seed", "0", "--quiet", "--out", str(out), "--overwrite"]
 
