@@ -115,14 +115,17 @@ def pipeline_step(inputs: Inputs, fit: ComputeFit, stages: int, *, link: Link, m
     cuts = balanced_split(_block_costs(inputs, fit, micro)[0], stages)
     widths = cut_elements(inputs.model, c, s, inputs.classes)
     sends = tuple(widths[part[-1]] * micro * ACTIVATION_BYTES * send_scale for part in cuts[:-1])
-    return PipelineStep(stages, microbatches, stage_s, sends, link), how, runs
+    step = PipelineStep(stages=stages, microbatches=microbatches, stage_s=stage_s, send_bytes=sends, link=link)
+    return step, how, runs
 
 
 def tensor_step(inputs: Inputs, fit: ComputeFit, workers: int, *, link: Link, batch: int,
                 bytes_scale: float = 1.0) -> TensorStep:
     c, s, _ = inputs.input_shape
-    return TensorStep(workers, fit.step_s(batch), tensor_sharded_share(inputs.model, c, s, inputs.classes),
-                      batch * WIDE_MLP_WIDTH * ACTIVATION_BYTES * bytes_scale, TENSOR_ALLREDUCES, link)
+    return TensorStep(workers=workers, compute_1_s=fit.step_s(batch),
+                      sharded_share=tensor_sharded_share(inputs.model, c, s, inputs.classes),
+                      allreduce_bytes=batch * WIDE_MLP_WIDTH * ACTIVATION_BYTES * bytes_scale,
+                      allreduces=TENSOR_ALLREDUCES, link=link)
 
 
 def _tensor_scale(inputs: Inputs) -> tuple[float, str]:
@@ -157,7 +160,8 @@ def project(inputs: Inputs, workers: Sequence[int], link: Link, *, batch: int | 
         for p in sorted(set(workers)):
             m = microbatches or (max(set(ms), key=ms.count) if ms else 4 * p)
             step, how, _ = pipeline_step(inputs, fit, p, link=link, microbatches=m, batch=batch, send_scale=scale)
-            rows.append(_row(p, batch, fit, step.step_s, step.step_s, step.high_s, step.exposed_s, step.compute_s,
+            rows.append(_row(p, batch, fit, (step.step_s, step.step_s, step.high_s), exposed=step.exposed_s,
+                             compute=step.compute_s,
                              stage_s=step.stage_s, microbatches=m, bubble=step.bubble, send_bytes=list(step.send_bytes),
                              stage_time_from=how, sends_per_microbatch_s=step.sends_per_microbatch_s))
         notes = [f"microbatches: {m_how}", f"bytes: {bytes_note}", stage_check(inputs, fit),
@@ -171,7 +175,7 @@ def project(inputs: Inputs, workers: Sequence[int], link: Link, *, batch: int | 
         scale, bytes_note = _tensor_scale(inputs)
         for n in sorted(set(workers)):
             t = tensor_step(inputs, fit, n, link=link, batch=batch, bytes_scale=scale)
-            rows.append(_row(n, batch, fit, t.step_s, t.low_s, t.high_s, t.comm_s, t.compute_s,
+            rows.append(_row(n, batch, fit, (t.step_s, t.low_s, t.high_s), exposed=t.comm_s, compute=t.compute_s,
                              sharded_share=t.sharded_share, allreduce_bytes=t.allreduce_bytes))
         notes = [f"bytes: {bytes_note}",
                  f"{TENSOR_ALLREDUCES} all-reduce of batch × 4096 activations per step, exposed: the forward one after "
@@ -207,8 +211,10 @@ def stage_check(inputs: Inputs, fit: ComputeFit) -> str:
             "where every stage has a node of its own")
 
 
-def _row(n: int, batch: int, fit: ComputeFit, step: float, low: float, high: float, exposed: float,
+def _row(n: int, batch: int, fit: ComputeFit, times: tuple[float, float, float], *, exposed: float,
          compute: float, **extra: Any) -> dict[str, Any]:
+    """One row of projection.json; `times`: the step's point, low and high (s)."""
+    step, low, high = times
     speedup = fit.step_s(batch) / step  # the same global batch: images/s over one worker's
     return {"workers": n, "nodes": n, "per_worker_batch": batch, "step_time_s": step, "step_time_low_s": low,
             "step_time_high_s": high, "speedup": speedup, "efficiency": speedup / n, "exposed_comm_s": exposed,
