@@ -29,8 +29,7 @@ def _clean(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_every_multi_process_strategy_declares_its_cluster() -> None:
     hooks = {name: (spec.cluster.strategies if spec.cluster else None) for name, spec in registry.engines().items()}
-    assert hooks == {"jax": ("multiworker",), "tensorflow": ("multiworker",),
-                     "torch": ("ddp", "zero1", "fsdp", "pipeline", "tensor")}
+    assert hooks == {"jax": ("multiworker",), "tensorflow": ("multiworker",), "torch": ("ddp", "zero1", "fsdp", "pipeline", "tensor")}
     per_worker = {(s.framework, s.name) for s in strategies.STRATEGY_TABLE if s.processes == "per-worker"}
     assert per_worker == {(f, name) for f, hook in hooks.items() for name in hook or ()}
 
