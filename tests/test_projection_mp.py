@@ -145,3 +145,6 @@ def test_project_a_real_pipeline_run(trained: Any, tmp_path: Path) -> None:
     bad = _pvision("project", str(tmp_path), "--link", "10gbe", "--workers", "2,7")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "paper_cnn has 6 pipeline blocks" in bad.stderr and "Traceback" not in bad.stderr
+    spread = _pvision("project", str(tmp_path), "--link", "10gbe", "--workers", "2", "--nodes", "1")
+    assert spread.returncode == 2 and len(spread.stderr.strip().splitlines()) == 1
+    assert "not modelled for pipeline" in spread.stderr
