@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from parallel_vision.errors import ConfigError
-from parallel_vision.projection import calibrate, links, records, root_inputs, store
+from parallel_vision.projection import calibrate, links, mp_calibrate, records, root_inputs, store
 from parallel_vision.projection.linktest import link_of
 from parallel_vision.projection.model import Link
 
@@ -70,8 +70,11 @@ def project(
     overlap: float | None = typer.Option(None, "--overlap", help="Share φ ∈ [0, 1] of the bucket model's "
                                          "overlap that happens [default: from ROOT's single-host DDP runs' "
                                          "comm-hook time, else 1]."),
-    strategy: str | None = typer.Option(None, "--strategy", "-s", help="ddp, zero1 or fsdp: whose collectives "
-                                        "to project [default: the strategy of ROOT's multi-worker runs, else ddp]."),
+    strategy: str | None = typer.Option(None, "--strategy", "-s", help="ddp, zero1, fsdp, pipeline or tensor: "
+                                        "whose collectives to project [default: the strategy of ROOT's multi-worker "
+                                        "runs, else ddp]."),
+    microbatches: int | None = typer.Option(None, "--microbatches", help="pipeline: micro-batches per step "
+                                            "[default: the pipeline runs', else 4 × stages]."),
     backend: str | None = typer.Option(None, "--backend", help="gloo or nccl: how the collectives run (gloo's "
                                        "reduce-scatter is an all-reduce) [default: the runs' backend]."),
     reshard_after_forward: bool | None = typer.Option(None, "--reshard-after-forward/--no-reshard-after-forward",
@@ -96,12 +99,59 @@ def project(
     inputs = root_inputs.load_inputs(root, model, framework, threads, strategy=strategy, reshard=reshard_after_forward,
                                    backend=backend)
     inter = choose_link(inputs, link, bandwidth_gbps, latency_us)
+    if inputs.strategy in records.MODEL_PARALLEL:
+        _project_model_parallel(inputs, _workers(workers), inter, per_worker_batch or global_batch, microbatches,
+                                layout_given=nodes is not None or workers_per_node is not None)
+        return
+    if microbatches is not None:
+        raise ConfigError("--microbatches is pipeline's: give --strategy pipeline")
     intra = links.preset(intra_link) if intra_link else None
     doc = calibrate.project(inputs, _workers(workers), inter, nodes=nodes, per_node=workers_per_node, intra=intra,
                             per_worker_batch=per_worker_batch, global_batch=global_batch, gamma=contention,
                             skew_s=None if skew_ms is None else skew_ms / 1e3, overlap_phi=overlap)
     path = store.write_projection(doc, root)
     print_projection(doc)
+    typer.echo(f"projection: {path}")
+
+
+def _project_model_parallel(inputs: root_inputs.Inputs, workers: list[int], inter: Link, batch: int | None,
+                            microbatches: int | None, layout_given: bool) -> None:
+    """pipeline or tensor (projection/mp_calibrate.py): every worker on its own node, the same global batch."""
+    if layout_given:
+        raise ConfigError(f"--nodes/--workers-per-node are not modelled for {inputs.strategy}: every worker is "
+                          "on its own node over --link")
+    if microbatches is not None and (inputs.strategy != "pipeline" or microbatches < 1):
+        raise ConfigError("--microbatches takes a positive count, for --strategy pipeline only")
+    doc = mp_calibrate.project(inputs, workers, inter, batch=batch, microbatches=microbatches)
+    path = store.write_projection(doc, inputs.root)
+    from rich.console import Console
+    from rich.table import Table
+
+    link = doc["link"]
+    table = Table(title=f"Projected: {doc['model']} ({doc['framework']} {doc['strategy']}, {doc['backend']}), "
+                        f"global batch {doc['global_batch']}, one worker per node, over {link['name']} "
+                        f"({link['bandwidth_gbps']:.3g} Gb/s, {link['latency_us']:.3g} µs)")
+    pipe = doc["strategy"] == "pipeline"
+    for col in ("N", "step ms", "low–high ms", "exposed ms", *(("m", "bubble") if pipe else ()), "speedup", "eff."):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in doc["rows"]:
+        table.add_row(str(r["workers"]), f"{r['step_time_s'] * 1e3:.1f}",
+                      f"{r['step_time_low_s'] * 1e3:.1f}–{r['step_time_high_s'] * 1e3:.1f}",
+                      f"{r['exposed_comm_s'] * 1e3:.1f}",
+                      *((str(r["microbatches"]), f"{r['bubble']:.2f}") if pipe else ()),
+                      f"{r['speedup']:.2f}", f"{r['efficiency'] * 100:.0f} %")
+    console = Console()
+    console.print(table)
+    for r in doc["rows"] if pipe else ():
+        console.print(f"stage time at {r['workers']} stages: {_ms(r['stage_s'])} per micro-batch, "
+                      f"{r['stage_time_from']}")
+    for note in doc["calibration"]["notes"]:
+        console.print(f"note: {note}")
+    for m in doc["measured"]:
+        console.print(f"measured N = {m['workers']} over its linktest ({m['link']['bandwidth_gbps']:.3g} Gb/s): "
+                      f"{_ms(m['measured_step_s'])} vs projected {_ms(m['projected_step_s'])} "
+                      f"({m['error'] * 100:+.0f} %)")
+    console.print(f"what would help: {doc['what_would_help']}")
     typer.echo(f"projection: {path}")
 
 

@@ -11,6 +11,9 @@ from typing import Any
 from parallel_vision.errors import ConfigError
 from parallel_vision.projection.collectives import BACKENDS, OPS, STRATEGIES
 
+#: The model-parallel strategies `pvision project` models apart (projection/mp_calibrate.py).
+MODEL_PARALLEL = ("pipeline", "tensor")
+
 
 def comm_bytes(runs: list[dict[str, Any]]) -> tuple[dict[str, float] | None, list[str]]:
     """The median over `runs` of summary.comm_bytes_by_op (bytes per worker per step, each kind), and the runs."""
@@ -57,8 +60,9 @@ def nodes(run: dict[str, Any]) -> int:
 
 
 def check_strategy(strategy: str | None) -> None:
-    if strategy is not None and strategy not in STRATEGIES:
-        raise ConfigError(f"pvision project: unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if strategy is not None and strategy not in STRATEGIES + MODEL_PARALLEL:
+        raise ConfigError(f"pvision project: unknown strategy {strategy!r}; choose one of "
+                          f"{', '.join(STRATEGIES + MODEL_PARALLEL)}")
 
 
 def check_backend(backend: str | None) -> None:
@@ -87,6 +91,7 @@ def backend_of(runs: list[dict[str, Any]], linktests: list[dict[str, Any]]) -> s
 
 
 def default_strategy(runs: list[dict[str, Any]]) -> str:
-    """The strategy of a ROOT's multi-worker runs when they have one (of ddp, zero1, fsdp), else ddp."""
-    found = sorted({r["strategy"] for r in runs if r["workers"] > 1 and r["strategy"] in STRATEGIES})
+    """The strategy of a ROOT's multi-worker runs when they have one (of ddp, zero1, fsdp, pipeline, tensor),
+    else ddp."""
+    found = sorted({r["strategy"] for r in runs if r["workers"] > 1 and r["strategy"] in STRATEGIES + MODEL_PARALLEL})
     return found[0] if len(found) == 1 else "ddp"
