@@ -246,7 +246,7 @@ def np_equal(a: Path, b: Path) -> bool:
 
 
 #: The strategies killed and resumed on two workers: a new strategy's case is one more name here.
-TWO_WORKER_STRATEGIES = ["ddp", "zero1", "fsdp"]
+TWO_WORKER_STRATEGIES = ["ddp", "zero1", "fsdp", "pipeline"]
 
 
 def _strategy_args(name: str) -> tuple[str, ...]:
@@ -279,7 +279,8 @@ def test_single_killed_mid_epoch_resumes_bit_identical(killed_and_resumed: dict[
 def test_two_workers_killed_mid_epoch_resume_bit_identical(killed_and_resumed: dict[str, BaseException | None],
                                                            strategy: str) -> None:
     """The sharded strategies too: zero1's checkpoint holds the consolidated optimizer state, fsdp's the full
-    (gathered) model and optimizer state dicts, loaded back shard by shard."""
+    (gathered) model and optimizer state dicts, loaded back shard by shard; pipeline's the stages' merged model and
+    each stage's optimizer state, every rank taking its stage's part."""
     outcome(killed_and_resumed, strategy)
 
 
