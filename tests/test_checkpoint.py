@@ -184,3 +184,31 @@ def test_spawn_rendezvous_listens_on_loopback_only() -> None:
                 listening.append(local.rsplit(":", 1)[0])
     assert listening == ["0100007F"], listening  # 127.0.0.1, and nothing on other interfaces
     del store
+
+
+def test_a_reserved_rendezvous_port_is_nobody_elses_until_the_run_ends() -> None:
+    """The spawn rendezvous's port is held from the moment it is chosen: a concurrent process can neither bind it
+    nor get it from the kernel, while rank 0's store (SO_REUSEPORT, as engines/torch/dist.loopback_store binds)
+    listens and accepts on it."""
+    import socket
+
+    from parallel_vision.ports import reserve_port
+
+    reserved = reserve_port()
+    port = reserved.getsockname()[1]
+    try:
+        other = socket.socket()
+        with pytest.raises(OSError):
+            other.bind(("127.0.0.1", port))
+        other.close()
+        store = socket.socket()
+        store.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        store.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        store.bind(("127.0.0.1", port))
+        store.listen(1)
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            conn, _ = store.accept()
+            conn.close()
+        store.close()
+    finally:
+        reserved.close()

@@ -23,7 +23,7 @@ from parallel_vision import envvars
 from parallel_vision.config import RunConfig
 from parallel_vision.engines.torch import checkpoint, watchdog
 from parallel_vision.errors import EngineError, PeerLostError, PVisionError, RunInterrupted, known_error
-from parallel_vision.ports import free_port
+from parallel_vision.ports import reserve_port
 from parallel_vision.signals import StopRequest, exit_code_in
 
 #: What a worker runs once its process group is up: `body(cfg, dist, stop)`.
@@ -161,6 +161,7 @@ def loopback_store(rank: int, world: int, port: int, option: float | None = None
         return dist.TCPStore("127.0.0.1", port, world, is_master=False, timeout=timeout(option))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # the spawner holds the port reserved (reserve_port)
     try:
         sock.bind(("127.0.0.1", port))
     except OSError:
@@ -223,8 +224,10 @@ def spawn(body: Body, cfg: RunConfig, backend: str) -> None:
     lost_dir = tempfile.mkdtemp(prefix="pvision-peer-")  # where a worker that lost a peer leaves its line
     # SIGINT/SIGTERM to this process go on to every worker; they agree on a step, checkpoint and stop.
     with StopRequest(forward_to=lambda: [p.pid for p in workers if p.is_alive()]) as stop:
+        # The port stays reserved until the run ends: a concurrent process cannot take it before rank 0 listens.
+        reserved = None if cfg.master_port else reserve_port()
         try:
-            port = cfg.master_port or free_port()  # a user's port was checked free by the launcher
+            port = cfg.master_port or reserved.getsockname()[1]  # a user's port was checked free by the launcher
             context = mp.start_processes(_spawned_worker, args=(body, cfg, backend, port, lost_dir),
                                          nprocs=cfg.workers, join=False, start_method="spawn")
             workers.extend(context.processes)
@@ -242,6 +245,8 @@ def spawn(body: Body, cfg: RunConfig, backend: str) -> None:
             raise EngineError(f"a DDP worker died: {exc}") from None
         finally:
             shutil.rmtree(lost_dir, ignore_errors=True)
+            if reserved is not None:
+                reserved.close()
 
 
 def _join(context: Any, workers: list[Any]) -> bool:
