@@ -9,6 +9,7 @@ which finish their step, checkpoint and exit 130/143.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -47,11 +48,11 @@ class Tee:
         self.thread.start()
 
     def _copy(self, stream) -> None:  # type: ignore[no-untyped-def]
-        for line in iter(stream.readline, b""):
-            sys.stderr.buffer.write(line)
+        for chunk in iter(lambda: os.read(stream.fileno(), 65536), b""):  # as it comes: `\r` progress lines too
+            sys.stderr.buffer.write(chunk)
             sys.stderr.buffer.flush()
-            self.tail.append(line)
-            self.size += len(line)
+            self.tail.append(chunk)
+            self.size += len(chunk)
             while self.size > TAIL_BYTES and len(self.tail) > 1:
                 self.size -= len(self.tail.popleft())
 
