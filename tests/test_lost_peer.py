@@ -10,6 +10,7 @@ The end-to-end partition itself takes minutes and root: it is the documented by-
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -55,16 +56,19 @@ def aborting_child(log: Path) -> list[str]:
 @pytest.mark.parametrize("index", [0, 1])
 def test_the_launcher_turns_the_abort_into_one_line_and_exit_75(tmp_path: Path, index: int,
                                                                 capfd: pytest.CaptureFixture[str]) -> None:
-    """Worker 0's stderr reaches the user through the launcher (Tee); worker 1's goes to OUT/logs/worker-1.log."""
+    """Worker 0's stderr reaches the user through the launcher (Tee); worker 1's goes to OUT/logs/worker-1.log.
+    The other worker, silent as a frozen peer, is not waited for."""
     log = LOGS / ("rank0.log" if index == 0 else "rank1.log")
-    jobs = [([sys.executable, "-c", "import time; time.sleep(1)"], {})] * 2  # the peer: gone within the grace
+    jobs = [([sys.executable, "-c", "import time; time.sleep(60)"], {})] * 2  # the silent peer
     jobs[index] = (aborting_child(log), {})
 
     def line(i: int, text: str) -> str | None:
         return lost_peer_line(text, rank=i, addresses=ADDRESSES, heartbeat_s=20, kept="k")
 
+    started = time.monotonic()
     with pytest.raises(PeerLostError) as raised:
         run_children([(cmd, {"PATH": "/usr/bin:/bin"}) for cmd, _ in jobs], tmp_path, None, lost_peer=line)
+    assert time.monotonic() - started < 20  # the silent peer is killed at once, not after the 30 s grace
     assert raised.value.exit_code == 75
     lost = "rank 1 (10.201.0.2:29400)" if index == 0 else "rank 0 (10.201.0.1:29400)"
     assert str(raised.value).startswith(f"peer lost: {lost} stopped answering rank {index}")

@@ -17,7 +17,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 from parallel_vision import envvars
@@ -70,8 +69,7 @@ def file_tail(path: Path) -> str:
         return ""
 
 
-def raise_child_error(error_file: Path, returncode: int, what: str, lost_peer: Callable[[], str | None] = lambda: None
-                      ) -> None:
+def raise_child_error(error_file: Path, returncode: int, what: str, lost_peer: str | None = None) -> None:
     try:
         info = json.loads(error_file.read_text())
     except (OSError, json.JSONDecodeError):
@@ -82,9 +80,8 @@ def raise_child_error(error_file: Path, returncode: int, what: str, lost_peer: C
             raise RunInterrupted(info["message"], exit_code=int(info.get("exit_code", 130)))
         raise cls(info["message"])
     if returncode < 0:
-        line = lost_peer()  # native code (XLA) aborted it: a peer that went silent?
-        if line:
-            raise PeerLostError(line)
+        if lost_peer:  # native code (XLA) aborted it because a peer went silent
+            raise PeerLostError(lost_peer)
         raise EngineError(f"{what} was killed by signal {-returncode}")
     raise EngineError(f"{what} failed with exit code {returncode} (run with --debug for details)")
 
@@ -189,12 +186,15 @@ def wait_all(procs: list[tuple[subprocess.Popen[bytes], Path]], grace_s: float =
             remaining.remove(item)
             if code != 0:
                 index = procs.index(item)
-                deadline = time.monotonic() + grace_s
-                for other, _ in remaining:  # a dead peer leaves the others blocked in a collective
+                line = lost_peer(index) if lost_peer and code < 0 else None
+                # A lost peer is silent (frozen, cut off): no grace for it. Else a dead peer leaves the others
+                # blocked in a collective for a while, or they end on their own.
+                deadline = time.monotonic() + (0.0 if line else grace_s)
+                for other, _ in remaining:
                     try:
                         other.wait(timeout=max(0.1, deadline - time.monotonic()))
                     except subprocess.TimeoutExpired:
                         other.kill()
                 what = "engine process" if len(procs) == 1 else f"worker {index}"
-                raise_child_error(error_file, code, what, partial(lost_peer, index) if lost_peer else lambda: None)
+                raise_child_error(error_file, code, what, line)
         time.sleep(0.05)
