@@ -17,7 +17,7 @@ error lines and the agents' last lines), so a later session can rerun any varian
     sudo -E python benchmarks/partition_netns.py --cut a
     sudo -E python benchmarks/partition_netns.py --cut b --rdzv-conf read_timeout=5
     sudo -E python benchmarks/partition_netns.py --cut b --backend static
-    sudo -E python benchmarks/partition_netns.py --cut b --framework jax
+    sudo -E python benchmarks/partition_netns.py --cut b --framework jax      # heartbeat = --collective-timeout
 
 Needs root (namespaces) and PVISION_DATA_DIR. Tiny on purpose (paper_cnn, 1024 train images,
 `--threads 1`): it shares two cores. Bounded: start-up deadline + --watch + cleanup.
@@ -74,7 +74,8 @@ def jax_argv(host, rank: int, a_addr: str, args: argparse.Namespace, out: Path) 
     through jax.distributed), so each namespace also gets its own UTS namespace whose host name IS its address:
     a numeric name resolves to itself, with no /etc/hosts entry."""
     train = [sys.executable, "-m", "parallel_vision", "train", "--framework", "jax", "--strategy", "multiworker",
-             "--epochs", str(args.epochs), *RUN, "--out", str(out)]
+             "--epochs", str(args.epochs), *RUN, "--collective-timeout", str(args.collective_timeout),
+             "--out", str(out)]
     return host.command(["unshare", "--uts", "sh", "-c", f'hostname {host.addr} && exec "$@"', "sh", *train])
 
 

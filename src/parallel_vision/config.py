@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -57,6 +58,15 @@ def knob(section: str, default: Any, doc: str, *, engine: str | None = None, hin
     if isinstance(default, dict):
         return field(default_factory=dict, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+#: JAX's own heartbeat timeout (jax.distributed.initialize's default), used when --collective-timeout is unset.
+JAX_HEARTBEAT_DEFAULT_S = 100
+
+
+def heartbeat_timeout_s(collective_timeout: float | None) -> int:
+    """The JAX coordination service's heartbeat timeout for a run (whole seconds, at least 1)."""
+    return JAX_HEARTBEAT_DEFAULT_S if collective_timeout is None else max(1, math.ceil(collective_timeout))
 
 
 def only(framework: str, section: str, default: Any, doc: str, hint: str = "", identity: Identity = "always") -> Any:
@@ -174,12 +184,11 @@ class RunConfig:
     tensorboard: bool = knob("outputs", True, "Write TensorBoard scalars under OUT/tb.", identity="never")
     master_port: int | None = only("torch", "outputs", None, "Rendezvous port of a spawned DDP run on 127.0.0.1 "
                                    "(None: a free one, chosen at launch).", identity="never")
-    collective_timeout: float | None = only("torch", "outputs", None, "Seconds a DDP collective, the rendezvous "
-                                            "store and the step-progress watchdog wait for a lost peer before the run "
-                                            "ends with exit code 75 (None: $PVISION_DIST_TIMEOUT_S if set, else 300; "
-                                            "docs/reliability.md).", hint="TensorFlow's coordination service "
-                                            "heartbeats already end a run with a lost peer within seconds",
-                                            identity="never")
+    collective_timeout: float | None = knob("outputs", None, "Seconds a lost peer may stay silent before the run "
+                                            "ends with exit code 75. torch DDP: a collective, the rendezvous store and "
+                                            "the step-progress watchdog wait this long (None: $PVISION_DIST_TIMEOUT_S "
+                                            "if set, else 300); JAX multiworker: the coordination service's heartbeat "
+                                            "timeout (None: JAX's 100 s). docs/reliability.md.", identity="never")
     extra: dict[str, Any] = knob("outputs", {}, "Free-form labels (e.g. the bench preset); never read by an engine.",
                                  identity="never")
 

@@ -42,6 +42,11 @@ def validate(cfg: Any) -> None:
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not math.isfinite(timeout) or timeout <= 0):
         raise ConfigError(f"collective_timeout must be a positive number of seconds; got {timeout!r}")
+    honoured = cfg.framework == "torch" or (cfg.framework, cfg.strategy) == ("jax", "multiworker")
+    if timeout is not None and not honoured:
+        raise ConfigError("collective_timeout applies to the torch engine and JAX multiworker only"
+                          + ("; TensorFlow's coordination service heartbeats already end a run with a lost peer "
+                             "within seconds" if cfg.framework == "tensorflow" else f", not JAX {cfg.strategy}"))
     for name in ("limit_train", "limit_test", "threads_per_worker"):
         value = getattr(cfg, name)
         if value is not None:

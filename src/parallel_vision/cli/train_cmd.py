@@ -149,9 +149,11 @@ def train(
     master_port: int | None = typer.Option(None, "--master-port", help="DDP rendezvous port on 127.0.0.1 "
                                               "(default: a free port chosen at launch)."),
     collective_timeout: float | None = typer.Option(None, "--collective-timeout", metavar="SECONDS",
-                                                    help="torch DDP: how long a collective, the rendezvous store "
-                                                    "and the step watchdog wait for a lost peer before the run "
-                                                    "exits 75 (default: $PVISION_DIST_TIMEOUT_S, else 300)."),
+                                                    help="How long a lost peer may stay silent before the run exits "
+                                                    "75. torch DDP: a collective, the rendezvous store and the step "
+                                                    "watchdog (default: $PVISION_DIST_TIMEOUT_S, else 300); JAX "
+                                                    "multiworker: the coordination service's heartbeat timeout "
+                                                    "(default: JAX's 100)."),
     no_tensorboard: bool = typer.Option(not D.tensorboard, "--no-tensorboard", help="Do not write TensorBoard logs."),
     config_file: Path | None = typer.Option(None, "--config", help="Start from a RunConfig in JSON (e.g. a run's "
                                                "config.json); options given on the command line override it."),

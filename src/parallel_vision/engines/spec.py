@@ -64,6 +64,10 @@ class ClusterEnv:
     worker_environment: Callable[[list[str], int], dict[str, str]] | None = None
     """The variables for worker `index` of a local run whose workers listen on `addresses`; None when the
     launcher never starts this strategy's workers itself (torch's `ddp` spawns them inside its engine process)."""
+    job: Callable[[], tuple[tuple[str, ...], int]] | None = None
+    """(every process's address, this process's rank), where native code may end the engine (XLA's coordination
+    service aborts on a silent peer): the launcher then runs the engine in a child whose death it can read
+    (launch/lost_peer.py). None: under an external launcher the engine runs in the launcher's own process."""
     describe_world: Callable[[int], str] | None = None
     """What a job of N processes is called in the --workers mismatch error ('torchrun started WORLD_SIZE=2
     processes'); None: '{variables} describes N process(es)'."""
@@ -71,12 +75,12 @@ class ClusterEnv:
     @classmethod
     def of(cls, strategies: tuple[str, ...], module: Any) -> ClusterEnv:
         """The hook an engine's framework-free `cluster` module describes: it defines `present`, `world_size`,
-        `is_writer`, `layout`, `describe_worker` and `VARIABLES`, and may define `worker_environment` and
-        `describe_world` (every engine's cluster.py follows this one shape)."""
+        `is_writer`, `layout`, `describe_worker` and `VARIABLES`, and may define `worker_environment`,
+        `describe_world` and `job` (every engine's cluster.py follows this one shape)."""
         return cls(strategies=strategies, present=module.present, world_size=module.world_size,
                    is_writer=module.is_writer, layout=module.layout, describe_worker=module.describe_worker,
                    variables=module.VARIABLES, worker_environment=getattr(module, "worker_environment", None),
-                   describe_world=getattr(module, "describe_world", None))
+                   describe_world=getattr(module, "describe_world", None), job=getattr(module, "job", None))
 
     def world_phrase(self, size: int) -> str:
         return self.describe_world(size) if self.describe_world else f"{self.variables} describes {size} process(es)"

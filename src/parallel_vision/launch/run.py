@@ -14,6 +14,7 @@ The data are verified here, once, and the children get the verified absolute fol
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -21,14 +22,22 @@ from typing import Any
 
 from parallel_vision import envvars
 from parallel_vision.atomic import atomic_write_bytes
-from parallel_vision.config import RunConfig, usable_cores
+from parallel_vision.config import RunConfig, heartbeat_timeout_s, usable_cores
 from parallel_vision.data.ready import ensure_dataset
 from parallel_vision.engines.registry import run_engine
 from parallel_vision.errors import ConfigError, EngineError, PVisionError
-from parallel_vision.launch.cluster import external_cluster, first_lines, is_writer, node_layout, worker_name
+from parallel_vision.launch.cluster import (
+    cluster_env,
+    external_cluster,
+    first_lines,
+    is_writer,
+    node_layout,
+    worker_name,
+)
 from parallel_vision.launch.environment import child_environment
+from parallel_vision.launch.lost_peer import lost_peer_line
 from parallel_vision.launch.outdir import CONFIG_FILE, prepare_out_dir
-from parallel_vision.launch.processes import engine_command, run_children, run_multiworker
+from parallel_vision.launch.processes import backup_kept, engine_command, run_children, run_multiworker
 from parallel_vision.ports import check_port_free
 from parallel_vision.results.run_result import RunResult
 
@@ -95,6 +104,10 @@ def _run_external(cfg: RunConfig, launch_time: float, *, progress: bool, overwri
         atomic_write_bytes(out / CONFIG_FILE, cfg.to_json().encode())
     os.environ.setdefault(envvars.LAUNCH_TIME, repr(launch_time))
     os.environ[envvars.PROGRESS] = "1" if progress else "0"
+    hook = cluster_env(cfg.framework, cfg.strategy)
+    if hook is not None and hook.job is not None:
+        _run_watched(cfg, hook.job(), out, progress)
+        return RunResult.load(out) if out is not None else RunResult({}, None)
     try:
         run_engine(cfg)
     except (PVisionError, KeyboardInterrupt, SystemExit):
@@ -103,6 +116,21 @@ def _run_external(cfg: RunConfig, launch_time: float, *, progress: bool, overwri
         traceback.print_exc()
         raise EngineError(f"{worker_name(cfg)} failed: {first_lines(exc)}") from None
     return RunResult.load(out) if out is not None else RunResult({}, None)
+
+
+def _run_watched(cfg: RunConfig, job: tuple[tuple[str, ...], int], out: Path | None, progress: bool) -> None:
+    """This worker's engine in a child process, so a native abort (XLA's heartbeat check) still ends in one line:
+    run_children reads the dead child's log for a lost peer and raises PeerLostError (exit 75)."""
+    addresses, rank = job
+    with tempfile.TemporaryDirectory(prefix="pvision-worker-") as tmp:
+        config_path = out / CONFIG_FILE if out is not None else Path(tmp) / CONFIG_FILE
+        if out is None:
+            atomic_write_bytes(config_path, cfg.to_json().encode())
+        kept = backup_kept(cfg, out) if out is not None else f"none on this host (rank 0 keeps them: {addresses[0]})"
+        env = child_environment(cfg, progress)
+        run_children([(engine_command(config_path), env)], out or Path(tmp), None, lost_peer=lambda _, log: (
+            lost_peer_line(log, rank=rank, addresses=addresses, heartbeat_s=heartbeat_timeout_s(cfg.collective_timeout),
+                           kept=kept if out is None else backup_kept(cfg, out))))
 
 
 def describe(cfg: RunConfig) -> dict[str, Any]:

@@ -118,5 +118,12 @@ def worker_environment(addresses: list[str], index: int) -> dict[str, str]:
     return {ADDRESSES: ",".join(addresses), NUM_PROCESSES: str(len(addresses)), PROCESS_ID: str(index)}
 
 
+def job() -> tuple[tuple[str, ...], int]:
+    """(addresses, this process's rank): XLA aborts a process whose peer goes silent, so the launcher runs the
+    engine in a child and names the lost peer from its log (launch/lost_peer.py)."""
+    described = cluster_from_env(None)
+    return described.addresses, described.rank
+
+
 def describe_worker() -> str:
     return f"JAX process {os.environ.get(PROCESS_ID, '?')} of {os.environ.get(NUM_PROCESSES, '?')}"

@@ -9,9 +9,10 @@ Strategies
                  and inserts the gradient all-reduce itself. Virtual CPU devices share one process's
                  thread pool, so on a CPU this measures the SPMD machinery, not a speed-up.
     multiworker  one process per device (never virtual devices with cross-process CPU collectives,
-                 openxla/xla#16430): keras.distribution.initialize → jax.distributed.initialize from
-                 KERAS_DISTRIBUTION_* (cluster.py), then DataParallel over every process's device;
-                 each process feeds its own shard of every global batch (auto_shard_dataset=False).
+                 openxla/xla#16430): jax.distributed.initialize from KERAS_DISTRIBUTION_*
+                 (cluster.py; heartbeat timeout = --collective-timeout, else 100 s), then DataParallel
+                 over every process's device; each process feeds its own shard of every global batch
+                 (auto_shard_dataset=False).
                  CPU collectives across processes: gloo. Rank 0 writes every output.
 
     model-parallel
@@ -35,7 +36,7 @@ from operator import attrgetter
 from typing import Any, ClassVar
 
 from parallel_vision import envvars
-from parallel_vision.config import RunConfig, usable_cores
+from parallel_vision.config import RunConfig, heartbeat_timeout_s, usable_cores
 from parallel_vision.engines.common import pin_to_cores
 from parallel_vision.engines.jax import backup as jax_backup
 from parallel_vision.engines.jax import layout
@@ -120,7 +121,11 @@ def place(jax: Any, keras: Any, cfg: RunConfig, cluster: JaxCluster | None) -> P
     """Pick the devices and build the DataParallel distribution (after jax.distributed where needed)."""
     threads = cfg.resolved_threads()
     if cluster is not None:
-        keras.distribution.initialize(",".join(cluster.addresses), cluster.world_size, cluster.process_id)
+        # What keras.distribution.initialize does (its cross-process seed is moot: start_run set the seed), but
+        # with the heartbeat timeout: Keras passes none, and a second jax.distributed.initialize is refused.
+        jax.distributed.initialize(coordinator_address=cluster.coordinator, num_processes=cluster.world_size,
+                                   process_id=cluster.process_id,
+                                   heartbeat_timeout_seconds=heartbeat_timeout_s(cfg.collective_timeout))
     try:
         gpus = jax.devices("gpu") if cfg.device != "cpu" else []
     except RuntimeError:
