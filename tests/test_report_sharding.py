@@ -355,14 +355,14 @@ def test_pipeline_and_tensor_join_the_comparison_with_the_bubble_and_the_fastest
                   comm={"all_reduce": 128 * 4096 * 4})
     pipe = _run("wide_mlp", "pipeline", 2, params=4 * FC2, grads=4 * FC2, opt=8 * FC2, acts=9_000_000, images=120,
                 n_parameters=p, comm={"send_recv": 4 * 2 ** 20})
-    pipe["summary"].update(bubble_fraction=0.45, pipeline={"bubble_formula": 0.2, "split": [["fc1"], ["fc2", "fc3"]]})
+    pipe["summary"].update(bubble_fraction=0.45, pipeline={"bubble_formula": 0.2, "split": {"cuts": [1]}})
     runs = _wide() + [tensor, pipe]
     (comp,) = comparisons(group_runs(runs, {r["run_id"]: [] for r in runs})[0])
     assert [r.strategy for r in comp.rows] == ["single", "ddp", "zero1", "fsdp", "pipeline", "tensor"]
     t, pl = comp.of("tensor"), comp.of("pipeline")
     assert t is not None and pl is not None and t.predicted is None and pl.predicted is None
     assert explain(t).startswith("no ZeRO formula: the hidden layers' weights are split across the workers")
-    assert "the split: [['fc1'], ['fc2', 'fc3']]" in explain(pl)
+    assert "cut after block 1 by measured block time" in explain(pl)
     assert [row[0] for row in sharding_tables.formula_table([comp]).rows][1:] == ["single ×1", "ddp ×2", "zero1 ×2",
                                                                                  "fsdp ×2"]
     side = sharding_tables.side_by_side_table([comp])

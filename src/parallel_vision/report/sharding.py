@@ -79,6 +79,8 @@ class ShardRow:
     """pipeline: the stages' measured idle share of a step (summary.bubble_fraction)."""
     bubble_formula: float | None = None
     """pipeline: (p − 1)/(m + p − 1)."""
+    gradients_held: bool = True
+    """False where gradients live only inside a compiled step (JAX): the record has none between steps."""
 
     @property
     def strategy(self) -> str:
@@ -161,7 +163,7 @@ def shard_row(g: ConfigGroup) -> ShardRow | None:
                     activations=_median(acts), rss_mib=_median(rss), images_per_s=images.median if images else None,
                     comm=comm, partition=[int(b) for b in partition] if isinstance(partition, list) else None,
                     how=str(state.get("how") or ""), bubble=_median(bubbles),
-                    bubble_formula=pipeline.get("bubble_formula"))
+                    bubble_formula=pipeline.get("bubble_formula"), gradients_held=state.get("gradients") is not None)
 
 
 # ------------------------------------------------------------------------------------------ comparisons
@@ -314,12 +316,14 @@ def _split_note(row: ShardRow) -> str:
     share = (f"{mib(row.measured.total)} MiB of state, {_share(row.measured.total, 16 * row.n_parameters)} of a "
              "replicated worker's with Adam" if row.k == 8 else f"{mib(row.measured.total)} MiB of state")
     if row.strategy == "pipeline":
-        split = (row.group.first["summary"].get("pipeline") or {}).get("split")
-        where = f"; the split: {split}" if split else ""
+        split = (row.group.first["summary"].get("pipeline") or {}).get("split") or {}
+        cuts = split.get("cuts") if isinstance(split, dict) else None
+        where = f"; cut after block {', '.join(str(c) for c in cuts)} by measured block time" if cuts else ""
         return f"no ZeRO formula: each stage holds its own blocks' parameters, gradients and optimizer state " \
                f"({share}{where})."
+    inside = "" if row.gradients_held else "; its gradients exist only inside the compiled step, so are not counted"
     return (f"no ZeRO formula: the hidden layers' weights are split across the workers, the rest replicated "
-            f"({share}); the group takes each batch once, every worker the whole batch.")
+            f"({share}{inside}); the group takes each batch once, every worker the whole batch.")
 
 
 def advice(c: Comparison) -> str:

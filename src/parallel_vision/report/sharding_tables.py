@@ -17,6 +17,7 @@ from parallel_vision.report.sharding import (
 )
 from parallel_vision.report.state_formulas import StateBytes, formula_text, optimizer_words
 from parallel_vision.report.tables import Table
+from parallel_vision.strategies import FRAMEWORK_TITLES
 
 
 def _parts(s: StateBytes, with_unit: bool) -> str:
@@ -40,13 +41,15 @@ def side_by_side_table(comps: list[Comparison]) -> Table:
     sections: set[int] = set()
     for c in comps:
         sections.add(len(rows))
-        rows.append([f"{c.model} at {c.workers} workers ({c.rows[0].n_parameters:,} parameters)"]
+        rows.append([f"{c.model} at {c.workers} workers, {FRAMEWORK_TITLES[c.rows[0].group.framework]} "
+                     f"({c.rows[0].n_parameters:,} parameters)"]
                     + [""] * (len(headers) - 1))
         colors.append(None)
         ddp = c.of("ddp")
         for r in c.rows:
             m = r.measured
-            rows.append([r.variant, mib(m.parameters), mib(m.gradients), mib(m.optimizer),
+            grads = mib(m.gradients) if r.gradients_held else "—"
+            rows.append([r.variant, mib(m.parameters), grads, mib(m.optimizer),
                          mib(m.unsharded) if r.strategy == "fsdp" else "—", mib(m.total),
                          _ratio(m.total, ddp.measured.total if ddp else None), mib(r.activations),
                          f"{r.rss_mib:,.0f}" if r.rss_mib is not None else "—",

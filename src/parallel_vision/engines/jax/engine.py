@@ -45,7 +45,7 @@ def train_and_evaluate(cfg: RunConfig) -> None:
     feeder = Feeder(run)
     model = build(run, data, feeder)
     restore(run, model, feeder)
-    if cfg.strategy == "model-parallel":  # the layout the state has, restored from a backup or not
-        run.summary_extra, run.environment_extra = layout.record(run, model)
+    # the bytes each device holds and the step's collectives (with model-parallel's layout), restored or not
+    run.summary_extra, run.environment_extra = layout.record(run, model)
     stopped = fit(run, model, data, feeder)
     finish(run, stopped or predict_with_saved_weights(run, state_to_host(model.state), data), environment)

@@ -115,18 +115,24 @@ def hlo_collectives(hlo_text: str) -> dict[str, Any]:
     return {"counts": dict(counts), "bytes_by_op": dict(sizes), "ops": ops}
 
 
+HLO_HOW = "counted in the compiled train step's HLO (compile().as_text())"
+
+
 def record(run: Any, model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(summary_extra, environment_extra) of a model-parallel run."""
+    """(summary_extra, environment_extra) of a JAX run: for every strategy the state bytes each device holds and
+    the collectives of the compiled step (the report compares model-parallel with single on them); for
+    model-parallel also the layout, the mesh and every variable's sharding."""
     comm = hlo_collectives(model.train_step.as_text())
     summary = {"state_bytes_per_worker": state_bytes(model.state), "comm_bytes_by_op": comm["bytes_by_op"],
                "n_parameters": int(sum(int(v.size) for v in model.state[0]))}
+    if run.cfg.strategy != "model-parallel":
+        return summary, {"hlo_collectives": {"counts": comm["counts"], "how": HLO_HOW}}
     mesh = {"shape": [1, len(run.placement.devices)], "axis_names": list(AXES)}
     environment = {"layout_map": {p: list(a) for p, a in LAYOUT.items()}, "mesh": mesh,
                    "variable_shardings": variable_shardings(model.net),
                    "state_shardings": {v.path: spec_of(a.sharding) for v, a in zip(
                        model.net.trainable_variables, model.state[0], strict=True)},
-                   "hlo_collectives": {"counts": comm["counts"], "ops": comm["ops"],
-                                       "how": "counted in the compiled train step's HLO (compile().as_text())"}}
+                   "hlo_collectives": {"counts": comm["counts"], "ops": comm["ops"], "how": HLO_HOW}}
     if run.placement.platform == "cpu":
         environment["model_parallel_note"] = CPU_NOTE
     return summary, environment
