@@ -17,6 +17,7 @@ measurement differs, `explain` says why in words, from the records (ZeRO-1's une
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from dataclasses import dataclass
@@ -158,8 +159,10 @@ def shard_row(g: ConfigGroup) -> ShardRow | None:
     partition = summary.get("zero1_partition")
     bubbles = [float(r["summary"]["bubble_fraction"]) for r in runs if r["summary"].get("bubble_fraction") is not None]
     pipeline = summary.get("pipeline") or {}
-    return ShardRow(group=g, n_parameters=params, measured=measured,
-                    predicted=None if g.strategy in SPLIT else formula(g.strategy, g.workers, params, k, unit), k=k,
+    predicted = None if g.strategy in SPLIT else formula(g.strategy, g.workers, params, k, unit)
+    if predicted is not None and state.get("gradients") is None:  # JAX: gradients live inside the compiled step
+        predicted = dataclasses.replace(predicted, gradients=0.0)
+    return ShardRow(group=g, n_parameters=params, measured=measured, predicted=predicted, k=k,
                     activations=_median(acts), rss_mib=_median(rss), images_per_s=images.median if images else None,
                     comm=comm, partition=[int(b) for b in partition] if isinstance(partition, list) else None,
                     how=str(state.get("how") or ""), bubble=_median(bubbles),
@@ -271,6 +274,9 @@ def explain(row: ShardRow) -> str:
         return _split_note(row)
     diffs = {c: row.measured.get(c) - row.predicted.get(c) for c in COMPONENTS}
     notes: list[str] = []
+    if not row.gradients_held:
+        notes.append("its gradients exist only inside the compiled step (XLA's buffers), so the formula's 4 B of "
+                     "gradients per parameter is left out on both sides")
     if row.strategy == "fsdp":
         notes.append(_unsharded_note(row, diffs))
     partition = row.partition
@@ -350,6 +356,8 @@ def fastest(c: Comparison) -> str:
     base = f" ({best.images_per_s / single.images_per_s:.2f}× single)" if single and single.images_per_s else ""
     text = f"At {c.workers} workers on this machine, {best.variant} is fastest for {c.model}: " \
            f"{best.images_per_s:,.0f} images/s{base}"
+    if _virtual_cpu(best):
+        text += f" ({VIRTUAL_CPU})"
     for r in sorted(timed, key=lambda r: -(r.images_per_s or 0.0)):
         if r is best:
             continue
@@ -360,10 +368,17 @@ def fastest(c: Comparison) -> str:
         if r.bubble is not None:
             formula = f" (formula {pct(r.bubble_formula)})" if r.bubble_formula is not None else ""
             why.append(f"its stages idle {pct(r.bubble)} of a step in the bubble{formula}")
-        if r.strategy == "model-parallel" and r.group.first.get("environment", {}).get("platform") == "cpu":
-            why.append("virtual CPU devices sharing one thread pool, which shows layout and correctness, not speed")
+        if _virtual_cpu(r):
+            why.append(VIRTUAL_CPU)
         text += f"; {r.variant} {r.images_per_s:,.0f}" + (f" ({', '.join(why)})" if why else "")
     return text + "."
+
+
+VIRTUAL_CPU = "virtual CPU devices sharing one thread pool: this shows layout and correctness, not a speed-up"
+
+
+def _virtual_cpu(r: ShardRow) -> bool:
+    return r.strategy == "model-parallel" and (r.group.first.get("environment") or {}).get("platform") == "cpu"
 
 
 def sharding_advice(c: Comparison) -> str:

@@ -93,7 +93,11 @@ def formula_table(comps: list[Comparison]) -> Table:
 
 
 def explanations(comps: list[Comparison]) -> list[str]:
-    return [f"{c.model}, {r.variant}: {explain(r)}" for c in comps for r in c.rows]
+    """Why each row differs from its formula (or what a model-splitting worker holds); non-torch rows say whose."""
+    def whose(r: ShardRow) -> str:
+        return "" if r.group.framework == "torch" else f" ({FRAMEWORK_TITLES[r.group.framework]})"
+
+    return [f"{c.model}{whose(r)}, {r.variant}: {explain(r)}" for c in comps for r in c.rows]
 
 
 def as_dict(comps: list[Comparison]) -> list[dict[str, Any]]:
