@@ -98,12 +98,7 @@ def send_scale(inputs: Inputs, batch_of: dict[str, int]) -> tuple[float, str]:
         cuts = _pipe(r).get("split", {}).get("cuts")
         if got and cuts:
             ratios.append(float(got) / (2 * batch_of[r["path"]] * widths[int(cuts[0]) - 1] * ACTIVATION_BYTES))
-    if not ratios:
-        return 1.0, "the model's activation bytes (no pipeline run counted its send_recv bytes)"
-    ratio = statistics.median(ratios)
-    if not 1 / BYTES_TRUST <= ratio <= BYTES_TRUST:
-        return 1.0, f"the model's activation bytes (the runs' send_recv is ×{ratio:.2f} of them: not used)"
-    return ratio, f"the model's activation bytes × {ratio:.3f}, the runs' median summary.comm_bytes_by_op.send_recv"
+    return _scale(ratios, "the model's activation bytes", "send_recv", "pipeline")
 
 
 def pipeline_step(inputs: Inputs, fit: ComputeFit, stages: int, *, link: Link, microbatches: int, batch: int,
@@ -134,12 +129,18 @@ def _tensor_scale(inputs: Inputs) -> tuple[float, str]:
         got = ((r.get("summary") or {}).get("comm_bytes_by_op") or {}).get("all_reduce")
         if got:
             ratios.append(float(got) / (int(r["summary"]["per_worker_batch"]) * WIDE_MLP_WIDTH * ACTIVATION_BYTES))
+    return _scale(ratios, "the model's bytes: batch × 4096 × 4", "all_reduce", "tensor")
+
+
+def _scale(ratios: list[float], modelled: str, kind: str, strategy: str) -> tuple[float, str]:
+    """The runs' median measured ÷ modelled bytes of `kind`, with how it was found; 1 without runs, or when the
+    runs are further than BYTES_TRUST from the model (a different counting convention)."""
     if not ratios:
-        return 1.0, "the model's bytes: batch × 4096 × 4 (no tensor run counted its all_reduce bytes)"
+        return 1.0, f"{modelled} (no {strategy} run counted its {kind} bytes)"
     ratio = statistics.median(ratios)
     if not 1 / BYTES_TRUST <= ratio <= BYTES_TRUST:
-        return 1.0, f"the model's bytes: batch × 4096 × 4 (the runs' all_reduce is ×{ratio:.2f} of them: not used)"
-    return ratio, f"batch × 4096 × 4 × {ratio:.3f}, the runs' median summary.comm_bytes_by_op.all_reduce"
+        return 1.0, f"{modelled} (the runs' {kind} is ×{ratio:.2f} of them: not used)"
+    return ratio, f"{modelled} × {ratio:.3f}, the runs' median summary.comm_bytes_by_op.{kind}"
 
 
 def project(inputs: Inputs, workers: Sequence[int], link: Link, *, batch: int | None = None,
