@@ -83,6 +83,10 @@ SUMMARY_KEYS = REQUIRED_SUMMARY_KEYS + ("peak_rss_mib_per_worker", "restarts")
 LEVER_SUMMARY_KEYS = ("target_accuracy", "target_reached", "time_to_target_s", "epochs_to_target",
                       "comm_bytes_per_step", "lr_effective", "lr_schedule_used", "warmup_steps", "grad_accum",
                       "micro_batch", "per_rank")
+#: Optional summary keys of what a worker holds and sends (docs/parallelism.md): every torch and JAX run records
+#: some of them, the sharded and model-splitting strategies the rest.
+PARALLELISM_SUMMARY_KEYS = ("state_bytes_per_worker", "activation_bytes_per_worker", "comm_bytes_by_op",
+                            "n_parameters", "zero1_partition", "same_batch", "pipeline", "bubble_fraction")
 
 #: Keys of the timing block (set-up costs kept out of the epoch clock).
 TIMING_KEYS = (
