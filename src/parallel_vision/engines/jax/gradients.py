@@ -5,13 +5,14 @@ half (engines/keras/explain.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from parallel_vision.explain.attribution import Model
+
+if TYPE_CHECKING:  # the engines' modules import no framework at module level (tests/test_tf_parts.py)
+    import jax
 
 #: Images per forward pass when only the logits are wanted.
 FORWARD_BATCH = 1000
@@ -31,12 +32,16 @@ def pure(model: Any) -> Callable[[jax.Array], jax.Array]:
 
 def _class_logits(f: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """The sum of each image's logit of its class: its gradient is every image's own (inference mode)."""
+    import jax.numpy as jnp
+
     return lambda x, y: jnp.take_along_axis(f(x), y[:, None], axis=1).sum()
 
 
 def functions(model: Any, split: tuple[Any, Any] | None) -> Model:
     """`model`'s logits and input gradients; with `split` = (head, tail), the two halves of the model at
     Grad-CAM's layer, that layer's activations and their gradients."""
+    import jax
+
     call = pure(model)
     forward = jax.jit(call)
     input_gradients = jax.jit(jax.grad(_class_logits(call)))

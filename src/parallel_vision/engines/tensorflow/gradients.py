@@ -4,12 +4,14 @@ the numpy callables of `explain.attribution.Model`: the Keras explain child's Te
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tensorflow as tf
 
 from parallel_vision.explain.attribution import Model
+
+if TYPE_CHECKING:  # the engines' modules import no framework at module level (tests/test_tf_parts.py)
+    import tensorflow as tf
 
 #: Images per forward pass when only the logits are wanted.
 FORWARD_BATCH = 1000
@@ -17,12 +19,15 @@ FORWARD_BATCH = 1000
 
 def _class_logits(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
     """The sum of each image's logit of its class: its gradient is every image's own (inference mode)."""
+    import tensorflow as tf
+
     return tf.reduce_sum(tf.gather(logits, y, axis=1, batch_dims=1))
 
 
 def functions(model: Any, split: tuple[Any, Any] | None) -> Model:
     """`model`'s logits and input gradients; with `split` = (head, tail), the two halves of the model at
     Grad-CAM's layer, that layer's activations and their gradients."""
+    import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
     def forward(x: tf.Tensor) -> tf.Tensor:
