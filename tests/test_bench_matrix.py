@@ -179,6 +179,10 @@ def test_trust_preset_three_seeds_of_five_configurations_aligned_then_explain(tm
     configs = [p.cfg for p in plan]
     assert all(c is not None and c.init == "aligned" and c.limit_train is None and c.model == "paper_cnn"
                for c in configs)
+    # every run on every core: the 1-worker runs get both threads, each of 2 workers one (a shared process 2)
+    threads = {(c.framework, c.workers): c.threads_per_worker for c in configs if c is not None}
+    assert threads == {("torch", 1): 2, ("torch", 2): 1, ("tensorflow", 1): 2, ("tensorflow", 2): 2,
+                       ("jax", 1): 2, ("jax", 2): 2}
     layouts = {(c.framework, c.strategy, c.workers) for c in configs if c is not None}
     assert layouts == {("torch", "single", 1), ("torch", "ddp", 2), ("tensorflow", "single", 1),
                        ("tensorflow", "mirrored", 2), ("jax", "single", 1), ("jax", "dp", 2)}

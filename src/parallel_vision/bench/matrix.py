@@ -173,8 +173,9 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
                 for strategy in strategies:
                     for mode in modes:
                         batch = spec.batch_size if mode == "strong" else spec.batch_size * workers
+                        threads = max(1, cores // workers) if on_cpu and spec.every_core else per_worker_threads
                         add(framework=framework, strategy=strategy, workers=workers, batch=batch,
-                            threads=per_worker_threads, mode=mode, role="scaling", model=model)
+                            threads=threads, mode=mode, role="scaling", model=model)
             for lever in spec.levers:
                 for workers in sorted(n for n in spec.workers if n > 1):
                     for strategy in multi_strategies(framework, spec.strategies):
