@@ -218,8 +218,8 @@ PRESET_DESCRIPTIONS = {
     "state bytes per worker, activations, peak RSS, images/s, bytes per collective, the pipeline bubble); 512 "
     "training / 200 test MNIST images, 2 epochs, batch 128; the report's section Beyond data parallelism",
     "trust": "paper_cnn on full MNIST with --init aligned, seeds 0, 1 and 2 × (torch single and ddp ×2, TF single and "
-    "mirrored ×2, JAX single and dp ×2), 1 epoch, batch 512, every run on every core, then `pvision explain ROOT`: do parallel-trained models "
-    "look at the same pixels, judged against the seed band",
+    "mirrored ×2, JAX single and dp ×2), 1 epoch, batch 512, every run on every core, then `pvision explain ROOT`: "
+    "do parallel-trained models look at the same pixels, judged against the seed band",
 }
 
 
