@@ -65,7 +65,7 @@ class _BatchNormReLUMaxPool(torch.autograd.Function):
         # the incoming gradient stays referenced by autograd until we return, our pooled-size copies need not.
         del grad
         if ctx.inplace_backward and ctx.needs_input_grad[0]:
-            grad_x, grad_w, grad_b = _batch_norm_backward_in_place(grad_z, x, weight, mean, invstd, ctx.eps)
+            grad_x, grad_w, grad_b = _batch_norm_backward_in_place(grad_z, x, weight, mean, invstd, eps=ctx.eps)
         else:
             grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
                 grad_z, x, weight, running_mean, running_var, mean, invstd, True, ctx.eps,
@@ -74,7 +74,7 @@ class _BatchNormReLUMaxPool(torch.autograd.Function):
 
 
 def _batch_norm_backward_in_place(grad_z: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor,
-                                  invstd: torch.Tensor, eps: float) -> tuple[torch.Tensor, ...]:
+                                  invstd: torch.Tensor, *, eps: float) -> tuple[torch.Tensor, ...]:
     """Training-mode BatchNorm backward that turns the pool's gradient into the input gradient where it lies.
 
     Why: ATen's CPU kernel allocates the full-size input gradient, and a second full-size buffer it never uses
