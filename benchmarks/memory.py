@@ -8,9 +8,11 @@ Two views of the same runs:
 Variants (alternating over --repeats rounds): torch single (2 threads), torch ddp (2 workers x 1
 thread), both again with malloc_tuning off (how much does keeping freed memory raise the peak?), ddp
 with the reference BatchNorm/ReLU/pool modules instead of the fused step (`fused_bn` off),
-ddp with glibc mapping only the blocks of >= 100 MiB, and with --with-tf the TensorFlow engine single.
+ddp with glibc mapping only the blocks of >= 100 MiB, the fused step's memory options (issue #31: the in-place
+BatchNorm backward, the recomputed first block, both, both under glibc's defaults), with --with-tf the TensorFlow
+engine single, and with --with-keras TensorFlow and JAX multiworker 2 x 1 thread (as torch ddp).
 
-Usage:  python benchmarks/memory.py [--epochs 1] [--repeats 1] [--with-tf] [--only ddp]
+Usage:  python benchmarks/memory.py [--epochs 1] [--repeats 1] [--with-tf] [--with-keras] [--only ddp]
 Writes benchmarks/results/memory-<date>.json; prints a table last.
 """
 
@@ -119,6 +121,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--limit-train", type=int, default=None, help="default: the full training set")
     p.add_argument("--with-tf", action="store_true", help="also the TensorFlow engine (single)")
+    p.add_argument("--with-keras", action="store_true",
+                   help="also TensorFlow and JAX, multiworker 2 x 1 thread (as the torch ddp rows)")
     p.add_argument("--only", nargs="+", metavar="SUBSTRING",
                    help="run only the variants whose name contains one of these, e.g. --only ddp")
     p.add_argument("--poll-s", type=float, default=0.2)
@@ -142,7 +146,22 @@ def main() -> None:
         "torch ddp, mmap >= 100 MiB": dict(common, framework="torch", strategy="ddp", workers=2, threads_per_worker=1,
                                            malloc_tuning=False, _env={"MALLOC_MMAP_THRESHOLD_": str(100 * 2**20),
                                                                       "MALLOC_TRIM_THRESHOLD_": str(2**36)}),
+        # Issue #31: the fused step's memory options, side by side with the defaults above (models/torch_fused.py,
+        # models/torch_recompute.py); all under the default (tuned) allocator.
+        "torch ddp, in-place BN backward": dict(common, framework="torch", strategy="ddp", workers=2,
+                                                threads_per_worker=1, inplace_bn_backward=True),
+        "torch ddp, recomputed block 1": dict(common, framework="torch", strategy="ddp", workers=2,
+                                              threads_per_worker=1, recompute_stem=True),
+        "torch ddp, both": dict(common, framework="torch", strategy="ddp", workers=2, threads_per_worker=1,
+                                inplace_bn_backward=True, recompute_stem=True),
+        "torch ddp, both, malloc_tuning off": dict(common, framework="torch", strategy="ddp", workers=2,
+                                                   threads_per_worker=1, inplace_bn_backward=True,
+                                                   recompute_stem=True, malloc_tuning=False),
     }
+    if args.with_keras:  # the other engines, measured the same way: 2 worker processes x 1 thread
+        for fw in ("tensorflow", "jax"):
+            variants[f"{fw} multiworker (2 x 1 thread)"] = dict(common, framework=fw, strategy="multiworker",
+                                                                workers=2, threads_per_worker=1)
     if args.with_tf:
         variants["tensorflow single (2 threads)"] = dict(common, framework="tensorflow", strategy="single",
                                                          threads_per_worker=2)

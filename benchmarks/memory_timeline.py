@@ -15,7 +15,8 @@ and reports side by side, per setting:
     freed blocks by exact size only, and a separate large-block pool that places first-fit, splits and merges
     (whether a better allocator alone, keeping the speed, could bring the worker under the goal).
 
-Usage:  python benchmarks/memory_timeline.py [--batch 1024] [--steps 6] [--reference-bn]
+Usage:  python benchmarks/memory_timeline.py [--batch 1024] [--steps 6] [--reference-bn | --inplace-bn-backward]
+                                            [--recompute-stem]
 Writes benchmarks/results/memory_timeline-<date>.json; prints the tables last.
 """
 
@@ -183,7 +184,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     cfg = RunConfig(framework="torch", strategy="single", batch_size=args.batch, threads_per_worker=1,
-                    fused_bn=not args.reference_bn, data_dir=os.environ.get("PVISION_DATA_DIR"), device="cpu")
+                    fused_bn=not args.reference_bn, data_dir=os.environ.get("PVISION_DATA_DIR"), device="cpu",
+                    inplace_bn_backward=args.inplace_bn_backward, recompute_stem=args.recompute_stem)
     device = torch.device("cpu")
     train, test = load_data(cfg, "train", device), load_data(cfg, "test", device)
     model = build.build_model(cfg, train.image_shape, len(train.class_names), device)
@@ -237,7 +239,9 @@ def run_setting(setting: str, args: argparse.Namespace, scratch: Path) -> dict[s
     env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, __file__, "--child", "--batch", str(args.batch), "--steps", str(args.steps),
            "--profile-steps", str(args.profile_steps), "--trace", str(scratch / f"trace-{setting}.json"),
-           *(["--reference-bn"] if args.reference_bn else []), *C.MARK_ARGS]
+           *(["--reference-bn"] if args.reference_bn else []),
+           *(["--inplace-bn-backward"] if args.inplace_bn_backward else []),
+           *(["--recompute-stem"] if args.recompute_stem else []), *C.MARK_ARGS]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
     if proc.returncode != 0:
         raise SystemExit(f"{setting}: the measuring process failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
@@ -250,6 +254,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=6, help="steps before the profiled ones (the heap settles)")
     p.add_argument("--profile-steps", type=int, default=2)
     p.add_argument("--reference-bn", action="store_true", help="the reference BatchNorm/ReLU/pool modules")
+    p.add_argument("--inplace-bn-backward", action="store_true", help="the fused step's in-place BatchNorm backward")
+    p.add_argument("--recompute-stem", action="store_true", help="the first conv block recomputed in backward")
     p.add_argument("--no-wait", action="store_true")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--trace", default="", help=argparse.SUPPRESS)
@@ -274,6 +280,8 @@ def main() -> None:
                      f"{r['trace']['live_peak_mib']:.0f}", f"{r['trace']['exact_size_cache_holds_mib']:.0f}",
                      f"{r['trace']['large_block_pool_extent_mib']:.0f}", f"{r['after_eval']['vm_hwm_mib']:.0f}"])
     path_name = "reference modules" if args.reference_bn else "fused step"
+    path_name += ", in-place BN backward" if args.inplace_bn_backward else ""
+    path_name += ", block 1 recomputed" if args.recompute_stem else ""
     C.print_table(f"One worker, batch {args.batch}, 1 thread, {path_name} (MiB; live: tensors above the step start)",
                   ["allocator", "s/step", "heap in use", "heap held", "live peak in step",
                    "exact-size cache would hold", "first-fit pool would span", "VmHWM"], rows)

@@ -161,6 +161,14 @@ class RunConfig:
                           "autograd step that keeps 28 % less for backward and is faster, with the reference's "
                           "gradients bit for bit (models/torch_fused.py). Off: the reference modules. Not used with "
                           "compile or sync_batchnorm, which bring their own BatchNorm.", identity="unless-default")
+    recompute_stem: bool = only("torch", "model", False, "With the fused step: keep only the input of the first "
+                                "conv → BatchNorm → ReLU block and recompute the block in backward (196 MiB less at a "
+                                "1024 per-worker batch, same gradients bit for bit, a conv and a BatchNorm forward "
+                                "more; models/torch_recompute.py).", identity="unless-default")
+    inplace_bn_backward: bool = only("torch", "model", False, "With the fused step: BatchNorm's input gradient "
+                                     "computed in place of the pool's gradient (2 full-size buffers less at the "
+                                     "memory peak; within fp32 rounding of the reference, not bit-identical).",
+                                     identity="unless-default")
     # -------------------------------------------------------------------------------------------- speed
     threads_per_worker: int | None = knob("speed", None, "CPU threads per worker; None means cores ÷ processes.")
     pin_threads: bool = knob("speed", False, "Pin each CPU worker process to its own cores (Linux affinity).")

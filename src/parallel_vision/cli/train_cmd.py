@@ -122,6 +122,12 @@ def train(
     fused_bn: bool = typer.Option(D.fused_bn, "--fused-bn/--reference-bn",
                                   help="CPU: BatchNorm→ReLU→max-pool as one fused autograd step (same gradients, "
                                   "less memory, faster); --reference-bn runs the plain modules."),
+    recompute_stem: bool = typer.Option(D.recompute_stem, "--recompute-stem/--no-recompute-stem",
+                                        help="With --fused-bn: recompute the first conv block in backward instead "
+                                        "of keeping it (less memory, same gradients, a little slower)."),
+    inplace_bn_backward: bool = typer.Option(D.inplace_bn_backward, "--inplace-bn-backward/--no-inplace-bn-backward",
+                                             help="With --fused-bn: BatchNorm's input gradient in place (less memory; "
+                                             "gradients within fp32 rounding, not bit-identical)."),
     reshard_after_forward: bool = typer.Option(D.reshard_after_forward,
                                                "--reshard-after-forward/--no-reshard-after-forward",
                                                help="fsdp: free gathered parameters after each unit's forward "

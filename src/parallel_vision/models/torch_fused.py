@@ -38,7 +38,8 @@ class _BatchNormReLUMaxPool(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,  # type: ignore[override]
-                running_mean: torch.Tensor, running_var: torch.Tensor, momentum: float, eps: float) -> torch.Tensor:
+                running_mean: torch.Tensor, running_var: torch.Tensor, momentum: float, eps: float,
+                inplace_backward: bool) -> torch.Tensor:
         z, mean, invstd = torch.ops.aten.native_batch_norm(x, weight, bias, running_mean, running_var,
                                                            True, momentum, eps)
         z.relu_()
@@ -48,7 +49,7 @@ class _BatchNormReLUMaxPool(torch.autograd.Function):
         # quarter of ATen's int64 (the pool backward gets them back as int64).
         indices = indices.to(_index_dtype(x))
         ctx.save_for_backward(x, weight, running_mean, running_var, mean, invstd, pooled, indices)
-        ctx.eps = eps
+        ctx.eps, ctx.inplace_backward = eps, inplace_backward
         return pooled
 
     @staticmethod
@@ -63,10 +64,34 @@ class _BatchNormReLUMaxPool(torch.autograd.Function):
         # Freed before BatchNorm's backward, where this step's memory peaks (benchmarks/memory_timeline.py):
         # the incoming gradient stays referenced by autograd until we return, our pooled-size copies need not.
         del grad
-        grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
-            grad_z, x, weight, running_mean, running_var, mean, invstd, True, ctx.eps,
-            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
-        return grad_x, grad_w, grad_b, None, None, None, None
+        if ctx.inplace_backward and ctx.needs_input_grad[0]:
+            grad_x, grad_w, grad_b = _batch_norm_backward_in_place(grad_z, x, weight, mean, invstd, eps=ctx.eps)
+        else:
+            grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
+                grad_z, x, weight, running_mean, running_var, mean, invstd, True, ctx.eps,
+                [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
+        return grad_x, grad_w, grad_b, None, None, None, None, None
+
+
+def _batch_norm_backward_in_place(grad_z: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor,
+                                  invstd: torch.Tensor, *, eps: float) -> tuple[torch.Tensor, ...]:
+    """Training-mode BatchNorm backward that turns the pool's gradient into the input gradient where it lies.
+
+    Why: ATen's CPU kernel allocates the full-size input gradient, and a second full-size buffer it never uses
+    (docs/performance.md, "Memory"): at the second block that is 2 × 196 MiB at a per-worker batch of 1024,
+    alive at the worker's memory peak. Here ATen still computes the weight and bias gradients (its reductions,
+    bit-identical); the input gradient, k·dy + c1·x + c0 per channel with k = γ·invstd,
+    c1 = −k·invstd·Σ(dy·x̂)/M, c0 = −k·Σdy/M − c1·mean, is two in-place passes over `grad_z`. Same formula as
+    ATen's, other rounding: within fp32 rounding of the reference, not bit-identical (tests/test_torch_fused.py).
+    """
+    _, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
+        grad_z, x, weight, None, None, mean, invstd, True, eps, [False, True, True])
+    count = x.numel() // x.shape[1]
+    k = weight * invstd
+    c1 = -(k * invstd * grad_w) / count
+    c0 = -k * (grad_b / count) - c1 * mean
+    grad_x = torch.addcmul(c0.view(1, -1, 1, 1), grad_z, k.view(1, -1, 1, 1), out=grad_z)
+    return grad_x.addcmul_(x, c1.view(1, -1, 1, 1)), grad_w, grad_b
 
 
 def _index_dtype(x: torch.Tensor) -> torch.dtype:
@@ -84,7 +109,10 @@ class BatchNormReLUMaxPool2d(nn.BatchNorm2d):
 
     Evaluation, frozen statistics and anything the fused step does not cover (no affine parameters,
     no running statistics, a cumulative-average momentum) run the three reference functions.
+    `inplace_backward` (`fuse_bn_relu_pool(inplace_backward=True)`): `_batch_norm_backward_in_place`.
     """
+
+    inplace_backward: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fusable = (self.training and self.affine and self.track_running_stats and self.momentum is not None
@@ -94,7 +122,7 @@ class BatchNormReLUMaxPool2d(nn.BatchNorm2d):
         if self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
         return _BatchNormReLUMaxPool.apply(x, self.weight, self.bias, self.running_mean, self.running_var,
-                                           float(self.momentum), float(self.eps))
+                                           float(self.momentum), float(self.eps), self.inplace_backward)
 
 
 def _is_pool2(module: nn.Module) -> bool:
@@ -105,7 +133,7 @@ def _is_pool2(module: nn.Module) -> bool:
             and pair(module.dilation) == (1, 1) and not module.ceil_mode and not module.return_indices)
 
 
-def fuse_bn_relu_pool(model: nn.Module) -> int:
+def fuse_bn_relu_pool(model: nn.Module, inplace_backward: bool = False) -> int:
     """Replace every `BatchNorm2d, ReLU, MaxPool2d(2)` run inside an `nn.Sequential` by the fused module.
 
     Returns how many were fused. The ReLU and pool slots become `nn.Identity`, so module indices and
@@ -124,6 +152,7 @@ def fuse_bn_relu_pool(model: nn.Module) -> int:
                                                      device=bn.weight.device, dtype=bn.weight.dtype)
                 replacement.load_state_dict(bn.state_dict())
                 replacement.train(bn.training)
+                replacement.inplace_backward = inplace_backward
                 module._modules[a] = replacement
                 module._modules[b] = nn.Identity()
                 module._modules[c] = nn.Identity()

@@ -24,6 +24,7 @@ from parallel_vision.engines.torch.pipeline_step import PipelineStep
 from parallel_vision.engines.torch.sync_batchnorm import convert_sync_batchnorm
 from parallel_vision.models import init as model_init
 from parallel_vision.models.torch_fused import BatchNormReLUMaxPool2d, fuse_bn_relu_pool
+from parallel_vision.models.torch_recompute import recompute_stem
 from parallel_vision.models.torch_zoo import build_torch_model, load_canonical
 
 #: loop.Trainer (not imported: the loop imports this module).
@@ -44,7 +45,9 @@ def build_model(cfg: RunConfig, image_shape: tuple[int, int, int], classes: int,
     if cfg.memory_format == "channels_last" and cfg.strategy != "fsdp":  # FSDP2 shards contiguous parameters
         model = model.to(memory_format=torch.channels_last)  # only: under fsdp the images alone are channels_last
     if uses_fused_bn(cfg, device):
-        fuse_bn_relu_pool(model)
+        fuse_bn_relu_pool(model, inplace_backward=cfg.inplace_bn_backward)
+        if cfg.recompute_stem:
+            recompute_stem(model)
     return model
 
 
