@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -41,46 +42,87 @@ def data_dir() -> Path:
     return path
 
 
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every test process of this session sees: under pytest-xdist each worker has its own base
+    temp, and their parent is the session's; without xdist, the base temp itself."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def trained(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """trained(**config) -> RunResult: one real `launch.run` of `config` on the shared datasets, trained
     once per session and reused by every test that asks for the same configuration (tests/shared_runs.py
     names the ones several files share). Callers only read the run's folder, never change it.
 
+    Runs live in a folder all test processes share, one per configuration behind a file lock: under
+    pytest-xdist (the README's command) the first worker to ask trains it and the others wait for it and
+    read the same run, never train it twice.
+
     trained.together(config, ...) -> [RunResult, ...]: the same for several configurations, the ones not
     trained yet all at once (each in its own engine process, started from a thread): most of a small run is
     starting Python and its framework, single-threaded, which then overlaps on the cores instead of leaving
     one idle. Only for runs whose assertions read no timing."""
+    import hashlib
     from concurrent.futures import ThreadPoolExecutor
+
+    from filelock import FileLock, Timeout
 
     from parallel_vision.config import RunConfig
     from parallel_vision.launch import run
+    from parallel_vision.results.run_result import RunResult
 
     cache: dict[str, Any] = {}
+    root = shared_tmp(tmp_path_factory) / "trained-runs"
+    root.mkdir(exist_ok=True)
 
     def key(config: dict[str, Any]) -> str:
         return json.dumps(config, sort_keys=True)
 
-    def launch(config: dict[str, Any], out: Path) -> Any:
+    def folder(config: dict[str, Any]) -> Path:
+        return root / hashlib.sha1(key(config).encode()).hexdigest()[:16]
+
+    def lock(config: dict[str, Any]) -> FileLock:
+        return FileLock(str(folder(config)) + ".lock")
+
+    def launch(config: dict[str, Any]) -> Any:
+        """Train into the configuration's folder (its lock held by the caller); `done` marks a finished run,
+        so a run that failed half-way is trained again from scratch by the next test asking for it."""
+        out = folder(config) / "run"
+        if (folder(config) / "done").exists():
+            return RunResult.load(out)
+        shutil.rmtree(folder(config), ignore_errors=True)
+        folder(config).mkdir()
         result = run(RunConfig(**config, data_dir=str(data_dir), out_dir=str(out)), progress=False)
         assert result.out_dir == out
+        (folder(config) / "done").touch()
         return result
 
     def train(**config: Any) -> Any:
         if key(config) not in cache:  # a failed run is not cached: the next test asking for it fails on its own
-            cache[key(config)] = launch(config, tmp_path_factory.mktemp("trained") / "run")
+            with lock(config):
+                cache[key(config)] = launch(config)
         return cache[key(config)]
 
     def together(*configs: dict[str, Any]) -> list[Any]:
         todo = list({key(c): c for c in configs if key(c) not in cache}.values())
-        outs = [tmp_path_factory.mktemp("trained") / "run" for _ in todo]  # made here, not in the threads
-        with ThreadPoolExecutor(max(1, len(todo))) as pool:
-            futures = [pool.submit(launch, config, out) for config, out in zip(todo, outs, strict=True)]
-            for config, future in zip(todo, futures, strict=True):
-                try:
-                    cache[key(config)] = future.result()
-                except Exception:  # noqa: BLE001 - not cached: train() below runs it again, alone, and fails there
-                    pass
+        held = []
+        for config in todo:  # the ones another test process is training now are waited for by train() below
+            try:
+                held.append((config, lock(config).acquire(timeout=0)))
+            except Timeout:
+                pass
+        try:
+            with ThreadPoolExecutor(max(1, len(held))) as pool:
+                futures = [pool.submit(launch, config) for config, _ in held]
+                for (config, _), future in zip(held, futures, strict=True):
+                    try:
+                        cache[key(config)] = future.result()
+                    except Exception:  # noqa: BLE001 - not cached: train() below runs it again, alone, and fails there
+                        pass
+        finally:
+            for _, proxy in held:
+                proxy.lock.release()
         return [train(**config) for config in configs]
 
     train.together = together  # type: ignore[attr-defined]
