@@ -19,7 +19,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-NOTE = "Keras' max_pool on JAX as reshape + max where windows tile the input (engines/jax/pooling.py)"
+NOTE = ("Keras' max_pool on JAX as reshape + max, with reduce_window's gradient, where windows tile the input "
+        "(engines/jax/pooling.py)")
 
 
 def _pair(value: Any) -> tuple[int, int] | None:
