@@ -22,6 +22,7 @@ script itself in under a minute.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -127,6 +128,7 @@ def child_keras_jax(args: argparse.Namespace, out: dict[str, Any]) -> None:
     compiled = train_step.lower(state, xs[0], ys[0]).compile()
     out["compile_s"] = time.perf_counter() - t
     out["library_calls"] = _library_calls(compiled.as_text())
+    out["hlo_sha256"] = hashlib.sha256(compiled.as_text().encode()).hexdigest()[:12]
     for i in range(STEPS_FOR_LOGITS):
         state = compiled(state, xs[i % 2], ys[i % 2])
     saved["logits_after_steps"] = np.asarray(logits_fn(state[0], state[1], xs[0]))
@@ -218,7 +220,9 @@ def engine_flags(extra: str) -> str:
 
     base = xla_flags("", None, single_thread=True).split()
     names = {f.split("=")[0] for f in extra.split()}
-    return " ".join([f for f in base if f.split("=")[0] not in names] + extra.split())
+    flags = [f for f in base if f.split("=")[0] not in names] + extra.split()
+    assert all(f.startswith("--") for f in flags), flags  # XLA ignores everything after a bare word
+    return " ".join(flags)
 
 
 def spawn(args: argparse.Namespace, child: str, flags: str = "", **extra: Any) -> dict[str, Any]:
@@ -301,17 +305,20 @@ def summarise(args: argparse.Namespace, rows: dict[str, list[dict[str, Any]]], p
         entry = {"img_per_s": C.spread(rates), "step_time_over_tf": ratio, "xla_flags": first.get("xla_flags"),
                  "error": first.get("error"), "compile_s": first.get("compile_s"),
                  "library_calls": first.get("library_calls"), "max_abs_diff_vs_default": diff,
+                 "same_program_as_default": first.get("hlo_sha256") == default.get("hlo_sha256")
+                 if "hlo_sha256" in first else None,
                  "raw_step_s": [r.get("step_s") for r in runs]}
         summary[label] = entry
         sci = lambda v: "-" if v is None else f"{v:.1e}"  # noqa: E731
         table.append([label, C.fmt_spread(entry["img_per_s"], 1), C.fmt(ratio and ratio["median"], 2),
                       sci(diff["logits_initial"]), sci(diff["grads_relative"]), sci(diff["logits_after_steps"]),
+                      {True: "yes", False: "no", None: "-"}[entry["same_program_as_default"]],
                       ",".join(f"{k}x{v}" for k, v in (entry["library_calls"] or {}).items())
                       or (entry["error"] or "")[:60]])
     C.print_table(f"Train step, paper_cnn, batch {args.batch}, 1 thread, one core ({args.rounds} round(s)); "
                   "max |difference| against keras-jax default on the same weights and batch",
                   ["contestant", "img/s", "time/TF's", "logits", "grad (rel.)",
-                   f"logits, {STEPS_FOR_LOGITS} Adam steps", "library calls in HLO / error"], table)
+                   f"logits, {STEPS_FOR_LOGITS} Adam steps", "same HLO", "library calls in HLO / error"], table)
     ops_rows, ops = [], {}
     names = list(next((p["ops"] for p in profile.values() if "ops" in p), {}))
     for name in names:

@@ -55,7 +55,9 @@ def xla_flags(current: str, virtual_devices: int | None, single_thread: bool) ->
     if virtual_devices is not None:
         flags.append(f"{DEVICE_COUNT_FLAG}={virtual_devices}")
     if single_thread and not any(f.startswith("--xla_cpu_multi_thread_eigen") for f in flags):
-        flags += ["--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"]
+        # Only `--` flags: XLA stops reading XLA_FLAGS at a bare word (an `intra_op_parallelism_threads=1` here
+        # once hid every flag after it, benchmarks/jax_cpu.py); the pool's size comes from pinning (start_run).
+        flags.append("--xla_cpu_multi_thread_eigen=false")
     return " ".join(flags)
 
 
