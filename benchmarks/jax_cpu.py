@@ -4,19 +4,23 @@ Measured, each in a fresh child process pinned to one core (XLA_FLAGS are read o
 
 - `tf`          Keras on TensorFlow, the TF engine's step (`compile(jit_compile=False)`, `train_on_batch`).
 - `keras-jax`   the JAX engine's own step (`engines.jax.model.make_functions`: Keras `stateless_call` + Adam's
-                `stateless_apply` in one `jax.jit`, state donated), under the engine's XLA_FLAGS (`default`)
-                and under each XLA:CPU flag of the pinned jaxlib that could matter (VARIANTS); for each flag the
-                max |logit difference| against `default` on the same weights and batch, before and after 3 steps,
-                and the library calls its optimised HLO contains.
-- `lax-nhwc`, `lax-nchw`   the same network as a plain `jax.jit` step written with `jax.lax` (no Keras).
+                `stateless_apply` in one `jax.jit`, state donated): `default` is today's engine (Keras' max-pool),
+                `+ tiled pool` the engine as shipped (engines/jax/pooling.py); also without donation, and under
+                each XLA:CPU flag set of the pinned jaxlib that could matter (VARIANTS). For each: max |difference|
+                against `default` on the same weights and batches (logits; the first gradient, relative; logits
+                after the timed steps), whether the compiled program (optimised HLO) changed, and its library calls.
+- `lax NHWC/NCHW`  the same network as a plain `jax.jit` step written with `jax.lax` (no Keras), with XLA's
+                max-pool or the engine's tiled one: Keras' share against XLA's.
 - `ops`         the model's heavy ops compiled alone at its shapes (conv forward / input grad / weight grad,
-                BN+ReLU, max-pool, dense), in JAX (default flags, and the fastest flag set) and in TensorFlow:
+                BN+ReLU, max-pool, dense), in TensorFlow and in JAX (default flags, and the fastest flag set):
                 where the step's time goes, in ms and GFLOP/s.
 
-Run (about 4 minutes on a quiet 2-core machine):
-    PYTHONPATH=src PVISION_DATA_DIR=../shared/datasets python benchmarks/jax_cpu.py
-Writes benchmarks/results/jax_cpu-<date>.json and prints the tables. `--quick` (batch 128, 2 steps) checks the
-script itself in under a minute.
+Run on a quiet 2-core machine (about 6 minutes: 20 children, most of each one's time is start-up and compiling):
+    PYTHONPATH=src PVISION_DATA_DIR=../shared/datasets python benchmarks/jax_cpu.py --rounds 2
+On a shared machine add `--clock step_cpu_s`: rates from each process's CPU seconds (one thread: the work itself),
+which other processes on the core hardly move, where wall seconds swing several-fold. `--only LABEL,...` and
+`--variants NAME,...` pick contestants; `--quick` (batch 128, 2 steps) checks the script. Writes
+benchmarks/results/jax_cpu-<date>.json and prints the tables.
 """
 
 from __future__ import annotations
@@ -48,7 +52,6 @@ VARIANTS: dict[str, str] = {
     "fast-math": "--xla_cpu_enable_fast_math=true",
     "vector-width-512": "--xla_cpu_prefer_vector_width=512",
 }
-STEPS_FOR_LOGITS = 3
 #: The engine as this branch ships it: default flags, tiled max-pool (engines/jax/pooling.py).
 TILED = "keras-jax default + tiled pool (engine now)"
 
@@ -58,15 +61,17 @@ def _pin(core: int) -> None:
     os.sched_setaffinity(0, {core})
 
 
-def _timed(fn: Any, block: Any, reps: int) -> list[float]:
-    """Seconds per call of `fn` after one warm-up call, each call waited for."""
+def _timed(fn: Any, block: Any, reps: int) -> tuple[list[float], list[float]]:
+    """Wall and process-CPU seconds per call of `fn` after one warm-up call, each call waited for. With one
+    thread the CPU seconds are the work itself, and hardly move when other processes share the core."""
     block(fn())
-    times = []
+    wall, cpu = [], []
     for _ in range(reps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         block(fn())
-        times.append(time.perf_counter() - t)
-    return times
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return wall, cpu
 
 
 def _mnist(batch: int) -> tuple[Any, Any]:
@@ -127,20 +132,19 @@ def child_keras_jax(args: argparse.Namespace, out: dict[str, Any]) -> None:
     t = time.perf_counter()
     compiled = train_step.lower(state, xs[0], ys[0]).compile()
     out["compile_s"] = time.perf_counter() - t
-    out["library_calls"] = _library_calls(compiled.as_text())
-    out["hlo_sha256"] = hashlib.sha256(compiled.as_text().encode()).hexdigest()[:12]
-    for i in range(STEPS_FOR_LOGITS):
-        state = compiled(state, xs[i % 2], ys[i % 2])
-    saved["logits_after_steps"] = np.asarray(logits_fn(state[0], state[1], xs[0]))
-    if args.save:
-        np.savez(args.save, **saved)
-    holder = [state]
+    hlo = compiled.as_text()
+    out["library_calls"], out["hlo_sha256"] = _library_calls(hlo), hashlib.sha256(hlo.encode()).hexdigest()[:12]
+    holder, i = [state], iter(range(1 << 30))
 
-    def one() -> Any:
-        holder[0] = compiled(holder[0], xs[0], ys[0])
+    def one() -> Any:  # the same data order in every contestant: the logits after the steps are comparable
+        k = next(i) % 2
+        holder[0] = compiled(holder[0], xs[k], ys[k])
         return holder[0]
 
-    out["step_s"] = _timed(one, jax.block_until_ready, args.steps)
+    out["step_s"], out["step_cpu_s"] = _timed(one, jax.block_until_ready, args.steps)
+    saved["logits_after_steps"] = np.asarray(logits_fn(holder[0][0], holder[0][1], xs[0]))
+    if args.save:
+        np.savez(args.save, **saved)
 
 
 def child_lax(args: argparse.Namespace, out: dict[str, Any]) -> None:
@@ -162,7 +166,7 @@ def child_lax(args: argparse.Namespace, out: dict[str, Any]) -> None:
         holder[0], loss = compiled(holder[0], xb, yb, key)
         return loss
 
-    out["step_s"] = _timed(one, jax.block_until_ready, args.steps)
+    out["step_s"], out["step_cpu_s"] = _timed(one, jax.block_until_ready, args.steps)
 
 
 def child_tf(args: argparse.Namespace, out: dict[str, Any]) -> None:
@@ -182,7 +186,7 @@ def child_tf(args: argparse.Namespace, out: dict[str, Any]) -> None:
                 metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     x, y = _mnist(args.batch)
     xb, yb = x[: args.batch], y[: args.batch]
-    out["step_s"] = _timed(lambda: net.train_on_batch(xb, yb), lambda r: r, args.steps)
+    out["step_s"], out["step_cpu_s"] = _timed(lambda: net.train_on_batch(xb, yb), lambda r: r, args.steps)
 
 
 def child_ops(args: argparse.Namespace, out: dict[str, Any]) -> None:
@@ -199,7 +203,10 @@ def child_ops(args: argparse.Namespace, out: dict[str, Any]) -> None:
         import jax
 
         ops, block = jax_ops(jax, args.batch), jax.block_until_ready
-    out["ops"] = {name: {"s": _timed(fn, block, args.op_reps), "flops": flops} for name, (fn, flops) in ops.items()}
+    out["ops"] = {}
+    for name, (fn, flops) in ops.items():
+        wall, cpu = _timed(fn, block, args.op_reps)
+        out["ops"][name] = {"step_s": wall, "step_cpu_s": cpu, "flops": flops}
 
 
 CHILDREN = {"keras-jax": child_keras_jax, "lax-nhwc": child_lax, "lax-nchw": child_lax, "tf": child_tf,
@@ -245,8 +252,9 @@ def spawn(args: argparse.Namespace, child: str, flags: str = "", **extra: Any) -
 
 
 def differences(run: dict[str, Any], default: dict[str, Any]) -> dict[str, float | None]:
-    """Max |difference| against the default path on the same weights and batch: logits before and after
-    STEPS_FOR_LOGITS steps, and the first gradient relative to its largest element."""
+    """Max |difference| against the default path on the same weights and batch: logits before and after the
+    timed steps (1 + --steps, the same batches in the same order), and the first gradient relative to its
+    largest element."""
     import numpy as np
 
     if "saved" not in run or "saved" not in default:
@@ -266,18 +274,19 @@ def main_parent(args: argparse.Namespace) -> None:
     rows: dict[str, list[dict[str, Any]]] = {}
     started = time.perf_counter()
     args.scratch = str(C.scratch_dir(keep=False))
-    for r in range(args.rounds):  # interleaved: every contestant once per round, TF first
+    for r in range(args.rounds):  # interleaved: every contestant once per round, in reverse every other round
         jobs = [("tf", "tf", "", {}), *((f"keras-jax {n}", "keras-jax", f, {}) for n, f in variants.items()),
                 ("keras-jax default, no donation", "keras-jax", "", {"no_donation": True}),
                 (TILED, "keras-jax", "", {"pool": "tiled"}),
                 ("lax NHWC", "lax-nhwc", "", {}), ("lax NCHW", "lax-nchw", "", {}),
                 ("lax NHWC, tiled pool", "lax-nhwc", "", {"pool": "tiled"}),
                 ("lax NCHW, tiled pool", "lax-nchw", "", {"pool": "tiled"})]
-        for label, child, flags, extra in jobs:
-            print(f"[round {r + 1}] {label}", flush=True)
+        jobs = [j for j in jobs if not args.only or j[0] in args.only.split(",")]
+        for label, child, flags, extra in jobs if r % 2 == 0 else reversed(jobs):
+            print(f"[round {r + 1}] {label} (load1 {C.load1():.1f})", flush=True)
             rows.setdefault(label, []).append(spawn(args, child, flags, **extra))
-    ranked = sorted((statistics.median(rows[f"keras-jax {n}"][0]["step_s"]), n) for n in variants
-                    if "step_s" in rows[f"keras-jax {n}"][0])
+    ranked = sorted((statistics.median(rows[f"keras-jax {n}"][0][args.clock]), n) for n in variants
+                    if args.clock in rows.get(f"keras-jax {n}", [{}])[0])
     best = ranked[0][1] if ranked else "default"
     if best != "default":  # the fastest flag set on top of the engine as shipped
         print(f"[after] {TILED} + {best}", flush=True)
@@ -294,11 +303,12 @@ def main_parent(args: argparse.Namespace) -> None:
 def summarise(args: argparse.Namespace, rows: dict[str, list[dict[str, Any]]], profile: dict[str, Any],
               best: str) -> dict[str, Any]:
     """Rates, ratios to TF (per round, median over rounds), logit differences, the per-op table; printed."""
-    tf_rates = [args.batch / statistics.median(r["step_s"]) if "step_s" in r else None for r in rows["tf"]]
+    clock = args.clock
+    tf_rates = [args.batch / statistics.median(r[clock]) if clock in r else None for r in rows["tf"]]
     default = rows["keras-jax default"][0]
     table, summary = [], {}
     for label, runs in rows.items():
-        rates = [args.batch / statistics.median(r["step_s"]) if "step_s" in r else None for r in runs]
+        rates = [args.batch / statistics.median(r[clock]) if clock in r else None for r in runs]
         ratio = C.paired_ratios(tf_rates, rates) if label != "tf" and rates else None
         first = runs[0]
         diff = differences(first, default)
@@ -307,7 +317,7 @@ def summarise(args: argparse.Namespace, rows: dict[str, list[dict[str, Any]]], p
                  "library_calls": first.get("library_calls"), "max_abs_diff_vs_default": diff,
                  "same_program_as_default": first.get("hlo_sha256") == default.get("hlo_sha256")
                  if "hlo_sha256" in first else None,
-                 "raw_step_s": [r.get("step_s") for r in runs]}
+                 "raw_step_s": [r.get("step_s") for r in runs], "raw_step_cpu_s": [r.get("step_cpu_s") for r in runs]}
         summary[label] = entry
         sci = lambda v: "-" if v is None else f"{v:.1e}"  # noqa: E731
         table.append([label, C.fmt_spread(entry["img_per_s"], 1), C.fmt(ratio and ratio["median"], 2),
@@ -315,17 +325,18 @@ def summarise(args: argparse.Namespace, rows: dict[str, list[dict[str, Any]]], p
                       {True: "yes", False: "no", None: "-"}[entry["same_program_as_default"]],
                       ",".join(f"{k}x{v}" for k, v in (entry["library_calls"] or {}).items())
                       or (entry["error"] or "")[:60]])
-    C.print_table(f"Train step, paper_cnn, batch {args.batch}, 1 thread, one core ({args.rounds} round(s)); "
+    per = "CPU-s" if clock == "step_cpu_s" else "s"
+    C.print_table(f"Train step, paper_cnn, batch {args.batch}, 1 thread, one core ({args.rounds} round(s), img/{per}); "
                   "max |difference| against keras-jax default on the same weights and batch",
                   ["contestant", "img/s", "time/TF's", "logits", "grad (rel.)",
-                   f"logits, {STEPS_FOR_LOGITS} Adam steps", "same HLO", "library calls in HLO / error"], table)
+                   f"logits, {args.steps + 1} Adam steps", "same HLO", "library calls in HLO / error"], table)
     ops_rows, ops = [], {}
-    names = list(next((p["ops"] for p in profile.values() if "ops" in p), {}))
+    names = list(dict.fromkeys(name for p in profile.values() for name in p.get("ops", {})))
     for name in names:
         cells, ops[name] = [name], {}
         for who, p in profile.items():
             op = p.get("ops", {}).get(name)
-            ms = statistics.median(op["s"]) * 1e3 if op else None
+            ms = statistics.median(op[clock]) * 1e3 if op else None
             gf = op["flops"] / ms / 1e6 if op and op["flops"] else None
             ops[name][who] = {"ms": ms, "gflop_s": gf}
             cells += [C.fmt(ms, 1), C.fmt(gf, 1)]
@@ -334,7 +345,8 @@ def summarise(args: argparse.Namespace, rows: dict[str, list[dict[str, Any]]], p
         ops_rows.append(cells)
     totals = {who: sum(v[who]["ms"] or 0 for v in ops.values() if who in v) for who in profile}
     ops_rows.append(["sum", *sum(([C.fmt(t, 1), ""] for t in totals.values()), []), ""])
-    C.print_table(f"Ops alone at the model's shapes, batch {args.batch}, 1 thread (ms, GFLOP/s)",
+    C.print_table(f"Ops alone at the model's shapes, batch {args.batch}, 1 thread ({'CPU ' if per != 's' else ''}ms, "
+                  "GFLOP/s)",
                   ["op", *sum(([f"{w} ms", "GFLOP/s"] for w in profile), []), "JAX/TF"], ops_rows)
     return {"contestants": summary, "best_flags": best, "profile": ops, "profile_totals_ms": totals,
             "profile_errors": {w: p.get("error") for w, p in profile.items() if p.get("error")}}
@@ -343,10 +355,13 @@ def summarise(args: argparse.Namespace, rows: dict[str, list[dict[str, Any]]], p
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=512)
-    p.add_argument("--steps", type=int, default=3, help="timed steps per contestant (after one warm-up step)")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per contestant (after one warm-up step)")
     p.add_argument("--op-reps", type=int, default=3, help="timed calls per op in the profile")
     p.add_argument("--rounds", type=int, default=1, help="interleaved rounds (TF, JAX variants, lax) to repeat")
     p.add_argument("--variants", default="", help="comma-separated subset of the flag sets (default: all)")
+    p.add_argument("--clock", choices=("step_s", "step_cpu_s"), default="step_s",
+                   help="rates from wall seconds (a quiet machine), or from process CPU seconds (a shared one)")
+    p.add_argument("--only", default="", help="comma-separated contestant labels to run (default: all)")
     p.add_argument("--core", type=int, default=max(os.sched_getaffinity(0)), help="the core every child runs on")
     p.add_argument("--child-timeout", type=float, default=300)
     p.add_argument("--quick", action="store_true", help="batch 128, 2 steps: check the script, not the numbers")
