@@ -1,4 +1,7 @@
-"""The JAX engine's max-pooling (engines/jax/pooling.py): reshape + max where windows tile the input, Keras' own
+"""The JAX engine's CPU speed levers (issue #31, docs/jax.md "Why JAX is slower on this CPU").
+
+Its XLA_FLAGS hold only `--` flags (XLA stops reading at a bare word, hiding every flag after it). Its max-pooling
+(engines/jax/pooling.py): reshape + max where windows tile the input, Keras' own
 `lax.reduce_window` everywhere else. Checked in one fresh JAX process (JAX never loads in the pytest process) on
 real MNIST activations: the forward values are Keras' bit for bit, the gradient through ReLU and pooling matches
 Keras' within fp32 rounding, and the cases it must not touch are handed to Keras. That the engine's runs use it
@@ -17,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from parallel_vision.engines.jax.pooling import NOTE
+from parallel_vision.engines.jax.setup import xla_flags
 
 pytestmark = [pytest.mark.jax, pytest.mark.skipif(importlib.util.find_spec("jax") is None or
                                                   importlib.util.find_spec("keras") is None,
@@ -55,7 +59,7 @@ print(json.dumps({
 """
 
 
-def test_tiled_max_pool_is_keras_forward_exactly_and_its_gradient_within_rounding(data_dir: Path) -> None:
+def test_tiled_max_pool_is_keras_forward_and_gradient_bit_for_bit(data_dir: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"), TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run([sys.executable, "-c", CHILD, str(data_dir)], env=env, capture_output=True, text=True,
                           timeout=300)
@@ -67,3 +71,10 @@ def test_tiled_max_pool_is_keras_forward_exactly_and_its_gradient_within_roundin
     assert got["grad_max_diff"] == 0.0 and got["grad_nonzero"] > 10_000
     # Overlapping windows (ResNet's stem pool: 3, stride 2, 'same') stay Keras' reduce_window.
     assert got["overlapping_is_keras"] and got["overlapping_shape"] == [64, 14, 14, 32]
+
+
+def test_the_engines_xla_flags_are_all_flags_so_xla_reads_a_users_flag_after_them() -> None:
+    for virtual, single in ((None, True), (2, True), (2, False)):
+        flags = xla_flags("--xla_cpu_enable_fast_math=true", virtual, single).split()
+        assert flags[0] == "--xla_cpu_enable_fast_math=true" and all(f.startswith("--") for f in flags), flags
+    assert "--xla_cpu_multi_thread_eigen=false" in xla_flags("", None, True).split()
