@@ -276,11 +276,11 @@ def main_parent(args: argparse.Namespace) -> None:
     args.scratch = str(C.scratch_dir(keep=False))
     for r in range(args.rounds):  # interleaved: every contestant once per round, in reverse every other round
         jobs = [("tf", "tf", "", {}), *((f"keras-jax {n}", "keras-jax", f, {}) for n, f in variants.items()),
-                ("keras-jax default, no donation", "keras-jax", "", {"no_donation": True}),
+                ("keras-jax default (no donation)", "keras-jax", "", {"no_donation": True}),
                 (TILED, "keras-jax", "", {"pool": "tiled"}),
                 ("lax NHWC", "lax-nhwc", "", {}), ("lax NCHW", "lax-nchw", "", {}),
-                ("lax NHWC, tiled pool", "lax-nhwc", "", {"pool": "tiled"}),
-                ("lax NCHW, tiled pool", "lax-nchw", "", {"pool": "tiled"})]
+                ("lax NHWC + tiled pool", "lax-nhwc", "", {"pool": "tiled"}),
+                ("lax NCHW + tiled pool", "lax-nchw", "", {"pool": "tiled"})]
         jobs = [j for j in jobs if not args.only or j[0] in args.only.split(",")]
         for label, child, flags, extra in jobs if r % 2 == 0 else reversed(jobs):
             print(f"[round {r + 1}] {label} (load1 {C.load1():.1f})", flush=True)
