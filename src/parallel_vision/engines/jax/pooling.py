@@ -1,13 +1,13 @@
 """Max-pooling whose gradient XLA:CPU runs fast: a reshape and a max instead of `lax.reduce_window`.
 
 Why: Keras' JAX backend pools with `lax.reduce_window(max)`, whose gradient XLA lowers to `select-and-scatter`,
-and XLA:CPU (jaxlib 0.10.2) runs that op about 25× slower than TensorFlow's MaxPoolGrad: measured alone at the
-paper CNN's first pool (batch 512, 28×28×64, one thread), it was ~40 % of the JAX engine's whole train step
-(benchmarks/jax_cpu.py, docs/jax.md "Why JAX is slower on this CPU"). When the windows tile the image (pool size
-= strides, no padding needed), max-pooling is exactly a max over two reshaped axes, whose gradient is an
-elementwise select XLA fuses. `jnp.max`'s own gradient would split a tie (several equal maxima in one window:
-common on MNIST, whose saturated strokes give equal activations) evenly; a custom VJP keeps reduce_window's rule
-instead, all to the first maximum, so forward values and gradients are Keras' own bit for bit.
+and XLA:CPU (jaxlib 0.10.2) runs that op ~30x slower than TensorFlow's MaxPoolGrad: measured alone at the paper
+CNN's first pool (28x28x64, one thread), 571 against 17 CPU-ms at batch 512, about a fifth of the JAX engine's
+whole train step with the second pool (benchmarks/jax_cpu.py, docs/jax.md "Why JAX is slower on this CPU"). When the
+windows tile the image (pool size = strides, no padding needed), max-pooling is exactly a max over two reshaped
+axes, whose gradient is an elementwise select XLA fuses. `jnp.max`'s own gradient would split a tie (several equal
+maxima in one window: common on MNIST, whose saturated strokes give equal activations) evenly; a custom VJP keeps
+reduce_window's rule instead, all to the first maximum, so forward values and gradients are Keras' own bit for bit.
 
 `install` swaps Keras' backend function in this process only (the JAX engine's): the model, its saved file and
 every other case (overlapping or padded windows, channels_first, 1D/3D) stay Keras' own.
