@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any
 
+from parallel_vision.engines.jax import pooling
 from parallel_vision.engines.jax.setup import JaxRun
 from parallel_vision.provenance import host_environment
 
@@ -55,6 +56,7 @@ def environment(run: JaxRun) -> dict[str, Any]:
             "world_size": placement.world_size,
             "intra_op_threads": placement.threads,
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "max_pool": pooling.describe(),
             "dtype_policy": keras.mixed_precision.global_policy().name,
             "jit_compile": True,
             "comm_time_note": COMM_NOTE,

@@ -39,7 +39,7 @@ from parallel_vision import envvars
 from parallel_vision.config import RunConfig, heartbeat_timeout_s, usable_cores
 from parallel_vision.engines.common import pin_to_cores
 from parallel_vision.engines.jax import backup as jax_backup
-from parallel_vision.engines.jax import layout
+from parallel_vision.engines.jax import layout, pooling
 from parallel_vision.engines.jax.cluster import JaxCluster, cluster_from_env
 from parallel_vision.engines.jax.cluster import present as cluster_present
 from parallel_vision.engines.keras.backup import KerasBackups
@@ -55,7 +55,9 @@ def xla_flags(current: str, virtual_devices: int | None, single_thread: bool) ->
     if virtual_devices is not None:
         flags.append(f"{DEVICE_COUNT_FLAG}={virtual_devices}")
     if single_thread and not any(f.startswith("--xla_cpu_multi_thread_eigen") for f in flags):
-        flags += ["--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"]
+        # Only `--` flags: XLA stops reading XLA_FLAGS at a bare word (an `intra_op_parallelism_threads=1` here
+        # once hid every flag after it, benchmarks/jax_cpu.py); the pool's size comes from pinning (start_run).
+        flags.append("--xla_cpu_multi_thread_eigen=false")
     return " ".join(flags)
 
 
@@ -72,7 +74,8 @@ def configure_environment(cfg: RunConfig) -> None:
 
 
 def import_jax() -> tuple[Any, Any]:
-    """Import JAX and Keras (backend jax), with TensorFlow hidden from Keras.
+    """Import JAX and Keras (backend jax), with TensorFlow hidden from Keras and tiled max-pooling done as
+    reshape + max (engines/jax/pooling.py).
 
     Keras 3 imports TensorFlow lazily whenever it is installed, whatever the backend: `set_random_seed`
     seeds it, and `model.save` checks for tf.TensorShape. TensorFlow and JAX must never share a process
@@ -93,6 +96,7 @@ def import_jax() -> tuple[Any, Any]:
 
     if keras.backend.backend() != "jax":
         raise ConfigError(f"Keras runs on the {keras.backend.backend()!r} backend in this process, not 'jax'")
+    pooling.install(keras)  # max-pool's gradient without XLA:CPU's slow select-and-scatter (pooling.py)
     if os.environ.get(envvars.DEBUG):
         keras.config.disable_traceback_filtering()
     return jax, keras
