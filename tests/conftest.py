@@ -147,6 +147,24 @@ def write_idx() -> Callable[..., Path]:
     return write
 
 
+#: The slowest test files, slowest first (`--durations`, 2026-12-07). pytest-xdist (the README's command) hands
+#: whole files to its two processes in collection order, so these go first and the session ends on short files
+#: in both processes, not on one long file in one of them while the other idles. A stale list only costs balance.
+SLOWEST_FILES = (
+    "test_multinode.py", "test_explain_keras.py", "test_elastic.py", "test_tf_resume.py", "test_explain_compare.py",
+    "test_resume.py", "test_accuracy_contract.py", "test_workloads_e2e.py", "test_jax_engine.py",
+    "test_torch_engine.py", "test_disk_full.py", "test_levers.py", "test_bench_e2e.py", "test_signals.py",
+    "test_report_sharding.py", "test_projection.py", "test_explain.py", "test_tf_engine.py",
+    "test_jax_model_parallel.py", "test_predict.py", "test_projection_sharding.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slowest files first (SLOWEST_FILES); every other file, and the tests inside each file, keep their order."""
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """An empty collection is a failure, never a quiet green: CI must run real tests."""
     if session.testscollected == 0 and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:

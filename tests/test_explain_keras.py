@@ -29,7 +29,7 @@ from shared_runs import JAX_SMALL, TF_SMALL, TORCH_DIGITS  # tests/ on sys.path
 
 BACKENDS = ("tensorflow", "jax")
 FLOOR_IMAGES = 20
-FLOOR_METHODS = ("saliency", "gradcam", "ig")
+FLOOR_METHODS = ("saliency", "gradcam", "ig", "occlusion")
 FLOOR = 0.99
 KERAS_RUN_IMAGES = 20
 
