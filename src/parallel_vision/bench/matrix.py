@@ -169,6 +169,8 @@ def expand(spec: BenchSpec, *, cores: int, gpus: int = 0) -> list[PlannedRun]:
     for model in spec.models:
         for framework in spec.frameworks:
             for workers in sorted(spec.workers):
+                if workers > 1 and framework in spec.single_only:
+                    continue
                 strategies = ("single",) if workers == 1 else multi_strategies(framework, spec.strategies)
                 for strategy in strategies:
                     for mode in modes:
