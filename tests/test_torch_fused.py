@@ -13,6 +13,7 @@ from torch import nn  # noqa: E402
 
 from parallel_vision.models.torch_fused import BatchNormReLUMaxPool2d, fuse_bn_relu_pool  # noqa: E402
 from parallel_vision.models.torch_zoo import build_torch_model  # noqa: E402
+from saved_tensors import saved_bytes  # noqa: E402  (tests/ on sys.path)
 
 LAYOUTS = [torch.channels_last, torch.contiguous_format]
 
@@ -124,23 +125,12 @@ def test_keeps_less_for_backward() -> None:
     reference, fused = _paper_cnn_pair(0)
     x = torch.randn(64, 1, 28, 28).contiguous(memory_format=torch.channels_last)
 
-    def saved_bytes(model: nn.Module) -> int:
-        storages: dict[int, int] = {}
-
-        def pack(t: torch.Tensor) -> torch.Tensor:
-            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            model(x).sum()
-        return sum(storages.values())
-
     # Gone: block 2's ReLU output (64×28×28 floats per image) and block 3's (128×14×14); kept in their
     # place: block 3's pooled output (128×7×7, for the ReLU mask; block 2's is the next conv's input anyway).
     # The pool indices (64×14×14 and 128×7×7) are kept as int16 instead of int64: 6 bytes less each.
     floats = 64 * 28 * 28 + 128 * 14 * 14 - 128 * 7 * 7
     indices = 64 * 14 * 14 + 128 * 7 * 7
-    assert saved_bytes(reference) - saved_bytes(fused) == 64 * (floats * 4 + indices * 6)
+    assert saved_bytes(reference, x) - saved_bytes(fused, x) == 64 * (floats * 4 + indices * 6)
 
 
 def test_only_bn_relu_pool2_runs_are_fused() -> None:

@@ -14,6 +14,7 @@ from torch import nn  # noqa: E402
 from parallel_vision.models.torch_fused import fuse_bn_relu_pool  # noqa: E402
 from parallel_vision.models.torch_recompute import RecomputedStemConv2d, recompute_stem  # noqa: E402
 from parallel_vision.models.torch_zoo import build_torch_model  # noqa: E402
+from saved_tensors import saved_bytes  # noqa: E402  (tests/ on sys.path)
 
 
 def _real_batch(data_dir: Path, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,25 +66,13 @@ def test_recomputed_stem_trains_bit_identically_to_the_fused_step(data_dir: Path
         assert torch.equal(fused(x[:64]), recomputed(x[:64]))
 
 
-def _saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x).sum()
-    return sum(storages.values())
-
-
 def test_recomputed_stem_keeps_neither_map_of_the_first_block() -> None:
     """Autograd no longer holds the first block's conv output and ReLU output (2 × 32×28×28 floats per image)."""
     fused, recomputed = _fused_pair(0)
     x = torch.randn(64, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     maps = 2 * 64 * 32 * 28 * 28 * 4
     # Small change besides: the BatchNorm's batch statistics are not kept, the three biases are.
-    assert abs(_saved_bytes(fused, x) - _saved_bytes(recomputed, x) - maps) < 1024
+    assert abs(saved_bytes(fused, x) - saved_bytes(recomputed, x) - maps) < 1024
     assert sum(isinstance(m, RecomputedStemConv2d) for m in recomputed.modules()) == 1
 
 
