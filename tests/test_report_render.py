@@ -179,3 +179,20 @@ def test_no_init_note_for_small_gaps_or_aligned_runs(tmp_path: Path) -> None:
     assert "each framework's defaults (--init framework" in tables.run_table_note(small_data)
     assert "aligned (--init aligned" in tables.run_table_note(aligned_data)
     assert "Init" not in tables.run_table(small_data).headers
+
+
+def test_a_slower_keras_on_jax_points_to_the_measured_cpu_profile(tmp_path: Path) -> None:
+    from parallel_vision.report import compare
+
+    slow, close = tmp_path / "slow", tmp_path / "close"
+    for root, jax_steady in ((slow, 30.0), (close, 13.0)):
+        _result(root, "tf-single-r1", framework="tensorflow", strategy="single", workers=1, batch=256, steady=12.0)
+        _result(root, "jax-single-r1", framework="jax", strategy="single", workers=1, batch=256, steady=jax_steady)
+    (sentence,) = compare.keras_backend_sentences(build_report_data(slow))
+    assert sentence.startswith("Keras on JAX trains the same model 2.5× slower than Keras on TensorFlow")
+    assert "docs/jax.md" in sentence and "benchmarks/jax_cpu.py" in sentence
+    assert compare.keras_backend_sentences(build_report_data(close)) == []  # within 1.2×: nothing to explain
+    on_gpu = json.loads((slow / "runs" / "jax-single-r1" / "result.json").read_text())
+    on_gpu["environment"]["gpus"] = ["H100"]
+    write_result(on_gpu, slow / "runs" / "jax-single-r1")
+    assert compare.keras_backend_sentences(build_report_data(slow)) == []  # the profile is a CPU one

@@ -104,6 +104,31 @@ def single_process_sentences(data: ReportData) -> list[str]:
     return out
 
 
+def _on_cpu(g: ConfigGroup) -> bool:
+    return all(not (r.get("environment") or {}).get("gpus") for r in g.runs)
+
+
+def keras_backend_sentences(data: ReportData) -> list[str]:
+    """Where Keras on JAX trains the same model slower than Keras on TensorFlow on a CPU: the measured reason
+    (docs/jax.md), so a reader does not take "JAX is slow" for the tool's doing."""
+    out = []
+    tf_singles = [g for g in data.groups if g.framework == "tensorflow" and g.workers == 1 and _on_cpu(g)]
+    jax_singles = [g for g in data.groups if g.framework == "jax" and g.workers == 1 and _on_cpu(g)]
+    for t in tf_singles:
+        for j in jax_singles:
+            xt, xj = _x(t), _x(j)
+            if (t.family, t.global_batch, t.threads) != (j.family, j.global_batch, j.threads) or not (xt and xj):
+                continue
+            if xt.median < 1.2 * xj.median:
+                continue
+            out.append(f"Keras on JAX trains the same model {xt.median / xj.median:.1f}× slower than Keras on "
+                       "TensorFlow here. On CPUs the profile in docs/jax.md (benchmarks/jax_cpu.py: run it to "
+                       "check this machine) puts most of the gap in XLA's convolution weight gradients, several "
+                       "times TensorFlow's oneDNN kernels, with no XLA flag of the pinned jaxlib changing them; "
+                       "Keras itself adds nothing measurable.")
+    return out[:1]
+
+
 def superlinear(r: ScalingRow) -> bool:
     """A speedup above N on N workers, beyond noise (SUPERLINEAR_TOL)."""
     return r.efficiency.median > 1 + SUPERLINEAR_TOL
@@ -367,7 +392,7 @@ def frameworks_title(data: ReportData) -> str:
 def comparison(data: ReportData) -> list[tuple[str, list[str]]]:
     """Headed paragraphs of the frameworks' comparison (empty sections left out)."""
     sections: list[tuple[str, list[str]]] = [
-        ("Single-process speed", single_process_sentences(data)),
+        ("Single-process speed", single_process_sentences(data) + keras_backend_sentences(data)),
         ("Scaling", scaling_sentences(data.strong, "strong") + baseline_speed_sentences(data.strong)
          + scaling_sentences(data.weak, "weak")),
         ("Against the best single-process run", best_single_sentences(data.strong + data.weak)),
