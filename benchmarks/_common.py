@@ -26,7 +26,8 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 BASELINES_DIR = ROOT / "benchmarks" / "baselines"
 ENGINE_MARK = "parallel_vision.launch.child"
 #: glibc allocator variables our launcher sets for torch engine children; baselines run without them.
-ALLOCATOR_VARS = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX", "MALLOC_TOP_PAD_")
+ALLOCATOR_VARS = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX", "MALLOC_TOP_PAD_", "LD_PRELOAD",
+                  "TCMALLOC_RELEASE_RATE", "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD")
 #: The paper CNN's training cost per image (3 x 59.9 MFLOP forward), the issue's yardstick.
 TRAIN_FLOP_PER_IMAGE = 180e6
 #: Appended to every measured subprocess command line so colleagues' idle checks (which look for

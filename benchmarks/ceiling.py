@@ -10,8 +10,9 @@ In one run, alternating (ABC…CBA order, so slow drift cancels):
     torch.utils.flop_counter are printed beside it) -> ratio to the GEMM rate of the same
     precision (goal >= 0.65): fp32 runs against the fp32 GEMM, bf16 autocast against the bf16 GEMM;
   * each lever switched away from the engine's default, one at a time: the reference BatchNorm
-    modules instead of the fused step, contiguous memory format, malloc_tuning off, pin_threads on,
-    torch.compile on (compile time reported apart), bf16 autocast.
+    modules instead of the fused step, contiguous memory format, glibc's allocator defaults, glibc's tuned
+    heap instead of tcmalloc, ATen's BatchNorm backward instead of the in-place one, both of these (the
+    defaults before issue #31), pin_threads on, torch.compile on (compile time reported apart), bf16 autocast.
 
 `--format-accuracy` instead trains full MNIST for 3 epochs in channels_last and contiguous
 (alternating, per seed) and reports speed AND final test accuracy of both, plus a gradient
@@ -42,7 +43,11 @@ import _common as C  # noqa: E402
 LEVERS: dict[str, dict[str, Any]] = {
     "reference_bn": {"fused_bn": False},
     "contiguous": {"memory_format": "contiguous"},
-    "no_malloc_tuning": {"malloc_tuning": False},
+    "no_malloc_tuning": {"allocator": "glibc", "malloc_tuning": False},  # glibc's defaults
+    # Issue #31's two new defaults taken back, one at a time and together (the defaults before it).
+    "glibc_tuned": {"allocator": "glibc"},
+    "aten_bn_backward": {"inplace_bn_backward": False},
+    "before_31": {"allocator": "glibc", "inplace_bn_backward": False},
     "pin_threads": {"pin_threads": True},
     "compile": {"compile": True},
     "bf16": {"precision": "bf16"},
@@ -202,7 +207,8 @@ def base_config(args: argparse.Namespace) -> dict[str, Any]:
         "framework": "torch", "strategy": "single", "workers": 1, "batch_size": args.batch_size,
         "epochs": args.epochs, "limit_train": args.limit_train, "limit_test": args.limit_test,
         "threads_per_worker": args.threads, "seed": args.seed, "memory_format": "channels_last",
-        "fused_bn": True, "malloc_tuning": True, "pin_threads": False, "compile": False, "precision": "fp32",
+        "fused_bn": True, "inplace_bn_backward": True, "malloc_tuning": True, "allocator": "auto",
+        "pin_threads": False, "compile": False, "precision": "fp32",
     }
 
 

@@ -8,9 +8,10 @@ Two views of the same runs:
 Variants (alternating over --repeats rounds): torch single (2 threads), torch ddp (2 workers x 1
 thread), both again with malloc_tuning off (how much does keeping freed memory raise the peak?), ddp
 with the reference BatchNorm/ReLU/pool modules instead of the fused step (`fused_bn` off),
-ddp with glibc mapping only the blocks of >= 100 MiB, the fused step's memory options (issue #31: the in-place
-BatchNorm backward, the recomputed first block, both, both under glibc's defaults), with --with-tf the TensorFlow
-engine single, and with --with-keras TensorFlow and JAX multiworker 2 x 1 thread (as torch ddp).
+ddp with glibc mapping only the blocks of >= 100 MiB, issue #31's defaults taken back one at a time (glibc's tuned
+heap instead of tcmalloc, ATen's BatchNorm backward instead of the in-place one, both: the defaults before #31), the
+recomputed first block, with --with-tf the TensorFlow engine single, and with --with-keras TensorFlow and JAX
+multiworker 2 x 1 thread (as torch ddp).
 
 Usage:  python benchmarks/memory.py [--epochs 1] [--repeats 1] [--with-tf] [--with-keras] [--only ddp]
 Writes benchmarks/results/memory-<date>.json; prints a table last.
@@ -135,28 +136,31 @@ def main() -> None:
     variants: dict[str, dict[str, Any]] = {
         "torch single (2 threads)": dict(common, framework="torch", strategy="single", threads_per_worker=2),
         "torch ddp (2 x 1 thread)": dict(common, framework="torch", strategy="ddp", workers=2, threads_per_worker=1),
-        "torch single, malloc_tuning off": dict(common, framework="torch", strategy="single", threads_per_worker=2,
-                                                malloc_tuning=False),
-        "torch ddp, malloc_tuning off": dict(common, framework="torch", strategy="ddp", workers=2,
-                                             threads_per_worker=1, malloc_tuning=False),
+        "torch single, glibc's defaults": dict(common, framework="torch", strategy="single", threads_per_worker=2,
+                                               allocator="glibc", malloc_tuning=False),
+        "torch ddp, glibc's defaults": dict(common, framework="torch", strategy="ddp", workers=2,
+                                            threads_per_worker=1, allocator="glibc", malloc_tuning=False),
         "torch ddp, reference BatchNorm": dict(common, framework="torch", strategy="ddp", workers=2,
                                                threads_per_worker=1, fused_bn=False),
         # glibc maps blocks of >= 100 MiB (here the 196 MiB full-size maps of the second conv block) and keeps
         # the rest in its untrimmed heap: which of the two settings' costs each block size carries.
         "torch ddp, mmap >= 100 MiB": dict(common, framework="torch", strategy="ddp", workers=2, threads_per_worker=1,
-                                           malloc_tuning=False, _env={"MALLOC_MMAP_THRESHOLD_": str(100 * 2**20),
-                                                                      "MALLOC_TRIM_THRESHOLD_": str(2**36)}),
-        # Issue #31: the fused step's memory options, side by side with the defaults above (models/torch_fused.py,
-        # models/torch_recompute.py); all under the default (tuned) allocator.
-        "torch ddp, in-place BN backward": dict(common, framework="torch", strategy="ddp", workers=2,
-                                                threads_per_worker=1, inplace_bn_backward=True),
+                                           allocator="glibc", malloc_tuning=False,
+                                           _env={"MALLOC_MMAP_THRESHOLD_": str(100 * 2**20),
+                                                 "MALLOC_TRIM_THRESHOLD_": str(2**36)}),
+        # Issue #31: the defaults are now the in-place BatchNorm backward under `allocator="auto"` (tcmalloc where
+        # installed); these rows take one of the two back, or both (the defaults before #31), side by side.
+        "torch ddp, glibc tuned": dict(common, framework="torch", strategy="ddp", workers=2, threads_per_worker=1,
+                                       allocator="glibc"),
+        "torch ddp, ATen BatchNorm backward": dict(common, framework="torch", strategy="ddp", workers=2,
+                                                   threads_per_worker=1, inplace_bn_backward=False),
+        "torch ddp, defaults before #31": dict(common, framework="torch", strategy="ddp", workers=2,
+                                               threads_per_worker=1, allocator="glibc", inplace_bn_backward=False),
         "torch ddp, recomputed block 1": dict(common, framework="torch", strategy="ddp", workers=2,
                                               threads_per_worker=1, recompute_stem=True),
-        "torch ddp, both": dict(common, framework="torch", strategy="ddp", workers=2, threads_per_worker=1,
-                                inplace_bn_backward=True, recompute_stem=True),
-        "torch ddp, both, malloc_tuning off": dict(common, framework="torch", strategy="ddp", workers=2,
-                                                   threads_per_worker=1, inplace_bn_backward=True,
-                                                   recompute_stem=True, malloc_tuning=False),
+        "torch ddp, malloc_tuning off, recomputed block 1": dict(common, framework="torch", strategy="ddp", workers=2,
+                                                                 threads_per_worker=1, recompute_stem=True,
+                                                                 allocator="glibc", malloc_tuning=False),
     }
     if args.with_keras:  # the other engines, measured the same way: 2 worker processes x 1 thread
         for fw in ("tensorflow", "jax"):

@@ -1,14 +1,17 @@
 """The fused step's memory options side by side (issue #31): step time and peak memory of one worker-sized process.
 
-Each variant runs in a fresh interpreter (glibc reads its settings at start-up), the variants interleaved over
+Each variant runs in a fresh interpreter (the allocator is chosen at start-up), the variants interleaved over
 --rounds rounds (A B C ... then ... C B A), so that a drifting machine load falls on all of them alike:
-  * defaults:       today's fused step under the tuned allocator (`envvars.ALLOCATOR`);
-  * in-place:       `inplace_bn_backward` (BatchNorm's input gradient in place; within fp32 rounding);
-  * recompute:      `recompute_stem` (the first conv block recomputed in backward; bit-identical);
-  * both:           the two together;
-  * both, glibc:    the two under glibc's defaults (`--no-malloc-tuning`).
+  * defaults:          the engine's defaults since issue #31: the in-place BatchNorm backward under
+                       `allocator="auto"` (tcmalloc keeping freed memory where installed, else glibc's tuned heap);
+  * glibc tuned:       the same step on glibc's tuned heap (`envvars.ALLOCATOR`);
+  * ATen BN backward:  `inplace_bn_backward` off (ATen's kernel: bit for bit the reference modules);
+  * before #31:        both of those: the defaults before issue #31;
+  * recompute:         `recompute_stem` (the first conv block recomputed in backward; bit-identical);
+  * glibc defaults:    glibc returning freed memory (`--allocator glibc --no-malloc-tuning`).
 Per variant: the median CPU seconds per step (`time.process_time`, steps 2..N: user + system, so the kernel's page
-zeroing counts) and its ratio to the defaults, the kernel's VmHWM after the last step, and glibc's heap then.
+zeroing counts) and its ratio to the defaults, the kernel's VmHWM after the last step, and glibc's heap then (0
+under tcmalloc).
 The process is one DDP worker's share at batch 2048 x 2 (batch 1024, 1 thread, the engine's model, optimiser and
 batch path); a DDP worker holds more besides (docs/performance.md, "Issue #31"), so the goal itself is judged by
 `memory.py`.
@@ -33,12 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
 
+#: Each variant: the allocator (allocator.py's choice, and whether it keeps freed memory) and RunConfig changes.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "defaults": {"tuned": True},
-    "in-place": {"tuned": True, "inplace_bn_backward": True},
-    "recompute": {"tuned": True, "recompute_stem": True},
-    "both": {"tuned": True, "inplace_bn_backward": True, "recompute_stem": True},
-    "both, glibc": {"tuned": False, "inplace_bn_backward": True, "recompute_stem": True},
+    "defaults": {"allocator": "auto", "keep_freed": True},
+    "glibc tuned": {"allocator": "glibc", "keep_freed": True},
+    "ATen BN backward": {"allocator": "auto", "keep_freed": True, "inplace_bn_backward": False},
+    "before #31": {"allocator": "glibc", "keep_freed": True, "inplace_bn_backward": False},
+    "recompute": {"allocator": "auto", "keep_freed": True, "recompute_stem": True},
+    "glibc defaults": {"allocator": "glibc", "keep_freed": False},
 }
 
 
@@ -53,7 +58,7 @@ def child(name: str, steps: int, batch: int) -> dict[str, Any]:
     from parallel_vision.engines.torch.data import epoch_permutation, load_data
 
     torch.set_num_threads(1)
-    options = {k: v for k, v in VARIANTS[name].items() if k != "tuned"}
+    options = {k: v for k, v in VARIANTS[name].items() if k not in ("allocator", "keep_freed")}
     cfg = RunConfig(framework="torch", strategy="single", batch_size=batch, threads_per_worker=1, device="cpu",
                     data_dir=os.environ.get("PVISION_DATA_DIR"), **options)
     device = torch.device("cpu")
@@ -73,11 +78,10 @@ def child(name: str, steps: int, batch: int) -> dict[str, Any]:
 
 
 def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    from parallel_vision.envvars import ALLOCATOR
+    from parallel_vision import allocator
 
     env = {k: v for k, v in os.environ.items() if k not in C.ALLOCATOR_VARS}
-    if VARIANTS[name]["tuned"]:
-        env.update(ALLOCATOR)
+    env.update(allocator.environment(VARIANTS[name]["allocator"], VARIANTS[name]["keep_freed"], env))
     env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--batch", str(args.batch),
            *C.MARK_ARGS]

@@ -245,6 +245,13 @@ def test_busy_master_port(data_dir: Path, tmp_path: Path) -> None:
     assert not out.exists()
 
 
+def test_tcmalloc_asked_for_where_none_is_installed(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = pvision(*train_args(data_dir, out), "--allocator", "tcmalloc", cwd=tmp_path, env={"PVISION_TCMALLOC": ""})
+    assert_one_line_error(proc, "allocator tcmalloc: no libtcmalloc on this machine", "--allocator auto")
+    assert not out.exists()
+
+
 def test_non_integer_option_is_a_usage_error(tmp_path: Path) -> None:
     """Values typer/click cannot parse are usage errors: exit 2 and click's own 'Usage:' block (not one line)."""
     proc = pvision("train", "--epochs", "abc", cwd=tmp_path)

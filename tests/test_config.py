@@ -84,7 +84,8 @@ def test_engine_specific_fields_say_so_and_are_refused_elsewhere() -> None:
                "compile": True, "compile_mode": "reduce-overhead", "malloc_tuning": False, "jit_compile": True,
                "sync_batchnorm": True, "checkpoint_every": 5, "master_port": 29500, "grad_compression": "fp16",
                "collective_timeout": 60.0, "reshard_after_forward": False, "microbatches": 8,
-               "pipeline_schedule": "gpipe", "recompute_stem": True, "inplace_bn_backward": True}
+               "pipeline_schedule": "gpipe", "recompute_stem": True, "inplace_bn_backward": False,
+               "allocator": "glibc"}
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     for name, engine in FIELD_ENGINE.items():
         assert name in fields and name in changed, name

@@ -28,6 +28,7 @@ Device = Literal["auto", "cpu", "cuda"]
 MemoryFormat = Literal["channels_last", "contiguous"]
 LrSchedule = Literal["constant", "onecycle"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+Allocator = Literal["auto", "glibc", "tcmalloc"]
 InitMode = Literal["framework", "aligned"]
 LrScaling = Literal["none", "linear", "sqrt"]
 #: --grad-compression: torch DDP communication hooks ("powersgd:R" picks the rank; plain "powersgd" is rank 1).
@@ -159,15 +160,17 @@ class RunConfig:
                                        "convolution weights.")
     fused_bn: bool = only("torch", "model", True, "On CPU, run each BatchNorm → ReLU → 2×2 max-pool as one "
                           "autograd step that keeps 28 % less for backward and is faster, with the reference's "
-                          "gradients bit for bit (models/torch_fused.py). Off: the reference modules. Not used with "
-                          "compile or sync_batchnorm, which bring their own BatchNorm.", identity="unless-default")
+                          "gradients bit for bit under inplace_bn_backward off (models/torch_fused.py). Off: the "
+                          "reference modules. Not used with compile or sync_batchnorm, which bring their own "
+                          "BatchNorm.", identity="unless-default")
     recompute_stem: bool = only("torch", "model", False, "With the fused step: keep only the input of the first "
                                 "conv → BatchNorm → ReLU block and recompute the block in backward (196 MiB less at a "
                                 "1024 per-worker batch, same gradients bit for bit, a conv and a BatchNorm forward "
                                 "more; models/torch_recompute.py).", identity="unless-default")
-    inplace_bn_backward: bool = only("torch", "model", False, "With the fused step: BatchNorm's input gradient "
+    inplace_bn_backward: bool = only("torch", "model", True, "With the fused step: BatchNorm's input gradient "
                                      "computed in place of the pool's gradient (2 full-size buffers less at the "
-                                     "memory peak; within fp32 rounding of the reference, not bit-identical).",
+                                     "memory peak, ~0.5 GiB less per DDP worker at the same speed; within fp32 "
+                                     "rounding of the reference, not bit-identical: off for the reference's bits).",
                                      identity="unless-default")
     # -------------------------------------------------------------------------------------------- speed
     threads_per_worker: int | None = knob("speed", None, "CPU threads per worker; None means cores ÷ processes.")
@@ -177,8 +180,11 @@ class RunConfig:
     compile_mode: CompileMode = only("torch", "speed", "default", "torch.compile's mode, e.g. reduce-overhead.")
     jit_compile: bool = only("tensorflow", "speed", False, "XLA-compile the Keras model.",
                              hint="use compile for torch; the JAX engine always compiles with XLA")
-    malloc_tuning: bool = only("torch", "speed", True, "Keep glibc from returning freed memory to the OS between "
-                               "steps (torch CPU workers).")
+    malloc_tuning: bool = only("torch", "speed", True, "Keep the allocator from returning freed memory to the OS "
+                               "between steps (torch CPU workers).")
+    allocator: Allocator = only("torch", "speed", "auto", "C allocator of torch CPU workers: auto (tcmalloc where "
+                                "installed, else glibc), glibc or tcmalloc (allocator.py; docs/performance.md).",
+                                identity="unless-default")
     eval_batch_size: int = knob("speed", 500, "Test images per forward pass when evaluating (no effect on results). "
                                 "500 keeps the no-grad activations small: at 2000 a CPU worker's peak memory was "
                                 "~0.6 GiB higher, at no gain in speed.")

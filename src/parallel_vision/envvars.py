@@ -20,6 +20,9 @@ DIST_TIMEOUT_S = "PVISION_DIST_TIMEOUT_S"
 #: Keep glibc from returning freed memory to the OS between steps: measured to matter for CPU
 #: training (page faults on every large activation otherwise). A user's own setting always wins.
 ALLOCATOR = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**36)}
+#: The tcmalloc library `allocator="auto"/"tcmalloc"` preloads (default: found in the usual library folders);
+#: "" behaves as if none were installed (allocator.py).
+TCMALLOC = "PVISION_TCMALLOC"
 #: Default results folder of `pvision runs`.
 RESULTS_DIR = "PVISION_RESULTS_DIR"
 #: TEST HOOK, for tests only: "RANK:SECONDS" makes that rank of a torch DDP run sleep SECONDS in every training

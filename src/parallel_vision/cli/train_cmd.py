@@ -120,14 +120,16 @@ def train(
                                    "measured faster: PyTorch on GPUs and CPUs with native bfloat16; recorded)."),
     memory_format: str = typer.Option(D.memory_format, "--memory-format", help="channels_last or contiguous."),
     fused_bn: bool = typer.Option(D.fused_bn, "--fused-bn/--reference-bn",
-                                  help="CPU: BatchNorm→ReLU→max-pool as one fused autograd step (same gradients, "
-                                  "less memory, faster); --reference-bn runs the plain modules."),
+                                  help="CPU: BatchNorm→ReLU→max-pool as one fused autograd step (less memory, "
+                                  "faster; the same gradients bit for bit with --no-inplace-bn-backward); "
+                                  "--reference-bn runs the plain modules."),
     recompute_stem: bool = typer.Option(D.recompute_stem, "--recompute-stem/--no-recompute-stem",
                                         help="With --fused-bn: recompute the first conv block in backward instead "
                                         "of keeping it (less memory, same gradients, a little slower)."),
     inplace_bn_backward: bool = typer.Option(D.inplace_bn_backward, "--inplace-bn-backward/--no-inplace-bn-backward",
-                                             help="With --fused-bn: BatchNorm's input gradient in place (less memory; "
-                                             "gradients within fp32 rounding, not bit-identical)."),
+                                             help="With --fused-bn: BatchNorm's input gradient in place (the default: "
+                                             "~0.5 GiB less per DDP worker, same speed; gradients within fp32 "
+                                             "rounding of ATen's, not bit-identical)."),
     reshard_after_forward: bool = typer.Option(D.reshard_after_forward,
                                                "--reshard-after-forward/--no-reshard-after-forward",
                                                help="fsdp: free gathered parameters after each unit's forward "
@@ -143,8 +145,10 @@ def train(
     sync_batchnorm: bool = typer.Option(D.sync_batchnorm, "--sync-batchnorm", help="SyncBatchNorm across DDP workers."),
     pin_threads: bool = typer.Option(D.pin_threads, "--pin-threads", help="Pin each CPU worker to its own cores."),
     malloc_tuning: bool = typer.Option(D.malloc_tuning, "--malloc-tuning/--no-malloc-tuning",
-                                       help="Keep freed memory in the process between steps (torch, glibc): "
-                                       "~35 % faster on CPU, ~0.7 GiB more peak memory per worker."),
+                                       help="Keep freed memory in the process between steps (torch CPU): "
+                                       "~35 % faster than glibc's defaults (which return it and zero it again)."),
+    allocator: str = typer.Option(D.allocator, "--allocator", help="torch CPU workers' C allocator: auto (tcmalloc "
+                                  "where installed, else glibc), glibc or tcmalloc (less peak memory, same speed)."),
     eval_batch_size: int = typer.Option(D.eval_batch_size, "--eval-batch-size", help="Test images per forward pass "
                                         "when evaluating (memory only; results do not change)."),
     deterministic: bool = typer.Option(D.deterministic, "--deterministic", help="Deterministic kernels."),

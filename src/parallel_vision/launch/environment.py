@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from parallel_vision import envvars
+from parallel_vision import allocator, envvars
 from parallel_vision.config import RunConfig
 
 
@@ -15,9 +15,8 @@ def child_environment(cfg: RunConfig, progress: bool) -> dict[str, str]:
     threads = str(cfg.resolved_threads())
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = threads
-    if cfg.framework == "torch" and cfg.malloc_tuning:
-        for key, value in envvars.ALLOCATOR.items():
-            env.setdefault(key, value)
+    if cfg.framework == "torch":
+        env.update(allocator.environment(cfg.allocator, cfg.malloc_tuning, env))
     else:
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         env.setdefault("TF_NUM_INTRAOP_THREADS", threads)

@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from parallel_vision import envvars
+from parallel_vision import allocator, envvars
 from parallel_vision.atomic import atomic_write_bytes
 from parallel_vision.config import RunConfig, heartbeat_timeout_s, usable_cores
 from parallel_vision.data.ready import ensure_dataset
@@ -63,6 +63,8 @@ def run(
             )
     if cfg.master_port is not None and not external_cluster(cfg):
         check_port_free(cfg.master_port)
+    if cfg.framework == "torch":
+        allocator.check(cfg.allocator)
     # Children get absolute folders (they may start elsewhere); result.json records them.
     root = ensure_data(cfg)
     cfg = cfg.replace(data_dir=str(root) if root else cfg.data_dir)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from parallel_vision import allocator
 from parallel_vision.atomic import atomic_write_bytes
 from parallel_vision.engines.common import peak_rss_mib
 from parallel_vision.engines.outputs import FinishedRun, write_run
@@ -58,6 +59,7 @@ def environment(trainer: Trainer) -> dict[str, Any]:
             "backend": trainer.dist.backend,
             "world_size": trainer.dist.world_size,
             "fused_bn_blocks": build.fused_bn_blocks(trainer.bare_model),
+            "allocator": allocator.running(),
         }
     )
     return env
@@ -68,6 +70,7 @@ def write_outputs(trainer: Trainer, out: Path, status: str) -> None:
     and predictions. An incomplete run (stopped by a signal) keeps the epochs done; the checkpoint the rest."""
     cfg, records = trainer.cfg, trainer.records
     rss = trainer.dist.all_gather_object(peak_rss_mib())
+    allocator.release_free_memory()  # training is over: what follows must not grow on top of its peak
     per_rank = trainer.per_rank_summary()  # collective too: every rank's step times (DDP on the CPU)
     held = sharding_summary(trainer)  # collective: what every rank held and sent
     # The plain model's weights: gathered from every rank's shards under fsdp and tensor (a collective), else
