@@ -51,6 +51,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "pin_threads": {"pin_threads": True},
     "compile": {"compile": True},
     "bf16": {"precision": "bf16"},
+    "bf16_before_31": {"precision": "bf16", "allocator": "glibc", "inplace_bn_backward": False},
     # The same 2 threads and global batch as two DDP processes of 1 thread (gloo): no intra-op threading.
     "ddp_2x1": {"strategy": "ddp", "workers": 2, "threads_per_worker": 1},
 }

@@ -103,6 +103,25 @@ def test_inplace_bn_backward_is_within_fp32_rounding_of_the_reference() -> None:
         assert err_new <= 2 * err_aten + 1e-6 * scale, (err_new, err_aten, scale)
 
 
+def test_under_bf16_autocast_the_inplace_option_takes_atens_kernel() -> None:
+    """bf16 activations with fp32 parameters: the in-place passes would run mixed-dtype (slower than ATen's bf16
+    kernel), so the option falls back to ATen's backward there, bit for bit."""
+    torch.manual_seed(5)
+    base = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2))
+    aten, inplace = copy.deepcopy(base), copy.deepcopy(base)
+    fuse_bn_relu_pool(aten)
+    fuse_bn_relu_pool(inplace, inplace_backward=True)
+    x = torch.randn(16, 1, 12, 12).contiguous(memory_format=torch.channels_last)
+    grads = []
+    for model in (aten, inplace):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        assert out.dtype == torch.bfloat16
+        out.float().square().sum().backward()
+        grads.append([p.grad for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+
+
 def test_the_config_knobs_build_the_options() -> None:
     from parallel_vision.config import RunConfig
     from parallel_vision.engines.torch import build

@@ -64,7 +64,9 @@ class _BatchNormReLUMaxPool(torch.autograd.Function):
         # Freed before BatchNorm's backward, where this step's memory peaks (benchmarks/memory_timeline.py):
         # the incoming gradient stays referenced by autograd until we return, our pooled-size copies need not.
         del grad
-        if ctx.inplace_backward and ctx.needs_input_grad[0]:
+        # In place only where the activations are in the parameters' precision: under bf16 autocast the
+        # mixed-dtype passes would be slower than ATen's bf16 kernel (and the maps are half the size anyway).
+        if ctx.inplace_backward and ctx.needs_input_grad[0] and x.dtype == weight.dtype:
             grad_x, grad_w, grad_b = _batch_norm_backward_in_place(grad_z, x, weight, mean, invstd, eps=ctx.eps)
         else:
             grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
