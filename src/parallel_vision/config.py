@@ -170,8 +170,8 @@ class RunConfig:
     inplace_bn_backward: bool = only("torch", "model", True, "With the fused step: BatchNorm's input gradient "
                                      "computed in place of the pool's gradient (2 full-size buffers less at the "
                                      "memory peak, ~0.5 GiB less per DDP worker at the same speed; within fp32 "
-                                     "rounding of the reference, not bit-identical: off for the reference's bits; fp32 only, "
-                                     "ATen's kernel under bf16 autocast).",
+                                     "rounding of the reference, not bit-identical: off for the reference's bits; fp32 "
+                                     "only, ATen's kernel under bf16 autocast).",
                                      identity="unless-default")
     # -------------------------------------------------------------------------------------------- speed
     threads_per_worker: int | None = knob("speed", None, "CPU threads per worker; None means cores ÷ processes.")
